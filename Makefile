@@ -1,0 +1,54 @@
+# Support Access — the two commands: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+HOST ?= 127.0.0.1
+PORT ?= 5000
+SECRET_FILE := instance/dev-secret
+
+.PHONY: run test lint format serve secret demo clean
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+$(SECRET_FILE):
+	mkdir -p instance
+	$(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $(SECRET_FILE)
+
+secret: $(STAMP) $(SECRET_FILE)
+
+# Import the demo directory (tenants, admins, engineers); idempotent.
+demo: secret
+	SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)) $(BIN)/flask --app service directory import demo/directory.yaml
+
+run: demo
+	@echo ""
+	@echo "Support Access on http://$(HOST):$(PORT)  (database: instance/support_access.db)"
+	@echo "Get a token:   export SUPPORT_ACCESS_JWT_SECRET=\$$(cat $(SECRET_FILE))"
+	@echo "               TOKEN=\$$($(BIN)/flask --app service token --sub eve --tenant provider)"
+	@echo "Try:           curl -s -H \"Authorization: Bearer \$$TOKEN\" http://$(HOST):$(PORT)/v1/support-requests"
+	@echo ""
+	SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)) $(BIN)/flask --app service run --host $(HOST) --port $(PORT)
+
+# Production serving: gunicorn, workers sized to the machine.
+serve: demo
+	SUPPORT_ACCESS_JWT_SECRET=$${SUPPORT_ACCESS_JWT_SECRET:-$$(cat $(SECRET_FILE))} \
+	$(BIN)/gunicorn --workers $$(nproc) --bind $(HOST):$(PORT) "service:create_app()"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

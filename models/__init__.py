@@ -1,0 +1,179 @@
+"""peewee models and the database wiring (SQLite by default, PostgreSQL by URL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from peewee import (
+    AutoField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    SqliteDatabase,
+    TextField,
+)
+from playhouse.db_url import connect
+
+database = DatabaseProxy()
+
+
+class UTCDateTimeField(DateTimeField):
+    """Stores naive UTC, returns aware UTC: SQLite keeps no zone and PostgreSQL's
+    `timestamp` column would otherwise shift by the server's zone."""
+
+    def db_value(self, value):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value):
+        value = super().python_value(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+
+
+class Tenant(BaseModel):
+    id = CharField(primary_key=True, max_length=128)
+    name = CharField(max_length=256)
+    created_at = UTCDateTimeField()
+
+
+class RoleAssignment(BaseModel):
+    id = AutoField()
+    tenant_id = CharField(max_length=128)
+    principal = CharField(max_length=256, index=True)
+    role = CharField(max_length=256)  # the role's display name in roles.yaml
+    created_at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("tenant_id", "principal", "role"), True),)
+
+
+class SupportRequest(BaseModel):
+    id = CharField(primary_key=True, max_length=64)
+    tenant_id = CharField(max_length=128, index=True)
+    resource_tenant_id = CharField(max_length=128, index=True)
+    title = CharField(max_length=512)
+    status = CharField(max_length=16)  # open | closed
+    allow_advanced_diagnostics = BooleanField(default=False)
+    assigned_engineer = CharField(max_length=256, null=True, index=True)
+    created_by = CharField(max_length=256)
+    created_at = UTCDateTimeField()
+    closed_at = UTCDateTimeField(null=True)
+
+
+class AccessRequest(BaseModel):
+    id = CharField(primary_key=True, max_length=64)
+    support_request = ForeignKeyField(SupportRequest, backref="access_requests")
+    engineer = CharField(max_length=256)
+    resource_tenant_id = CharField(max_length=128, index=True)
+    support_request_tenant_id = CharField(max_length=128, index=True)
+    justification = TextField()
+    status = CharField(max_length=16)
+    # The approval requirement in force when the request was filed, as JSON
+    # [{"party": ..., "approvals": n}], so a policy change does not rewrite history.
+    requirements = TextField()
+    policy_version = CharField(max_length=64)
+    created_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField()  # when a pending request expires
+    approved_at = UTCDateTimeField(null=True)
+    access_expires_at = UTCDateTimeField(null=True)
+    finished_at = UTCDateTimeField(null=True)  # any final state
+    finished_by = CharField(max_length=256, null=True)
+    # What the support request tenant is shown: a revocation there stays "approved"
+    # until the ticket closes (SPEC §5).
+    support_request_view_status = CharField(max_length=16)
+    rejection_reason = TextField(null=True)
+
+    class Meta:
+        indexes = (
+            (("engineer", "resource_tenant_id", "status"), False),
+            (("status", "expires_at"), False),
+            (("status", "access_expires_at"), False),
+        )
+
+
+class Approval(BaseModel):
+    id = AutoField()
+    access_request = ForeignKeyField(AccessRequest, backref="approvals")
+    tenant_id = CharField(max_length=128)
+    party = CharField(max_length=32)
+    approver = CharField(max_length=256)
+    at = UTCDateTimeField()
+
+    class Meta:
+        indexes = ((("access_request", "party", "approver"), True),)
+
+
+class AuditEvent(BaseModel):
+    seq = AutoField()
+    id = CharField(max_length=64, unique=True)
+    time = UTCDateTimeField()
+    activity = CharField(max_length=64)
+    actor = CharField(max_length=256)
+    actor_tenant_id = CharField(max_length=128, null=True)  # the token's tid
+    tenant_id = CharField(max_length=128, null=True)  # the tenant the event is about
+    visible_to = TextField()  # JSON list of tenant ids whose audit view shows it
+    target = CharField(max_length=256, null=True)
+    result = CharField(max_length=16)
+    details = TextField()  # JSON object
+    prev_hash = CharField(max_length=64)
+    hash = CharField(max_length=64)
+
+
+class AuditVisibility(BaseModel):
+    """Which tenant's audit view shows which event (indexed for the view query)."""
+
+    id = AutoField()
+    tenant_id = CharField(max_length=128)
+    event_seq = IntegerField()
+
+    class Meta:
+        indexes = ((("tenant_id", "event_seq"), True),)
+
+
+class AuditHead(BaseModel):
+    """One row: the newest event's hash. Writers lock it, so the chain is serial and a
+    truncated log (last events deleted) is detected."""
+
+    id = IntegerField(primary_key=True)
+    last_seq = IntegerField()
+    last_hash = CharField(max_length=64)
+
+
+MODELS = [Tenant, RoleAssignment, SupportRequest, AccessRequest, Approval, AuditEvent]
+MODELS += [AuditVisibility, AuditHead]
+
+
+def connect_database(url: str):
+    """Open the database at `url` and create the schema if it is not there yet."""
+    if url.startswith("sqlite"):
+        db = connect(url, pragmas={"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000})
+    else:
+        db = connect(url, autorollback=True)
+    database.initialize(db)
+    with db.connection_context():
+        db.create_tables(MODELS, safe=True)
+        AuditHead.insert(id=1, last_seq=0, last_hash="0" * 64).on_conflict_ignore().execute()
+    return db
+
+
+def is_sqlite(db) -> bool:
+    return isinstance(db, SqliteDatabase)
+
+
+def transaction():
+    """A write transaction. On SQLite take the write lock up front (BEGIN IMMEDIATE) so
+    two writers queue instead of failing when a read lock cannot be upgraded."""
+    db = database.obj
+    return db.atomic("IMMEDIATE") if is_sqlite(db) else db.atomic()

@@ -1,0 +1,103 @@
+"""HTTP API blueprints (API.md) and the helpers they share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app, g, request
+
+from service import clock
+from service.auth import current_caller
+from service.errors import BadRequest, Forbidden
+from service.policy import Policy
+from service.validation import validate
+from service.viewer import Viewer, viewer_for
+
+
+def register_blueprints(app: Flask) -> None:
+    from service.api import (
+        access_requests,
+        audit,
+        decisions,
+        health,
+        policy_admin,
+        support_requests,
+        tenants,
+    )
+
+    for module in (health, tenants, support_requests, access_requests, decisions, audit, policy_admin):
+        app.register_blueprint(module.bp)
+
+
+def json_body(schema: str) -> dict[str, Any]:
+    """The request's JSON object, validated against an OpenAPI schema (400/415 if not)."""
+    if not request.is_json:
+        from werkzeug.exceptions import UnsupportedMediaType
+
+        raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None and request.get_data():
+        raise BadRequest("body: not valid JSON", code="invalid_json")
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise BadRequest("body: must be a JSON object", code="invalid_json")
+    return validate(schema, body)
+
+
+def optional_body(schema: str) -> dict[str, Any]:
+    """For actions whose body may be left out entirely."""
+    if not request.get_data():
+        return {}
+    return json_body(schema)
+
+
+def policy() -> Policy:
+    return current_app.extensions["policy_store"].current
+
+
+def provider() -> str:
+    return current_app.config["PROVIDER_TENANT"]
+
+
+def now():
+    return clock.now()
+
+
+def viewer() -> Viewer:
+    if "viewer" not in g:
+        g.viewer = viewer_for(policy(), current_caller(), provider())
+    return g.viewer
+
+
+def require_operator() -> Viewer:
+    current = viewer()
+    if not current.is_operator:
+        raise Forbidden("only support access operators may do this", code="not_operator")
+    return current
+
+
+def query_time(name: str):
+    value = request.args.get(name)
+    if value is None:
+        return None
+    try:
+        return clock.parse_iso(value)
+    except ValueError as exc:
+        raise BadRequest(f"{name}: not an ISO 8601 UTC time ({exc})", code="invalid_query") from exc
+
+
+def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    value = request.args.get(name)
+    if value is not None and value not in choices:
+        raise BadRequest(f"{name}: must be one of {', '.join(choices)}", code="invalid_query")
+    return value
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    value = request.args.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise BadRequest(f"{name}: must be an integer from {low} to {high}", code="invalid_query")
+    return int(value)

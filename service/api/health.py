@@ -1,0 +1,41 @@
+"""Liveness, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models import database
+from service.validation import openapi_document
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    problems = []
+    try:
+        database.execute_sql("SELECT 1")
+    except Exception:  # any store failure means not ready
+        problems.append("store unreachable")
+    if not current_app.extensions["policy_store"].loaded:
+        problems.append("no policy loaded")
+    if problems:
+        body = {"error": {"code": "not_ready", "message": "; ".join(problems)}}
+        return jsonify(body), 503
+    return jsonify({"status": "ready"})
+
+
+@bp.get("/metrics")
+def metrics():
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/v1/openapi.json")
+def openapi():
+    return jsonify(openapi_document())

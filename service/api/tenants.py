@@ -1,0 +1,46 @@
+"""Directory over HTTP (operators): tenants and role assignments."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from models import Tenant
+from service import directory
+from service.api import json_body, now, policy, provider, require_operator
+from service.clock import isoformat
+from service.errors import NotFound
+
+bp = Blueprint("tenants", __name__, url_prefix="/v1/tenants")
+
+
+@bp.put("/<tenant_id>")
+def put_tenant(tenant_id: str):
+    operator = require_operator()
+    body = json_body("TenantPut")
+    created = directory.put_tenant(tenant_id, body["name"], operator.caller, now())
+    tenant = Tenant.get_by_id(tenant_id)
+    answer = {"id": tenant.id, "name": tenant.name, "created_at": isoformat(tenant.created_at)}
+    return jsonify(answer), 201 if created else 200
+
+
+@bp.put("/<tenant_id>/role-assignments")
+def put_role_assignment(tenant_id: str):
+    operator = require_operator()
+    body = json_body("RoleAssignmentPut")
+    if not directory.tenant_exists(tenant_id):
+        raise NotFound(f"tenant {tenant_id!r} not found")
+    current = policy()
+    role = directory.check_role(current, provider(), tenant_id, body["role"], "role")
+    created = directory.put_role_assignment(
+        current, provider(), tenant_id, body["principal"], role, operator.caller, now()
+    )
+    answer = {"tenant_id": tenant_id, "principal": body["principal"], "role": role}
+    return jsonify(answer), 201 if created else 200
+
+
+@bp.delete("/<tenant_id>/role-assignments/<principal>/<path:role>")
+def delete_role_assignment(tenant_id: str, principal: str, role: str):
+    operator = require_operator()
+    if not directory.delete_role_assignment(policy(), tenant_id, principal, role, operator.caller, now()):
+        raise NotFound(f"no role {role!r} for {principal!r} in tenant {tenant_id!r}")
+    return "", 204

@@ -1,0 +1,151 @@
+"""The audit log: an append-only, hash-chained list of events.
+
+Each event stores the hash of the one before it; `verify_chain` recomputes every hash and
+link, so an edited, deleted or reordered event is found. Events are written inside the
+caller's transaction, so a state change and its audit event commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from models import AuditEvent, AuditHead, AuditVisibility, database, is_sqlite
+from service.clock import isoformat
+
+GENESIS = "0" * 64
+
+
+def record(
+    activity: str,
+    actor,
+    tenant_id: str | None,
+    visible_to: Iterable[str],
+    target: str | None,
+    details: dict[str, Any],
+    now: datetime,
+    result: str = "success",
+) -> AuditEvent:
+    """Append one event. Must run inside a write transaction (models.transaction())."""
+    principal, actor_tenant = _actor_fields(actor)
+    head = _locked_head()
+    event = AuditEvent(
+        id=str(uuid.uuid4()),
+        time=now,
+        activity=activity,
+        actor=principal,
+        actor_tenant_id=actor_tenant,
+        tenant_id=tenant_id,
+        visible_to=json.dumps(sorted(set(visible_to))),
+        target=target,
+        result=result,
+        details=json.dumps(details, sort_keys=True, default=str),
+        prev_hash=head.last_hash,
+        hash="",
+    )
+    event.save(force_insert=True)  # assigns seq
+    event.hash = event_hash(event)
+    event.save()
+    AuditHead.update(last_seq=event.seq, last_hash=event.hash).where(AuditHead.id == 1).execute()
+    rows = [{"tenant_id": t, "event_seq": event.seq} for t in json.loads(event.visible_to)]
+    if rows:
+        AuditVisibility.insert_many(rows).execute()
+    return event
+
+
+def _actor_fields(actor) -> tuple[str, str | None]:
+    if isinstance(actor, str):  # "system" or a CLI command
+        return actor, None
+    caller = getattr(actor, "caller", actor)  # a Viewer or a Caller
+    return caller.principal, caller.token_tenant_id
+
+
+def _locked_head() -> AuditHead:
+    """The chain head, locked for this transaction so appends are serial."""
+    query = AuditHead.select().where(AuditHead.id == 1)
+    if not is_sqlite(database.obj):  # SQLite: BEGIN IMMEDIATE already serialises writers
+        query = query.for_update()
+    head = query.first()
+    if head is None:
+        AuditHead.insert(id=1, last_seq=0, last_hash=GENESIS).on_conflict_ignore().execute()
+        head = query.first()
+    return head
+
+
+def event_hash(event: AuditEvent) -> str:
+    """sha256 over the previous hash and every field of the event, canonically encoded."""
+    body = {
+        "seq": event.seq,
+        "id": event.id,
+        "time": isoformat(event.time),
+        "activity": event.activity,
+        "actor": event.actor,
+        "actor_tenant_id": event.actor_tenant_id,
+        "tenant_id": event.tenant_id,
+        "visible_to": event.visible_to,
+        "target": event.target,
+        "result": event.result,
+        "details": event.details,
+    }
+    text = event.prev_hash + json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class ChainReport:
+    ok: bool
+    checked: int
+    problem: str | None = None
+    bad_event: str | None = None  # id (seq) of the first bad event
+
+
+def verify_chain(batch: int = 1000) -> ChainReport:
+    """Walk the chain in order; report the first event whose hash or link is wrong."""
+    prev_hash, checked, last_seq = GENESIS, 0, 0
+    query = AuditEvent.select().order_by(AuditEvent.seq)
+    for event in query.iterator() if batch else query:
+        where = f"event {event.seq} ({event.id}, {event.activity})"
+        if event.prev_hash != prev_hash:
+            problem = "link broken: an event before it was removed, inserted or reordered"
+            return ChainReport(False, checked, problem, where)
+        if event_hash(event) != event.hash:
+            return ChainReport(False, checked, "contents altered: hash does not match", where)
+        prev_hash, last_seq, checked = event.hash, event.seq, checked + 1
+    head = AuditHead.get_or_none(AuditHead.id == 1)
+    if head and (head.last_hash != prev_hash or head.last_seq != last_seq):
+        problem = f"the log ends at event {last_seq} but the chain head records {head.last_seq}"
+        return ChainReport(False, checked, f"{problem}: events were removed from the end", None)
+    return ChainReport(True, checked)
+
+
+def to_json(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "time": isoformat(event.time),
+        "activity": event.activity,
+        "actor": event.actor,
+        "actor_tenant_id": event.actor_tenant_id,
+        "tenant_id": event.tenant_id,
+        "target": event.target,
+        "result": event.result,
+        "details": json.loads(event.details),
+    }
+
+
+def view(tenant_id: str, since: datetime | None, activity: str | None, limit: int) -> list:
+    """Events tenant `tenant_id` may see, oldest first."""
+    query = (
+        AuditEvent.select()
+        .join(AuditVisibility, on=(AuditVisibility.event_seq == AuditEvent.seq))
+        .where(AuditVisibility.tenant_id == tenant_id)
+    )
+    if since is not None:
+        query = query.where(AuditEvent.time >= since)
+    if activity:
+        query = query.where(AuditEvent.activity == activity)
+    return list(query.order_by(AuditEvent.seq).limit(limit))

@@ -1,0 +1,103 @@
+"""Bearer-token identity (API.md "Identity"): HS256 with a shared secret for development
+and tests, RS256/ES256 from a JWKS file or URL in production."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+from flask import Flask, current_app, g, request
+
+from service.errors import ConfigError, Unauthorized
+
+AUDIENCE = "support-access"
+ASYMMETRIC = ["RS256", "ES256"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: str  # the token's `sub`
+    token_tenant_id: str | None  # the token's `tid`, recorded in the audit log
+
+
+class TokenVerifier:
+    def __init__(self, secret: str | None, jwks: str | None):
+        if not secret and not jwks:
+            raise ConfigError(
+                "set SUPPORT_ACCESS_JWT_SECRET (development) or SUPPORT_ACCESS_JWKS (production)"
+            )
+        self.secret = secret
+        self.jwk_client = None
+        self.jwk_set = None
+        if jwks and jwks.startswith(("http://", "https://")):
+            self.jwk_client = jwt.PyJWKClient(jwks, cache_keys=True)
+        elif jwks:
+            try:
+                with open(jwks, encoding="utf-8") as handle:
+                    self.jwk_set = jwt.PyJWKSet.from_dict(json.load(handle))
+            except (OSError, ValueError, jwt.PyJWTError) as exc:
+                raise ConfigError(f"SUPPORT_ACCESS_JWKS: cannot load {jwks}: {exc}") from exc
+
+    def verify(self, token: str) -> Caller:
+        try:
+            key, algorithms = self._key_for(token)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=AUDIENCE,
+                options={"require": ["exp", "sub", "aud"]},
+                leeway=0,
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from exc
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise Unauthorized("invalid token: 'sub' must be a non-empty string", code="invalid_token")
+        tid = claims.get("tid")
+        return Caller(subject, tid if isinstance(tid, str) else None)
+
+    def _key_for(self, token: str):
+        header = jwt.get_unverified_header(token)
+        algorithm = header.get("alg")
+        if algorithm == "HS256" and self.secret:
+            return self.secret, ["HS256"]
+        if algorithm in ASYMMETRIC and self.jwk_client:
+            return self.jwk_client.get_signing_key_from_jwt(token).key, ASYMMETRIC
+        if algorithm in ASYMMETRIC and self.jwk_set:
+            kid = header.get("kid")
+            keys = [k for k in self.jwk_set.keys if kid is None or k.key_id == kid]
+            if not keys:
+                raise jwt.InvalidTokenError(f"no key with kid {kid!r}")
+            return keys[0].key, ASYMMETRIC
+        raise jwt.InvalidAlgorithmError(f"algorithm {algorithm!r} is not accepted")
+
+
+def mint_token(secret: str, subject: str, tenant: str, ttl: timedelta, now: datetime) -> str:
+    """A development HS256 token with the claims the service reads."""
+    claims = {
+        "sub": subject,
+        "tid": tenant,
+        "aud": AUDIENCE,
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + ttl).timestamp()),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["token_verifier"] = TokenVerifier(app.config["JWT_SECRET"], app.config["JWKS"])
+
+
+def current_caller() -> Caller:
+    """The authenticated caller of this request (401 if there is none)."""
+    if "caller" not in g:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("missing bearer token", code="missing_token")
+        g.caller = current_app.extensions["token_verifier"].verify(token.strip())
+    return g.caller

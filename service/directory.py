@@ -1,0 +1,191 @@
+"""Tenants and role assignments: who holds which role where, and what that permits.
+
+Role assignments are the g links of permissions.conf. They stay in an indexed table and
+are looked up per principal, so a check costs the same with 10 or 100,000 assignments;
+what a role permits is answered by the policy (Casbin, cached per policy version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models import RoleAssignment, Tenant, transaction
+from service import audit
+from service.errors import BadRequest
+from service.policy import Policy
+
+
+@dataclass(frozen=True)
+class DirectoryFile:
+    provider_tenant: str
+    tenants: dict[str, str]  # id -> name
+    assignments: set[tuple[str, str, str]]  # (tenant, principal, role)
+
+
+def tenant_exists(tenant_id: str) -> bool:
+    return Tenant.select().where(Tenant.id == tenant_id).exists()
+
+
+def roles_of(principal: str) -> list[tuple[str, str]]:
+    """(tenant, role) pairs held by `principal`."""
+    query = RoleAssignment.select(RoleAssignment.tenant_id, RoleAssignment.role)
+    return [(a.tenant_id, a.role) for a in query.where(RoleAssignment.principal == principal)]
+
+
+def is_known(principal: str) -> bool:
+    return RoleAssignment.select().where(RoleAssignment.principal == principal).exists()
+
+
+def has_permission(policy: Policy, principal: str, tenant_id: str, permission: str) -> bool:
+    """Does `principal` hold, in `tenant_id`, a role carrying `permission`'s action?"""
+    return any(
+        tenant == tenant_id and policy.role_allows(role, permission) for tenant, role in roles_of(principal)
+    )
+
+
+def tenants_where(policy: Policy, principal: str, permission: str) -> set[str]:
+    return {t for t, role in roles_of(principal) if policy.role_allows(role, permission)}
+
+
+# --- changes ---------------------------------------------------------------------
+
+
+def put_tenant(tenant_id: str, name: str, actor, now: datetime) -> bool:
+    """Create or rename a tenant; True if it was created."""
+    with transaction():
+        tenant = Tenant.get_or_none(Tenant.id == tenant_id)
+        if tenant and tenant.name == name:
+            return False
+        if tenant:
+            Tenant.update(name=name).where(Tenant.id == tenant_id).execute()
+        else:
+            Tenant.create(id=tenant_id, name=name, created_at=now)
+        change = {"change": "tenant.created" if not tenant else "tenant.renamed", "name": name}
+        audit.record("directory.changed", actor, tenant_id, [tenant_id], tenant_id, change, now)
+        return tenant is None
+
+
+def put_role_assignment(
+    policy: Policy, provider: str, tenant_id: str, principal: str, role: str, actor, now: datetime
+) -> bool:
+    """Assign a role (by display name or template id); True if it was created."""
+    canonical = check_role(policy, provider, tenant_id, role, "role")
+    with transaction():
+        if RoleAssignment.get_or_none(tenant_id=tenant_id, principal=principal, role=canonical):
+            return False
+        RoleAssignment.create(tenant_id=tenant_id, principal=principal, role=canonical, created_at=now)
+        details = {"change": "role_assignment.added", "principal": principal, "role": canonical}
+        audit.record("directory.changed", actor, tenant_id, [tenant_id], principal, details, now)
+        return True
+
+
+def delete_role_assignment(
+    policy: Policy, tenant_id: str, principal: str, role: str, actor, now: datetime
+) -> bool:
+    canonical = policy.canonical_role(role) or role
+    with transaction():
+        deleted = (
+            RoleAssignment.delete()
+            .where(
+                (RoleAssignment.tenant_id == tenant_id)
+                & (RoleAssignment.principal == principal)
+                & (RoleAssignment.role == canonical)
+            )
+            .execute()
+        )
+        if deleted:
+            details = {"change": "role_assignment.removed", "principal": principal, "role": canonical}
+            audit.record("directory.changed", actor, tenant_id, [tenant_id], principal, details, now)
+        return bool(deleted)
+
+
+def check_role(policy: Policy, provider: str, tenant_id: str, role: str, field: str) -> str:
+    canonical = policy.canonical_role(role)
+    if canonical is None:
+        raise BadRequest(f"{field}: unknown role {role!r}", code="unknown_role")
+    if policy.roles[canonical].scope == "provider" and tenant_id != provider:
+        message = f"{field}: {canonical!r} is a provider role and can only be held in {provider!r}"
+        raise BadRequest(message, code="provider_role")
+    return canonical
+
+
+# --- the directory file ------------------------------------------------------------
+
+
+def read_directory_file(path: str | Path, policy: Policy, provider: str) -> DirectoryFile:
+    """Parse and validate a directory YAML file (API.md "Directory")."""
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadRequest(f"{path}: cannot read directory file: {exc}") from exc
+    if not isinstance(document, dict):
+        raise BadRequest(f"{path}: a directory file is a mapping")
+    unknown = set(document) - {"provider_tenant", "tenants", "role_assignments"}
+    if unknown:
+        raise BadRequest(f"{path}: unknown key {sorted(unknown)[0]!r}")
+    declared = document.get("provider_tenant", provider)
+    if declared != provider:
+        message = f"{path}: provider_tenant is {declared!r} but the service runs with {provider!r}"
+        raise BadRequest(message)
+    tenants = {provider: "Support provider"}
+    for index, entry in enumerate(document.get("tenants") or []):
+        tenant_id, name = _fields(path, f"tenants[{index}]", entry, ("id", "name"))
+        tenants[tenant_id] = name
+    assignments = set()
+    for index, entry in enumerate(document.get("role_assignments") or []):
+        place = f"role_assignments[{index}]"
+        tenant, principal, role = _fields(path, place, entry, ("tenant", "principal", "role"))
+        if tenant not in tenants:
+            raise BadRequest(f"{path}: {place}.tenant: unknown tenant {tenant!r}")
+        canonical = check_role(policy, provider, tenant, role, f"{path}: {place}.role")
+        assignments.add((tenant, principal, canonical))
+    return DirectoryFile(provider, tenants, assignments)
+
+
+def _fields(path, place: str, entry: Any, names: tuple[str, ...]) -> list[str]:
+    if not isinstance(entry, dict) or set(entry) != set(names):
+        raise BadRequest(f"{path}: {place}: expected exactly the keys {', '.join(names)}")
+    values = [entry[name] for name in names]
+    for name, value in zip(names, values, strict=True):
+        if not isinstance(value, str) or not value.strip():
+            raise BadRequest(f"{path}: {place}.{name}: must be a non-empty string")
+    return values
+
+
+def import_directory(file: DirectoryFile, prune: bool, actor, now: datetime) -> dict[str, int]:
+    """Apply a directory file in one transaction; idempotent. Counts what changed."""
+    counts = {"tenants_added": 0, "tenants_renamed": 0, "assignments_added": 0}
+    counts["assignments_removed"] = 0
+    with transaction():
+        existing_tenants = {t.id: t.name for t in Tenant.select()}
+        for tenant_id, name in file.tenants.items():
+            if tenant_id not in existing_tenants:
+                Tenant.create(id=tenant_id, name=name, created_at=now)
+                counts["tenants_added"] += 1
+            elif existing_tenants[tenant_id] != name and tenant_id != file.provider_tenant:
+                Tenant.update(name=name).where(Tenant.id == tenant_id).execute()
+                counts["tenants_renamed"] += 1
+        existing = {(a.tenant_id, a.principal, a.role): a.id for a in RoleAssignment.select()}
+        added = file.assignments - set(existing)
+        changed = {tenant for tenant, _, _ in added}
+        for tenant, principal, role in sorted(added):
+            RoleAssignment.create(tenant_id=tenant, principal=principal, role=role, created_at=now)
+            counts["assignments_added"] += 1
+        if prune:
+            stale_keys = set(existing) - file.assignments
+            changed |= {tenant for tenant, _, _ in stale_keys}
+            stale = [existing[key] for key in stale_keys]
+            for chunk in range(0, len(stale), 500):
+                ids = stale[chunk : chunk + 500]
+                RoleAssignment.delete().where(RoleAssignment.id.in_(ids)).execute()
+            counts["assignments_removed"] = len(stale)
+        if any(counts.values()):
+            details = {"change": "directory.imported", "prune": prune, **counts}
+            tenants = sorted(changed | {file.provider_tenant})
+            audit.record("directory.changed", actor, file.provider_tenant, tenants, None, details, now)
+    return counts

@@ -1,0 +1,74 @@
+"""One exception hierarchy for the whole service, mapped to JSON errors in one place."""
+
+from __future__ import annotations
+
+
+class SupportAccessError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+
+
+# --- API errors: each carries its HTTP status and machine code -------------------
+
+
+class ApiError(SupportAccessError):
+    pass
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class Unavailable(ApiError):
+    status, code = 503, "unavailable"
+
+
+# --- Policy errors ------------------------------------------------------------------
+
+
+class PolicyError(SupportAccessError):
+    """A policy directory could not be turned into a policy."""
+
+    status, code = 503, "policy_unavailable"
+
+
+class PolicyLoadError(PolicyError):
+    """A file is missing, unreadable or not valid YAML / Casbin model syntax."""
+
+
+class PolicyValidationError(PolicyError):
+    """A file parsed but breaks the schema or a rule that spans files."""
+
+    def __init__(self, file: str, place: str, problem: str):
+        super().__init__(f"{file}: {place}: {problem}")
+        self.file, self.place, self.problem = file, place, problem
+
+
+class ConfigError(SupportAccessError):
+    """The service is configured in a way it cannot start with."""

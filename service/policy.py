@@ -1,0 +1,317 @@
+"""Load a policy directory into an immutable, validated `Policy`.
+
+A policy is built whole or not at all: every file is parsed and validated, both Casbin
+models are compiled, and only then is a `Policy` returned. Callers swap the reference
+to a new policy atomically, so a half-built policy is never visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import casbin
+import jsonschema
+import yaml
+
+from service.errors import PolicyLoadError, PolicyValidationError
+
+REPO_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+SCHEMA_DIR = REPO_POLICY_DIR / "schema"
+
+YAML_FILES = ("roles.yaml", "access.yaml", "workflow.yaml")
+MODEL_FILES = {"permissions.conf": ("sub", "dom", "act"), "access.conf": ("sub", "dom", "obj", "act")}
+PARTIES = ("resource", "support_request")
+_DURATION = re.compile(r"^([1-9][0-9]*)(s|m|h|d)$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    template_id: str | None
+    scope: str  # "customer" or "provider"
+    actions: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    party: str  # "resource" or "support_request"
+    approvals: int
+
+
+@dataclass(frozen=True)
+class Timing:
+    pending_ttl: timedelta
+    max_grant_duration: timedelta
+    retention: timedelta
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One Casbin p row and where it came from, for explain trails and coverage."""
+
+    source: str  # e.g. "access.yaml rules[0]"
+    values: tuple[str, ...]
+
+
+@dataclass
+class Policy:
+    directory: Path
+    version: str
+    loaded_at: datetime
+    roles: dict[str, Role]
+    role_by_template_id: dict[str, str]
+    permissions: dict[str, str]
+    scenarios: dict[str, tuple[Requirement, ...]]
+    distinct_approvers_across_parties: bool
+    timing: Timing
+    allowed_actions: frozenset[str]
+    categories: frozenset[str]
+    access_kinds: tuple[str, ...]
+    permission_rules: tuple[Rule, ...]
+    access_rules: tuple[Rule, ...]
+    permission_enforcer: casbin.Enforcer = field(repr=False)
+    access_enforcer: casbin.Enforcer = field(repr=False)
+    # Casbin's Enforcer is not thread-safe; the caches below make the lock rarely taken.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _role_cache: dict = field(default_factory=dict, repr=False)
+    _access_cache: dict = field(default_factory=dict, repr=False)
+
+    # --- roles ---------------------------------------------------------------------
+
+    def canonical_role(self, name_or_template_id: str) -> str | None:
+        """The display name of a role given by display name or template id."""
+        if name_or_template_id in self.roles:
+            return name_or_template_id
+        return self.role_by_template_id.get(name_or_template_id.lower())
+
+    def role_allows(self, role: str, permission: str) -> bool:
+        """Does `role` carry the action that `permission` (workflow.yaml) names?
+
+        Evaluated with permissions.conf: with no g links loaded, g(role, p.sub) holds
+        exactly when role == p.sub, so the answer depends on the role alone and is cached.
+        """
+        action = self.permissions[permission]
+        key = (role, action)
+        cached = self._role_cache.get(key)
+        if cached is None:
+            with self._lock:
+                cached = bool(self.permission_enforcer.enforce(role, "*", action))
+            self._role_cache[key] = cached
+        return cached
+
+    def roles_with(self, permission: str) -> list[str]:
+        return [name for name in self.roles if self.role_allows(name, permission)]
+
+    # --- data access ---------------------------------------------------------------
+
+    def access_allows(self, kind: str, resource: str, action: str) -> Rule | None:
+        """The access.yaml rule that lets access `kind` perform `action` on `resource`."""
+        key = (kind, resource, action)
+        if key not in self._access_cache:
+            with self._lock:
+                allowed, matched = self.access_enforcer.enforce_ex(kind, "*", resource, action)
+            rule = None
+            if allowed:
+                rule = next(r for r in self.access_rules if list(r.values) == list(matched))
+            self._access_cache[key] = rule
+        return self._access_cache[key]
+
+    def requirements(self, cross_tenant: bool) -> tuple[Requirement, ...]:
+        return self.scenarios["cross_tenant" if cross_tenant else "same_tenant"]
+
+    def describe(self) -> dict[str, Any]:
+        return {"version": self.version, "loaded_at": self.loaded_at}
+
+
+# --- loading ---------------------------------------------------------------------
+
+
+def load_policy(directory: str | Path, now: datetime | None = None) -> Policy:
+    """Read, validate and compile every file of a policy directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PolicyLoadError(f"{directory}: policy directory not found")
+    documents = {name: _read_yaml(directory, name) for name in YAML_FILES}
+    for name, document in documents.items():
+        _validate_schema(name, document)
+    roles, by_template = _build_roles(documents["roles.yaml"])
+    workflow, access = documents["workflow.yaml"], documents["access.yaml"]
+    _check_permissions(workflow, roles)
+    access_rules = _check_access_rules(access)
+    permission_rules = tuple(
+        Rule(f"roles.yaml {role.name}", (role.name, action))
+        for role in roles.values()
+        for action in sorted(role.actions)
+    )
+    permission_enforcer = _build_enforcer(directory, "permissions.conf", permission_rules)
+    access_enforcer = _build_enforcer(directory, "access.conf", access_rules)
+    approval = workflow["approval"]
+    return Policy(
+        directory=directory,
+        version=policy_version(directory),
+        loaded_at=now or datetime.now(UTC),
+        roles=roles,
+        role_by_template_id=by_template,
+        permissions=dict(workflow["permissions"]),
+        scenarios={
+            name: tuple(Requirement(r["party"], r["approvals"]) for r in reqs)
+            for name, reqs in approval["scenarios"].items()
+        },
+        distinct_approvers_across_parties=approval["distinct_approvers_across_parties"],
+        timing=Timing(**{k: parse_duration(v) for k, v in workflow["timing"].items()}),
+        allowed_actions=frozenset(access["allowed_actions"]),
+        categories=frozenset(access["categories"]),
+        access_kinds=tuple(access["access_kinds"]),
+        permission_rules=permission_rules,
+        access_rules=access_rules,
+        permission_enforcer=permission_enforcer,
+        access_enforcer=access_enforcer,
+    )
+
+
+def policy_version(directory: Path) -> str:
+    """A content hash of every file that shapes decisions."""
+    digest = hashlib.sha256()
+    for name in sorted((*YAML_FILES, *MODEL_FILES)):
+        path = directory / name
+        digest.update(name.encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"")
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _read_yaml(directory: Path, name: str) -> Any:
+    path = directory / name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyLoadError(f"{name}: cannot read file: {exc.strerror or exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        place = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyLoadError(f"{name}: {place}: invalid YAML: {problem}") from exc
+
+
+_schemas: dict[str, dict] = {}
+
+
+def _schema(name: str) -> dict:
+    if name not in _schemas:
+        path = SCHEMA_DIR / name.replace(".yaml", ".schema.yaml")
+        _schemas[name] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return _schemas[name]
+
+
+def json_path(parts) -> str:
+    """['roles', 3, 'actions'] -> 'roles[3].actions' (the place in a file)."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _validate_schema(name: str, document: Any) -> None:
+    validator = jsonschema.Draft202012Validator(_schema(name))
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        raise PolicyValidationError(name, json_path(error.absolute_path), error.message)
+
+
+def _build_roles(document: dict) -> tuple[dict[str, Role], dict[str, str]]:
+    roles: dict[str, Role] = {}
+    by_template: dict[str, str] = {}
+    for index, entry in enumerate(document["roles"]):
+        place = f"roles[{index}]"
+        name, template_id = entry["name"], entry.get("template_id")
+        if name in roles:
+            raise PolicyValidationError("roles.yaml", f"{place}.name", f"duplicate role {name!r}")
+        if template_id:
+            if template_id in by_template:
+                problem = f"template id {template_id} already used by {by_template[template_id]!r}"
+                raise PolicyValidationError("roles.yaml", f"{place}.template_id", problem)
+            by_template[template_id] = name
+        roles[name] = Role(name, template_id, entry["scope"], frozenset(entry["actions"]))
+    return roles, by_template
+
+
+def _check_permissions(workflow: dict, roles: dict[str, Role]) -> None:
+    carried = {action for role in roles.values() for action in role.actions}
+    for permission, action in workflow["permissions"].items():
+        if action not in carried:
+            problem = f"no role in roles.yaml carries action {action!r}"
+            raise PolicyValidationError("workflow.yaml", f"permissions.{permission}", problem)
+    for scenario, requirements in workflow["approval"]["scenarios"].items():
+        parties = [r["party"] for r in requirements]
+        place = f"approval.scenarios.{scenario}"
+        if len(set(parties)) != len(parties):
+            raise PolicyValidationError("workflow.yaml", place, "a party is listed twice")
+        if "resource" not in parties:
+            problem = "the resource tenant must always approve"
+            raise PolicyValidationError("workflow.yaml", place, problem)
+        if scenario == "same_tenant" and "support_request" in parties:
+            problem = "same-tenant requests have one tenant: use party 'resource' only"
+            raise PolicyValidationError("workflow.yaml", place, problem)
+
+
+def _check_access_rules(access: dict) -> tuple[Rule, ...]:
+    rules = []
+    for index, (kind, resource, action) in enumerate(access["rules"]):
+        place = f"rules[{index}]"
+        if kind not in access["access_kinds"]:
+            problem = f"unknown access kind {kind!r} (access_kinds: {', '.join(access['access_kinds'])})"
+            raise PolicyValidationError("access.yaml", place, problem)
+        category = resource.split("/", 1)[1]
+        if category != "*" and category not in access["categories"]:
+            raise PolicyValidationError("access.yaml", place, f"unknown category {category!r}")
+        if action not in access["allowed_actions"]:
+            problem = f"action {action!r} is not allowed: access is read-only"
+            raise PolicyValidationError("access.yaml", place, problem)
+        rules.append(Rule(f"access.yaml rules[{index}]", (kind, resource, action)))
+    return tuple(rules)
+
+
+def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casbin.Enforcer:
+    path = directory / name
+    if not path.is_file():
+        raise PolicyLoadError(f"{name}: file not found in {directory}")
+    try:
+        model = casbin.Enforcer.new_model(path=str(path))
+    except Exception as exc:  # casbin raises bare exceptions for bad model text
+        raise PolicyLoadError(f"{name}: invalid Casbin model: {exc}") from exc
+    for section in ("r", "p", "g", "e", "m"):
+        if section not in model.keys():
+            raise PolicyValidationError(name, f"[{section}]", "section missing")
+    tokens = tuple(t.split("_", 1)[1] for t in model["r"]["r"].tokens)
+    if tokens != MODEL_FILES[name]:
+        problem = f"request must be r = {', '.join(MODEL_FILES[name])}, found {', '.join(tokens)}"
+        raise PolicyValidationError(name, "[request_definition]", problem)
+    width = len(model["p"]["p"].tokens)
+    enforcer = casbin.Enforcer(model)
+    for rule in rules:
+        if len(rule.values) != width:
+            problem = f"rule has {len(rule.values)} fields, the model's p has {width}"
+            raise PolicyValidationError(rule.source.split()[0], rule.source.split()[1], problem)
+        enforcer.add_policy(*rule.values)
+    try:  # compile the matcher once now, so a broken matcher fails the load, not a decision
+        enforcer.enforce(*(["_probe_"] * len(tokens)))
+    except Exception as exc:
+        raise PolicyValidationError(name, "[matchers]", f"matcher does not evaluate: {exc}") from exc
+    return enforcer

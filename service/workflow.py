@@ -1,0 +1,427 @@
+"""Tickets and support access requests: the state machine of SPEC §4.
+
+Every transition runs in one write transaction that re-reads (and on PostgreSQL locks) the
+row it starts from, re-checks its state, changes it and writes the audit event. Time-based
+transitions (pending expiry, grant expiry) are applied lazily by `sweep`, and decisions
+check the times themselves, so nothing depends on a background job having run.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+from models import AccessRequest, Approval, SupportRequest, database, is_sqlite, transaction
+from service import audit, directory
+from service.errors import BadRequest, Conflict, Forbidden, NotFound
+from service.policy import Policy
+from service.viewer import Viewer
+
+PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
+CANCELLED, COMPLETED, REVOKED = "cancelled", "completed", "revoked"
+LIVE = (PENDING, APPROVED)
+SYSTEM = "system"
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:20]}"
+
+
+def _locked(model, key: str):
+    """Re-read a row inside the current transaction, locking it on PostgreSQL."""
+    query = model.select().where(model.id == key)
+    if not is_sqlite(database.obj):
+        query = query.for_update()
+    return query.first()
+
+
+def _parties(request: AccessRequest) -> list[str]:
+    return sorted({request.resource_tenant_id, request.support_request_tenant_id})
+
+
+# --- tickets ---------------------------------------------------------------------
+
+
+def create_ticket(policy: Policy, viewer: Viewer, body: dict, now: datetime) -> SupportRequest:
+    tenant_id = body["tenant_id"]
+    resource_tenant_id = body.get("resource_tenant_id") or tenant_id
+    if tenant_id not in viewer.admin_of:
+        message = f"you hold no role in tenant {tenant_id!r} that may file support requests"
+        raise Forbidden(message, code="not_tenant_admin")
+    if not directory.tenant_exists(resource_tenant_id):
+        raise BadRequest(f"resource_tenant_id: unknown tenant {resource_tenant_id!r}", code="unknown_tenant")
+    with transaction():
+        ticket = SupportRequest.create(
+            id=_new_id("sr"),
+            tenant_id=tenant_id,
+            resource_tenant_id=resource_tenant_id,
+            title=body["title"],
+            status="open",
+            allow_advanced_diagnostics=body.get("allow_advanced_diagnostics", False),
+            assigned_engineer=None,
+            created_by=viewer.principal,
+            created_at=now,
+        )
+        details = {"title": ticket.title, "resource_tenant_id": resource_tenant_id}
+        details["allow_advanced_diagnostics"] = ticket.allow_advanced_diagnostics
+        _ticket_event("support_request.created", viewer, ticket, details, now)
+    return ticket
+
+
+def _ticket_event(activity: str, actor, ticket: SupportRequest, details: dict, now: datetime):
+    # The resource tenant sees ticket events only once an access request concerns it.
+    audit.record(activity, actor, ticket.tenant_id, [ticket.tenant_id], ticket.id, details, now)
+
+
+def visible_ticket(viewer: Viewer, ticket_id: str) -> SupportRequest:
+    ticket = SupportRequest.get_or_none(SupportRequest.id == ticket_id)
+    if ticket is None or not viewer.sees_ticket(ticket):
+        raise NotFound(f"support request {ticket_id!r} not found")
+    return ticket
+
+
+def list_tickets(viewer: Viewer, status: str | None) -> list[SupportRequest]:
+    query = SupportRequest.select().order_by(SupportRequest.created_at, SupportRequest.id)
+    if not (viewer.is_engineer or viewer.is_operator):
+        query = query.where(SupportRequest.tenant_id.in_(sorted(viewer.admin_of) or [""]))
+    if status:
+        query = query.where(SupportRequest.status == status)
+    return list(query)
+
+
+def assign_ticket(policy: Policy, viewer: Viewer, ticket_id: str, engineer: str, now, provider):
+    ticket = visible_ticket(viewer, ticket_id)
+    if not viewer.is_operator and not (viewer.is_engineer and engineer == viewer.principal):
+        raise Forbidden("a support engineer may assign only itself", code="not_allowed")
+    if not directory.has_permission(policy, engineer, provider, "work_tickets"):
+        raise BadRequest(f"engineer: {engineer!r} is not a support engineer", code="not_an_engineer")
+    with transaction():
+        ticket = _locked(SupportRequest, ticket.id)
+        if ticket.status != "open":
+            raise Conflict("the support request is closed", code="support_request_closed")
+        previous = ticket.assigned_engineer
+        if previous == engineer:
+            return ticket
+        if previous and not viewer.is_operator:
+            raise Conflict(f"the support request is assigned to {previous!r}", code="already_assigned")
+        ticket.assigned_engineer = engineer
+        ticket.save()
+        if previous:  # the old engineer's access ends with its assignment
+            for request in ticket.access_requests.where(AccessRequest.engineer == previous):
+                _finish_for_ticket_end(request, viewer, now, "reassigned")
+        details = {"engineer": engineer, "previous_engineer": previous}
+        _ticket_event("support_request.assigned", viewer, ticket, details, now)
+    return ticket
+
+
+def update_ticket(viewer: Viewer, ticket_id: str, allow: bool, now: datetime) -> SupportRequest:
+    ticket = visible_ticket(viewer, ticket_id)
+    if not viewer.may_manage_ticket(ticket):
+        raise Forbidden("only the ticket tenant's admins may change it", code="not_tenant_admin")
+    with transaction():
+        ticket = _locked(SupportRequest, ticket.id)
+        if ticket.status != "open":
+            raise Conflict("the support request is closed", code="support_request_closed")
+        if ticket.allow_advanced_diagnostics != allow:
+            ticket.allow_advanced_diagnostics = allow
+            ticket.save()
+            details = {"allow_advanced_diagnostics": allow}
+            _ticket_event("support_request.updated", viewer, ticket, details, now)
+    return ticket
+
+
+def close_ticket(viewer: Viewer, ticket_id: str, now: datetime) -> SupportRequest:
+    ticket = visible_ticket(viewer, ticket_id)
+    is_assignee = viewer.is_engineer and ticket.assigned_engineer == viewer.principal
+    if not (is_assignee or viewer.may_manage_ticket(ticket)):
+        message = "only the assigned engineer or the ticket tenant's admins may close it"
+        raise Forbidden(message, code="not_allowed")
+    with transaction():
+        ticket = _locked(SupportRequest, ticket.id)
+        if ticket.status != "open":
+            raise Conflict("the support request is already closed", code="support_request_closed")
+        ticket.status, ticket.closed_at = "closed", now
+        ticket.save()
+        for request in ticket.access_requests:
+            _finish_for_ticket_end(request, viewer, now, "support_request_closed")
+        tenants = {ticket.tenant_id}
+        if ticket.access_requests.exists():
+            tenants.add(ticket.resource_tenant_id)
+        audit.record("support_request.closed", viewer.caller, ticket.tenant_id, tenants, ticket.id, {}, now)
+    return ticket
+
+
+def _finish_for_ticket_end(request: AccessRequest, actor, now: datetime, why: str) -> None:
+    """Pending -> cancelled, approved -> completed; a revocation becomes visible to the
+    support request tenant as completion."""
+    if request.status == PENDING:
+        _transition(request, CANCELLED, actor, now, "access_request.cancelled", {"reason": why})
+    elif request.status == APPROVED:
+        _transition(request, COMPLETED, actor, now, "access_request.completed", {"reason": why})
+    elif request.status == REVOKED and request.support_request_view_status == APPROVED:
+        _close_requester_view(request, actor, now, why)
+
+
+# --- access requests -------------------------------------------------------------
+
+
+def create_access_request(policy: Policy, viewer: Viewer, body: dict, now: datetime) -> AccessRequest:
+    ticket = visible_ticket(viewer, body["support_request_id"])
+    if not (viewer.is_engineer and ticket.assigned_engineer == viewer.principal):
+        message = "only the engineer assigned to the support request may file an access request"
+        raise Forbidden(message, code="not_assigned")
+    sweep(now)
+    with transaction():
+        ticket = _locked(SupportRequest, ticket.id)
+        if ticket.status != "open":
+            raise Conflict("the support request is closed", code="support_request_closed")
+        live = ticket.access_requests.where(AccessRequest.status.in_(LIVE)).first()
+        if live:
+            message = f"access request {live.id} is already {live.status} for this support request"
+            raise Conflict(message, code="access_request_exists")
+        cross = ticket.tenant_id != ticket.resource_tenant_id
+        requirements = [{"party": r.party, "approvals": r.approvals} for r in policy.requirements(cross)]
+        request = AccessRequest.create(
+            id=_new_id("ar"),
+            support_request=ticket,
+            engineer=viewer.principal,
+            resource_tenant_id=ticket.resource_tenant_id,
+            support_request_tenant_id=ticket.tenant_id,
+            justification=body["justification"],
+            status=PENDING,
+            requirements=json.dumps(requirements),
+            policy_version=policy.version,
+            created_at=now,
+            expires_at=now + policy.timing.pending_ttl,
+            support_request_view_status=PENDING,
+        )
+        details = {"support_request_id": ticket.id, "required_approvals": requirements}
+        details["justification"] = request.justification
+        _event("access_request.created", viewer.caller, request, _parties(request), details, now)
+    return request
+
+
+def visible_request(viewer: Viewer, request_id: str, tenant_id: str | None = None):
+    """(request, view) or 404."""
+    request = AccessRequest.get_or_none(AccessRequest.id == request_id)
+    view = viewer.view_of(request, tenant_id) if request else None
+    if view is None:
+        raise NotFound(f"access request {request_id!r} not found")
+    return request, view
+
+
+def list_access_requests(viewer: Viewer, policy: Policy, tenant_id, status, now) -> list:
+    """(request, view) pairs, newest first, finished ones only within retention."""
+    query = AccessRequest.select().order_by(AccessRequest.created_at.desc(), AccessRequest.id)
+    if tenant_id is not None:
+        query = query.where(
+            (AccessRequest.resource_tenant_id == tenant_id)
+            | (AccessRequest.support_request_tenant_id == tenant_id)
+        )
+    elif not viewer.is_operator:
+        mine = AccessRequest.engineer == viewer.principal
+        tenants = sorted(viewer.admin_of) or [""]
+        query = query.where(
+            mine
+            | AccessRequest.resource_tenant_id.in_(tenants)
+            | AccessRequest.support_request_tenant_id.in_(tenants)
+        )
+    cutoff = now - policy.timing.retention
+    query = query.where(AccessRequest.finished_at.is_null() | (AccessRequest.finished_at >= cutoff))
+    items = []
+    for request in query:
+        view = viewer.view_of(request, tenant_id)
+        if view and (status is None or view_status(request, view) == status):
+            items.append((request, view))
+    return items
+
+
+def approve(policy: Policy, viewer: Viewer, request_id: str, tenant_id: str, now: datetime):
+    return _decide_party(policy, viewer, request_id, tenant_id, now, reject_reason=None)
+
+
+def reject(policy: Policy, viewer: Viewer, request_id: str, tenant_id: str, reason: str | None, now):
+    return _decide_party(policy, viewer, request_id, tenant_id, now, reject_reason=reason or "")
+
+
+def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_reason):
+    sweep(now)
+    request, _ = visible_request(viewer, request_id)
+    if request.engineer == viewer.principal:
+        raise Forbidden(
+            "the requesting engineer cannot approve or reject its own request", code="self_approval"
+        )
+    if tenant_id not in viewer.admin_of:
+        message = f"you hold no role in tenant {tenant_id!r} that may approve support access"
+        raise Forbidden(message, code="not_tenant_admin")
+    party = _party_of(request, tenant_id)
+    with transaction():
+        request = _locked(AccessRequest, request.id)
+        if request.status != PENDING:
+            raise Conflict(f"the access request is {request.status}", code="not_pending")
+        if reject_reason is not None:
+            details = {"tenant_id": tenant_id, "party": party, "reason": reject_reason}
+            request.rejection_reason = reject_reason
+            _transition(request, REJECTED, viewer.caller, now, "access_request.rejected", details)
+            return request
+        _add_approval(policy, viewer, request, tenant_id, party, now)
+        if not any(_missing(policy, request).values()):
+            request.approved_at = now
+            request.access_expires_at = now + policy.timing.max_grant_duration
+            details = {"access_expires_at": request.access_expires_at.isoformat()}
+            _transition(request, APPROVED, viewer.caller, now, "access_request.approved", details)
+    return request
+
+
+def _party_of(request: AccessRequest, tenant_id: str) -> str:
+    if tenant_id == request.resource_tenant_id:
+        return "resource"
+    if tenant_id == request.support_request_tenant_id:
+        return "support_request"
+    raise BadRequest(f"tenant_id: {tenant_id!r} is not a party to this request", code="not_a_party")
+
+
+def _add_approval(policy, viewer: Viewer, request, tenant_id: str, party: str, now) -> None:
+    approvals = list(request.approvals)
+    if any(a.party == party and a.approver == viewer.principal for a in approvals):
+        raise Conflict(f"you already approved for the {party} party", code="already_approved")
+    if _missing(policy, request).get(party, 0) == 0:
+        raise Conflict(f"the {party} party has already approved", code="already_approved")
+    if policy.distinct_approvers_across_parties and any(a.approver == viewer.principal for a in approvals):
+        message = "the policy requires a different approver for each party"
+        raise Forbidden(message, code="distinct_approvers_required")
+    Approval.create(
+        access_request=request, tenant_id=tenant_id, party=party, approver=viewer.principal, at=now
+    )
+    details = {"tenant_id": tenant_id, "party": party}
+    _event("access_request.approval_added", viewer.caller, request, _parties(request), details, now)
+
+
+def _missing(policy: Policy, request: AccessRequest) -> dict[str, int]:
+    """Approvals still needed per party. An approval counts only while its approver still
+    holds a qualifying role in the party's tenant (SPEC §3: roles re-evaluated)."""
+    missing = {}
+    for requirement in json.loads(request.requirements):
+        party = requirement["party"]
+        tenant = request.resource_tenant_id if party == "resource" else request.support_request_tenant_id
+        valid = {
+            a.approver
+            for a in request.approvals
+            if a.party == party
+            and directory.has_permission(policy, a.approver, tenant, "manage_support_access")
+        }
+        missing[party] = max(0, requirement["approvals"] - len(valid))
+    return missing
+
+
+def revoke(viewer: Viewer, request_id: str, now: datetime) -> AccessRequest:
+    sweep(now)
+    request, view = visible_request(viewer, request_id)
+    if view != "resource" or request.resource_tenant_id not in viewer.admin_of:
+        if view == "support_request":  # do not even confirm there is access to remove
+            raise NotFound(f"access request {request_id!r} not found")
+        raise Forbidden("only admins of the resource tenant may remove access", code="not_resource_admin")
+    with transaction():
+        request = _locked(AccessRequest, request.id)
+        if request.status != APPROVED:
+            raise Conflict(f"the access request is {request.status}", code="not_approved")
+        # The support request tenant keeps seeing "approved" (SPEC §5).
+        _transition(request, REVOKED, viewer.caller, now, "access_request.revoked", {}, requester_view=False)
+    return request
+
+
+def cancel(viewer: Viewer, request_id: str, now: datetime) -> AccessRequest:
+    sweep(now)
+    request, _ = visible_request(viewer, request_id)
+    if request.engineer != viewer.principal:
+        raise Forbidden("only the requesting engineer may withdraw a request", code="not_requester")
+    with transaction():
+        request = _locked(AccessRequest, request.id)
+        if request.status != PENDING:
+            raise Conflict(f"the access request is {request.status}", code="not_pending")
+        details = {"reason": "withdrawn"}
+        _transition(request, CANCELLED, viewer.caller, now, "access_request.cancelled", details)
+    return request
+
+
+# --- transitions and time ------------------------------------------------------------
+
+
+def _transition(
+    request, status, actor, now, activity, details, requester_view=True, finished_at=None
+) -> None:
+    """Move `request` to `status` and audit it (inside the caller's transaction).
+
+    requester_view=False hides the change from the support request tenant (a revocation).
+    """
+    request.status = status
+    if status not in LIVE:
+        request.finished_at = finished_at or now
+        request.finished_by = actor if isinstance(actor, str) else actor.principal
+    tenants = _parties(request)
+    if requester_view:
+        request.support_request_view_status = status
+    else:
+        tenants = [request.resource_tenant_id]
+    request.save()
+    _event(activity, actor, request, tenants, details, now)
+
+
+def _close_requester_view(request: AccessRequest, actor, now: datetime, why: str) -> None:
+    """A revoked request reaches its natural end: the support request tenant now sees
+    it as completed, exactly as if it had not been revoked."""
+    request.support_request_view_status = COMPLETED
+    request.save()
+    tenants = [request.support_request_tenant_id]
+    _event("access_request.completed", actor, request, tenants, {"reason": why}, now)
+
+
+def _event(activity, actor, request: AccessRequest, tenants, details, now) -> None:
+    details = {"support_request_id": request.support_request_id, "engineer": request.engineer, **details}
+    audit.record(activity, actor, request.resource_tenant_id, tenants, request.id, details, now)
+
+
+def sweep(now: datetime) -> int:
+    """Apply every time-based transition that is due; returns how many were applied."""
+    due_pending = (AccessRequest.status == PENDING) & (AccessRequest.expires_at <= now)
+    due_grant = (AccessRequest.status == APPROVED) & (AccessRequest.access_expires_at <= now)
+    due_view = (
+        (AccessRequest.status == REVOKED)
+        & (AccessRequest.support_request_view_status == APPROVED)
+        & (AccessRequest.access_expires_at <= now)
+    )
+    ids = [r.id for r in AccessRequest.select(AccessRequest.id).where(due_pending | due_grant | due_view)]
+    for request_id in ids:
+        with transaction():
+            request = _locked(AccessRequest, request_id)
+            if request.status == PENDING and request.expires_at <= now:
+                at = request.expires_at
+                details = {"expired_at": at.isoformat()}
+                _transition(request, EXPIRED, SYSTEM, now, "access_request.expired", details, finished_at=at)
+            elif request.status == APPROVED and request.access_expires_at <= now:
+                at = request.access_expires_at
+                details = {"reason": "grant_expired", "expired_at": at.isoformat()}
+                _transition(
+                    request, COMPLETED, SYSTEM, now, "access_request.completed", details, finished_at=at
+                )
+            elif request.status == REVOKED and request.support_request_view_status == APPROVED:
+                _close_requester_view(request, SYSTEM, now, "grant_expired")
+    return len(ids)
+
+
+def view_status(request: AccessRequest, view: str) -> str:
+    return request.support_request_view_status if view == "support_request" else request.status
+
+
+def required_approvals(request: AccessRequest) -> list[dict[str, str]]:
+    entries = []
+    for requirement in json.loads(request.requirements):
+        party = requirement["party"]
+        tenant = request.resource_tenant_id if party == "resource" else request.support_request_tenant_id
+        entries += [{"tenant_id": tenant, "party": party}] * requirement["approvals"]
+    return entries
+
+
+def approvals_of(request: AccessRequest) -> list[Approval]:
+    return list(request.approvals.order_by(Approval.at, Approval.id))
