@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 
-.PHONY: run test lint format serve secret demo clean
+.PHONY: run test lint format serve secret demo clean policy-test
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ serve: demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory policy-test
+
+# Check the shipped policies (lint, strict) and run their suites with 100% rule coverage.
+policy-test: $(STAMP)
+	SUPPORT_ACCESS_JWT_SECRET=policy-check SUPPORT_ACCESS_DATABASE_URL=sqlite:///:memory: \
+	  $(BIN)/flask --app service policy check --strict
+	SUPPORT_ACCESS_JWT_SECRET=policy-check SUPPORT_ACCESS_DATABASE_URL=sqlite:///:memory: \
+	  $(BIN)/flask --app service policy test --coverage --threshold 100
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

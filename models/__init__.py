@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from peewee import (
@@ -177,3 +178,15 @@ def transaction():
     two writers queue instead of failing when a read lock cannot be upgraded."""
     db = database.obj
     return db.atomic("IMMEDIATE") if is_sqlite(db) else db.atomic()
+
+
+@contextmanager
+def connection():
+    """Use the open connection if there is one (inside a request), else open one for
+    the block and close it after."""
+    opened = database.is_closed() and database.connect()
+    try:
+        yield
+    finally:
+        if opened:
+            database.close()

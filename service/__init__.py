@@ -29,6 +29,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         PROVIDER_TENANT="provider",
         DECISION_LOG=str(Path(app.instance_path) / "decisions.log"),
         CLOCK=system_now,
+        # Seconds between checks of the policy files for changes; 0 turns watching off
+        # (SIGHUP and POST /v1/policy/reload still reload).
+        POLICY_WATCH_INTERVAL=2.0,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
     )
     if test_config is None:
@@ -51,7 +54,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def _load_environment(app: Flask) -> None:
     """API.md "Configuration": SUPPORT_ACCESS_* environment variables."""
-    for key in ("DATABASE_URL", "JWT_SECRET", "JWKS", "POLICY_DIR", "PROVIDER_TENANT", "DECISION_LOG"):
+    keys = ("DATABASE_URL", "JWT_SECRET", "JWKS", "POLICY_DIR", "PROVIDER_TENANT", "DECISION_LOG")
+    for key in (*keys, "POLICY_WATCH_INTERVAL"):
         value = os.environ.get(ENV_PREFIX + key)
         if value:
             app.config[key] = value
@@ -78,6 +82,12 @@ def _init_policy(app: Flask) -> None:
     except PolicyError as exc:
         raise ConfigError(f"policy in {store.directory} does not load: {exc.message}") from exc
     app.extensions["policy_store"] = store
+    if not app.config.get("TESTING"):
+        from service.policy_reload import PolicyWatcher
+
+        app.extensions["policy_watcher"] = PolicyWatcher(
+            app, float(app.config["POLICY_WATCH_INTERVAL"])
+        ).start()
 
 
 def _init_decision_log(app: Flask) -> None:

@@ -17,6 +17,8 @@ policy_cli = AppGroup("policy", help="Check the policies under policies/.")
 audit_cli = AppGroup("audit", help="The audit log.")
 
 EXIT_INVALID_POLICY = 3
+EXIT_CASE_FAILED = 4
+EXIT_COVERAGE = 5
 
 
 @directory_cli.command("import")
@@ -43,18 +45,118 @@ def directory_import(file: str, prune: bool) -> None:
 
 @policy_cli.command("check")
 @click.argument("path", required=False, type=click.Path(file_okay=False))
-def policy_check(path: str | None) -> None:
-    """Validate a policy directory (default: the configured one)."""
+@click.option("--strict", is_flag=True, help="Treat lint warnings as errors.")
+def policy_check(path: str | None, strict: bool) -> None:
+    """Validate a policy directory (default: the configured one) and lint it."""
+    from service.policy_lint import lint
+
+    directory = path or current_app.config["POLICY_DIR"]
+    policy = _load_or_exit(directory)
+    warnings = lint(policy)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if warnings and strict:
+        click.echo(f"invalid policy: {len(warnings)} warnings with --strict", err=True)
+        sys.exit(EXIT_INVALID_POLICY)
+    click.echo(
+        f"ok: {directory} version {policy.version}, {len(policy.roles)} roles, {len(warnings)} warnings"
+    )
+
+
+@policy_cli.command("test")
+@click.argument("path", required=False, type=click.Path(file_okay=False))
+@click.option("--filter", "text", help="Run only cases whose suite or case name contains TEXT.")
+@click.option("--coverage", is_flag=True, help="Report which rules the suites exercised.")
+@click.option("--threshold", type=click.FloatRange(0, 100), help="Fail below this coverage percent.")
+def policy_test(path: str | None, text: str | None, coverage: bool, threshold: float | None) -> None:
+    """Validate the policies and run their YAML test suites (policies/tests/*_test.yaml).
+
+    Exit codes: 0 all pass, 3 invalid policy or suite, 4 a case failed, 5 coverage below
+    the threshold.
+    """
+    from service.errors import PolicyError
+    from service.policy_tests import SuiteRunner, coverage_report, load_suite, suite_paths
+
+    directory = path or current_app.config["POLICY_DIR"]
+    _load_or_exit(directory)
+    try:
+        suites = [load_suite(p) for p in suite_paths(directory)]
+    except PolicyError as exc:
+        click.echo(f"invalid suite: {exc.message}", err=True)
+        sys.exit(EXIT_INVALID_POLICY)
+    runner = SuiteRunner(directory, record_coverage=coverage or threshold is not None)
+    passed = failed = 0
+    try:
+        for suite in suites:
+            for case in suite.cases:
+                if text and text not in f"{suite.name} {case.name}" and text not in suite.path.name:
+                    continue
+                try:
+                    result = runner.run(suite, case)
+                except PolicyError as exc:
+                    click.echo(f"invalid suite: {exc.message}", err=True)
+                    sys.exit(EXIT_INVALID_POLICY)
+                if result.passed:
+                    passed += 1
+                else:
+                    failed += 1
+                    click.echo(result.report())
+    finally:
+        runner.close()
+    click.echo(f"{passed} passed, {failed} failed")
+    if runner.coverage is not None:
+        percent, lines = coverage_report(runner.policy, runner.coverage)
+        click.echo("rule coverage:")
+        for line in lines:
+            click.echo(f"  {line}")
+    if failed:
+        sys.exit(EXIT_CASE_FAILED)
+    if threshold is not None and percent < threshold:
+        click.echo(f"coverage {percent:.1f}% is below the threshold {threshold:g}%", err=True)
+        sys.exit(EXIT_COVERAGE)
+
+
+@policy_cli.command("diff")
+@click.argument("old_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("new_dir", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--log",
+    "log_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Decision log (JSON lines) or a YAML/JSON list of requests; default: the decision log.",
+)
+def policy_diff(old_dir: str, new_dir: str, log_file: str | None) -> None:
+    """Replay recorded decisions under OLD_DIR and NEW_DIR and print every change.
+
+    Exit code 0 no change, 1 changes found, 3 a policy is invalid.
+    """
+    from service.errors import BadRequest
+    from service.policy_diff import format_changes, read_requests, replay
+
+    old, new = _load_or_exit(old_dir), _load_or_exit(new_dir)
+    source = log_file or current_app.config["DECISION_LOG"]
+    try:
+        checks = read_requests(source)
+    except (BadRequest, OSError) as exc:
+        raise click.ClickException(str(getattr(exc, "message", exc))) from exc
+    with database.connection_context():
+        changes = replay(
+            old, new, checks, current_app.config["CLOCK"](), current_app.config["PROVIDER_TENANT"]
+        )
+    for line in format_changes(changes, len(checks), old, new):
+        click.echo(line)
+    sys.exit(1 if changes else 0)
+
+
+def _load_or_exit(directory):
     from service.errors import PolicyError
     from service.policy import load_policy
 
-    directory = path or current_app.config["POLICY_DIR"]
     try:
-        policy = load_policy(directory)
+        return load_policy(directory)
     except PolicyError as exc:
         click.echo(f"invalid policy: {exc.message}", err=True)
         sys.exit(EXIT_INVALID_POLICY)
-    click.echo(f"ok: {directory} version {policy.version}, {len(policy.roles)} roles")
 
 
 @audit_cli.command("verify")

@@ -76,6 +76,7 @@ def decide(policy: Policy, check: Check, now: datetime, provider: str) -> Decisi
         decision.reason = reason
         return decision
 
+    policy.hit("read_only")
     if check.action not in policy.allowed_actions:
         allowed = ", ".join(sorted(policy.allowed_actions))
         return deny("read_only", "access.yaml allowed_actions", f"only {allowed} can be allowed")
@@ -84,13 +85,14 @@ def decide(policy: Policy, check: Check, now: datetime, provider: str) -> Decisi
     if not directory.is_known(check.principal):
         return deny("unknown_principal", "directory", f"{check.principal!r} holds no role")
     category = check.resource[len(RESOURCE_PREFIX) :]
+    policy.hit("categories")
     if category not in policy.categories:
         return deny("category_not_allowed", "access.yaml categories", f"unknown category {category!r}")
     if not directory.has_permission(policy, check.principal, provider, "read_diagnostics"):
         detail = f"{check.principal!r} holds no role carrying workflow.yaml permissions.read_diagnostics"
         return deny("not_support_engineer", "workflow.yaml permissions.read_diagnostics", detail)
 
-    links, closed, expired = _links(check, now)
+    links, closed, expired = _links(check, now, now - policy.timing.retention)
     matched_category = False
     for link in links:
         rule = policy.access_allows(link.kind, check.resource, check.action)
@@ -124,9 +126,9 @@ def decide(policy: Policy, check: Check, now: datetime, provider: str) -> Decisi
     return deny("no_active_grant", "access.conf", "no live grant or advanced-diagnostics ticket")
 
 
-def _links(check: Check, now: datetime) -> tuple[list[Link], bool, bool]:
-    """The principal's live access in the tenant, and whether a closed ticket or an
-    expired grant explains its absence."""
+def _links(check: Check, now: datetime, recent: datetime) -> tuple[list[Link], bool, bool]:
+    """The principal's live access in the tenant, and whether a ticket closed since
+    `recent` or an expired grant explains its absence."""
     links: list[Link] = []
     closed = expired = False
     grants = (
@@ -145,7 +147,7 @@ def _links(check: Check, now: datetime) -> tuple[list[Link], bool, bool]:
     for grant in grants:
         ticket = grant.support_request
         if ticket.status != "open":
-            closed = True
+            closed = closed or ticket.closed_at >= recent
         elif grant.access_expires_at <= (grant.finished_at or now):
             expired = True
         elif grant.status == "approved" and ticket.assigned_engineer == check.principal:
@@ -161,7 +163,7 @@ def _links(check: Check, now: datetime) -> tuple[list[Link], bool, bool]:
         if ticket.status == "open":
             links.append(Link(ADVANCED, None, ticket.id))
         else:
-            closed = closed or check.support_request_id is not None
+            closed = closed or ticket.closed_at >= recent
     if check.support_request_id is not None and not links:
         ticket = SupportRequest.get_or_none(SupportRequest.id == check.support_request_id)
         closed = closed or bool(ticket and ticket.status != "open" and _concerns(ticket, check))

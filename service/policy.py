@@ -43,6 +43,8 @@ class Role:
 class Requirement:
     party: str  # "resource" or "support_request"
     approvals: int
+    # If set, only holders of these roles (in the party's tenant) may approve for the party.
+    approver_roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,12 @@ class Policy:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _role_cache: dict = field(default_factory=dict, repr=False)
     _access_cache: dict = field(default_factory=dict, repr=False)
+    # Rule coverage (`policy test --coverage`): the rule ids evaluated, when recording.
+    hits: set[str] | None = field(default=None, repr=False)
+
+    def hit(self, rule_id: str) -> None:
+        if self.hits is not None:
+            self.hits.add(rule_id)
 
     # --- roles ---------------------------------------------------------------------
 
@@ -104,6 +112,10 @@ class Policy:
             with self._lock:
                 cached = bool(self.permission_enforcer.enforce(role, "*", action))
             self._role_cache[key] = cached
+        if self.hits is not None:
+            self.hits.update((f"role:{role}", f"permission:{permission}"))
+            if cached:
+                self.hits.add(f"role_action:{role}:{action}")
         return cached
 
     def roles_with(self, permission: str) -> list[str]:
@@ -121,10 +133,15 @@ class Policy:
             if allowed:
                 rule = next(r for r in self.access_rules if list(r.values) == list(matched))
             self._access_cache[key] = rule
-        return self._access_cache[key]
+        rule = self._access_cache[key]
+        if rule is not None:
+            self.hit(f"access_rule:{rule.source}")
+        return rule
 
     def requirements(self, cross_tenant: bool) -> tuple[Requirement, ...]:
-        return self.scenarios["cross_tenant" if cross_tenant else "same_tenant"]
+        scenario = "cross_tenant" if cross_tenant else "same_tenant"
+        self.hit(f"scenario:{scenario}")
+        return self.scenarios[scenario]
 
     def describe(self) -> dict[str, Any]:
         return {"version": self.version, "loaded_at": self.loaded_at}
@@ -161,7 +178,14 @@ def load_policy(directory: str | Path, now: datetime | None = None) -> Policy:
         role_by_template_id=by_template,
         permissions=dict(workflow["permissions"]),
         scenarios={
-            name: tuple(Requirement(r["party"], r["approvals"]) for r in reqs)
+            name: tuple(
+                Requirement(
+                    r["party"],
+                    r["approvals"],
+                    tuple(map(_role_name(roles, by_template), r.get("approver_roles", []))),
+                )
+                for r in reqs
+            )
             for name, reqs in approval["scenarios"].items()
         },
         distinct_approvers_across_parties=approval["distinct_approvers_across_parties"],
@@ -174,6 +198,10 @@ def load_policy(directory: str | Path, now: datetime | None = None) -> Policy:
         permission_enforcer=permission_enforcer,
         access_enforcer=access_enforcer,
     )
+
+
+def _role_name(roles: dict[str, Role], by_template: dict[str, str]):
+    return lambda name: name if name in roles else by_template[name.lower()]
 
 
 def policy_version(directory: Path) -> str:
@@ -269,6 +297,11 @@ def _check_permissions(workflow: dict, roles: dict[str, Role]) -> None:
         if scenario == "same_tenant" and "support_request" in parties:
             problem = "same-tenant requests have one tenant: use party 'resource' only"
             raise PolicyValidationError("workflow.yaml", place, problem)
+        for index, requirement in enumerate(requirements):
+            for name in requirement.get("approver_roles", []):
+                if name not in roles and name.lower() not in {r.template_id for r in roles.values()}:
+                    where = f"{place}[{index}].approver_roles"
+                    raise PolicyValidationError("workflow.yaml", where, f"unknown role {name!r}")
 
 
 def _check_access_rules(access: dict) -> tuple[Rule, ...]:

@@ -181,7 +181,10 @@ def create_access_request(policy: Policy, viewer: Viewer, body: dict, now: datet
             message = f"access request {live.id} is already {live.status} for this support request"
             raise Conflict(message, code="access_request_exists")
         cross = ticket.tenant_id != ticket.resource_tenant_id
-        requirements = [{"party": r.party, "approvals": r.approvals} for r in policy.requirements(cross)]
+        requirements = [
+            {"party": r.party, "approvals": r.approvals, "approver_roles": list(r.approver_roles)}
+            for r in policy.requirements(cross)
+        ]
         request = AccessRequest.create(
             id=_new_id("ar"),
             support_request=ticket,
@@ -193,7 +196,7 @@ def create_access_request(policy: Policy, viewer: Viewer, body: dict, now: datet
             requirements=json.dumps(requirements),
             policy_version=policy.version,
             created_at=now,
-            expires_at=now + policy.timing.pending_ttl,
+            expires_at=now + _timing(policy, "pending_ttl"),
             support_request_view_status=PENDING,
         )
         details = {"support_request_id": ticket.id, "required_approvals": requirements}
@@ -227,7 +230,7 @@ def list_access_requests(viewer: Viewer, policy: Policy, tenant_id, status, now)
             | AccessRequest.resource_tenant_id.in_(tenants)
             | AccessRequest.support_request_tenant_id.in_(tenants)
         )
-    cutoff = now - policy.timing.retention
+    cutoff = now - _timing(policy, "retention")
     query = query.where(AccessRequest.finished_at.is_null() | (AccessRequest.finished_at >= cutoff))
     items = []
     for request in query:
@@ -248,6 +251,7 @@ def reject(policy: Policy, viewer: Viewer, request_id: str, tenant_id: str, reas
 def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_reason):
     sweep(now)
     request, _ = visible_request(viewer, request_id)
+    policy.hit("approval:allow_self_approval")
     if request.engineer == viewer.principal:
         raise Forbidden(
             "the requesting engineer cannot approve or reject its own request", code="self_approval"
@@ -268,10 +272,15 @@ def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_rea
         _add_approval(policy, viewer, request, tenant_id, party, now)
         if not any(_missing(policy, request).values()):
             request.approved_at = now
-            request.access_expires_at = now + policy.timing.max_grant_duration
+            request.access_expires_at = now + _timing(policy, "max_grant_duration")
             details = {"access_expires_at": request.access_expires_at.isoformat()}
             _transition(request, APPROVED, viewer.caller, now, "access_request.approved", details)
     return request
+
+
+def _timing(policy: Policy, name: str):
+    policy.hit(f"timing:{name}")
+    return getattr(policy.timing, name)
 
 
 def _party_of(request: AccessRequest, tenant_id: str) -> str:
@@ -288,6 +297,13 @@ def _add_approval(policy, viewer: Viewer, request, tenant_id: str, party: str, n
         raise Conflict(f"you already approved for the {party} party", code="already_approved")
     if _missing(policy, request).get(party, 0) == 0:
         raise Conflict(f"the {party} party has already approved", code="already_approved")
+    requirement = next(r for r in json.loads(request.requirements) if r["party"] == party)
+    if not _eligible(policy, viewer.principal, tenant_id, requirement.get("approver_roles") or []):
+        message = (
+            f"the policy lets only {', '.join(requirement['approver_roles'])} approve for the {party} party"
+        )
+        raise Forbidden(message, code="not_eligible_approver")
+    policy.hit("approval:distinct_approvers_across_parties")
     if policy.distinct_approvers_across_parties and any(a.approver == viewer.principal for a in approvals):
         message = "the policy requires a different approver for each party"
         raise Forbidden(message, code="distinct_approvers_required")
@@ -304,15 +320,30 @@ def _missing(policy: Policy, request: AccessRequest) -> dict[str, int]:
     missing = {}
     for requirement in json.loads(request.requirements):
         party = requirement["party"]
-        tenant = request.resource_tenant_id if party == "resource" else request.support_request_tenant_id
+        tenant = _tenant_of(request, party)
+        roles = requirement.get("approver_roles") or []
         valid = {
             a.approver
             for a in request.approvals
-            if a.party == party
-            and directory.has_permission(policy, a.approver, tenant, "manage_support_access")
+            if a.party == party and _eligible(policy, a.approver, tenant, roles)
         }
         missing[party] = max(0, requirement["approvals"] - len(valid))
     return missing
+
+
+def _tenant_of(request: AccessRequest, party: str) -> str:
+    return request.resource_tenant_id if party == "resource" else request.support_request_tenant_id
+
+
+def _eligible(policy: Policy, principal: str, tenant: str, approver_roles: list[str]) -> bool:
+    """Holds, in `tenant`, a role that may manage support access (and, if the policy lists
+    approver roles for the party, one of those)."""
+    return any(
+        held_in == tenant
+        and policy.role_allows(role, "manage_support_access")
+        and (not approver_roles or role in approver_roles)
+        for held_in, role in directory.roles_of(principal)
+    )
 
 
 def revoke(viewer: Viewer, request_id: str, now: datetime) -> AccessRequest:
@@ -418,8 +449,7 @@ def required_approvals(request: AccessRequest) -> list[dict[str, str]]:
     entries = []
     for requirement in json.loads(request.requirements):
         party = requirement["party"]
-        tenant = request.resource_tenant_id if party == "resource" else request.support_request_tenant_id
-        entries += [{"tenant_id": tenant, "party": party}] * requirement["approvals"]
+        entries += [{"tenant_id": _tenant_of(request, party), "party": party}] * requirement["approvals"]
     return entries
 
 

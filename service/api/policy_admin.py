@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from service.api import require_operator
+from service.api import optional_body, require_operator
 from service.clock import isoformat
+from service.errors import Conflict, PolicyError
+from service.policy_reload import reload_policy
 
 bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
+
+
+@bp.post("/reload")
+def reload():
+    """Build the policy from its files and switch to it; 409 (and the old policy stays
+    in force) if the files do not load."""
+    operator = require_operator()
+    optional_body("Empty")
+    try:
+        reload_policy(current_app._get_current_object(), "api", operator.caller)
+    except PolicyError as exc:
+        raise Conflict(
+            f"policy reload failed, previous policy kept: {exc.message}", code="policy_invalid"
+        ) from exc
+    return show()
 
 
 @bp.get("")

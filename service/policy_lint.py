@@ -1,0 +1,92 @@
+"""`policy check` lint: rules that load but are probably mistakes."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from service.policy import Policy
+
+# Access kinds the decision engine produces (service/decisions.py); a rule for any other
+# kind can never match.
+ENGINE_ACCESS_KINDS = ("grant", "advanced_diagnostics")
+_REGEX_CALL = re.compile(r"regexMatch\(\s*r\.(\w+)\s*,\s*p\.(\w+)\s*\)")
+
+
+def lint(policy: Policy) -> list[str]:
+    """Warnings, each naming the file, the place and the problem."""
+    return [
+        *_unused_roles(policy),
+        *_rules_that_never_match(policy),
+        *_duplicate_rules(policy),
+        *_unanchored_regexes(policy),
+        *_scenarios_without_approvers(policy),
+    ]
+
+
+def _unused_roles(policy: Policy) -> list[str]:
+    used = set(policy.permissions.values())
+    return [
+        f"roles.yaml: {role.name}: carries {', '.join(sorted(role.actions))} but no permission uses it"
+        for role in policy.roles.values()
+        if role.actions and not role.actions & used
+    ]
+
+
+def _rules_that_never_match(policy: Policy) -> list[str]:
+    warnings = []
+    for kind in policy.access_kinds:
+        if kind not in ENGINE_ACCESS_KINDS:
+            warnings.append(
+                f"access.yaml: access_kinds.{kind}: the engine never grants this kind "
+                f"(it knows {', '.join(ENGINE_ACCESS_KINDS)}), so its rules can never match"
+            )
+    for rule in policy.access_rules:
+        if rule.values[0] not in ENGINE_ACCESS_KINDS:
+            warnings.append(f"{rule.source}: can never match: kind {rule.values[0]!r} is never granted")
+    return warnings
+
+
+def _duplicate_rules(policy: Policy) -> list[str]:
+    counts = Counter(rule.values for rule in policy.access_rules)
+    return [
+        f"{rule.source}: duplicate rule {', '.join(rule.values)}"
+        for rule in policy.access_rules
+        if counts[rule.values] > 1
+    ]
+
+
+def _unanchored_regexes(policy: Policy) -> list[str]:
+    """regexMatch is a search, not a full match: an unanchored pattern matches too much."""
+    warnings = []
+    for name, enforcer, rules in (
+        ("access.conf", policy.access_enforcer, policy.access_rules),
+        ("permissions.conf", policy.permission_enforcer, policy.permission_rules),
+    ):
+        matcher = enforcer.model["m"]["m"].value
+        tokens = [t.split("_", 1)[1] for t in enforcer.model["p"]["p"].tokens]
+        for _, p_field in _REGEX_CALL.findall(matcher):
+            column = tokens.index(p_field) if p_field in tokens else None
+            for rule in rules:
+                pattern = rule.values[column] if column is not None else ""
+                if not (pattern.startswith("^") and pattern.endswith("$")):
+                    warnings.append(
+                        f"{rule.source}: unanchored regex {pattern!r} used by regexMatch in {name}"
+                    )
+    return warnings
+
+
+def _scenarios_without_approvers(policy: Policy) -> list[str]:
+    approvers = set(policy.roles_with("manage_support_access"))
+    warnings = []
+    for scenario, requirements in policy.scenarios.items():
+        for requirement in requirements:
+            eligible = (
+                approvers & set(requirement.approver_roles) if requirement.approver_roles else approvers
+            )
+            if not eligible:
+                warnings.append(
+                    f"workflow.yaml: approval.scenarios.{scenario}: no role may approve for the "
+                    f"{requirement.party} party, so such requests can never be approved"
+                )
+    return warnings

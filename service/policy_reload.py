@@ -1,0 +1,104 @@
+"""Hot reload of the policy: on SIGHUP, when the policy files change, and on
+`POST /v1/policy/reload`. Each attempt is logged, counted and audited (`policy.reloaded`)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from flask import Flask
+from prometheus_client import Counter
+
+from models import connection, transaction
+from service import audit
+from service.errors import PolicyError
+from service.policy import Policy, policy_version
+
+log = logging.getLogger("support_access.policy")
+RELOADS = Counter("support_access_policy_reloads", "Policy reload attempts", ["result", "trigger"])
+
+
+def reload_policy(app: Flask, trigger: str, actor="system") -> Policy:
+    """Build the policy anew and swap it in; on failure keep the old one, record the
+    error and raise PolicyError."""
+    store = app.extensions["policy_store"]
+    now = app.config["CLOCK"]()
+    previous = store.current.version if store.loaded else None
+    error = None
+    try:
+        policy = store.reload(now)
+    except PolicyError as exc:
+        error = exc
+    result = "failure" if error else "success"
+    RELOADS.labels(result=result, trigger=trigger).inc()
+    details = {"trigger": trigger, "previous_version": previous}
+    details.update({"error": error.message} if error else {"version": policy.version})
+    provider = app.config["PROVIDER_TENANT"]
+    with app.app_context(), connection(), transaction():
+        audit.record(
+            "policy.reloaded", actor, provider, [provider], str(store.directory), details, now, result
+        )
+    if error:
+        raise error
+    return policy
+
+
+class PolicyWatcher:
+    """A daemon thread that reloads on SIGHUP or when the files' content hash changes.
+
+    The signal handler only sets an event: the reload itself (files, database) runs on
+    this thread, never inside a signal handler that may have interrupted a transaction.
+    """
+
+    def __init__(self, app: Flask, interval: float):
+        self.app = app
+        self.interval = interval
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="policy-watcher", daemon=True)
+        self._seen = app.extensions["policy_store"].current.version
+        self._start_lock = threading.Lock()
+
+    def install_signal_handler(self) -> PolicyWatcher:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, lambda *_: self.trigger())
+        return self
+
+    def start_once(self) -> None:
+        if not self.thread.is_alive() and not self.stopped.is_set():
+            with self._start_lock:
+                if not self.thread.ident:
+                    self.thread.start()
+
+    def trigger(self) -> None:
+        self.wake.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            signalled = self.wake.wait(self.interval if self.interval > 0 else None)
+            self.wake.clear()
+            if self.stopped.is_set():
+                return
+            self._check("sighup" if signalled else "watch", force=signalled)
+
+    def _check(self, trigger: str, force: bool) -> None:
+        store = self.app.extensions["policy_store"]
+        try:
+            version = policy_version(store.directory)
+        except OSError as exc:
+            log.error("cannot read policy directory %s: %s", store.directory, exc)
+            return
+        if not force and version == self._seen:
+            return
+        self._seen = version  # a bad version is tried once, not on every tick
+        try:
+            reload_policy(self.app, trigger)
+        except PolicyError:
+            pass  # recorded by reload_policy; the last good policy stays in force
+        except Exception:  # the watcher must survive anything, e.g. a store outage
+            log.exception("policy reload failed unexpectedly")

@@ -1,0 +1,351 @@
+"""Policy test suites: `policies/tests/*_test.yaml`, run by the service's own engine.
+
+A suite sets up fixtures (directory, tickets, access requests with the approvals they
+received and when, a fixed `now`) and lists cases. Each case starts from a fresh database
+holding only the fixtures, then makes its calls through the service's HTTP API (the same
+app, policy, workflow and decision code that serve production) and compares the answer
+with what the case expects.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from models import AccessRequest, RoleAssignment, SupportRequest, Tenant, connect_database
+from service.auth import Caller, mint_token
+from service.clock import FakeClock, parse_iso
+from service.errors import PolicyValidationError
+from service.policy import SCHEMA_DIR, Policy, json_path
+
+DEFAULT_NOW = "2026-01-05T09:00:00Z"
+CLIENT = "policy-test-client"  # the decision client every suite gets
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit timestamps: suite times stay strings and are parsed as UTC."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class SuiteError(PolicyValidationError):
+    """A suite file that cannot be read or breaks the suite schema."""
+
+
+@dataclass
+class Case:
+    suite: str
+    name: str
+    spec: dict[str, Any]
+
+
+@dataclass
+class Suite:
+    path: Path
+    name: str
+    now: datetime
+    fixtures: dict[str, Any]
+    cases: list[Case]
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    passed: bool
+    expected: dict[str, Any]
+    actual: dict[str, Any]
+    trail: list[Any] = field(default_factory=list)
+
+    def report(self) -> str:
+        lines = [f"FAIL {self.case.suite} :: {self.case.name}"]
+        lines.append(f"  expected: {json.dumps(self.expected, sort_keys=True)}")
+        lines.append(f"  actual:   {json.dumps(self.actual, sort_keys=True)}")
+        for entry in self.trail:
+            lines.append(f"  trail:    {json.dumps(entry, sort_keys=True)}")
+        return "\n".join(lines)
+
+
+@cache
+def _suite_validator() -> jsonschema.Draft202012Validator:
+    schema = yaml.safe_load((SCHEMA_DIR / "suite.schema.yaml").read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def suite_paths(policy_dir: Path) -> list[Path]:
+    return sorted((Path(policy_dir) / "tests").glob("*_test.yaml"))
+
+
+def load_suite(path: Path) -> Suite:
+    name = path.name
+    try:
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (safe loader)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SuiteError(name, "file", f"cannot read suite: {exc}") from exc
+    error = next(iter(_suite_validator().iter_errors(document)), None)
+    if error is not None:
+        error = jsonschema.exceptions.best_match(_suite_validator().iter_errors(document))
+        raise SuiteError(name, json_path(error.absolute_path), error.message)
+    cases = [Case(name, case["name"], case) for case in document["cases"]]
+    names = [case.name for case in cases]
+    if len(set(names)) != len(names):
+        raise SuiteError(name, "cases", "two cases share a name")
+    now = parse_iso(document.get("now", DEFAULT_NOW))
+    return Suite(path, document["name"], now, document.get("fixtures", {}), cases)
+
+
+class SuiteRunner:
+    """Runs cases against one policy directory with one app; a fresh database per case."""
+
+    def __init__(self, policy_dir: str | Path, record_coverage: bool = False):
+        from service import create_app
+
+        self.workdir = tempfile.TemporaryDirectory(prefix="policy-test-")
+        self.secret = secrets.token_urlsafe(32)
+        self.clock = FakeClock(parse_iso(DEFAULT_NOW))
+        self.app = create_app(
+            {
+                "TESTING": True,
+                "DATABASE_URL": f"sqlite:///{self.workdir.name}/app.db",
+                "JWT_SECRET": self.secret,
+                "POLICY_DIR": str(policy_dir),
+                "DECISION_LOG": "",
+                "CLOCK": self.clock,
+            }
+        )
+        self.policy: Policy = self.app.extensions["policy_store"].current
+        self.provider = self.app.config["PROVIDER_TENANT"]
+        self.coverage: set[str] | None = set() if record_coverage else None
+        self.client = self.app.test_client()
+        self._databases = 0
+
+    def close(self) -> None:
+        self.workdir.cleanup()
+
+    def run(self, suite: Suite, case: Case) -> CaseResult:
+        self._fresh_database()
+        self.clock.current = suite.now
+        with self.app.app_context():
+            self._load_fixtures(suite)
+        self.policy.hits = self.coverage  # record only what the case itself evaluates
+        try:
+            return self._run_case(suite, case)
+        finally:
+            self.policy.hits = None
+
+    # --- fixtures ---------------------------------------------------------------
+
+    def _fresh_database(self) -> None:
+        self._databases += 1
+        connect_database(f"sqlite:///{self.workdir.name}/case{self._databases}.db")
+
+    def _load_fixtures(self, suite: Suite) -> None:
+        from service import workflow
+        from service.viewer import viewer_for
+
+        fixtures, now = suite.fixtures, suite.now
+        directory = fixtures.get("directory", {})
+        for tenant in {self.provider, *directory.get("tenants", [])}:
+            Tenant.create(id=tenant, name=tenant, created_at=now)
+        client_role = self.policy.roles_with("evaluate_decisions")
+        assignments = [(self.provider, CLIENT, client_role[0])] if client_role else []
+        for entry in directory.get("role_assignments", []):
+            role = self.policy.canonical_role(entry["role"])
+            if role is None:
+                raise SuiteError(suite.path.name, "fixtures.directory", f"unknown role {entry['role']!r}")
+            assignments.append((entry["tenant"], entry["principal"], role))
+        for tenant, principal, role in assignments:
+            RoleAssignment.create(tenant_id=tenant, principal=principal, role=role, created_at=now)
+        for ticket in fixtures.get("tickets", []):
+            SupportRequest.create(
+                id=ticket["id"],
+                tenant_id=ticket["tenant"],
+                resource_tenant_id=ticket.get("resource_tenant", ticket["tenant"]),
+                title=f"fixture {ticket['id']}",
+                status=ticket.get("status", "open"),
+                allow_advanced_diagnostics=ticket.get("allow_advanced_diagnostics", False),
+                assigned_engineer=ticket.get("assigned_engineer"),
+                created_by="fixture",
+                created_at=_time(ticket.get("created_at"), now - timedelta(hours=1)),
+                closed_at=now if ticket.get("status") == "closed" else None,
+            )
+        for entry in fixtures.get("access_requests", []):
+            self._load_access_request(suite, entry, workflow, viewer_for)
+
+    def _load_access_request(self, suite: Suite, entry: dict, workflow, viewer_for) -> None:
+        """File the request as its engineer and replay its approvals through the workflow,
+        each at its own time, so fixtures obey the same rules as real requests."""
+        ticket = SupportRequest.get_or_none(SupportRequest.id == entry["ticket"])
+        if ticket is None or not ticket.assigned_engineer:
+            problem = f"ticket {entry['ticket']!r} is unknown or has no assigned engineer"
+            raise SuiteError(suite.path.name, f"fixtures.access_requests.{entry['id']}", problem)
+        created_at = _time(entry.get("created_at"), suite.now - timedelta(minutes=30))
+        engineer = viewer_for(self.policy, Caller(ticket.assigned_engineer, None), self.provider)
+        was_open = ticket.status
+        SupportRequest.update(status="open").where(SupportRequest.id == ticket.id).execute()
+        body = {"support_request_id": ticket.id, "justification": "fixture"}
+        request = workflow.create_access_request(self.policy, engineer, body, created_at)
+        AccessRequest.update(id=entry["id"]).where(AccessRequest.id == request.id).execute()
+        for approval in entry.get("approvals", []):
+            approver = viewer_for(self.policy, Caller(approval["approver"], None), self.provider)
+            at = _time(approval.get("at"), created_at)
+            workflow.approve(self.policy, approver, entry["id"], approval["tenant"], at)
+        SupportRequest.update(status=was_open).where(SupportRequest.id == ticket.id).execute()
+        if "status" in entry:
+            view = "approved" if entry["status"] == "revoked" else entry["status"]
+            AccessRequest.update(status=entry["status"], support_request_view_status=view).where(
+                AccessRequest.id == entry["id"]
+            ).execute()
+
+    # --- cases ------------------------------------------------------------------
+
+    def _run_case(self, suite: Suite, case: Case) -> CaseResult:
+        spec, expected = case.spec, case.spec["expect"]
+        self.clock.current = _time(spec.get("at"), suite.now)
+        actual: dict[str, Any] = {}
+        trail: list[Any] = []
+        last_request = self._only_request()
+        for step in spec.get("steps", []):
+            answer, touched = self._step(_named(step, last_request))
+            last_request = touched or last_request
+            body = answer.get_json(silent=True) or {}
+            actual["status"] = answer.status_code
+            actual["error_code"] = body.get("error", {}).get("code") if "error" in body else None
+            if "error" in body:
+                trail.append({"step": _step_name(step), "error": body["error"]})
+            if "expect_status" in step and step["expect_status"] != answer.status_code:
+                trail.append({"step": _step_name(step), "expected_status": step["expect_status"]})
+                actual["step_failed"] = _step_name(step)
+        if "decision" in spec:
+            answer = self._call("POST", "/v1/decisions", CLIENT, {**spec["decision"], "explain": True})
+            body = answer.get_json()
+            if answer.status_code != 200:
+                actual.update(status=answer.status_code, error=body.get("error"))
+            else:
+                actual.update(allowed=body["allowed"], reason=body["reason"])
+                trail.extend(body.get("explain", []))
+        name = expected.get("request", last_request)
+        if ("request_status" in expected or "support_request_view" in expected) and name:
+            with self.app.app_context():
+                from service import workflow
+
+                workflow.sweep(self.clock())
+                request = AccessRequest.get_or_none(AccessRequest.id == name)
+            if request is not None:
+                actual["request_status"] = request.status
+                actual["support_request_view"] = request.support_request_view_status
+        compared = {key: actual.get(key) for key in expected if key != "request"}
+        expected_values = {key: value for key, value in expected.items() if key != "request"}
+        passed = compared == expected_values and "step_failed" not in actual
+        return CaseResult(case, passed, expected_values, compared, trail)
+
+    def _only_request(self) -> str | None:
+        with self.app.app_context():
+            ids = [r.id for r in AccessRequest.select(AccessRequest.id)]
+        return ids[0] if len(ids) == 1 else None
+
+    def _step(self, step: dict):
+        if "at" in step:
+            self.clock.current = parse_iso(step["at"])
+        who = step["as"]
+        if "approve" in step or "reject" in step:
+            verb = "approve" if "approve" in step else "reject"
+            args = step[verb]
+            body = {k: v for k, v in args.items() if k != "access_request"}
+            url = f"/v1/access-requests/{args['access_request']}/{verb}"
+            return self._call("POST", url, who, body), args["access_request"]
+        for verb in ("revoke", "cancel"):
+            if verb in step:
+                name = step[verb]["access_request"]
+                return self._call("POST", f"/v1/access-requests/{name}/{verb}", who, None), name
+        if "close" in step:
+            return self._call(
+                "POST", f"/v1/support-requests/{step['close']['ticket']}/close", who, None
+            ), None
+        if "assign" in step:
+            args = step["assign"]
+            url = f"/v1/support-requests/{args['ticket']}/assign"
+            return self._call("POST", url, who, {"engineer": args["engineer"]}), None
+        if "file_access_request" in step:
+            args = step["file_access_request"]
+            body = {"support_request_id": args["ticket"], "justification": args.get("justification", "test")}
+            answer = self._call("POST", "/v1/access-requests", who, body)
+            created = answer.get_json(silent=True) or {}
+            return answer, created.get("id")
+        request = step["request"]
+        return self._call(request["method"], request["path"], who, request.get("body")), None
+
+    def _call(self, method: str, path: str, who: str, body):
+        token = mint_token(self.secret, who, "policy-test", timedelta(hours=1), datetime.now(UTC))
+        headers = {"Authorization": f"Bearer {token}"}
+        return self.client.open(path, method=method, headers=headers, json=body)
+
+
+def _named(step: dict, last_request: str | None) -> dict:
+    """Replace the access request name "@last" with the request the case touched last."""
+    return {
+        key: {k: (last_request if v == "@last" else v) for k, v in value.items()}
+        if isinstance(value, dict)
+        else value
+        for key, value in step.items()
+    }
+
+
+def _time(text: str | None, default: datetime) -> datetime:
+    return parse_iso(text) if text else default
+
+
+def _step_name(step: dict) -> str:
+    verb = next(key for key in step if key not in ("as", "at", "expect_status"))
+    return f"{step['as']} {verb}"
+
+
+# --- coverage ------------------------------------------------------------------
+
+
+def coverage_units(policy: Policy) -> dict[str, list[str]]:
+    """Every rule a suite can exercise, per policy file."""
+    used_actions = set(policy.permissions.values())
+    return {
+        "roles.yaml": [f"role:{name}" for name in policy.roles],
+        "permissions.conf": [
+            f"role_action:{rule.values[0]}:{rule.values[1]}"
+            for rule in policy.permission_rules
+            if rule.values[1] in used_actions
+        ],
+        "access.yaml": ["read_only", "categories", *(f"access_rule:{r.source}" for r in policy.access_rules)],
+        "workflow.yaml": [
+            *(f"permission:{name}" for name in policy.permissions),
+            *(f"scenario:{name}" for name in policy.scenarios),
+            "approval:allow_self_approval",
+            "approval:distinct_approvers_across_parties",
+            *(f"timing:{name}" for name in ("pending_ttl", "max_grant_duration", "retention")),
+        ],
+    }
+
+
+def coverage_report(policy: Policy, hits: set[str]) -> tuple[float, list[str]]:
+    """(total percent, report lines) for the rules the suites exercised."""
+    lines, total, covered = [], 0, 0
+    for file, units in coverage_units(policy).items():
+        missed = [unit for unit in units if unit not in hits]
+        done = len(units) - len(missed)
+        percent = 100.0 * done / len(units) if units else 100.0
+        lines.append(f"{file:<18} {done:>4}/{len(units):<4} {percent:6.1f}%")
+        lines += [f"    not exercised: {unit}" for unit in missed]
+        total, covered = total + len(units), covered + done
+    percent = 100.0 * covered / total if total else 100.0
+    lines.append(f"{'total':<18} {covered:>4}/{total:<4} {percent:6.1f}%")
+    return percent, lines
