@@ -117,7 +117,7 @@ class Approval(BaseModel):
 
 
 class AuditEvent(BaseModel):
-    seq = AutoField()
+    seq = IntegerField(primary_key=True)  # assigned by service.audit.append, in chain order
     id = CharField(max_length=64, unique=True)
     time = UTCDateTimeField()
     activity = CharField(max_length=64)

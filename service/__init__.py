@@ -42,6 +42,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     auth.init_app(app)
     _init_database(app)
     _init_policy(app)
+    _init_decision_engine(app)
     _init_decision_log(app)
     errors_http.init_app(app)
     cli.init_app(app)
@@ -88,6 +89,20 @@ def _init_policy(app: Flask) -> None:
         app.extensions["policy_watcher"] = PolicyWatcher(
             app, float(app.config["POLICY_WATCH_INTERVAL"])
         ).start()
+
+
+def _init_decision_engine(app: Flask) -> None:
+    """The in-memory index decisions read, and the group committer for allowed reads."""
+    from service.decision_index import DecisionIndex
+    from service.read_recorder import ReadRecorder
+    from service.state_signal import counter_for
+
+    signal = counter_for(app.config["DATABASE_URL"], app.instance_path)
+    policy = app.extensions["policy_store"].current
+    index = DecisionIndex(signal, policy.timing.retention)
+    index.load(app.config["CLOCK"]())
+    app.extensions["decision_index"] = index
+    app.extensions["read_recorder"] = ReadRecorder(app)
 
 
 def _init_decision_log(app: Flask) -> None:

@@ -21,6 +21,10 @@ from service.clock import isoformat
 GENESIS = "0" * 64
 
 
+# Activities that change no state a decision reads: they do not wake other workers.
+NOT_STATE_CHANGES = frozenset({"diagnostics.read", "policy.reloaded"})
+
+
 def record(
     activity: str,
     actor,
@@ -32,9 +36,24 @@ def record(
     result: str = "success",
 ) -> AuditEvent:
     """Append one event. Must run inside a write transaction (models.transaction())."""
+    event = build(activity, actor, tenant_id, visible_to, target, details, now, result)
+    append([event])
+    return event
+
+
+def build(
+    activity: str,
+    actor,
+    tenant_id: str | None,
+    visible_to: Iterable[str],
+    target: str | None,
+    details: dict[str, Any],
+    now: datetime,
+    result: str = "success",
+) -> AuditEvent:
+    """An event not yet in the chain (no seq, no hashes)."""
     principal, actor_tenant = _actor_fields(actor)
-    head = _locked_head()
-    event = AuditEvent(
+    return AuditEvent(
         id=str(uuid.uuid4()),
         time=now,
         activity=activity,
@@ -45,17 +64,37 @@ def record(
         target=target,
         result=result,
         details=json.dumps(details, sort_keys=True, default=str),
-        prev_hash=head.last_hash,
-        hash="",
     )
-    event.save(force_insert=True)  # assigns seq
-    event.hash = event_hash(event)
-    event.save()
-    AuditHead.update(last_seq=event.seq, last_hash=event.hash).where(AuditHead.id == 1).execute()
-    rows = [{"tenant_id": t, "event_seq": event.seq} for t in json.loads(event.visible_to)]
-    if rows:
-        AuditVisibility.insert_many(rows).execute()
-    return event
+
+
+def append(events: list[AuditEvent]) -> None:
+    """Chain and insert events in order, with a few statements whatever their number.
+    Must run inside a write transaction: the locked head makes appends serial."""
+    head = _locked_head()
+    seq, prev_hash = head.last_seq, head.last_hash
+    visibility = []
+    for event in events:
+        seq += 1
+        event.seq, event.prev_hash = seq, prev_hash
+        event.hash = prev_hash = event_hash(event)
+        visibility += [{"tenant_id": t, "event_seq": seq} for t in json.loads(event.visible_to)]
+    rows = [event.__data__ for event in events]
+    for chunk in range(0, len(rows), 200):  # stay below SQLite's bound-variable limit
+        AuditEvent.insert_many(rows[chunk : chunk + 200]).execute()
+    for chunk in range(0, len(visibility), 400):
+        AuditVisibility.insert_many(visibility[chunk : chunk + 400]).execute()
+    AuditHead.update(last_seq=seq, last_hash=prev_hash).where(AuditHead.id == 1).execute()
+    if any(event.activity not in NOT_STATE_CHANGES for event in events):
+        _announce_after_commit(seq)
+
+
+def _announce_after_commit(seq: int) -> None:
+    """Tell every worker's decision index that state changed, once this commits."""
+    from flask import current_app, has_app_context
+
+    if has_app_context() and "decision_index" in current_app.extensions:
+        signal = current_app.extensions["decision_index"].signal
+        database.after_commit(lambda: signal.publish(seq))
 
 
 def _actor_fields(actor) -> tuple[str, str | None]:

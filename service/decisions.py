@@ -2,8 +2,9 @@
 
 The rules come from the policy (access.yaml through access.conf, roles and permissions
 through permissions.conf). This module only resolves the principal's role links — its
-live grants and advanced-diagnostics tickets — from indexed tables, then asks the policy
-which link permits the request. Every path that is not an explicit allow is a deny.
+live grants and advanced-diagnostics tickets — from the in-memory DecisionIndex, then
+asks the policy (Casbin, cached per policy version) which link permits the request.
+Every path that is not an explicit allow is a deny.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from models import AccessRequest, SupportRequest, Tenant, transaction
-from service import audit, directory
+from service import audit
 from service.clock import isoformat
+from service.decision_index import DecisionIndex
 from service.policy import Policy
 
 decision_log = logging.getLogger("support_access.decisions")
 
 GRANT, ADVANCED = "grant", "advanced_diagnostics"
+EMPTY: dict = {}
 RESOURCE_PREFIX = "diagnostics/"
 
 
@@ -67,12 +69,14 @@ class Link:
     support_request_id: str
 
 
-def decide(policy: Policy, check: Check, now: datetime, provider: str) -> Decision:
+def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, provider: str) -> Decision:
+    """Decide one check from the policy and the in-memory index (no database access)."""
     decision = Decision(False, "", policy.version)
-    trail = decision.trail
+    trail = decision.trail if check.explain else None
 
     def deny(reason: str, rule: str, detail: str) -> Decision:
-        trail.append({"rule": rule, "effect": "deny", "detail": detail})
+        if trail is not None:
+            trail.append({"rule": rule, "effect": "deny", "detail": detail})
         decision.reason = reason
         return decision
 
@@ -80,41 +84,41 @@ def decide(policy: Policy, check: Check, now: datetime, provider: str) -> Decisi
     if check.action not in policy.allowed_actions:
         allowed = ", ".join(sorted(policy.allowed_actions))
         return deny("read_only", "access.yaml allowed_actions", f"only {allowed} can be allowed")
-    if Tenant.get_or_none(Tenant.id == check.tenant_id) is None:
+    if check.tenant_id not in index.tenants:
         return deny("unknown_tenant", "directory", f"no tenant {check.tenant_id!r}")
-    if not directory.is_known(check.principal):
+    roles = index.roles.get(check.principal)
+    if not roles:
         return deny("unknown_principal", "directory", f"{check.principal!r} holds no role")
     category = check.resource[len(RESOURCE_PREFIX) :]
     policy.hit("categories")
     if category not in policy.categories:
         return deny("category_not_allowed", "access.yaml categories", f"unknown category {category!r}")
-    if not directory.has_permission(policy, check.principal, provider, "read_diagnostics"):
+    if not any(t == provider and policy.role_allows(role, "read_diagnostics") for t, role in roles):
         detail = f"{check.principal!r} holds no role carrying workflow.yaml permissions.read_diagnostics"
         return deny("not_support_engineer", "workflow.yaml permissions.read_diagnostics", detail)
 
-    links, closed, expired = _links(check, now, now - policy.timing.retention)
-    matched_category = False
+    links, closed, expired = _links(index, check, now, now - policy.timing.retention)
     for link in links:
         rule = policy.access_allows(link.kind, check.resource, check.action)
         if rule is None:
             continue
-        matched_category = True
         decision.allowed = True
         decision.reason = "granted" if link.kind == GRANT else ADVANCED
         decision.access_request_id = link.access_request_id
         decision.support_request_id = link.support_request_id
-        trail.append(
-            {
-                "rule": rule.source,
-                "effect": "allow",
-                "policy": "p, " + ", ".join(rule.values),
-                "link": f"g, {check.principal}, {link.kind}, {check.tenant_id}",
-                "access_request_id": link.access_request_id,
-                "support_request_id": link.support_request_id,
-            }
-        )
+        if trail is not None:
+            trail.append(
+                {
+                    "rule": rule.source,
+                    "effect": "allow",
+                    "policy": "p, " + ", ".join(rule.values),
+                    "link": f"g, {check.principal}, {link.kind}, {check.tenant_id}",
+                    "access_request_id": link.access_request_id,
+                    "support_request_id": link.support_request_id,
+                }
+            )
         return decision
-    if links and not matched_category:
+    if links:
         kinds = ", ".join(sorted({link.kind for link in links}))
         detail = f"no rule lets {kinds} {check.action} {check.resource}"
         return deny("category_not_allowed", "access.yaml rules", detail)
@@ -126,76 +130,68 @@ def decide(policy: Policy, check: Check, now: datetime, provider: str) -> Decisi
     return deny("no_active_grant", "access.conf", "no live grant or advanced-diagnostics ticket")
 
 
-def _links(check: Check, now: datetime, recent: datetime) -> tuple[list[Link], bool, bool]:
-    """The principal's live access in the tenant, and whether a ticket closed since
-    `recent` or an expired grant explains its absence."""
+def _links(
+    index: DecisionIndex, check: Check, now: datetime, recent: datetime
+) -> tuple[list[Link], bool, bool]:
+    """The principal's live role links in the tenant (access.conf's g), and whether a
+    ticket closed since `recent` or an expired grant explains their absence."""
     links: list[Link] = []
     closed = expired = False
-    grants = (
-        AccessRequest.select(AccessRequest, SupportRequest)
-        .join(SupportRequest)
-        .where(
-            (AccessRequest.engineer == check.principal)
-            & (AccessRequest.resource_tenant_id == check.tenant_id)
-            & (AccessRequest.status.in_(("approved", "completed")))
-        )
-        .order_by(AccessRequest.approved_at.desc())
-        .limit(50)
-    )
-    if check.support_request_id is not None:
-        grants = grants.where(AccessRequest.support_request == check.support_request_id)
-    for grant in grants:
-        ticket = grant.support_request
+    wanted = check.support_request_id
+    principal = check.principal
+    for grant in index.grants.get((principal, check.tenant_id), EMPTY).values():
+        if wanted is not None and grant.ticket_id != wanted:
+            continue
+        ticket = index.tickets.get(grant.ticket_id)
+        if ticket is None:
+            continue
         if ticket.status != "open":
             closed = closed or ticket.closed_at >= recent
         elif grant.access_expires_at <= (grant.finished_at or now):
             expired = True
-        elif grant.status == "approved" and ticket.assigned_engineer == check.principal:
+        elif grant.status == "approved" and ticket.engineer == principal:
             links.append(Link(GRANT, grant.id, ticket.id))
-    tickets = SupportRequest.select().where(
-        (SupportRequest.assigned_engineer == check.principal)
-        & (SupportRequest.tenant_id == check.tenant_id)
-        & (SupportRequest.allow_advanced_diagnostics == True)  # noqa: E712 (peewee expression)
-    )
-    if check.support_request_id is not None:
-        tickets = tickets.where(SupportRequest.id == check.support_request_id)
-    for ticket in tickets:
+    for ticket_id in index.advanced.get((principal, check.tenant_id), EMPTY):
+        if wanted is not None and ticket_id != wanted:
+            continue
+        ticket = index.tickets[ticket_id]
         if ticket.status == "open":
-            links.append(Link(ADVANCED, None, ticket.id))
+            links.append(Link(ADVANCED, None, ticket_id))
         else:
             closed = closed or ticket.closed_at >= recent
-    if check.support_request_id is not None and not links:
-        ticket = SupportRequest.get_or_none(SupportRequest.id == check.support_request_id)
-        closed = closed or bool(ticket and ticket.status != "open" and _concerns(ticket, check))
+    if wanted is not None and not links and not closed:
+        ticket = index.tickets.get(wanted)
+        closed = bool(
+            ticket
+            and ticket.status != "open"
+            and ticket.engineer == principal
+            and check.tenant_id in (ticket.tenant_id, ticket.resource_tenant_id)
+        )
     return links, closed, expired
 
 
-def _concerns(ticket: SupportRequest, check: Check) -> bool:
-    return check.tenant_id in (ticket.tenant_id, ticket.resource_tenant_id) and (
-        ticket.assigned_engineer == check.principal
-    )
+def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: datetime) -> list:
+    """The `diagnostics.read` audit events for the allowed decisions."""
+    events = []
+    for check, decision in decisions:
+        if decision.allowed:
+            details = {
+                "decision_id": decision.decision_id,
+                "engineer": check.principal,
+                "action": check.action,
+                "reason": decision.reason,
+                "access_request_id": decision.access_request_id,
+                "support_request_id": decision.support_request_id,
+                "policy_version": decision.policy_version,
+            }
+            tenant = check.tenant_id
+            events.append(
+                audit.build("diagnostics.read", caller, tenant, [tenant], check.resource, details, now)
+            )
+    return events
 
 
-def record(decisions: list[tuple[Check, Decision]], caller, now: datetime) -> None:
-    """Write allowed reads to the audit log (one transaction for the whole batch) and
-    every decision to the decision log. Runs before the answer is sent."""
-    allowed = [(c, d) for c, d in decisions if d.allowed]
-    if allowed:
-        with transaction():
-            for check, decision in allowed:
-                details = {
-                    "decision_id": decision.decision_id,
-                    "engineer": check.principal,
-                    "action": check.action,
-                    "reason": decision.reason,
-                    "access_request_id": decision.access_request_id,
-                    "support_request_id": decision.support_request_id,
-                    "policy_version": decision.policy_version,
-                }
-                tenants = [check.tenant_id]
-                audit.record(
-                    "diagnostics.read", caller, check.tenant_id, tenants, check.resource, details, now
-                )
+def log_decisions(decisions: list[tuple[Check, Decision]], now: datetime) -> None:
     if decision_log.isEnabledFor(logging.INFO):
         for check, decision in decisions:
             decision_log.info(json.dumps(log_entry(check, decision, now), separators=(",", ":")))

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import yaml
 
+from service.decision_index import DecisionIndex
 from service.decisions import Check, decide
 from service.errors import BadRequest
 from service.policy import Policy
+from service.state_signal import ProcessCounter
 
 CHECK_FIELDS = ("principal", "tenant_id", "action", "resource", "support_request_id")
 
@@ -49,10 +51,14 @@ def read_requests(path: str | Path) -> list[Check]:
 
 
 def replay(old: Policy, new: Policy, checks: list[Check], now: datetime, provider: str) -> list[Change]:
-    """Decide every request under both policies (read-only: nothing is recorded)."""
+    """Decide every request under both policies against the current database state
+    (read-only: nothing is recorded)."""
+    index = DecisionIndex(ProcessCounter(), max(old.timing.retention, new.timing.retention))
+    index.load(now)
     changes = []
     for check in checks:
-        before, after = decide(old, check, now, provider), decide(new, check, now, provider)
+        before = decide(old, index, check, now, provider)
+        after = decide(new, index, check, now, provider)
         if (before.allowed, before.reason) != (after.allowed, after.reason):
             changes.append(Change(check, (before.allowed, before.reason), (after.allowed, after.reason)))
     return changes

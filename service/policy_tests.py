@@ -139,6 +139,7 @@ class SuiteRunner:
         self.clock.current = suite.now
         with self.app.app_context():
             self._load_fixtures(suite)
+        self.app.extensions["decision_index"].load(suite.now)
         self.policy.hits = self.coverage  # record only what the case itself evaluates
         try:
             return self._run_case(suite, case)

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from models import AccessRequest, Approval, SupportRequest, database, is_sqlite, transaction
 from service import audit, directory
+from service.clock import isoformat
 from service.errors import BadRequest, Conflict, Forbidden, NotFound
 from service.policy import Policy
 from service.viewer import Viewer
@@ -91,6 +92,7 @@ def list_tickets(viewer: Viewer, status: str | None) -> list[SupportRequest]:
 
 
 def assign_ticket(policy: Policy, viewer: Viewer, ticket_id: str, engineer: str, now, provider):
+    sweep(now)
     ticket = visible_ticket(viewer, ticket_id)
     if not viewer.is_operator and not (viewer.is_engineer and engineer == viewer.principal):
         raise Forbidden("a support engineer may assign only itself", code="not_allowed")
@@ -132,6 +134,7 @@ def update_ticket(viewer: Viewer, ticket_id: str, allow: bool, now: datetime) ->
 
 
 def close_ticket(viewer: Viewer, ticket_id: str, now: datetime) -> SupportRequest:
+    sweep(now)  # expiries already due happen before the close, as they would have
     ticket = visible_ticket(viewer, ticket_id)
     is_assignee = viewer.is_engineer and ticket.assigned_engineer == viewer.principal
     if not (is_assignee or viewer.may_manage_ticket(ticket)):
@@ -160,7 +163,7 @@ def _finish_for_ticket_end(request: AccessRequest, actor, now: datetime, why: st
     elif request.status == APPROVED:
         _transition(request, COMPLETED, actor, now, "access_request.completed", {"reason": why})
     elif request.status == REVOKED and request.support_request_view_status == APPROVED:
-        _close_requester_view(request, actor, now, why)
+        _close_requester_view(request, actor, now, {"reason": why})
 
 
 # --- access requests -------------------------------------------------------------
@@ -176,9 +179,14 @@ def create_access_request(policy: Policy, viewer: Viewer, body: dict, now: datet
         ticket = _locked(SupportRequest, ticket.id)
         if ticket.status != "open":
             raise Conflict("the support request is closed", code="support_request_closed")
-        live = ticket.access_requests.where(AccessRequest.status.in_(LIVE)).first()
+        # A revoked request still shows as approved to the support request tenant; a new
+        # request beside it would reveal the removal, so it counts as live until then.
+        live = ticket.access_requests.where(
+            AccessRequest.status.in_(LIVE) | (AccessRequest.support_request_view_status == APPROVED)
+        ).first()
         if live:
-            message = f"access request {live.id} is already {live.status} for this support request"
+            shown = view_status(live, "support_request")
+            message = f"access request {live.id} is already {shown} for this support request"
             raise Conflict(message, code="access_request_exists")
         cross = ticket.tenant_id != ticket.resource_tenant_id
         requirements = [
@@ -231,13 +239,31 @@ def list_access_requests(viewer: Viewer, policy: Policy, tenant_id, status, now)
             | AccessRequest.support_request_tenant_id.in_(tenants)
         )
     cutoff = now - _timing(policy, "retention")
-    query = query.where(AccessRequest.finished_at.is_null() | (AccessRequest.finished_at >= cutoff))
+    query = query.where(
+        AccessRequest.finished_at.is_null()
+        | (AccessRequest.finished_at >= cutoff)
+        | (AccessRequest.status == REVOKED)  # its end differs per view: filtered below
+    )
     items = []
     for request in query:
         view = viewer.view_of(request, tenant_id)
-        if view and (status is None or view_status(request, view) == status):
+        if not view or (status is not None and view_status(request, view) != status):
+            continue
+        finished = finished_at_in_view(request, view)
+        if finished is None or finished >= cutoff:
             items.append((request, view))
     return items
+
+
+def finished_at_in_view(request: AccessRequest, view: str) -> datetime | None:
+    """When the request ended as `view` sees it. The support request tenant never sees a
+    revocation: for it the request ends when it would have ended without one."""
+    if view == "support_request" and request.status == REVOKED:
+        if request.support_request_view_status != COMPLETED:
+            return None
+        ends = [t for t in (request.support_request.closed_at, request.access_expires_at) if t]
+        return min(ends)
+    return request.finished_at
 
 
 def approve(policy: Policy, viewer: Viewer, request_id: str, tenant_id: str, now: datetime):
@@ -273,7 +299,7 @@ def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_rea
         if not any(_missing(policy, request).values()):
             request.approved_at = now
             request.access_expires_at = now + _timing(policy, "max_grant_duration")
-            details = {"access_expires_at": request.access_expires_at.isoformat()}
+            details = {"access_expires_at": isoformat(request.access_expires_at)}
             _transition(request, APPROVED, viewer.caller, now, "access_request.approved", details)
     return request
 
@@ -399,13 +425,13 @@ def _transition(
     _event(activity, actor, request, tenants, details, now)
 
 
-def _close_requester_view(request: AccessRequest, actor, now: datetime, why: str) -> None:
+def _close_requester_view(request: AccessRequest, actor, now: datetime, details: dict) -> None:
     """A revoked request reaches its natural end: the support request tenant now sees
-    it as completed, exactly as if it had not been revoked."""
+    it as completed, with the same event an unrevoked request would have produced."""
     request.support_request_view_status = COMPLETED
     request.save()
     tenants = [request.support_request_tenant_id]
-    _event("access_request.completed", actor, request, tenants, {"reason": why}, now)
+    _event("access_request.completed", actor, request, tenants, details, now)
 
 
 def _event(activity, actor, request: AccessRequest, tenants, details, now) -> None:
@@ -428,16 +454,17 @@ def sweep(now: datetime) -> int:
             request = _locked(AccessRequest, request_id)
             if request.status == PENDING and request.expires_at <= now:
                 at = request.expires_at
-                details = {"expired_at": at.isoformat()}
+                details = {"expired_at": isoformat(at)}
                 _transition(request, EXPIRED, SYSTEM, now, "access_request.expired", details, finished_at=at)
             elif request.status == APPROVED and request.access_expires_at <= now:
                 at = request.access_expires_at
-                details = {"reason": "grant_expired", "expired_at": at.isoformat()}
+                details = {"reason": "grant_expired", "expired_at": isoformat(at)}
                 _transition(
                     request, COMPLETED, SYSTEM, now, "access_request.completed", details, finished_at=at
                 )
             elif request.status == REVOKED and request.support_request_view_status == APPROVED:
-                _close_requester_view(request, SYSTEM, now, "grant_expired")
+                details = {"reason": "grant_expired", "expired_at": isoformat(request.access_expires_at)}
+                _close_requester_view(request, SYSTEM, now, details)
     return len(ids)
 
 

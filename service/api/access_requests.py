@@ -16,12 +16,7 @@ STATUSES = ("pending", "approved", "rejected", "expired", "cancelled", "complete
 
 def access_request_json(item: AccessRequest, view: str) -> dict:
     status = workflow.view_status(item, view)
-    finished_at = item.finished_at
-    if view == "support_request" and item.status == workflow.REVOKED:
-        # Never reveal the removal: show the end the request would have had without it.
-        ticket = item.support_request
-        ends = [t for t in (ticket.closed_at, item.access_expires_at) if t is not None]
-        finished_at = min(ends) if status == workflow.COMPLETED else None
+    finished_at = workflow.finished_at_in_view(item, view)
     return {
         "id": item.id,
         "support_request_id": item.support_request_id,

@@ -1,0 +1,925 @@
+"""Support access requests through HTTP: SPEC §3–§5, API.md "Support access requests".
+
+The `ticket` fixture is cross-tenant: filed by fabrikam (bob) about contoso (alice),
+assigned to eve. dana administers both tenants, alice2 is a second contoso admin, nina
+administers only northwind, carol (Global Reader) and sam (Security Reader) hold no
+support-ticket role, frank is another engineer, ops the operator.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.conftest import Api, read_check
+
+REQUESTS = "/v1/access-requests"
+TICKETS = "/v1/support-requests"
+
+
+def parse_time(text: str) -> datetime:
+    assert text.endswith("Z"), text
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def error_of(response) -> dict:
+    body = response.get_json()
+    assert isinstance(body, dict) and "error" in body, response.data
+    assert set(body["error"]) >= {"code", "message"}
+    return body["error"]
+
+
+def url(request: dict, action: str | None = None) -> str:
+    return f"{REQUESTS}/{request['id']}" + (f"/{action}" if action else "")
+
+
+def approve(api, request, who, tenant_id):
+    return api.post(url(request, "approve"), who, {"tenant_id": tenant_id})
+
+
+def status_seen_by(api, request, who, query="") -> str:
+    answer = api.get(url(request) + query, who)
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()["status"]
+
+
+def audit_events(api, tenant_id, who, activity=None) -> list[dict]:
+    query = f"/v1/audit-events?tenant_id={tenant_id}" + (f"&activity={activity}" if activity else "")
+    answer = api.get(query, who)
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()["items"]
+
+
+def activities_for(api, tenant_id, who, target) -> list[str]:
+    return [e["activity"] for e in audit_events(api, tenant_id, who) if e["target"] == target]
+
+
+def decide(api, **check) -> dict:
+    answer = api.post("/v1/decisions", "diag-tool", read_check(**check))
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()
+
+
+def listed(api, who, query="") -> dict[str, str]:
+    """id -> status of the requests `who` gets from the list endpoint."""
+    answer = api.get(f"{REQUESTS}{query}", who)
+    assert answer.status_code == 200, answer.get_json()
+    return {item["id"]: item["status"] for item in answer.get_json()["items"]}
+
+
+def new_ticket(api, who="bob", engineer="eve", **fields) -> dict:
+    body = {"tenant_id": "fabrikam", "resource_tenant_id": "contoso", "title": "help", **fields}
+    created = api.post(TICKETS, who, body)
+    assert created.status_code == 201, created.get_json()
+    ticket = created.get_json()
+    assigned = api.post(f"{TICKETS}/{ticket['id']}/assign", engineer, {"engineer": engineer})
+    assert assigned.status_code == 200, assigned.get_json()
+    return assigned.get_json()
+
+
+def file_request(api, ticket, who="eve", justification="read sign-in logs"):
+    body = {"support_request_id": ticket["id"], "justification": justification}
+    return api.post(REQUESTS, who, body)
+
+
+def new_request(api, ticket, who="eve") -> dict:
+    created = file_request(api, ticket, who)
+    assert created.status_code == 201, created.get_json()
+    return created.get_json()
+
+
+def by_party(entries) -> list[tuple[str, str]]:
+    return sorted((e["party"], e["tenant_id"]) for e in entries)
+
+
+@pytest.fixture
+def same_tenant_ticket(api):
+    """A ticket filed by fabrikam about fabrikam, assigned to eve."""
+    return new_ticket(api, resource_tenant_id="fabrikam", title="our own sign-ins")
+
+
+@pytest.fixture
+def eve_is_contoso_admin(api):
+    """The requesting engineer also holds a qualifying role in the resource tenant."""
+    body = {"principal": "eve", "role": "Global Administrator"}
+    answer = api.put("/v1/tenants/contoso/role-assignments", "ops", body)
+    assert answer.status_code in (200, 201), answer.get_json()
+
+
+@pytest.fixture
+def revoked_request(api, approved_request, clock):
+    clock.advance(hours=1)
+    answer = api.post(url(approved_request, "revoke"), "alice")
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "revoked"
+    return answer.get_json()
+
+
+# --- create --------------------------------------------------------------------------
+
+
+def test_create_cross_tenant_returns_the_request(api, ticket, clock):
+    answer = file_request(api, ticket, justification="need the sign-in logs of 2 Nov")
+
+    assert answer.status_code == 201
+    request = answer.get_json()
+    assert request["id"]
+    assert request["support_request_id"] == ticket["id"]
+    assert request["engineer"] == "eve"
+    assert request["resource_tenant_id"] == "contoso"
+    assert request["support_request_tenant_id"] == "fabrikam"
+    assert request["status"] == "pending"
+    assert by_party(request["required_approvals"]) == [
+        ("resource", "contoso"),
+        ("support_request", "fabrikam"),
+    ]
+    assert request["approvals"] == []
+    assert parse_time(request["created_at"]) == clock()
+    assert parse_time(request["expires_at"]) == parse_time(request["created_at"]) + timedelta(hours=24)
+
+
+def test_create_same_tenant_needs_one_resource_approval(api, same_tenant_ticket):
+    request = new_request(api, same_tenant_ticket)
+
+    assert request["resource_tenant_id"] == "fabrikam"
+    assert request["support_request_tenant_id"] == "fabrikam"
+    assert request["required_approvals"] == [{"tenant_id": "fabrikam", "party": "resource"}]
+
+
+def test_create_is_visible_and_audited_in_both_tenants(api, access_request):
+    assert status_seen_by(api, access_request, "alice") == "pending"
+    assert status_seen_by(api, access_request, "bob") == "pending"
+    assert activities_for(api, "contoso", "alice", access_request["id"]) == ["access_request.created"]
+    assert activities_for(api, "fabrikam", "bob", access_request["id"]) == ["access_request.created"]
+
+
+def test_create_by_an_engineer_not_assigned_is_forbidden(api, ticket):
+    answer = file_request(api, ticket, who="frank")
+
+    assert answer.status_code == 403
+    error_of(answer)
+    assert listed(api, "ops") == {}
+
+
+@pytest.mark.parametrize("who", ["bob", "ops"])
+def test_create_by_a_non_engineer_who_sees_the_ticket_is_forbidden(api, ticket, who):
+    assert file_request(api, ticket, who=who).status_code == 403
+    assert listed(api, "ops") == {}
+
+
+def test_create_for_an_unassigned_ticket_is_forbidden(api):
+    created = api.post(TICKETS, "bob", {"tenant_id": "fabrikam", "title": "unassigned"})
+    ticket = created.get_json()
+
+    assert file_request(api, ticket, who="eve").status_code == 403
+
+
+def test_create_for_an_unknown_ticket_is_404(api):
+    assert file_request(api, {"id": "sr-nope"}).status_code == 404
+
+
+@pytest.mark.parametrize("length", [1, 2000])
+def test_create_accepts_justification_of_1_to_2000_characters(api, ticket, length):
+    answer = file_request(api, ticket, justification="j" * length)
+    assert answer.status_code == 201, answer.get_json()
+
+
+@pytest.mark.parametrize("justification", ["", "j" * 2001, None, 42])
+def test_create_rejects_bad_justification(api, ticket, justification):
+    body = {"support_request_id": ticket["id"]}
+    if justification is not None:
+        body["justification"] = justification
+
+    answer = api.post(REQUESTS, "eve", body)
+
+    assert answer.status_code == 400
+    assert "justification" in error_of(answer)["message"]
+    assert listed(api, "ops") == {}
+
+
+def test_create_with_unknown_field_is_bad_request(api, ticket):
+    body = {"support_request_id": ticket["id"], "justification": "x", "tenant_id": "contoso"}
+    answer = api.post(REQUESTS, "eve", body)
+    assert answer.status_code == 400
+    assert "tenant_id" in error_of(answer)["message"]
+
+
+def test_create_on_a_closed_ticket_is_conflict(api, ticket):
+    assert api.post(f"{TICKETS}/{ticket['id']}/close", "bob").status_code == 200
+
+    answer = file_request(api, ticket)
+
+    assert answer.status_code == 409
+    assert listed(api, "ops") == {}
+
+
+def test_create_while_a_request_is_pending_is_conflict(api, access_request, ticket):
+    answer = file_request(api, ticket)
+
+    assert answer.status_code == 409
+    assert list(listed(api, "ops")) == [access_request["id"]]
+
+
+def test_create_while_a_request_is_approved_is_conflict(api, approved_request, ticket):
+    assert file_request(api, ticket).status_code == 409
+
+
+def test_create_after_the_previous_request_ended_is_allowed(api, access_request, ticket):
+    rejected = api.post(url(access_request, "reject"), "bob", {"tenant_id": "fabrikam", "reason": "no"})
+    assert rejected.status_code == 200
+
+    answer = file_request(api, ticket)
+
+    assert answer.status_code == 201
+    assert answer.get_json()["id"] != access_request["id"]
+
+
+# --- visibility ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["alice", "alice2", "bob", "dana", "eve", "ops"])
+def test_get_visible_to_parties_requester_and_operators(api, access_request, who):
+    answer = api.get(url(access_request), who)
+
+    assert answer.status_code == 200
+    assert answer.get_json()["id"] == access_request["id"]
+    assert answer.get_json()["status"] == "pending"
+
+
+@pytest.mark.parametrize("who", ["frank", "nina", "carol", "sam", "diag-tool"])
+def test_get_hidden_from_others_with_404(api, access_request, who):
+    answer = api.get(url(access_request), who)
+
+    assert answer.status_code == 404
+    error_of(answer)
+
+
+def test_get_with_tenant_of_which_caller_is_not_admin_is_404(api, access_request):
+    assert api.get(url(access_request) + "?tenant_id=contoso", "bob").status_code == 404
+    assert api.get(url(access_request) + "?tenant_id=fabrikam", "alice").status_code == 404
+
+
+def test_get_unknown_request_is_404(api):
+    assert api.get(f"{REQUESTS}/ar-nope", "ops").status_code == 404
+
+
+# --- approve ----------------------------------------------------------------------------
+
+
+def test_cross_tenant_approval_happy_path(api, access_request, clock):
+    assert decide(api)["allowed"] is False
+
+    clock.advance(minutes=10)
+    first = approve(api, access_request, "alice", "contoso")
+    assert first.status_code == 200
+    body = first.get_json()
+    assert body["status"] == "pending"
+    assert [(a["tenant_id"], a["party"], a["approver"]) for a in body["approvals"]] == [
+        ("contoso", "resource", "alice")
+    ]
+    assert parse_time(body["approvals"][0]["at"]) == clock()
+    assert decide(api)["allowed"] is False  # one party is not enough
+
+    clock.advance(minutes=20)
+    second = approve(api, access_request, "bob", "fabrikam")
+    assert second.status_code == 200
+    body = second.get_json()
+    assert body["status"] == "approved"
+    assert by_party(body["approvals"]) == [("resource", "contoso"), ("support_request", "fabrikam")]
+    approved_at = parse_time(body["approved_at"])
+    assert approved_at == clock()
+    assert parse_time(body["access_expires_at"]) == approved_at + timedelta(hours=8)
+
+    assert status_seen_by(api, access_request, "alice") == "approved"
+    assert status_seen_by(api, access_request, "bob") == "approved"
+    answer = decide(api)
+    assert answer["allowed"] is True and answer["reason"] == "granted"
+    # The grant covers only the resource tenant, and only reads.
+    assert decide(api, tenant_id="fabrikam")["allowed"] is False
+    write = api.post("/v1/decisions", "diag-tool", {**read_check(), "action": "write"})
+    assert write.get_json()["allowed"] is False
+
+
+def test_approval_is_audited_once_per_party_and_once_for_the_grant(api, approved_request):
+    for tenant, who in (("contoso", "alice"), ("fabrikam", "bob")):
+        trail = activities_for(api, tenant, who, approved_request["id"])
+        assert trail.count("access_request.approval_added") == 2
+        assert trail.count("access_request.approved") == 1
+        assert trail.index("access_request.approved") > trail.index("access_request.created")
+
+
+def test_times_in_access_request_audit_details_use_the_api_form(api, approved_request, clock):
+    clock.advance(hours=9)
+    assert status_seen_by(api, approved_request, "alice") == "completed"
+
+    details = [
+        e["details"] for e in audit_events(api, "contoso", "alice") if e["target"] == approved_request["id"]
+    ]
+    times = [d[k] for d in details for k in ("access_expires_at", "expired_at") if k in d]
+    assert len(times) == 2
+    assert [parse_time(t) for t in times] == [parse_time(approved_request["access_expires_at"])] * 2
+
+
+def test_approval_order_does_not_matter(api, access_request):
+    assert approve(api, access_request, "bob", "fabrikam").get_json()["status"] == "pending"
+    assert approve(api, access_request, "alice2", "contoso").get_json()["status"] == "approved"
+    assert decide(api)["allowed"] is True
+
+
+def test_one_admin_of_both_tenants_may_approve_for_both_parties(api, access_request):
+    first = approve(api, access_request, "dana", "contoso")
+    assert first.status_code == 200 and first.get_json()["status"] == "pending"
+
+    second = approve(api, access_request, "dana", "fabrikam")
+
+    assert second.status_code == 200
+    assert second.get_json()["status"] == "approved"
+    assert {a["approver"] for a in second.get_json()["approvals"]} == {"dana"}
+    assert decide(api)["allowed"] is True
+
+
+def test_same_tenant_request_is_approved_by_one_admin(api, same_tenant_ticket):
+    request = new_request(api, same_tenant_ticket)
+
+    answer = approve(api, request, "bob", "fabrikam")
+
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "approved"
+    assert decide(api, tenant_id="fabrikam")["reason"] == "granted"
+    assert decide(api, tenant_id="contoso")["allowed"] is False
+
+
+@pytest.mark.parametrize("who", ["carol", "nina", "frank"])
+def test_approve_by_someone_who_cannot_see_the_request_is_404(api, access_request, who):
+    answer = approve(api, access_request, who, "contoso")
+
+    assert answer.status_code == 404
+    error_of(answer)
+    assert api.get(url(access_request), "alice").get_json()["approvals"] == []
+
+
+def test_approve_for_a_tenant_without_a_qualifying_role_is_forbidden(api, access_request):
+    # alice can see the request (contoso admin) but holds no role in fabrikam.
+    answer = approve(api, access_request, "alice", "fabrikam")
+
+    assert answer.status_code == 403
+    assert api.get(url(access_request), "alice").get_json()["approvals"] == []
+
+
+def test_operator_sees_but_cannot_approve(api, access_request):
+    assert approve(api, access_request, "ops", "contoso").status_code == 403
+    assert approve(api, access_request, "ops", "fabrikam").status_code == 403
+    assert status_seen_by(api, access_request, "ops") == "pending"
+
+
+def test_requesting_engineer_cannot_approve_its_own_request(api, access_request, eve_is_contoso_admin):
+    answer = approve(api, access_request, "eve", "contoso")
+
+    assert answer.status_code == 403
+    error_of(answer)
+    assert approve(api, access_request, "bob", "fabrikam").get_json()["status"] == "pending"
+    assert api.get(url(access_request), "alice").get_json()["approvals"][0]["approver"] == "bob"
+    assert decide(api)["allowed"] is False
+
+
+def test_requesting_engineer_cannot_reject_its_own_request(api, access_request, eve_is_contoso_admin):
+    answer = api.post(url(access_request, "reject"), "eve", {"tenant_id": "contoso"})
+
+    assert answer.status_code == 403
+    assert status_seen_by(api, access_request, "alice") == "pending"
+
+
+def test_duplicate_approval_is_conflict(api, access_request):
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+
+    again = approve(api, access_request, "alice", "contoso")
+
+    assert again.status_code == 409
+    error_of(again)
+    assert len(api.get(url(access_request), "alice").get_json()["approvals"]) == 1
+
+
+def test_second_approver_for_an_already_approved_party_is_conflict(api, access_request):
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+
+    answer = approve(api, access_request, "alice2", "contoso")
+
+    assert answer.status_code == 409
+    body = api.get(url(access_request), "alice").get_json()
+    assert [a["approver"] for a in body["approvals"]] == ["alice"]
+    assert body["status"] == "pending"
+
+
+def test_approving_an_approved_request_is_conflict(api, approved_request):
+    assert approve(api, approved_request, "alice2", "contoso").status_code == 409
+    assert approve(api, approved_request, "dana", "fabrikam").status_code == 409
+    assert len(api.get(url(approved_request), "alice").get_json()["approvals"]) == 2
+
+
+def test_approve_with_missing_or_unknown_field_is_bad_request(api, access_request):
+    missing = api.post(url(access_request, "approve"), "alice", {})
+    assert missing.status_code == 400
+    assert "tenant_id" in error_of(missing)["message"]
+    extra = api.post(url(access_request, "approve"), "alice", {"tenant_id": "contoso", "note": "ok"})
+    assert extra.status_code == 400
+    assert "note" in error_of(extra)["message"]
+    assert api.get(url(access_request), "alice").get_json()["approvals"] == []
+
+
+def test_approval_of_an_approver_who_lost_its_role_no_longer_counts(api, access_request):
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+    removed = api.delete("/v1/tenants/contoso/role-assignments/alice/Global%20Administrator", "ops")
+    assert removed.status_code == 204
+
+    answer = approve(api, access_request, "bob", "fabrikam")
+
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "pending"
+    assert status_seen_by(api, access_request, "bob") == "pending"
+    assert decide(api)["allowed"] is False
+    assert "access_request.approved" not in activities_for(api, "fabrikam", "bob", access_request["id"])
+
+    # A still-qualified contoso admin can supply the missing approval.
+    replacement = approve(api, access_request, "alice2", "contoso")
+    assert replacement.status_code == 200
+    assert replacement.get_json()["status"] == "approved"
+    assert decide(api)["allowed"] is True
+
+
+# --- reject ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("who", "tenant_id"), [("alice", "contoso"), ("bob", "fabrikam")])
+def test_either_party_can_reject(api, access_request, who, tenant_id):
+    body = {"tenant_id": tenant_id, "reason": "not now"}
+    answer = api.post(url(access_request, "reject"), who, body)
+
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "rejected"
+    assert status_seen_by(api, access_request, "alice") == "rejected"
+    assert status_seen_by(api, access_request, "bob") == "rejected"
+    assert "access_request.rejected" in activities_for(api, "contoso", "alice", access_request["id"])
+    assert "access_request.rejected" in activities_for(api, "fabrikam", "bob", access_request["id"])
+
+
+def test_reject_after_one_party_approved_still_rejects(api, access_request):
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+
+    answer = api.post(url(access_request, "reject"), "bob", {"tenant_id": "fabrikam"})
+
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "rejected"
+    assert decide(api)["allowed"] is False
+
+
+def test_rejected_request_cannot_be_approved(api, access_request):
+    assert api.post(url(access_request, "reject"), "alice", {"tenant_id": "contoso"}).status_code == 200
+
+    assert approve(api, access_request, "bob", "fabrikam").status_code == 409
+    assert approve(api, access_request, "alice2", "contoso").status_code == 409
+    assert status_seen_by(api, access_request, "alice") == "rejected"
+    assert decide(api)["allowed"] is False
+
+
+def test_rejecting_an_approved_request_is_conflict(api, approved_request):
+    answer = api.post(url(approved_request, "reject"), "alice", {"tenant_id": "contoso"})
+
+    assert answer.status_code == 409
+    assert decide(api)["allowed"] is True
+
+
+@pytest.mark.parametrize("who", ["nina", "carol"])
+def test_reject_by_someone_who_cannot_see_the_request_is_404(api, access_request, who):
+    answer = api.post(url(access_request, "reject"), who, {"tenant_id": "contoso"})
+    assert answer.status_code == 404
+    assert status_seen_by(api, access_request, "alice") == "pending"
+
+
+# --- revoke ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["alice", "alice2", "dana"])
+def test_resource_tenant_admin_revokes_access(api, approved_request, who):
+    assert decide(api)["allowed"] is True
+
+    answer = api.post(url(approved_request, "revoke"), who)
+
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "revoked"
+    assert status_seen_by(api, approved_request, "alice") == "revoked"
+    assert decide(api)["allowed"] is False
+    assert decide(api, support_request_id=approved_request["support_request_id"])["allowed"] is False
+    assert "access_request.revoked" in activities_for(api, "contoso", "alice", approved_request["id"])
+
+
+def test_support_request_tenant_admin_cannot_revoke(api, approved_request):
+    answer = api.post(url(approved_request, "revoke"), "bob")
+
+    assert answer.status_code in (403, 404)
+    assert status_seen_by(api, approved_request, "alice") == "approved"
+    assert decide(api)["allowed"] is True
+
+
+@pytest.mark.parametrize(("who", "status"), [("eve", 403), ("ops", 403), ("nina", 404), ("carol", 404)])
+def test_others_cannot_revoke(api, approved_request, who, status):
+    assert api.post(url(approved_request, "revoke"), who).status_code == status
+    assert decide(api)["allowed"] is True
+
+
+def test_revoking_a_pending_request_is_conflict(api, access_request):
+    answer = api.post(url(access_request, "revoke"), "alice")
+
+    assert answer.status_code == 409
+    assert status_seen_by(api, access_request, "alice") == "pending"
+
+
+def test_revoking_twice_is_conflict(api, revoked_request):
+    assert api.post(url(revoked_request, "revoke"), "alice").status_code == 409
+
+
+def test_revoked_request_cannot_be_approved_again(api, revoked_request):
+    assert approve(api, revoked_request, "alice2", "contoso").status_code == 409
+    assert decide(api)["allowed"] is False
+
+
+def test_same_tenant_admin_may_revoke(api, same_tenant_ticket):
+    request = new_request(api, same_tenant_ticket)
+    assert approve(api, request, "bob", "fabrikam").get_json()["status"] == "approved"
+
+    answer = api.post(url(request, "revoke"), "bob")
+
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "revoked"
+    assert decide(api, tenant_id="fabrikam")["allowed"] is False
+
+
+def test_revocation_is_hidden_from_the_support_request_tenant(api, revoked_request):
+    # bob's view still says approved.
+    answer = api.get(url(revoked_request), "bob")
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "approved"
+    assert answer.get_json()["finished_at"] is None
+    assert api.get(url(revoked_request) + "?tenant_id=fabrikam", "bob").get_json()["status"] == "approved"
+
+    # bob's audit view has no trace of the removal.
+    events = audit_events(api, "fabrikam", "bob")
+    assert not [e for e in events if e["activity"] == "access_request.revoked"]
+    assert "revok" not in json.dumps(events).lower()
+    trail = [e["activity"] for e in events if e["target"] == revoked_request["id"]]
+    assert trail[-1] == "access_request.approved"
+
+    # bob's list views agree.
+    assert listed(api, "bob", "?tenant_id=fabrikam&status=approved") == {revoked_request["id"]: "approved"}
+    assert listed(api, "bob", "?tenant_id=fabrikam&status=revoked") == {}
+    assert listed(api, "bob") == {revoked_request["id"]: "approved"}
+
+    # the resource tenant sees what happened.
+    assert status_seen_by(api, revoked_request, "alice") == "revoked"
+    assert listed(api, "alice", "?tenant_id=contoso&status=revoked") == {revoked_request["id"]: "revoked"}
+    assert listed(api, "alice", "?tenant_id=contoso&status=approved") == {}
+
+
+def test_admin_of_both_tenants_gets_each_view_on_request(api, revoked_request):
+    assert status_seen_by(api, revoked_request, "dana") == "revoked"
+    assert status_seen_by(api, revoked_request, "dana", "?tenant_id=contoso") == "revoked"
+    assert status_seen_by(api, revoked_request, "dana", "?tenant_id=fabrikam") == "approved"
+
+
+def test_revoked_request_shows_completed_to_support_request_tenant_after_close(
+    api, revoked_request, ticket, clock
+):
+    clock.advance(hours=1)
+    assert api.post(f"{TICKETS}/{ticket['id']}/close", "bob").status_code == 200
+
+    answer = api.get(url(revoked_request), "bob")
+    assert answer.get_json()["status"] == "completed"
+    assert parse_time(answer.get_json()["finished_at"]) == clock()
+    trail = activities_for(api, "fabrikam", "bob", revoked_request["id"])
+    assert trail[-1] == "access_request.completed"
+    events = audit_events(api, "fabrikam", "bob")
+    assert "revok" not in json.dumps(events).lower()
+    assert listed(api, "bob", "?tenant_id=fabrikam&status=completed") == {revoked_request["id"]: "completed"}
+
+    assert status_seen_by(api, revoked_request, "alice") == "revoked"
+    assert decide(api)["allowed"] is False
+
+
+def test_revoked_request_shows_completed_to_support_request_tenant_when_grant_time_ends(
+    api, revoked_request, clock
+):
+    clock.advance(hours=6, minutes=59)  # approved 7h59 ago: the grant would still run
+    assert status_seen_by(api, revoked_request, "bob") == "approved"
+
+    clock.advance(minutes=2)
+
+    assert status_seen_by(api, revoked_request, "bob") == "completed"
+    assert status_seen_by(api, revoked_request, "alice") == "revoked"
+    assert activities_for(api, "fabrikam", "bob", revoked_request["id"])[-1] == "access_request.completed"
+
+
+def test_revoked_request_stays_listed_for_support_request_tenant_like_an_unrevoked_one(
+    api, approved_request, ticket, clock
+):
+    approved_at = parse_time(approved_request["approved_at"])
+    clock.advance(hours=1)
+    assert api.post(url(approved_request, "revoke"), "alice").status_code == 200
+    clock.advance(hours=4)
+    assert api.post(f"{TICKETS}/{ticket['id']}/close", "bob").status_code == 200
+    # In fabrikam's view the request completed when the ticket closed (approved_at + 5h),
+    # so 30 days later plus 3 hours it is still within retention.
+    clock.current = approved_at + timedelta(days=30, hours=3)
+
+    assert listed(api, "bob", "?tenant_id=fabrikam") == {approved_request["id"]: "completed"}
+
+
+def _bob_sees(api, request) -> tuple[dict, list]:
+    """fabrikam's view of `request` and of its audit trail, without its identity."""
+    view = api.get(url(request), "bob").get_json()
+    view = {k: v for k, v in view.items() if k not in ("id", "support_request_id")}
+    trail = [
+        (
+            e["activity"],
+            e["actor"],
+            e["time"],
+            e["result"],
+            {k: v for k, v in e["details"].items() if k != "support_request_id"},
+        )
+        for e in audit_events(api, "fabrikam", "bob")
+        if e["target"] == request["id"]
+    ]
+    return view, trail
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        "ticket_closed",
+        "grant_time_ends",
+        "ticket_closed_after_grant_time",
+    ],
+)
+def test_support_request_tenant_cannot_tell_a_revoked_request_from_an_unrevoked_one(api, clock, ending):
+    tickets = [new_ticket(api, title="kept"), new_ticket(api, title="removed")]
+    kept, removed = (new_request(api, t) for t in tickets)
+    for request in (kept, removed):
+        assert approve(api, request, "alice", "contoso").status_code == 200
+        assert approve(api, request, "bob", "fabrikam").get_json()["status"] == "approved"
+    clock.advance(hours=1)
+    assert api.post(url(removed, "revoke"), "alice").status_code == 200
+    assert _bob_sees(api, kept) == _bob_sees(api, removed)
+
+    if ending == "ticket_closed":
+        clock.advance(hours=1)
+    else:
+        clock.advance(hours=8)
+    if ending != "grant_time_ends":
+        for ticket in tickets:
+            assert api.post(f"{TICKETS}/{ticket['id']}/close", "bob").status_code == 200
+
+    kept_view, removed_view = _bob_sees(api, kept), _bob_sees(api, removed)
+    assert kept_view[0]["status"] == "completed"
+    assert kept_view == removed_view
+    assert status_seen_by(api, removed, "alice") == "revoked"
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+
+def test_requesting_engineer_withdraws_a_pending_request(api, access_request):
+    answer = api.post(url(access_request, "cancel"), "eve")
+
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "cancelled"
+    assert status_seen_by(api, access_request, "alice") == "cancelled"
+    assert status_seen_by(api, access_request, "bob") == "cancelled"
+    assert "access_request.cancelled" in activities_for(api, "contoso", "alice", access_request["id"])
+    assert approve(api, access_request, "alice", "contoso").status_code == 409
+
+
+@pytest.mark.parametrize(("who", "status"), [("alice", 403), ("bob", 403), ("ops", 403), ("frank", 404)])
+def test_only_the_requesting_engineer_may_cancel(api, access_request, who, status):
+    answer = api.post(url(access_request, "cancel"), who)
+
+    assert answer.status_code == status
+    assert status_seen_by(api, access_request, "alice") == "pending"
+
+
+def test_cancelling_an_approved_request_is_conflict(api, approved_request):
+    answer = api.post(url(approved_request, "cancel"), "eve")
+
+    assert answer.status_code == 409
+    assert status_seen_by(api, approved_request, "alice") == "approved"
+    assert decide(api)["allowed"] is True
+
+
+def test_cancelling_twice_is_conflict(api, access_request):
+    assert api.post(url(access_request, "cancel"), "eve").status_code == 200
+    assert api.post(url(access_request, "cancel"), "eve").status_code == 409
+
+
+# --- time ----------------------------------------------------------------------------------
+
+
+def test_pending_request_expires_after_24_hours(api, access_request, clock):
+    clock.advance(hours=23, minutes=59)
+    assert status_seen_by(api, access_request, "alice") == "pending"
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+
+    clock.advance(minutes=2)
+
+    assert status_seen_by(api, access_request, "alice") == "expired"
+    assert status_seen_by(api, access_request, "bob") == "expired"
+    late = approve(api, access_request, "bob", "fabrikam")
+    assert late.status_code == 409
+    assert status_seen_by(api, access_request, "alice") == "expired"
+    assert decide(api)["allowed"] is False
+    expired = audit_events(api, "contoso", "alice", "access_request.expired")
+    assert [e["target"] for e in expired] == [access_request["id"]]
+    assert "access_request.expired" in activities_for(api, "fabrikam", "bob", access_request["id"])
+
+
+def test_closing_a_ticket_after_expiry_leaves_the_request_expired(api, access_request, ticket, clock):
+    clock.advance(hours=25)  # nothing reads the request in between
+
+    assert api.post(f"{TICKETS}/{ticket['id']}/close", "bob").status_code == 200
+
+    assert status_seen_by(api, access_request, "alice") == "expired"
+    trail = activities_for(api, "contoso", "alice", access_request["id"])
+    assert "access_request.expired" in trail
+    assert "access_request.cancelled" not in trail
+
+
+def test_expiry_applies_without_a_read_first(api, access_request, clock):
+    clock.advance(hours=25)
+
+    answer = approve(api, access_request, "alice", "contoso")
+
+    assert answer.status_code == 409
+    assert status_seen_by(api, access_request, "alice") == "expired"
+
+
+def test_an_expired_request_frees_the_ticket_for_a_new_one(api, access_request, ticket, clock):
+    clock.advance(hours=25)
+
+    answer = file_request(api, ticket)
+
+    assert answer.status_code == 201
+    assert status_seen_by(api, access_request, "alice") == "expired"
+
+
+def test_approved_grant_ends_after_8_hours(api, approved_request, clock):
+    access_expires_at = parse_time(approved_request["access_expires_at"])
+    clock.current = access_expires_at - timedelta(minutes=1)
+    assert decide(api)["allowed"] is True
+
+    clock.current = access_expires_at + timedelta(minutes=1)
+
+    # Decisions check the time themselves, before anything else has run.
+    answer = decide(api)
+    assert answer["allowed"] is False and answer["reason"] == "grant_expired"
+    with_ticket = decide(api, support_request_id=approved_request["support_request_id"])
+    assert with_ticket["allowed"] is False and with_ticket["reason"] == "grant_expired"
+    assert status_seen_by(api, approved_request, "alice") == "completed"
+    assert status_seen_by(api, approved_request, "bob") == "completed"
+    assert decide(api)["reason"] == "grant_expired"
+    assert "access_request.completed" in activities_for(api, "contoso", "alice", approved_request["id"])
+
+
+# --- list ----------------------------------------------------------------------------------
+
+
+def test_list_by_tenant_and_status(api, access_request):
+    assert listed(api, "alice", "?tenant_id=contoso") == {access_request["id"]: "pending"}
+    assert listed(api, "bob", "?tenant_id=fabrikam") == {access_request["id"]: "pending"}
+    assert listed(api, "alice", "?tenant_id=contoso&status=pending") == {access_request["id"]: "pending"}
+    assert listed(api, "alice", "?tenant_id=contoso&status=approved") == {}
+
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+    assert approve(api, access_request, "bob", "fabrikam").status_code == 200
+
+    assert listed(api, "alice", "?tenant_id=contoso&status=approved") == {access_request["id"]: "approved"}
+    assert listed(api, "bob", "?tenant_id=fabrikam&status=approved") == {access_request["id"]: "approved"}
+    assert listed(api, "alice", "?tenant_id=contoso&status=pending") == {}
+
+
+def test_list_with_unknown_status_is_bad_request(api, access_request):
+    answer = api.get(f"{REQUESTS}?tenant_id=contoso&status=granted", "alice")
+    assert answer.status_code == 400
+    assert "status" in error_of(answer)["message"]
+
+
+def test_list_without_tenant_gives_an_engineer_its_own_requests(api, access_request):
+    other_ticket = new_ticket(api, engineer="frank", title="frank's ticket")
+    franks = new_request(api, other_ticket, who="frank")
+
+    assert listed(api, "eve") == {access_request["id"]: "pending"}
+    assert listed(api, "frank") == {franks["id"]: "pending"}
+    assert listed(api, "frank", "?tenant_id=contoso") == {franks["id"]: "pending"}
+    assert listed(api, "ops") == {access_request["id"]: "pending", franks["id"]: "pending"}
+
+
+@pytest.mark.parametrize("who", ["nina", "carol"])
+def test_list_gives_unrelated_callers_nothing(api, access_request, who):
+    for query in ("", "?tenant_id=contoso", "?tenant_id=fabrikam", "?tenant_id=northwind"):
+        assert listed(api, who, query) == {}
+
+
+def test_list_with_other_tenant_shows_nothing_of_that_tenant(api, access_request):
+    assert listed(api, "bob", "?tenant_id=contoso") == {}
+    assert listed(api, "alice", "?tenant_id=fabrikam") == {}
+
+
+def test_finished_requests_leave_the_list_after_30_days(api, access_request, clock):
+    assert api.post(url(access_request, "reject"), "alice", {"tenant_id": "contoso"}).status_code == 200
+
+    clock.advance(days=29, hours=23)
+    assert listed(api, "alice", "?tenant_id=contoso") == {access_request["id"]: "rejected"}
+    assert listed(api, "bob", "?tenant_id=fabrikam") == {access_request["id"]: "rejected"}
+
+    clock.advance(hours=2)
+    assert listed(api, "alice", "?tenant_id=contoso") == {}
+    assert listed(api, "bob", "?tenant_id=fabrikam") == {}
+    assert listed(api, "eve") == {}
+
+
+def test_live_requests_stay_listed_while_finished_ones_age_out(api, access_request, ticket, clock):
+    assert api.post(url(access_request, "cancel"), "eve").status_code == 200
+    clock.advance(days=31)
+    fresh = new_request(api, ticket)
+
+    assert listed(api, "alice", "?tenant_id=contoso") == {fresh["id"]: "pending"}
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+
+def _race(app, calls):
+    """Run each (who, method, url, body) at once from its own thread and test client."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(index, call):
+        who, method, target, body = call
+        api = Api(app.test_client())
+        barrier.wait()
+        response = api.call(method, target, who, body)
+        results[index] = (response.status_code, response.get_json())
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert all(not thread.is_alive() for thread in threads)
+    return results
+
+
+def test_concurrent_approvals_for_both_parties_end_approved_once(app, api):
+    for round_number in range(10):
+        ticket = new_ticket(api, title=f"race {round_number}")
+        request = new_request(api, ticket)
+        target = url(request, "approve")
+
+        results = _race(
+            app,
+            [
+                ("alice", "POST", target, {"tenant_id": "contoso"}),
+                ("bob", "POST", target, {"tenant_id": "fabrikam"}),
+            ],
+        )
+
+        assert [status for status, _ in results] == [200, 200], results
+        assert "approved" in {body["status"] for _, body in results}
+        final = api.get(url(request), "alice").get_json()
+        assert final["status"] == "approved"
+        assert by_party(final["approvals"]) == [("resource", "contoso"), ("support_request", "fabrikam")]
+        trail = activities_for(api, "contoso", "alice", request["id"])
+        assert trail.count("access_request.approved") == 1
+        assert trail.count("access_request.approval_added") == 2
+        assert decide(api, support_request_id=ticket["id"])["allowed"] is True
+
+
+def test_final_approval_racing_a_ticket_close_never_leaves_access(app, api):
+    for round_number in range(10):
+        ticket = new_ticket(api, title=f"race {round_number}")
+        request = new_request(api, ticket)
+        assert approve(api, request, "alice", "contoso").status_code == 200
+
+        results = _race(
+            app,
+            [
+                ("bob", "POST", url(request, "approve"), {"tenant_id": "fabrikam"}),
+                ("eve", "POST", f"{TICKETS}/{ticket['id']}/close", None),
+            ],
+        )
+
+        (approve_status, _), (close_status, _) = results
+        assert close_status == 200, results
+        assert approve_status in (200, 409), results
+        final = api.get(url(request), "alice").get_json()["status"]
+        assert final == ("completed" if approve_status == 200 else "cancelled")
+        answer = decide(api, support_request_id=ticket["id"])
+        assert answer["allowed"] is False and answer["reason"] == "support_request_closed"
