@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from flask import Flask
 
-from models import connect_database, database
+from models import connect_database
 from service import auth, cli, errors_http
 from service.clock import system_now
 from service.errors import ConfigError, PolicyError
+from service.json_provider import OrjsonProvider
 from service.policy import REPO_POLICY_DIR
 from service.policy_store import PolicyStore
 
@@ -20,6 +20,7 @@ ENV_PREFIX = "SUPPORT_ACCESS_"
 
 def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
+    app.json = OrjsonProvider(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(
         DATABASE_URL=f"sqlite:///{Path(app.instance_path) / 'support_access.db'}",
@@ -63,16 +64,10 @@ def _load_environment(app: Flask) -> None:
 
 
 def _init_database(app: Flask) -> None:
+    # peewee opens a connection per thread on its first query and keeps it: no request
+    # pays for a connect, and requests that need no database (health, most decisions)
+    # never touch it.
     connect_database(app.config["DATABASE_URL"])
-
-    @app.before_request
-    def _open_connection() -> None:
-        database.connect(reuse_if_open=True)
-
-    @app.teardown_request
-    def _close_connection(exc) -> None:
-        if not database.is_closed():
-            database.close()
 
 
 def _init_policy(app: Flask) -> None:
@@ -83,12 +78,15 @@ def _init_policy(app: Flask) -> None:
     except PolicyError as exc:
         raise ConfigError(f"policy in {store.directory} does not load: {exc.message}") from exc
     app.extensions["policy_store"] = store
-    if not app.config.get("TESTING"):
-        from service.policy_reload import PolicyWatcher
+    if app.config.get("TESTING"):
+        return
+    from service.policy_reload import PolicyWatcher
 
-        app.extensions["policy_watcher"] = PolicyWatcher(
-            app, float(app.config["POLICY_WATCH_INTERVAL"])
-        ).start()
+    # SIGHUP is caught from now on; the watching thread starts with the first request, so
+    # it runs in the serving process (after gunicorn's fork), not in CLI commands.
+    watcher = PolicyWatcher(app, float(app.config["POLICY_WATCH_INTERVAL"])).install_signal_handler()
+    app.extensions["policy_watcher"] = watcher
+    app.before_request(watcher.start_once)
 
 
 def _init_decision_engine(app: Flask) -> None:
@@ -106,15 +104,6 @@ def _init_decision_engine(app: Flask) -> None:
 
 
 def _init_decision_log(app: Flask) -> None:
-    """Decisions go to a JSON-lines file (one line per decision), like OPA's decision log."""
-    logger = logging.getLogger("support_access.decisions")
-    path = app.config["DECISION_LOG"]
-    if not path or any(
-        getattr(h, "baseFilename", None) == str(Path(path).resolve()) for h in logger.handlers
-    ):
-        return
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    from service.decision_log import DecisionLog
+
+    app.extensions["decision_log"] = DecisionLog(app.config["DECISION_LOG"])

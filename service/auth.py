@@ -4,6 +4,7 @@ and tests, RS256/ES256 from a JWKS file or URL in production."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -13,6 +14,7 @@ from flask import Flask, current_app, g, request
 from service.errors import ConfigError, Unauthorized
 
 AUDIENCE = "support-access"
+VERIFIED_CACHE_SIZE = 10_000
 ASYMMETRIC = ["RS256", "ES256"]
 
 
@@ -29,6 +31,7 @@ class TokenVerifier:
                 "set SUPPORT_ACCESS_JWT_SECRET (development) or SUPPORT_ACCESS_JWKS (production)"
             )
         self.secret = secret
+        self._verified: dict[str, tuple[Caller, float]] = {}
         self.jwk_client = None
         self.jwk_set = None
         if jwks and jwks.startswith(("http://", "https://")):
@@ -41,6 +44,18 @@ class TokenVerifier:
                 raise ConfigError(f"SUPPORT_ACCESS_JWKS: cannot load {jwks}: {exc}") from exc
 
     def verify(self, token: str) -> Caller:
+        """The caller a token names; verified tokens are remembered until they expire, so
+        a client reusing its token pays for the signature check once."""
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        caller, expires = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # simple bound; a re-verify is cheap
+        self._verified[token] = (caller, expires)
+        return caller
+
+    def _verify(self, token: str) -> tuple[Caller, float]:
         try:
             key, algorithms = self._key_for(token)
             claims = jwt.decode(
@@ -57,7 +72,7 @@ class TokenVerifier:
         if not isinstance(subject, str) or not subject:
             raise Unauthorized("invalid token: 'sub' must be a non-empty string", code="invalid_token")
         tid = claims.get("tid")
-        return Caller(subject, tid if isinstance(tid, str) else None)
+        return Caller(subject, tid if isinstance(tid, str) else None), float(claims["exp"])
 
     def _key_for(self, token: str):
         header = jwt.get_unverified_header(token)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from models import database
 from service.clock import system_now
@@ -175,6 +175,7 @@ def audit_verify() -> None:
 
 
 @click.command("token")
+@with_appcontext
 @click.option("--sub", required=True, help="Principal id (the directory's principal).")
 @click.option("--tenant", "tenant", required=True, help="The tenant signed in to (tid).")
 @click.option("--ttl", default=3600, show_default=True, help="Lifetime in seconds.")
@@ -189,6 +190,7 @@ def token(sub: str, tenant: str, ttl: int) -> None:
 
 
 @click.command("sweep")
+@with_appcontext
 def sweep() -> None:
     """Apply due expiries now (decisions never wait for this)."""
     from service.workflow import sweep as run_sweep

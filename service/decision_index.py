@@ -118,13 +118,17 @@ class DecisionIndex:
             .where((AuditEvent.seq > self._applied_seq) & AuditEvent.activity.not_in(NOT_STATE_CHANGES))
             .order_by(AuditEvent.seq)
         )
+        whole_directory = False
         for event in events:
-            self._apply(event)
+            whole_directory = self._apply(event) or whole_directory
             self._applied_seq = event.seq
+        if whole_directory:  # once, however many tenants an import touched
+            self._load_directory()
         last = AuditEvent.select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).first()
         self._applied_seq = max(self._applied_seq, last.seq if last else 0)
 
-    def _apply(self, event: AuditEvent) -> None:
+    def _apply(self, event: AuditEvent) -> bool:
+        """Reload what the event names; True if the whole directory must be re-read."""
         kind = event.activity.split(".", 1)[0]
         if kind == "access_request":
             self._reload_grant(event.target)
@@ -135,8 +139,9 @@ class DecisionIndex:
                 self._reload_principal(event.target)
             elif event.target and '"tenant.' in event.details:
                 self.tenants.add(event.target)
-            else:  # a whole directory import
-                self._load_directory()
+            else:  # a directory import
+                return True
+        return False
 
     def _reload_principal(self, principal: str) -> None:
         query = RoleAssignment.select(RoleAssignment.tenant_id, RoleAssignment.role)

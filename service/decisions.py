@@ -9,8 +9,6 @@ Every path that is not an explicit allow is a deny.
 
 from __future__ import annotations
 
-import json
-import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,8 +18,6 @@ from service import audit
 from service.clock import isoformat
 from service.decision_index import DecisionIndex
 from service.policy import Policy
-
-decision_log = logging.getLogger("support_access.decisions")
 
 GRANT, ADVANCED = "grant", "advanced_diagnostics"
 EMPTY: dict = {}
@@ -191,10 +187,8 @@ def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: dateti
     return events
 
 
-def log_decisions(decisions: list[tuple[Check, Decision]], now: datetime) -> None:
-    if decision_log.isEnabledFor(logging.INFO):
-        for check, decision in decisions:
-            decision_log.info(json.dumps(log_entry(check, decision, now), separators=(",", ":")))
+def log_entries(decisions: list[tuple[Check, Decision]], now: datetime) -> list[dict[str, Any]]:
+    return [log_entry(check, decision, now) for check, decision in decisions]
 
 
 def log_entry(check: Check, decision: Decision, now: datetime) -> dict[str, Any]:

@@ -158,34 +158,41 @@ def _fields(path, place: str, entry: Any, names: tuple[str, ...]) -> list[str]:
 
 
 def import_directory(file: DirectoryFile, prune: bool, actor, now: datetime) -> dict[str, int]:
-    """Apply a directory file in one transaction; idempotent. Counts what changed."""
-    counts = {"tenants_added": 0, "tenants_renamed": 0, "assignments_added": 0}
-    counts["assignments_removed"] = 0
+    """Apply a directory file in one transaction; idempotent. Counts what changed.
+
+    Each changed tenant gets its own `directory.changed` event with its own counts, so
+    no tenant's audit view shows another tenant's changes.
+    """
+    counts = {"tenants_added": 0, "tenants_renamed": 0, "assignments_added": 0, "assignments_removed": 0}
+    per_tenant: dict[str, dict[str, int]] = {}
+
+    def note(tenant: str, key: str, amount: int = 1) -> None:
+        counts[key] += amount
+        tenant_counts = per_tenant.setdefault(tenant, dict.fromkeys(counts, 0))
+        tenant_counts[key] += amount
+
     with transaction():
         existing_tenants = {t.id: t.name for t in Tenant.select()}
         for tenant_id, name in file.tenants.items():
             if tenant_id not in existing_tenants:
                 Tenant.create(id=tenant_id, name=name, created_at=now)
-                counts["tenants_added"] += 1
+                note(tenant_id, "tenants_added")
             elif existing_tenants[tenant_id] != name and tenant_id != file.provider_tenant:
                 Tenant.update(name=name).where(Tenant.id == tenant_id).execute()
-                counts["tenants_renamed"] += 1
+                note(tenant_id, "tenants_renamed")
         existing = {(a.tenant_id, a.principal, a.role): a.id for a in RoleAssignment.select()}
-        added = file.assignments - set(existing)
-        changed = {tenant for tenant, _, _ in added}
-        for tenant, principal, role in sorted(added):
+        for tenant, principal, role in sorted(file.assignments - set(existing)):
             RoleAssignment.create(tenant_id=tenant, principal=principal, role=role, created_at=now)
-            counts["assignments_added"] += 1
+            note(tenant, "assignments_added")
         if prune:
-            stale_keys = set(existing) - file.assignments
-            changed |= {tenant for tenant, _, _ in stale_keys}
-            stale = [existing[key] for key in stale_keys]
-            for chunk in range(0, len(stale), 500):
-                ids = stale[chunk : chunk + 500]
-                RoleAssignment.delete().where(RoleAssignment.id.in_(ids)).execute()
-            counts["assignments_removed"] = len(stale)
-        if any(counts.values()):
-            details = {"change": "directory.imported", "prune": prune, **counts}
-            tenants = sorted(changed | {file.provider_tenant})
-            audit.record("directory.changed", actor, file.provider_tenant, tenants, None, details, now)
+            stale = sorted(set(existing) - file.assignments)
+            ids = [existing[key] for key in stale]
+            for chunk in range(0, len(ids), 500):
+                RoleAssignment.delete().where(RoleAssignment.id.in_(ids[chunk : chunk + 500])).execute()
+            for tenant, _, _ in stale:
+                note(tenant, "assignments_removed")
+        for tenant, tenant_counts in sorted(per_tenant.items()):
+            details = {"change": "directory.imported", "prune": prune, **tenant_counts}
+            visible = {tenant, file.provider_tenant}
+            audit.record("directory.changed", actor, tenant, visible, tenant, details, now)
     return counts

@@ -7,6 +7,7 @@ to a new policy atomically, so a half-built policy is never visible.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import re
 import threading
@@ -343,8 +344,33 @@ def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casb
             problem = f"rule has {len(rule.values)} fields, the model's p has {width}"
             raise PolicyValidationError(rule.source.split()[0], rule.source.split()[1], problem)
         enforcer.add_policy(*rule.values)
-    try:  # compile the matcher once now, so a broken matcher fails the load, not a decision
+    _check_matcher(name, enforcer)
+    try:  # evaluate the matcher once now, so a broken matcher fails the load, not a decision
         enforcer.enforce(*(["_probe_"] * len(tokens)))
     except Exception as exc:
         raise PolicyValidationError(name, "[matchers]", f"matcher does not evaluate: {exc}") from exc
     return enforcer
+
+
+def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
+    """Every name in the matcher must be a request or policy field or a known function.
+
+    Evaluating the matcher once is not enough: `&&` short-circuits, so a typo after a
+    false `g(...)` would only fail later, on a decision.
+    """
+    model = enforcer.get_model()
+    text = model["m"]["m"].value
+    expression = re.sub(r"!(?!=)", " not ", text.replace("&&", " and ").replace("||", " or "))
+    try:
+        tree = ast.parse(casbin.util.escape_assertion(expression), mode="eval")
+    except SyntaxError as exc:
+        raise PolicyValidationError(name, "[matchers]", f"not an expression: {exc.msg}") from exc
+    functions = set(enforcer.fm.get_functions()) | set(model["g"].keys())
+    fields = set(model["r"]["r"].tokens) | set(model["p"]["p"].tokens)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in functions):
+            problem = f"unknown function {ast.unparse(node.func)!r}"
+            raise PolicyValidationError(name, "[matchers]", problem)
+        if isinstance(node, ast.Name) and node.id not in functions | fields | {"True", "False"}:
+            field = node.id.replace("_", ".", 1)
+            raise PolicyValidationError(name, "[matchers]", f"unknown name {field!r}")

@@ -1,5 +1,9 @@
 """Request bodies are validated against the schemas of the served OpenAPI document,
-so the document and the implementation cannot drift apart."""
+so the document and the implementation cannot drift apart.
+
+The schemas are compiled to Python with fastjsonschema: about thirty times faster than
+interpreting them, which matters for a batch of 1,000 decision checks.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 import yaml
 
@@ -22,18 +27,52 @@ def openapi_document() -> dict[str, Any]:
 
 
 @cache
-def _validator(name: str) -> jsonschema.Draft202012Validator:
+def _validator(name: str):
     components = openapi_document()["components"]
-    schema = {"$ref": f"#/components/schemas/{name}", "components": components}
-    return jsonschema.Draft202012Validator(schema)
+    return fastjsonschema.compile({"$ref": f"#/components/schemas/{name}", "components": components})
 
 
 def validate(name: str, value: Any) -> dict[str, Any]:
     """Check `value` against components.schemas[name]; a 400 naming the field if not."""
-    error = next(iter(_validator(name).iter_errors(value)), None)
-    if error is not None:
-        raise BadRequest(_describe(error), code="invalid_field")
+    try:
+        _validator(name)(value)
+    except fastjsonschema.JsonSchemaValueException:
+        raise BadRequest(_first_problem(name, value), code="invalid_field") from None
     return value
+
+
+@cache
+def _explainer(name: str) -> jsonschema.Draft202012Validator:
+    components = openapi_document()["components"]
+    return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": components})
+
+
+# For one object, report an unknown field before a wrong one before a missing one.
+_PRIORITY = {"additionalProperties": 0, "type": 1, "required": 2}
+
+
+def _first_problem(name: str, value: Any) -> str:
+    """The invalid body's first problem in document order (only runs on bad input, so the
+    slower, more thorough validator is fine here)."""
+    errors = list(_explainer(name).iter_errors(value))
+
+    def order(error: jsonschema.ValidationError):
+        path = list(error.absolute_path)
+        container = path if error.validator in ("required", "additionalProperties") else path[:-1]
+        return (
+            [(0, p, "") if isinstance(p, int) else (1, 0, p) for p in container],
+            _PRIORITY.get(error.validator, 3),
+        )
+
+    return _describe(min(errors, key=order)) if errors else "body: invalid"
+
+
+_BOUNDS = {
+    "minItems": ("at least", "items"),
+    "maxItems": ("at most", "items"),
+    "minLength": ("at least", "characters"),
+    "maxLength": ("at most", "characters"),
+}
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -49,6 +88,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: must be of type {error.validator_value}"
     if error.validator == "pattern":
         return f"{where}: {error.instance!r} is not in the expected form ({error.validator_value})"
-    if error.validator in ("minItems", "maxItems", "minLength", "maxLength"):
-        return f"{where}: {error.validator} is {error.validator_value}"
+    if error.validator in _BOUNDS:
+        bound, unit = _BOUNDS[error.validator]
+        return f"{where}: must have {bound} {error.validator_value} {unit}"
     return f"{where}: {error.message}"

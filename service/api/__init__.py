@@ -13,6 +13,8 @@ from service.policy import Policy
 from service.validation import validate
 from service.viewer import Viewer, viewer_for
 
+PUBLIC_ENDPOINTS = {"health.openapi"}  # the API description itself needs no token
+
 
 def register_blueprints(app: Flask) -> None:
     from service.api import (
@@ -27,6 +29,13 @@ def register_blueprints(app: Flask) -> None:
 
     for module in (health, tenants, support_requests, access_requests, decisions, audit, policy_admin):
         app.register_blueprint(module.bp)
+
+    @app.before_request
+    def _authenticate() -> None:
+        """Every /v1 call is authenticated before anything else is looked at, so a
+        caller without a valid token learns nothing (401) from a bad body or query."""
+        if request.path.startswith("/v1/") and request.endpoint not in PUBLIC_ENDPOINTS:
+            current_caller()
 
 
 def json_body(schema: str) -> dict[str, Any]:

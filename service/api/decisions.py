@@ -35,7 +35,7 @@ def _evaluate(schema: str, many: bool):
     answers = [(check, decisions.decide(current_policy, index, check, at, tenant)) for check in checks]
     # Allowed reads are committed to the audit log before the answer leaves.
     current_app.extensions["read_recorder"].record(decisions.reads_to_record(answers, caller, at))
-    decisions.log_decisions(answers, at)
+    current_app.extensions["decision_log"].write(decisions.log_entries(answers, at))
     return [decision.to_json(check.explain) for check, decision in answers]
 
 

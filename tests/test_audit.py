@@ -1,0 +1,342 @@
+"""The audit log (API.md "Audit"): the hash chain `flask audit verify` checks, and each
+tenant's view of the log."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+
+from models import AuditEvent, AuditHead, database
+from service.audit import event_hash
+from service.clock import isoformat, parse_iso
+from tests.conftest import START, read_check
+
+EVENT_FIELDS = {"id", "time", "activity", "actor", "tenant_id", "target", "result", "details"}
+ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+
+
+def verify(runner):
+    return runner.invoke(args=["audit", "verify"])
+
+
+def events_in_db() -> list[AuditEvent]:
+    with database.connection_context():
+        return list(AuditEvent.select().order_by(AuditEvent.seq))
+
+
+def view(api, who: str, tenant: str, **params) -> list[dict]:
+    query = "&".join(f"{k}={v}" for k, v in {"tenant_id": tenant, **params}.items())
+    answer = api.get(f"/v1/audit-events?{query}", who)
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()["items"]
+
+
+@pytest.fixture
+def history(api, approved_request):
+    """Several events: import, ticket created/assigned, request created, two approvals,
+    approved, and a data read."""
+    allowed = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    assert allowed["allowed"] is True
+    events = events_in_db()
+    assert len(events) >= 8
+    return events
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+def test_verify_passes_on_an_intact_log(runner, history):
+    result = verify(runner)
+    assert result.exit_code == 0, result.output
+
+
+def test_verify_passes_on_the_initial_log(runner):
+    assert verify(runner).exit_code == 0
+
+
+def test_verify_detects_edited_details(runner, history):
+    victim = history[3]
+    with database.connection_context():
+        details = json.loads(victim.details)
+        details["justification"] = "nothing to see here"
+        AuditEvent.update(details=json.dumps(details, sort_keys=True)).where(
+            AuditEvent.seq == victim.seq
+        ).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert victim.id in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("actor", "mallory"), ("activity", "access_request.rejected"), ("result", "failure"), ("target", "x")],
+)
+def test_verify_detects_edited_fields(runner, history, field, value):
+    victim = history[4]
+    with database.connection_context():
+        AuditEvent.update({getattr(AuditEvent, field): value}).where(AuditEvent.seq == victim.seq).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert victim.id in result.output, result.output
+
+
+def test_verify_detects_edited_time(runner, history):
+    victim = history[2]
+    with database.connection_context():
+        later = victim.time + timedelta(hours=3)
+        AuditEvent.update(time=later).where(AuditEvent.seq == victim.seq).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert victim.id in result.output, result.output
+
+
+def test_verify_detects_edit_with_recomputed_hash(runner, history):
+    """An attacker who rehashes the edited event still breaks the link to the next one."""
+    victim, following = history[3], history[4]
+    with database.connection_context():
+        event = AuditEvent.get_by_id(victim.seq)
+        event.actor = "mallory"
+        event.hash = event_hash(event)
+        event.save()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert following.id in result.output, result.output
+
+
+def test_verify_detects_a_deleted_middle_event(runner, history):
+    victim, following = history[3], history[4]
+    with database.connection_context():
+        AuditEvent.delete().where(AuditEvent.seq == victim.seq).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert following.id in result.output, result.output
+
+
+def test_verify_detects_swapped_events(runner, history):
+    first, second = history[3], history[4]
+    with database.connection_context():
+        AuditEvent.update(seq=-1).where(AuditEvent.seq == first.seq).execute()
+        AuditEvent.update(seq=first.seq).where(AuditEvent.seq == second.seq).execute()
+        AuditEvent.update(seq=second.seq).where(AuditEvent.seq == -1).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert first.id in result.output or second.id in result.output, result.output
+
+
+def test_verify_detects_a_deleted_last_event(runner, history):
+    last = history[-1]
+    with database.connection_context():
+        AuditEvent.delete().where(AuditEvent.seq == last.seq).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert re.search(rf"\b{last.seq}\b", result.output) or last.id in result.output, result.output
+
+
+def test_verify_detects_a_deleted_first_event(runner, history):
+    first, following = history[0], history[1]
+    with database.connection_context():
+        AuditEvent.delete().where(AuditEvent.seq == first.seq).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert following.id in result.output, result.output
+
+
+def test_verify_detects_a_forged_appended_event(runner, history):
+    last = history[-1]
+    with database.connection_context():
+        AuditEvent.insert(
+            seq=last.seq + 1,
+            id="forged-event",
+            time=last.time,
+            activity="access_request.approved",
+            actor="alice",
+            actor_tenant_id=None,
+            tenant_id="contoso",
+            visible_to='["contoso"]',
+            target=last.target,
+            result="success",
+            details="{}",
+            prev_hash=last.hash,
+            hash="0" * 64,
+        ).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert "forged-event" in result.output, result.output
+
+
+def test_verify_detects_middle_deletion_despite_edited_head(runner, history):
+    """Editing the chain head cannot hide an event removed from the middle."""
+    victim, following = history[2], history[3]
+    with database.connection_context():
+        AuditEvent.delete().where(AuditEvent.seq == victim.seq).execute()
+        AuditHead.update(last_seq=history[-1].seq, last_hash=history[-1].hash).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert following.id in result.output
+
+
+def test_log_keeps_growing_intact_after_many_writes(api, runner, approved_request, clock):
+    checks = [read_check() for _ in range(20)]
+    assert api.post("/v1/decisions/batch", "diag-tool", {"checks": checks}).status_code == 200
+    clock.advance(hours=1)
+    api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice")
+    assert verify(runner).exit_code == 0
+
+
+# --- the view --------------------------------------------------------------------------------
+
+
+def test_events_have_the_contract_fields_oldest_first(api, history):
+    items = view(api, "alice", "contoso")
+    assert items
+    for item in items:
+        assert EVENT_FIELDS <= set(item), item
+        assert ISO_Z.match(item["time"]), item["time"]
+        assert isinstance(item["details"], dict)
+    times = [parse_iso(item["time"]) for item in items]
+    assert times == sorted(times)
+    order = {event.id: event.seq for event in history}
+    seqs = [order[item["id"]] for item in items]
+    assert seqs == sorted(seqs)
+    assert items[0]["activity"] == "directory.changed"
+    assert items[-1]["activity"] == "diagnostics.read"
+
+
+def test_view_shows_the_support_access_story(api, history):
+    activities = [item["activity"] for item in view(api, "alice", "contoso")]
+    for expected in (
+        "access_request.created",
+        "access_request.approval_added",
+        "access_request.approved",
+        "diagnostics.read",
+    ):
+        assert expected in activities
+    assert activities.index("access_request.approved") < activities.index("diagnostics.read")
+
+
+def test_since_filter(api, clock):
+    clock.advance(hours=2)
+    created = api.post("/v1/support-requests", "alice", {"tenant_id": "contoso", "title": "later"})
+    assert created.status_code == 201
+    everything = view(api, "alice", "contoso")
+    assert [e["activity"] for e in everything] == ["directory.changed", "support_request.created"]
+    cutoff = isoformat(START + timedelta(hours=1))
+    later = view(api, "alice", "contoso", since=cutoff)
+    assert [e["activity"] for e in later] == ["support_request.created"]
+    exact = view(api, "alice", "contoso", since=isoformat(START + timedelta(hours=2)))
+    assert [e["activity"] for e in exact] == ["support_request.created"]
+    assert view(api, "alice", "contoso", since=isoformat(START + timedelta(hours=3))) == []
+
+
+def test_since_accepts_an_offset(api, clock):
+    clock.advance(hours=2)
+    api.post("/v1/support-requests", "alice", {"tenant_id": "contoso", "title": "later"})
+    # 10:00+00:00 == 11:00+01:00, URL-encoded '+'
+    items = view(api, "alice", "contoso", since="2026-11-02T11:00:00%2B01:00")
+    assert [e["activity"] for e in items] == ["support_request.created"]
+
+
+@pytest.mark.parametrize("since", ["yesterday", "2026-13-01T00:00:00Z", "2026-11-02T10:00:00"])
+def test_bad_since_is_400_naming_it(api, since):
+    answer = api.get(f"/v1/audit-events?tenant_id=contoso&since={since}", "alice")
+    assert answer.status_code == 400
+    assert "since" in answer.get_json()["error"]["message"]
+
+
+def test_activity_filter(api, history):
+    approvals = view(api, "alice", "contoso", activity="access_request.approval_added")
+    assert len(approvals) == 2
+    assert {e["activity"] for e in approvals} == {"access_request.approval_added"}
+    reads = view(api, "alice", "contoso", activity="diagnostics.read")
+    assert len(reads) == 1
+    assert view(api, "alice", "contoso", activity="no.such.activity") == []
+
+
+def test_since_and_activity_combine(api, approved_request, clock):
+    api.post("/v1/decisions", "diag-tool", read_check())
+    clock.advance(hours=1)
+    second = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    items = view(
+        api, "alice", "contoso", activity="diagnostics.read", since=isoformat(START + timedelta(minutes=30))
+    )
+    assert [e["details"]["decision_id"] for e in items] == [second["decision_id"]]
+
+
+def test_tenant_id_is_required(api):
+    answer = api.get("/v1/audit-events", "alice")
+    assert answer.status_code == 400
+    assert "tenant_id" in answer.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("who", "tenant"),
+    [
+        ("nina", "contoso"),  # admin of another tenant
+        ("carol", "contoso"),  # Global Reader: no audit logs
+        ("bob", "contoso"),  # admin of the ticket tenant, not of contoso
+        ("eve", "contoso"),  # support engineer
+        ("diag-tool", "contoso"),
+        ("stranger", "contoso"),
+        ("alice", "fabrikam"),
+        ("alice", "no-such-tenant"),
+    ],
+)
+def test_non_readers_get_404(api, history, who, tenant):
+    answer = api.get(f"/v1/audit-events?tenant_id={tenant}", who)
+    assert answer.status_code == 404
+    assert set(answer.get_json()["error"]) == {"code", "message"}
+
+
+def test_non_reader_404_is_same_as_unknown_tenant(api):
+    real = api.get("/v1/audit-events?tenant_id=contoso", "nina").get_json()
+    fake = api.get("/v1/audit-events?tenant_id=zzz", "nina").get_json()
+    assert real["error"]["code"] == fake["error"]["code"]
+
+
+def test_security_reader_reads_the_full_view(api, history):
+    items = view(api, "sam", "contoso")
+    activities = {e["activity"] for e in items}
+    assert "directory.changed" in activities
+    assert "diagnostics.read" in activities
+    assert items == view(api, "alice", "contoso")
+
+
+def test_reports_reader_and_security_admin_read_the_view(api, history):
+    for principal, role in (("rita", "Reports Reader"), ("sol", "Security Administrator")):
+        body = {"principal": principal, "role": role}
+        assert api.put("/v1/tenants/contoso/role-assignments", "ops", body).status_code == 201
+        assert view(api, principal, "contoso")
+
+
+def test_support_ticket_admin_sees_only_the_support_trail(api, history):
+    """alice2 (Service Support Administrator) is no log reader: no directory changes."""
+    items = view(api, "alice2", "contoso")
+    activities = {e["activity"] for e in items}
+    assert "access_request.approved" in activities
+    assert "directory.changed" not in activities
+
+
+def test_operator_reads_any_view(api, history):
+    assert view(api, "ops", "contoso")
+    assert view(api, "ops", "provider")
+
+
+def test_views_are_per_tenant(api, history):
+    contoso = {e["id"] for e in view(api, "alice", "contoso")}
+    other = {e["id"] for e in view(api, "nina", "northwind")}
+    assert contoso.isdisjoint(other - {e.id for e in history if e.activity == "directory.changed"})
+    fabrikam = view(api, "bob", "fabrikam")
+    assert "diagnostics.read" not in {e["activity"] for e in fabrikam}
+
+
+def test_support_request_tenant_does_not_see_the_removal(api, history, approved_request):
+    revoked = api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice")
+    assert revoked.status_code == 200
+    assert "access_request.revoked" in {e["activity"] for e in view(api, "alice", "contoso")}
+    fabrikam = view(api, "bob", "fabrikam")
+    assert "access_request.revoked" not in {e["activity"] for e in fabrikam}
+    assert "revoke" not in json.dumps(fabrikam)
+    assert "access_request.approved" in {e["activity"] for e in fabrikam}

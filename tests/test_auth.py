@@ -1,0 +1,346 @@
+"""Identity (API.md "Identity"): bearer JWTs, 401s, and that claims never grant anything."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from service import create_app
+from service.errors import ConfigError
+from tests.conftest import DIRECTORY_FILE, SECRET, auth, token
+
+REPO = Path(__file__).resolve().parent.parent
+POLICY = "/v1/policy"  # operators only: 200 for ops, 403 for anyone else authenticated
+
+
+def claims(**overrides) -> dict:
+    now = datetime.now(UTC)
+    body = {
+        "sub": "ops",
+        "tid": "provider",
+        "aud": "support-access",
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + timedelta(hours=1)).timestamp()),
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def hs256(**overrides) -> str:
+    return jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+
+
+def bearer(value: str) -> dict:
+    return {"Authorization": f"Bearer {value}"}
+
+
+def assert_401(answer) -> None:
+    assert answer.status_code == 401, answer.get_data(as_text=True)
+    assert answer.mimetype == "application/json"
+    body = answer.get_json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
+    assert all(isinstance(v, str) and v for v in body["error"].values())
+    assert "Traceback" not in answer.get_data(as_text=True)
+
+
+def test_valid_token_is_accepted(client):
+    assert client.get(POLICY, headers=bearer(hs256())).status_code == 200
+
+
+# --- refused tokens ----------------------------------------------------------------------
+
+
+def test_missing_authorization_header(client):
+    assert_401(client.get(POLICY))
+    assert_401(client.post("/v1/decisions", json={"principal": "eve"}))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer",
+        "Bearer ",
+        "Bearer not-a-jwt",
+        "Bearer a.b.c",
+        "Bearer eyJhbGciOiJIUzI1NiJ9.e30",
+        "Basic b3BzOnNlY3JldA==",
+        "Token " + "x" * 20,
+    ],
+)
+def test_malformed_authorization_is_401(client, header):
+    assert_401(client.get(POLICY, headers={"Authorization": header}))
+
+
+def test_raw_token_without_bearer_scheme_is_401(client):
+    assert_401(client.get(POLICY, headers={"Authorization": hs256()}))
+
+
+def test_wrong_signature_is_401(client):
+    forged = jwt.encode(claims(), SECRET + "-but-not-quite", algorithm="HS256")
+    assert_401(client.get(POLICY, headers=bearer(forged)))
+
+
+def test_tampered_payload_is_401(client):
+    header, _, signature = hs256(sub="carol").split(".")
+    payload = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=").decode()
+    assert_401(client.get(POLICY, headers=bearer(f"{header}.{payload}.{signature}")))
+
+
+def test_expired_token_is_401(client):
+    assert_401(client.get(POLICY, headers=bearer(token("ops", ttl=timedelta(seconds=-5)))))
+
+
+def test_token_not_yet_valid_is_401(client):
+    later = int((datetime.now(UTC) + timedelta(hours=1)).timestamp())
+    assert_401(client.get(POLICY, headers=bearer(hs256(nbf=later))))
+
+
+@pytest.mark.parametrize("audience", ["someone-else", "support-access-v2", ["other", "api"]])
+def test_wrong_audience_is_401(client, audience):
+    assert_401(client.get(POLICY, headers=bearer(hs256(aud=audience))))
+
+
+@pytest.mark.parametrize("missing", ["exp", "aud", "sub"])
+def test_missing_required_claim_is_401(client, missing):
+    body = claims()
+    del body[missing]
+    assert_401(client.get(POLICY, headers=bearer(jwt.encode(body, SECRET, algorithm="HS256"))))
+
+
+@pytest.mark.parametrize("subject", ["", 123, ["ops"]])
+def test_subject_must_be_a_non_empty_string(client, subject):
+    assert_401(client.get(POLICY, headers=bearer(hs256(sub=subject))))
+
+
+def test_alg_none_is_401(client):
+    unsigned = jwt.encode(claims(), None, algorithm="none")
+    assert_401(client.get(POLICY, headers=bearer(unsigned)))
+
+
+def test_hs512_with_the_right_secret_is_401(client):
+    other_alg = jwt.encode(claims(), SECRET, algorithm="HS512")
+    assert_401(client.get(POLICY, headers=bearer(other_alg)))
+
+
+# --- claims never grant ------------------------------------------------------------------
+
+
+def test_unknown_subject_acts_as_nobody(client):
+    answer = client.get(POLICY, headers=bearer(hs256(sub="stranger")))
+    assert answer.status_code == 403
+
+
+def test_tid_does_not_grant_roles(api, client, access_request):
+    """alice signed in to fabrikam is still only a contoso admin."""
+    url = f"/v1/access-requests/{access_request['id']}/approve"
+    as_fabrikam = auth("alice", "fabrikam")
+    answer = client.post(url, headers=as_fabrikam, json={"tenant_id": "fabrikam"})
+    assert answer.status_code == 403, answer.get_json()
+    answer = client.post(url, headers=as_fabrikam, json={"tenant_id": "contoso"})
+    assert answer.status_code == 200, answer.get_json()
+    approvals = answer.get_json()["approvals"]
+    assert [(a["tenant_id"], a["approver"]) for a in approvals] == [("contoso", "alice")]
+
+
+def test_tid_of_an_operator_tenant_does_not_make_an_operator(client):
+    assert client.get(POLICY, headers=auth("alice", "provider")).status_code == 403
+    assert client.get(POLICY, headers=auth("ops", "contoso")).status_code == 200
+
+
+def test_tid_is_recorded_in_the_audit_log(api, client, access_request):
+    url = f"/v1/access-requests/{access_request['id']}/approve"
+    client.post(url, headers=auth("alice", "fabrikam"), json={"tenant_id": "contoso"})
+    events = api.get("/v1/audit-events?tenant_id=contoso&activity=access_request.approval_added", "alice")
+    items = events.get_json()["items"]
+    assert len(items) == 1
+    assert items[0]["actor"] == "alice"
+    assert "fabrikam" in json.dumps(items[0])
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def base_config(tmp_path: Path, **overrides) -> dict:
+    config = {
+        "TESTING": True,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'auth.db'}",
+        "DECISION_LOG": str(tmp_path / "decisions.log"),
+        "JWT_SECRET": None,
+        "JWKS": None,
+    }
+    config.update(overrides)
+    return config
+
+
+def test_refuses_to_start_without_secret_or_jwks(tmp_path):
+    with pytest.raises(ConfigError):
+        create_app(base_config(tmp_path))
+    with pytest.raises(ConfigError):
+        create_app(base_config(tmp_path, JWT_SECRET="", JWKS=""))
+
+
+def test_refuses_to_start_with_unreadable_jwks(tmp_path):
+    with pytest.raises(ConfigError):
+        create_app(base_config(tmp_path, JWKS=str(tmp_path / "missing-jwks.json")))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        create_app(base_config(tmp_path, JWKS=str(broken)))
+
+
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def write_jwks(path: Path, keys: list[tuple[str, object, str]]) -> Path:
+    """keys: (kid, private key, alg)."""
+    entries = []
+    for kid, private, alg in keys:
+        algorithm = jwt.algorithms.RSAAlgorithm if alg == "RS256" else jwt.algorithms.ECAlgorithm
+        jwk = algorithm.to_jwk(private.public_key(), as_dict=True)
+        jwk.update({"kid": kid, "use": "sig", "alg": alg})
+        entries.append(jwk)
+    path.write_text(json.dumps({"keys": entries}), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def rsa_keys():
+    """The published RSA key and a stranger's."""
+    return rsa_key(), rsa_key()
+
+
+@pytest.fixture(scope="module")
+def ec_key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture
+def jwks_app(tmp_path, rsa_keys, ec_key):
+    """An app that trusts only a JWKS file: k1 (RS256) and k2 (ES256); no HS256 secret."""
+    good, _ = rsa_keys
+    path = write_jwks(tmp_path / "jwks.json", [("k1", good, "RS256"), ("k2", ec_key, "ES256")])
+    app = create_app(base_config(tmp_path, JWKS=str(path)))
+    result = app.test_cli_runner().invoke(args=["directory", "import", str(DIRECTORY_FILE)])
+    assert result.exit_code == 0, result.output
+    return app
+
+
+def test_rs256_token_from_jwks_is_accepted(jwks_app, rsa_keys):
+    good, _ = rsa_keys
+    signed = jwt.encode(claims(), good, algorithm="RS256", headers={"kid": "k1"})
+    answer = jwks_app.test_client().get(POLICY, headers=bearer(signed))
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_es256_token_from_jwks_is_accepted(jwks_app, ec_key):
+    signed = jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "k2"})
+    assert jwks_app.test_client().get(POLICY, headers=bearer(signed)).status_code == 200
+
+
+def test_jwks_app_refuses_hs256(jwks_app):
+    assert_401(jwks_app.test_client().get(POLICY, headers=bearer(hs256())))
+
+
+def test_jwks_app_refuses_key_not_in_set(jwks_app, rsa_keys):
+    _, stranger = rsa_keys
+    client = jwks_app.test_client()
+    assert_401(
+        client.get(POLICY, headers=bearer(jwt.encode(claims(), stranger, "RS256", headers={"kid": "k1"})))
+    )
+    assert_401(
+        client.get(POLICY, headers=bearer(jwt.encode(claims(), stranger, "RS256", headers={"kid": "zz"})))
+    )
+
+
+def test_jwks_app_refuses_expired_and_wrong_audience(jwks_app, rsa_keys):
+    good, _ = rsa_keys
+    client = jwks_app.test_client()
+    past = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp())
+    expired = jwt.encode(claims(exp=past), good, algorithm="RS256", headers={"kid": "k1"})
+    assert_401(client.get(POLICY, headers=bearer(expired)))
+    other = jwt.encode(claims(aud="elsewhere"), good, algorithm="RS256", headers={"kid": "k1"})
+    assert_401(client.get(POLICY, headers=bearer(other)))
+
+
+def test_jwks_app_refuses_public_key_used_as_hmac_secret(jwks_app, rsa_keys):
+    """Algorithm confusion: an HS256 token 'signed' with the published RSA public key."""
+    good, _ = rsa_keys
+    pem = good.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
+    signing_input += b"." + b64(json.dumps(claims()).encode())
+    signature = b64(hmac.new(pem, signing_input, hashlib.sha256).digest())
+    forged = (signing_input + b"." + signature).decode()
+    assert_401(jwks_app.test_client().get(POLICY, headers=bearer(forged)))
+
+
+# --- the token CLI -------------------------------------------------------------------------
+
+
+def mint(app, runner, *args: str) -> str:
+    # `token` is a plain click command: under `flask` (FlaskGroup) it runs in an app
+    # context; FlaskCliRunner does not push one for it, so the test does.
+    with app.app_context():
+        result = runner.invoke(args=["token", *args])
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def test_token_cli_mints_an_accepted_token(app, runner, client):
+    minted = mint(app, runner, "--sub", "ops", "--tenant", "provider")
+    answer = client.get(POLICY, headers=bearer(minted))
+    assert answer.status_code == 200, answer.get_json()
+    decoded = jwt.decode(minted, SECRET, algorithms=["HS256"], audience="support-access")
+    assert decoded["sub"] == "ops" and decoded["tid"] == "provider"
+
+
+def test_token_cli_ttl_is_honoured(app, runner):
+    minted = mint(app, runner, "--sub", "ops", "--tenant", "provider", "--ttl", "60")
+    decoded = jwt.decode(minted, SECRET, algorithms=["HS256"], audience="support-access")
+    assert 0 < decoded["exp"] - datetime.now(UTC).timestamp() <= 61
+
+
+def test_token_cli_token_for_non_operator_is_refused_by_role(app, runner, client):
+    minted = mint(app, runner, "--sub", "alice", "--tenant", "contoso")
+    assert client.get(POLICY, headers=bearer(minted)).status_code == 403
+
+
+def test_token_cli_through_the_flask_command(app, client, tmp_path):
+    """The operator's real path: `flask --app service token ...` in a shell."""
+    env = {
+        **os.environ,
+        "SUPPORT_ACCESS_JWT_SECRET": SECRET,
+        "SUPPORT_ACCESS_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "SUPPORT_ACCESS_DECISION_LOG": str(tmp_path / "cli-decisions.log"),
+    }
+    flask = Path(sys.executable).with_name("flask")
+    command = [str(flask), "--app", "service", "token", "--sub", "ops", "--tenant", "provider"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    answer = client.get(POLICY, headers=bearer(done.stdout.strip().splitlines()[-1]))
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_token_cli_works_under_the_test_cli_runner(runner):
+    result = runner.invoke(args=["token", "--sub", "ops", "--tenant", "provider"])
+    assert result.exit_code == 0, result.output

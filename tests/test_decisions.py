@@ -1,0 +1,472 @@
+"""The decision API (API.md "Decisions", SPEC §6): what the diagnostic tooling obeys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import read_check
+
+DECIDE = "/v1/decisions"
+BATCH = "/v1/decisions/batch"
+CLIENT = "diag-tool"
+
+
+def decide(api, check: dict) -> dict:
+    answer = api.post(DECIDE, CLIENT, check)
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()
+
+
+def batch(api, checks: list[dict]):
+    return api.post(BATCH, CLIENT, {"checks": checks})
+
+
+def new_ticket(api, admin: str, tenant: str, resource: str | None = None, advanced: bool = False) -> dict:
+    body = {"tenant_id": tenant, "title": "needs diagnostics", "allow_advanced_diagnostics": advanced}
+    if resource:
+        body["resource_tenant_id"] = resource
+    created = api.post("/v1/support-requests", admin, body)
+    assert created.status_code == 201, created.get_json()
+    return created.get_json()
+
+
+def assign(api, ticket: dict, engineer: str = "eve") -> dict:
+    answer = api.post(f"/v1/support-requests/{ticket['id']}/assign", engineer, {"engineer": engineer})
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()
+
+
+def audit_items(api, who: str, tenant: str, activity: str | None = None) -> list[dict]:
+    url = f"/v1/audit-events?tenant_id={tenant}"
+    if activity:
+        url += f"&activity={activity}"
+    answer = api.get(url, who)
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()["items"]
+
+
+def assert_error(answer, status: int, *fragments: str) -> dict:
+    assert answer.status_code == status, answer.get_data(as_text=True)
+    body = answer.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    for fragment in fragments:
+        assert fragment in body["error"]["message"], body
+    return body["error"]
+
+
+@pytest.fixture
+def advanced_ticket(api):
+    """A contoso ticket filed by contoso (alice), advanced diagnostics on, assigned to eve."""
+    return assign(api, new_ticket(api, "alice", "contoso", advanced=True))
+
+
+# --- grants --------------------------------------------------------------------------
+
+
+def test_approved_grant_allows_read(api, approved_request):
+    body = decide(api, read_check())
+    assert body["allowed"] is True
+    assert body["reason"] == "granted"
+    assert isinstance(body["decision_id"], str) and body["decision_id"]
+    assert isinstance(body["policy_version"], str) and body["policy_version"]
+    assert "explain" not in body
+
+
+def test_pending_request_grants_nothing(api, access_request):
+    body = decide(api, read_check())
+    assert body == {**body, "allowed": False, "reason": "no_active_grant"}
+
+
+def test_half_approved_request_grants_nothing(api, access_request):
+    url = f"/v1/access-requests/{access_request['id']}/approve"
+    assert api.post(url, "alice", {"tenant_id": "contoso"}).status_code == 200
+    assert decide(api, read_check())["allowed"] is False
+
+
+@pytest.mark.parametrize("category", ["signInLogs", "auditLogs", "directoryConfiguration"])
+def test_grant_covers_every_listed_category(api, approved_request, category):
+    body = decide(api, read_check(resource=f"diagnostics/{category}"))
+    assert (body["allowed"], body["reason"]) == (True, "granted")
+
+
+@pytest.mark.parametrize("action", ["write", "delete", "update", "read.all", "readwrite"])
+def test_only_read_can_be_allowed_even_with_grant(api, approved_request, action):
+    body = decide(api, read_check(action=action))
+    assert body["allowed"] is False
+    assert body["reason"] == "read_only"
+
+
+def test_grant_is_scoped_to_its_resource_tenant(api, approved_request):
+    body = decide(api, read_check(tenant_id="fabrikam"))
+    assert body["allowed"] is False
+    assert body["reason"] == "no_active_grant"
+
+
+def test_grant_belongs_to_the_requesting_engineer_only(api, approved_request):
+    body = decide(api, read_check(principal="frank"))
+    assert body["allowed"] is False
+
+
+def test_category_not_listed_is_denied(api, approved_request):
+    body = decide(api, read_check(resource="diagnostics/unknownThing"))
+    assert body["allowed"] is False
+    assert body["reason"] == "category_not_allowed"
+
+
+def test_unknown_tenant(api, approved_request):
+    body = decide(api, read_check(tenant_id="nowhere"))
+    assert (body["allowed"], body["reason"]) == (False, "unknown_tenant")
+
+
+def test_unknown_principal(api, approved_request):
+    body = decide(api, read_check(principal="mallory"))
+    assert (body["allowed"], body["reason"]) == (False, "unknown_principal")
+
+
+def test_tenant_admin_is_not_a_data_reader(api, approved_request):
+    """alice is known (Global Administrator of contoso) but is no support engineer."""
+    assert decide(api, read_check(principal="alice"))["allowed"] is False
+
+
+def test_matching_support_request_id_counts(api, approved_request, ticket):
+    body = decide(api, read_check(support_request_id=ticket["id"]))
+    assert (body["allowed"], body["reason"]) == (True, "granted")
+
+
+@pytest.mark.parametrize("other", ["sr-does-not-exist", "other-ticket"])
+def test_non_matching_support_request_id_denies_not_errors(api, approved_request, other):
+    if other == "other-ticket":
+        other = assign(api, new_ticket(api, "alice", "contoso"))["id"]
+    answer = api.post(DECIDE, CLIENT, read_check(support_request_id=other))
+    assert answer.status_code == 200
+    assert answer.get_json()["allowed"] is False
+
+
+def test_grant_expires_after_max_grant_duration(api, approved_request, clock):
+    clock.advance(hours=7, minutes=59)
+    assert decide(api, read_check())["allowed"] is True
+    clock.advance(minutes=1)
+    body = decide(api, read_check())
+    assert (body["allowed"], body["reason"]) == (False, "grant_expired")
+
+
+def test_expired_grant_stays_denied_after_sweep(api, approved_request, clock):
+    clock.advance(hours=9)
+    # Listing runs the sweep, which moves the grant to `completed`.
+    listed = api.get(f"/v1/access-requests/{approved_request['id']}", "alice").get_json()
+    assert listed["status"] == "completed"
+    body = decide(api, read_check())
+    assert (body["allowed"], body["reason"]) == (False, "grant_expired")
+
+
+@pytest.mark.parametrize("with_id", [False, True])
+def test_closed_support_request_denies(api, approved_request, ticket, with_id):
+    closed = api.post(f"/v1/support-requests/{ticket['id']}/close", "eve")
+    assert closed.status_code == 200, closed.get_json()
+    extra = {"support_request_id": ticket["id"]} if with_id else {}
+    body = decide(api, read_check(**extra))
+    assert (body["allowed"], body["reason"]) == (False, "support_request_closed")
+
+
+def test_revoked_grant_denies(api, approved_request):
+    assert decide(api, read_check())["allowed"] is True
+    revoked = api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice")
+    assert revoked.status_code == 200, revoked.get_json()
+    body = decide(api, read_check())
+    assert body["allowed"] is False
+    assert body["reason"] not in ("granted", "advanced_diagnostics")
+
+
+def test_engineer_who_lost_its_role_is_denied(api, approved_request):
+    """Roles are re-evaluated at decision time, not when the grant was made."""
+    assert decide(api, read_check())["allowed"] is True
+    url = "/v1/tenants/provider/role-assignments/eve/Support%20Engineer"
+    assert api.delete(url, "ops").status_code == 204
+    assert decide(api, read_check())["allowed"] is False
+
+
+def test_reassigned_ticket_ends_the_old_engineers_grant(api, approved_request, ticket):
+    assert decide(api, read_check())["allowed"] is True
+    moved = api.post(f"/v1/support-requests/{ticket['id']}/assign", "ops", {"engineer": "frank"})
+    assert moved.status_code == 200, moved.get_json()
+    assert decide(api, read_check())["allowed"] is False
+    assert decide(api, read_check(principal="frank"))["allowed"] is False
+
+
+# --- advanced diagnostics ------------------------------------------------------------
+
+
+def test_advanced_diagnostics_allows_assigned_engineer(api, advanced_ticket):
+    body = decide(api, read_check())
+    assert (body["allowed"], body["reason"]) == (True, "advanced_diagnostics")
+    with_id = decide(api, read_check(support_request_id=advanced_ticket["id"]))
+    assert (with_id["allowed"], with_id["reason"]) == (True, "advanced_diagnostics")
+
+
+def test_advanced_diagnostics_covers_the_tickets_own_tenant_only(api, advanced_ticket):
+    body = decide(api, read_check(tenant_id="fabrikam"))
+    assert body["allowed"] is False
+
+
+def test_advanced_diagnostics_of_cross_tenant_ticket_covers_filing_tenant_not_resource(api):
+    """Filed by fabrikam about contoso: advanced diagnostics opens fabrikam's data only."""
+    ticket = assign(api, new_ticket(api, "bob", "fabrikam", resource="contoso", advanced=True))
+    assert decide(api, read_check(tenant_id="fabrikam"))["reason"] == "advanced_diagnostics"
+    body = decide(api, read_check(tenant_id="contoso", support_request_id=ticket["id"]))
+    assert body["allowed"] is False
+
+
+def test_advanced_diagnostics_off_needs_a_grant(api):
+    assign(api, new_ticket(api, "alice", "contoso", advanced=False))
+    body = decide(api, read_check())
+    assert (body["allowed"], body["reason"]) == (False, "no_active_grant")
+
+
+def test_advanced_diagnostics_turned_off_stops_access(api, advanced_ticket):
+    assert decide(api, read_check())["allowed"] is True
+    patched = api.patch(
+        f"/v1/support-requests/{advanced_ticket['id']}", "alice", {"allow_advanced_diagnostics": False}
+    )
+    assert patched.status_code == 200, patched.get_json()
+    body = decide(api, read_check())
+    assert (body["allowed"], body["reason"]) == (False, "no_active_grant")
+
+
+def test_advanced_diagnostics_unassigned_engineer_denied(api, advanced_ticket):
+    body = decide(api, read_check(principal="frank"))
+    assert body["allowed"] is False
+
+
+def test_other_engineers_ticket_id_does_not_open_access(api):
+    franks = assign(api, new_ticket(api, "alice", "contoso", advanced=True), "frank")
+    assert decide(api, read_check(principal="frank"))["reason"] == "advanced_diagnostics"
+    body = decide(api, read_check(support_request_id=franks["id"]))
+    assert body["allowed"] is False
+
+
+def test_advanced_diagnostics_unassigned_ticket_denies(api):
+    new_ticket(api, "alice", "contoso", advanced=True)  # nobody assigned
+    assert decide(api, read_check())["allowed"] is False
+
+
+def test_advanced_diagnostics_ends_with_ticket_close(api, advanced_ticket):
+    closed = api.post(f"/v1/support-requests/{advanced_ticket['id']}/close", "alice")
+    assert closed.status_code == 200
+    body = decide(api, read_check(support_request_id=advanced_ticket["id"]))
+    assert (body["allowed"], body["reason"]) == (False, "support_request_closed")
+    assert decide(api, read_check())["allowed"] is False
+
+
+def test_advanced_diagnostics_is_still_read_only(api, advanced_ticket):
+    body = decide(api, read_check(action="write"))
+    assert (body["allowed"], body["reason"]) == (False, "read_only")
+
+
+# --- the answer ----------------------------------------------------------------------
+
+
+def test_explain_names_the_access_rule(api, approved_request):
+    body = decide(api, read_check(explain=True))
+    assert body["allowed"] is True
+    assert isinstance(body["explain"], list) and body["explain"]
+    assert any("access.yaml" in str(entry.get("rule", "")) for entry in body["explain"]), body["explain"]
+
+
+def test_explain_on_deny_is_a_non_empty_list(api, approved_request):
+    body = decide(api, read_check(action="write", explain=True))
+    assert body["allowed"] is False
+    assert isinstance(body["explain"], list) and body["explain"]
+
+
+def test_explain_false_leaves_explain_out(api, approved_request):
+    assert "explain" not in decide(api, read_check(explain=False))
+
+
+def test_decision_ids_are_unique(api, approved_request):
+    ids = [decide(api, read_check())["decision_id"] for _ in range(5)]
+    results = batch(api, [read_check()] * 5 + [read_check(action="write")] * 5).get_json()["results"]
+    ids += [r["decision_id"] for r in results]
+    assert len(set(ids)) == len(ids) == 15
+
+
+def test_policy_version_is_the_served_policy(api, approved_request):
+    served = api.get("/v1/policy", "ops")
+    assert served.status_code == 200
+    version = served.get_json()["version"]
+    assert decide(api, read_check())["policy_version"] == version
+    assert decide(api, read_check(action="write"))["policy_version"] == version
+    results = batch(api, [read_check(), read_check(tenant_id="nowhere")]).get_json()["results"]
+    assert {r["policy_version"] for r in results} == {version}
+
+
+# --- audit and decision log ---------------------------------------------------------------
+
+
+def test_allowed_reads_show_in_resource_tenant_audit_only(api, approved_request):
+    allowed = decide(api, read_check())
+    decide(api, read_check(action="write"))  # a deny is not a data read
+    contoso = audit_items(api, "alice", "contoso", "diagnostics.read")
+    assert [e["details"]["decision_id"] for e in contoso] == [allowed["decision_id"]]
+    assert contoso[0]["activity"] == "diagnostics.read"
+    assert contoso[0]["tenant_id"] == "contoso"
+    assert "signInLogs" in json.dumps(contoso[0])
+    fabrikam = audit_items(api, "bob", "fabrikam")
+    assert not [e for e in fabrikam if e["activity"] == "diagnostics.read"]
+
+
+def test_batch_allowed_reads_are_all_audited(api, approved_request):
+    results = batch(api, [read_check(), read_check(action="write"), read_check()]).get_json()["results"]
+    expected = [r["decision_id"] for r in results if r["allowed"]]
+    contoso = audit_items(api, "alice", "contoso", "diagnostics.read")
+    assert [e["details"]["decision_id"] for e in contoso] == expected
+    assert len(expected) == 2
+
+
+def read_log(app) -> list[dict]:
+    path = Path(app.config["DECISION_LOG"])
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_decision_log_gets_one_json_line_per_decision(app, api, approved_request):
+    before = read_log(app)
+    first = decide(api, read_check())
+    second = decide(api, read_check(action="delete"))
+    results = batch(api, [read_check(), read_check(tenant_id="nowhere"), read_check()]).get_json()
+    lines = read_log(app)[len(before) :]
+    expected = [first, second, *results["results"]]
+    assert [line["decision_id"] for line in lines] == [d["decision_id"] for d in expected]
+    assert [line["allowed"] for line in lines] == [True, False, True, False, True]
+    assert lines[1]["reason"] == "read_only"
+
+
+def test_rejected_batch_decides_and_logs_nothing(app, api, approved_request):
+    before_log = len(read_log(app))
+    before_audit = len(audit_items(api, "alice", "contoso", "diagnostics.read"))
+    checks = [read_check(), read_check(), read_check(action="READ")]
+    assert batch(api, checks).status_code == 400
+    assert len(read_log(app)) == before_log
+    assert len(audit_items(api, "alice", "contoso", "diagnostics.read")) == before_audit
+
+
+# --- who may ask ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["eve", "alice", "ops"])
+def test_only_decision_clients_may_ask(api, approved_request, who):
+    assert_error(api.post(DECIDE, who, read_check()), 403)
+    assert_error(api.post(BATCH, who, {"checks": [read_check()]}), 403)
+
+
+def test_decisions_need_a_token(api):
+    assert_error(api.post(DECIDE, None, read_check()), 401)
+
+
+# --- batch ------------------------------------------------------------------------------
+
+
+def test_batch_answers_in_order(api, approved_request):
+    checks = [
+        read_check(),
+        read_check(action="write"),
+        read_check(tenant_id="nowhere"),
+        read_check(principal="mallory"),
+        read_check(resource="diagnostics/unknownThing"),
+        read_check(tenant_id="fabrikam"),
+        read_check(resource="diagnostics/auditLogs"),
+    ]
+    answer = batch(api, checks)
+    assert answer.status_code == 200
+    results = answer.get_json()["results"]
+    assert [r["reason"] for r in results] == [
+        "granted",
+        "read_only",
+        "unknown_tenant",
+        "unknown_principal",
+        "category_not_allowed",
+        "no_active_grant",
+        "granted",
+    ]
+    assert [r["allowed"] for r in results] == [True, False, False, False, False, False, True]
+
+
+def test_batch_explain_is_per_check(api, approved_request):
+    results = batch(api, [read_check(explain=True), read_check()]).get_json()["results"]
+    assert results[0]["explain"]
+    assert "explain" not in results[1]
+
+
+def test_batch_of_1000_checks_is_accepted(api, approved_request):
+    checks = [read_check() if i % 10 == 0 else read_check(action="write") for i in range(1000)]
+    answer = batch(api, checks)
+    assert answer.status_code == 200
+    results = answer.get_json()["results"]
+    assert len(results) == 1000
+    assert [r["allowed"] for r in results] == [i % 10 == 0 for i in range(1000)]
+
+
+@pytest.mark.parametrize("count", [0, 1001])
+def test_batch_size_limits(api, count):
+    assert_error(batch(api, [read_check()] * count), 400, "checks")
+
+
+def test_batch_names_the_bad_check(api):
+    checks = [read_check() for _ in range(5)]
+    checks[3]["action"] = "READ"
+    assert_error(batch(api, checks), 400, "checks[3].action")
+
+
+def test_batch_names_the_missing_field_of_a_check(api):
+    checks = [read_check() for _ in range(3)]
+    del checks[2]["principal"]
+    assert_error(batch(api, checks), 400, "checks[2].principal")
+
+
+def test_batch_without_checks_is_400(api):
+    assert_error(api.post(BATCH, CLIENT, {}), 400, "checks")
+    assert_error(api.post(BATCH, CLIENT, {"checks": "all"}), 400, "checks")
+
+
+# --- malformed input ------------------------------------------------------------------------
+
+
+def _without(field: str) -> dict:
+    body = read_check()
+    del body[field]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (_without("principal"), "principal"),
+        (_without("tenant_id"), "tenant_id"),
+        (_without("action"), "action"),
+        (_without("resource"), "resource"),
+        (read_check(colour="blue"), "colour"),
+        (read_check(principal=5), "principal"),
+        (read_check(tenant_id=["contoso"]), "tenant_id"),
+        (read_check(explain="yes"), "explain"),
+        (read_check(support_request_id=7), "support_request_id"),
+        (read_check(action="READ"), "action"),
+        (read_check(action="Read"), "action"),
+        (read_check(action=""), "action"),
+        (read_check(resource="signInLogs"), "resource"),
+        (read_check(resource="logs/signInLogs"), "resource"),
+        (read_check(resource="diagnostics/"), "resource"),
+        (read_check(resource="diagnostics/*"), "resource"),
+        (read_check(principal=""), "principal"),
+    ],
+)
+def test_malformed_decision_is_400_naming_the_field(api, approved_request, body, field):
+    error = assert_error(api.post(DECIDE, CLIENT, body), 400, field)
+    assert error["code"]
+
+
+def test_non_object_body_is_400(api):
+    assert_error(api.post(DECIDE, CLIENT, [read_check()]), 400)
+    assert_error(api.post(DECIDE, CLIENT, "read"), 400)

@@ -1,0 +1,376 @@
+"""The directory (API.md "Directory"): the YAML import and the operator HTTP API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import yaml
+
+from tests.conftest import DIRECTORY_FILE, read_check
+
+SERVICE_SUPPORT_ADMIN_ID = "f023fd81-a637-4b56-95fd-791ac0226033"
+HELPDESK_ADMIN_ID = "729827e3-9c14-49f7-bb1b-9608f156bbb8"
+
+
+def base_document() -> dict:
+    return yaml.safe_load(DIRECTORY_FILE.read_text(encoding="utf-8"))
+
+
+def write_directory(tmp_path: Path, document: dict, name: str = "directory.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_import(runner, path: Path, *options: str):
+    return runner.invoke(args=["directory", "import", *options, str(path)])
+
+
+def directory_events(api, tenant: str = "provider", who: str = "ops") -> list[dict]:
+    answer = api.get(f"/v1/audit-events?tenant_id={tenant}&activity=directory.changed", who)
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()["items"]
+
+
+def decision_reason(api, principal: str) -> str:
+    answer = api.post("/v1/decisions", "diag-tool", read_check(principal=principal))
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()["reason"]
+
+
+def file_ticket(api, who: str, tenant: str):
+    return api.post("/v1/support-requests", who, {"tenant_id": tenant, "title": "help"})
+
+
+# --- the import ------------------------------------------------------------------------------
+
+
+def test_import_is_idempotent(runner, api):
+    before = directory_events(api)
+    # The fixture's import: one event per tenant it changed (provider, contoso, fabrikam, northwind).
+    assert len(before) == 4
+    result = run_import(runner, DIRECTORY_FILE)
+    assert result.exit_code == 0, result.output
+    assert directory_events(api) == before
+    assert len(directory_events(api, "contoso", "alice")) == 1
+
+
+def test_import_twice_from_a_fresh_file_changes_nothing_the_second_time(runner, api, tmp_path):
+    document = base_document()
+    document["tenants"].append({"id": "acme", "name": "Acme Corp"})
+    document["role_assignments"].append(
+        {"tenant": "acme", "principal": "amy", "role": "Global Administrator"}
+    )
+    path = write_directory(tmp_path, document)
+    before = directory_events(api)
+    assert run_import(runner, path).exit_code == 0
+    after_first = directory_events(api)
+    assert len(after_first) == len(before) + 1  # acme's own event
+    assert after_first[-1]["tenant_id"] == "acme"
+    assert after_first[-1]["details"]["assignments_added"] == 1
+    assert run_import(runner, path).exit_code == 0
+    assert directory_events(api) == after_first
+    assert file_ticket(api, "amy", "acme").status_code == 201
+
+
+def test_role_by_template_id_is_accepted(runner, api, tmp_path):
+    document = base_document()
+    document["role_assignments"].append(
+        {"tenant": "northwind", "principal": "nora", "role": SERVICE_SUPPORT_ADMIN_ID}
+    )
+    result = run_import(runner, write_directory(tmp_path, document))
+    assert result.exit_code == 0, result.output
+    assert file_ticket(api, "nora", "northwind").status_code == 201
+    # dana's fabrikam role is given by template id in tests/directory.yaml
+    assert file_ticket(api, "dana", "fabrikam").status_code == 201
+
+
+def test_template_id_and_display_name_are_the_same_assignment(runner, api, tmp_path):
+    document = base_document()
+    for entry in document["role_assignments"]:
+        if entry["principal"] == "dana" and entry["tenant"] == "fabrikam":
+            entry["role"] = "Helpdesk Administrator"
+    before = directory_events(api)
+    assert run_import(runner, write_directory(tmp_path, document)).exit_code == 0
+    assert directory_events(api) == before
+
+
+def bad_import(runner, tmp_path, entry: dict, *fragments: str):
+    document = base_document()
+    document["tenants"].append({"id": "acme", "name": "Acme Corp"})
+    document["role_assignments"].append(entry)
+    path = write_directory(tmp_path, document)
+    result = run_import(runner, path)
+    assert result.exit_code != 0, result.output
+    output = result.output
+    for fragment in fragments:
+        assert fragment in output, output
+    return result
+
+
+def test_unknown_role_is_refused_naming_the_place(runner, api, tmp_path):
+    index = len(base_document()["role_assignments"])
+    entry = {"tenant": "contoso", "principal": "zed", "role": "Chief Everything Officer"}
+    bad_import(
+        runner, tmp_path, entry, "directory.yaml", f"role_assignments[{index}]", "Chief Everything Officer"
+    )
+
+
+def test_refused_import_changes_nothing(runner, api, tmp_path):
+    before = directory_events(api)
+    entry = {"tenant": "acme", "principal": "amy", "role": "No Such Role"}
+    bad_import(runner, tmp_path, entry)
+    assert directory_events(api) == before
+    answer = api.put("/v1/tenants/acme/role-assignments", "ops", {"principal": "x", "role": "Global Reader"})
+    assert answer.status_code == 404  # acme was not created either
+
+
+@pytest.mark.parametrize("role", ["Support Engineer", "Decision Client", "Support Access Operator"])
+def test_provider_role_in_customer_tenant_is_refused(runner, api, tmp_path, role):
+    index = len(base_document()["role_assignments"])
+    entry = {"tenant": "contoso", "principal": "mallory", "role": role}
+    bad_import(runner, tmp_path, entry, f"role_assignments[{index}]", role)
+    assert decision_reason(api, "mallory") == "unknown_principal"
+
+
+def test_assignment_to_unknown_tenant_is_refused(runner, tmp_path):
+    index = len(base_document()["role_assignments"])
+    entry = {"tenant": "atlantis", "principal": "amy", "role": "Global Administrator"}
+    bad_import(runner, tmp_path, entry, f"role_assignments[{index}]", "atlantis")
+
+
+def test_removed_assignment_stays_without_prune(runner, api, tmp_path):
+    document = base_document()
+    document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "frank"]
+    path = write_directory(tmp_path, document)
+    before = directory_events(api)
+    assert run_import(runner, path).exit_code == 0
+    assert decision_reason(api, "frank") == "no_active_grant"
+    assert directory_events(api) == before
+
+
+def test_removed_assignment_goes_with_prune(runner, api, tmp_path):
+    document = base_document()
+    document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "frank"]
+    path = write_directory(tmp_path, document)
+    before = directory_events(api)
+    result = run_import(runner, path, "--prune")
+    assert result.exit_code == 0, result.output
+    assert decision_reason(api, "frank") == "unknown_principal"
+    assert decision_reason(api, "eve") == "no_active_grant"  # the others stay
+    events = directory_events(api)
+    assert len(events) == len(before) + 1  # the provider tenant's own event
+    assert events[-1]["details"]["assignments_removed"] == 1
+    # Pruning again changes nothing.
+    assert run_import(runner, path, "--prune").exit_code == 0
+    assert len(directory_events(api)) == len(before) + 1
+
+
+def test_prune_removes_a_customer_admin(runner, api, tmp_path):
+    document = base_document()
+    document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "nina"]
+    assert file_ticket(api, "nina", "northwind").status_code == 201
+    assert run_import(runner, write_directory(tmp_path, document), "--prune").exit_code == 0
+    assert file_ticket(api, "nina", "northwind").status_code == 403
+
+
+def test_import_renames_a_tenant(runner, api, tmp_path):
+    document = base_document()
+    document["tenants"][0]["name"] = "Contoso International"
+    assert run_import(runner, write_directory(tmp_path, document)).exit_code == 0
+    answer = api.put("/v1/tenants/contoso", "ops", {"name": "Contoso International"})
+    assert answer.status_code == 200  # already has that name
+    assert answer.get_json()["name"] == "Contoso International"
+
+
+def test_import_of_a_malformed_file_is_refused(runner, tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("tenants: [\n", encoding="utf-8")
+    result = run_import(runner, path)
+    assert result.exit_code != 0
+    assert "broken.yaml" in result.output
+
+
+def test_import_refuses_unknown_key(runner, tmp_path):
+    document = base_document()
+    document["groups"] = []
+    result = run_import(runner, write_directory(tmp_path, document))
+    assert result.exit_code != 0
+    assert "groups" in result.output
+
+
+def test_provider_tenant_may_be_listed(runner, api, tmp_path):
+    document = base_document()
+    document["tenants"].append({"id": "provider", "name": "The Provider"})
+    path = write_directory(tmp_path, document)
+    before = directory_events(api)
+    result = run_import(runner, path)
+    assert result.exit_code == 0, result.output
+    assert run_import(runner, path).exit_code == 0
+    assert len(directory_events(api)) - len(before) <= 1
+    assert decision_reason(api, "eve") == "no_active_grant"
+
+
+def test_import_refuses_another_provider_tenant(runner, api, tmp_path):
+    document = base_document()
+    document["provider_tenant"] = "someone-else"
+    result = run_import(runner, write_directory(tmp_path, document))
+    assert result.exit_code != 0
+    assert "provider_tenant" in result.output
+
+
+# --- HTTP: tenants -----------------------------------------------------------------------------
+
+
+def test_put_tenant_creates_then_updates(api):
+    created = api.put("/v1/tenants/acme", "ops", {"name": "Acme Corp"})
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["id"] == "acme" and created.get_json()["name"] == "Acme Corp"
+    again = api.put("/v1/tenants/acme", "ops", {"name": "Acme Corp"})
+    assert again.status_code == 200
+    renamed = api.put("/v1/tenants/acme", "ops", {"name": "Acme Corporation"})
+    assert renamed.status_code == 200
+    assert renamed.get_json()["name"] == "Acme Corporation"
+
+
+def test_put_tenant_makes_it_known_to_decisions(api):
+    check = read_check(tenant_id="acme")
+    assert api.post("/v1/decisions", "diag-tool", check).get_json()["reason"] == "unknown_tenant"
+    assert api.put("/v1/tenants/acme", "ops", {"name": "Acme Corp"}).status_code == 201
+    assert api.post("/v1/decisions", "diag-tool", check).get_json()["reason"] == "no_active_grant"
+
+
+def test_put_tenant_is_audited(api):
+    api.put("/v1/tenants/acme", "ops", {"name": "Acme Corp"})
+    api.put("/v1/tenants/acme", "ops", {"name": "Acme Corp"})
+    events = directory_events(api, "acme")
+    assert len(events) == 1
+    assert events[0]["actor"] == "ops"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({}, "name"), ({"name": ""}, "name"), ({"name": 5}, "name"), ({"name": "A", "size": 3}, "size")],
+)
+def test_put_tenant_validates_body(api, body, field):
+    answer = api.put("/v1/tenants/acme", "ops", body)
+    assert answer.status_code == 400
+    assert field in answer.get_json()["error"]["message"]
+
+
+# --- HTTP: role assignments ---------------------------------------------------------------------
+
+
+def test_put_role_assignment_creates_then_is_idempotent(api):
+    body = {"principal": "zoe", "role": "Security Administrator"}
+    created = api.put("/v1/tenants/contoso/role-assignments", "ops", body)
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["role"] == "Security Administrator"
+    again = api.put("/v1/tenants/contoso/role-assignments", "ops", body)
+    assert again.status_code == 200
+    assert file_ticket(api, "zoe", "contoso").status_code == 201
+    events = [e for e in directory_events(api, "contoso", "alice") if e["target"] == "zoe"]
+    assert len(events) == 1
+
+
+def test_put_role_assignment_by_template_id(api):
+    body = {"principal": "zoe", "role": HELPDESK_ADMIN_ID}
+    created = api.put("/v1/tenants/fabrikam/role-assignments", "ops", body)
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["role"] == "Helpdesk Administrator"
+    by_name = {"principal": "zoe", "role": "Helpdesk Administrator"}
+    assert api.put("/v1/tenants/fabrikam/role-assignments", "ops", by_name).status_code == 200
+
+
+def test_put_role_assignment_refuses_unknown_role(api):
+    body = {"principal": "zoe", "role": "Supreme Leader"}
+    answer = api.put("/v1/tenants/contoso/role-assignments", "ops", body)
+    assert answer.status_code == 400
+    assert "role" in answer.get_json()["error"]["message"]
+
+
+def test_put_role_assignment_refuses_provider_role_in_customer_tenant(api):
+    body = {"principal": "zoe", "role": "Support Engineer"}
+    answer = api.put("/v1/tenants/contoso/role-assignments", "ops", body)
+    assert answer.status_code == 400
+    assert "role" in answer.get_json()["error"]["message"]
+    assert decision_reason(api, "zoe") == "unknown_principal"
+
+
+def test_put_role_assignment_provider_role_in_provider_tenant(api):
+    body = {"principal": "gus", "role": "Support Engineer"}
+    assert api.put("/v1/tenants/provider/role-assignments", "ops", body).status_code == 201
+    assert decision_reason(api, "gus") == "no_active_grant"
+
+
+def test_put_role_assignment_in_unknown_tenant_is_404(api):
+    body = {"principal": "zoe", "role": "Global Administrator"}
+    assert api.put("/v1/tenants/atlantis/role-assignments", "ops", body).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"role": "Global Reader"}, "principal"),
+        ({"principal": "zoe"}, "role"),
+        ({"principal": "zoe", "role": "Global Reader", "expires": "never"}, "expires"),
+        ({"principal": 1, "role": "Global Reader"}, "principal"),
+    ],
+)
+def test_put_role_assignment_validates_body(api, body, field):
+    answer = api.put("/v1/tenants/contoso/role-assignments", "ops", body)
+    assert answer.status_code == 400
+    assert field in answer.get_json()["error"]["message"]
+
+
+def test_delete_role_assignment_then_404(api):
+    url = "/v1/tenants/contoso/role-assignments/alice/" + quote("Global Administrator")
+    assert file_ticket(api, "alice", "contoso").status_code == 201
+    first = api.delete(url, "ops")
+    assert first.status_code == 204
+    assert first.get_data() == b""
+    second = api.delete(url, "ops")
+    assert second.status_code == 404
+    assert set(second.get_json()["error"]) == {"code", "message"}
+    assert file_ticket(api, "alice", "contoso").status_code == 403
+
+
+def test_delete_role_assignment_by_template_id(api):
+    url = f"/v1/tenants/fabrikam/role-assignments/dana/{HELPDESK_ADMIN_ID}"
+    assert api.delete(url, "ops").status_code == 204
+    assert file_ticket(api, "dana", "fabrikam").status_code == 403
+    assert file_ticket(api, "dana", "contoso").status_code == 201  # her other role stays
+
+
+def test_delete_role_assignment_is_audited(api):
+    url = "/v1/tenants/contoso/role-assignments/sam/" + quote("Security Reader")
+    assert api.delete(url, "ops").status_code == 204
+    events = directory_events(api, "contoso", "alice")
+    assert events[-1]["target"] == "sam"
+    assert events[-1]["actor"] == "ops"
+
+
+def test_lost_role_stops_audit_access(api):
+    assert api.get("/v1/audit-events?tenant_id=contoso", "sam").status_code == 200
+    url = "/v1/tenants/contoso/role-assignments/sam/" + quote("Security Reader")
+    assert api.delete(url, "ops").status_code == 204
+    assert api.get("/v1/audit-events?tenant_id=contoso", "sam").status_code == 404
+
+
+# --- who may change the directory -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["alice", "eve", "diag-tool", "carol", "stranger"])
+def test_non_operators_are_refused(api, who):
+    role = {"principal": who, "role": "Global Administrator"}
+    assert api.put("/v1/tenants/contoso", who, {"name": "Mine now"}).status_code == 403
+    assert api.put("/v1/tenants/contoso/role-assignments", who, role).status_code == 403
+    url = "/v1/tenants/contoso/role-assignments/alice/" + quote("Global Administrator")
+    assert api.delete(url, who).status_code == 403
+    assert file_ticket(api, "alice", "contoso").status_code == 201  # nothing changed
+
+
+def test_directory_api_needs_a_token(api):
+    assert api.put("/v1/tenants/acme", None, {"name": "Acme"}).status_code == 401

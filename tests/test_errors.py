@@ -1,0 +1,223 @@
+"""Errors (API.md "Errors"): every error is `{"error": {"code", "message"}}` with its status,
+never an HTML page, never a stack trace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from models import database
+from tests.conftest import auth, read_check
+
+HTML_MARKERS = ("<html", "<!doctype", "<title", "traceback", 'file "/')
+
+
+def assert_error_body(answer, status: int) -> dict:
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == status, text
+    assert answer.mimetype == "application/json", answer.mimetype
+    for marker in HTML_MARKERS:
+        assert marker not in text.lower(), text
+    body = answer.get_json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message"}, body
+    assert isinstance(error["code"], str) and error["code"], body
+    assert isinstance(error["message"], str) and error["message"], body
+    return error
+
+
+# --- routing -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["/v1/nope", "/v1/decisions/single", "/nope", "/v1/", "/v2/decisions"])
+def test_unknown_route_is_json_404(client, url):
+    assert_error_body(client.get(url, headers=auth("ops")), 404)
+
+
+def test_unknown_route_without_token_is_still_json(client):
+    answer = client.get("/v1/definitely-not-here")
+    assert answer.status_code in (401, 404)
+    assert_error_body(answer, answer.status_code)
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("GET", "/v1/decisions"),
+        ("DELETE", "/v1/decisions"),
+        ("PUT", "/v1/decisions/batch"),
+        ("DELETE", "/v1/policy"),
+        ("PATCH", "/v1/tenants/contoso"),
+    ],
+)
+def test_wrong_method_is_json_405(client, method, url):
+    answer = client.open(url, method=method, headers=auth("diag-tool"))
+    assert_error_body(answer, 405)
+    assert answer.headers.get("Allow")
+
+
+# --- bodies ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        ('{"principal": "eve"}', "text/plain"),
+        ("principal=eve&tenant_id=contoso", "application/x-www-form-urlencoded"),
+        ("<check principal='eve'/>", "application/xml"),
+        ("", None),
+    ],
+)
+def test_non_json_body_is_415(client, data, content_type):
+    headers = auth("diag-tool")
+    answer = client.post("/v1/decisions", data=data, content_type=content_type, headers=headers)
+    assert_error_body(answer, 415)
+
+
+def test_non_json_body_is_415_on_management_routes(client):
+    answer = client.put("/v1/tenants/acme", data="name=Acme", content_type="text/plain", headers=auth("ops"))
+    assert_error_body(answer, 415)
+
+
+@pytest.mark.parametrize("data", ['{"principal": "eve",', "{'principal': 'eve'}", "nul", "\xff\xfe"])
+def test_invalid_json_is_400(client, data):
+    headers = auth("diag-tool")
+    answer = client.post("/v1/decisions", data=data, content_type="application/json", headers=headers)
+    assert_error_body(answer, 400)
+
+
+def test_empty_json_body_is_400_naming_a_required_field(client):
+    headers = auth("diag-tool")
+    answer = client.post("/v1/decisions", data="", content_type="application/json", headers=headers)
+    error = assert_error_body(answer, 400)
+    assert "principal" in error["message"]
+
+
+def test_json_charset_parameter_is_accepted(client):
+    answer = client.post(
+        "/v1/decisions",
+        data=json.dumps(read_check()),
+        content_type="application/json; charset=utf-8",
+        headers=auth("diag-tool"),
+    )
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_body_too_large_is_413(app, client):
+    assert app.config["MAX_CONTENT_LENGTH"] == 2 * 1024 * 1024
+    padding = "x" * (app.config["MAX_CONTENT_LENGTH"] + 10)
+    body = '{"principal": "' + padding + '", "tenant_id": "contoso"}'
+    answer = client.post(
+        "/v1/decisions", data=body, content_type="application/json", headers=auth("diag-tool")
+    )
+    assert_error_body(answer, 413)
+
+
+def test_body_just_under_the_limit_is_not_413(app, client):
+    body = json.dumps(read_check())
+    data = body + " " * (app.config["MAX_CONTENT_LENGTH"] - len(body) - 1)
+    answer = client.post(
+        "/v1/decisions", data=data, content_type="application/json", headers=auth("diag-tool")
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
+
+
+def test_validation_error_names_the_field(client):
+    answer = client.put("/v1/tenants/acme", json={"title": "Acme"}, headers=auth("ops"))
+    error = assert_error_body(answer, 400)
+    assert "name" in error["message"] or "title" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "who", "body", "status"),
+    [
+        ("GET", "/v1/policy", None, None, 401),
+        ("GET", "/v1/policy", "eve", None, 403),
+        ("GET", "/v1/support-requests/sr-missing", "alice", None, 404),
+        ("GET", "/v1/access-requests/ar-missing", "alice", None, 404),
+        ("GET", "/v1/audit-events?tenant_id=contoso", "nina", None, 404),
+        ("GET", "/v1/audit-events", "alice", None, 400),
+        ("GET", "/v1/audit-events?tenant_id=contoso&since=yesterday", "alice", None, 400),
+        ("POST", "/v1/decisions", "diag-tool", {"principal": "eve"}, 400),
+        ("POST", "/v1/support-requests", "alice", {"tenant_id": "contoso"}, 400),
+        ("POST", "/v1/support-requests", "carol", {"tenant_id": "contoso", "title": "x"}, 403),
+        ("DELETE", "/v1/tenants/contoso/role-assignments/zed/Global Administrator", "ops", None, 404),
+    ],
+)
+def test_error_statuses_share_one_shape(api, method, url, who, body, status):
+    assert_error_body(api.call(method, url, who, body), status)
+
+
+def test_conflict_is_409_with_the_error_shape(api, approved_request):
+    url = f"/v1/access-requests/{approved_request['id']}/approve"
+    assert_error_body(api.post(url, "alice", {"tenant_id": "contoso"}), 409)
+
+
+def test_unexpected_exception_is_json_500_without_traceback(app, client):
+    def explode():
+        raise RuntimeError("secret internals /etc/passwd")
+
+    app.add_url_rule("/v1/_test_explode", "explode", explode)
+    answer = client.get("/v1/_test_explode", headers=auth("ops"))
+    error = assert_error_body(answer, 500)
+    assert "secret internals" not in error["message"]
+
+
+# --- the store is down --------------------------------------------------------------------
+
+
+def break_store(tmp_path: Path) -> None:
+    """Replace the SQLite file by a directory, so opening it fails."""
+    if not database.is_closed():
+        database.close()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = tmp_path / f"test.db{suffix}"
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    (tmp_path / "test.db").mkdir()
+
+
+def test_store_unavailable_is_503(app, api, tmp_path):
+    assert app.config["DATABASE_URL"].endswith(str(tmp_path / "test.db"))
+    break_store(tmp_path)
+    error = assert_error_body(api.get("/v1/support-requests", "alice"), 503)
+    assert error["code"]
+    assert_error_body(api.get("/v1/access-requests?tenant_id=contoso", "alice"), 503)
+    assert_error_body(api.get("/v1/audit-events?tenant_id=contoso", "alice"), 503)
+    assert_error_body(api.put("/v1/tenants/acme", "ops", {"name": "Acme"}), 503)
+
+
+def assert_not_an_allow(answer) -> None:
+    """SPEC §6: with the store down a decision is a deny or an error status, never an allow."""
+    if answer.status_code == 200:
+        body = answer.get_json()
+        results = body.get("results", [body])
+        assert all(result["allowed"] is False for result in results), body
+    else:
+        assert_error_body(answer, 503)
+
+
+def test_store_unavailable_is_never_an_allow(app, api, approved_request, tmp_path):
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
+    break_store(tmp_path)
+    assert_not_an_allow(api.post("/v1/decisions", "diag-tool", read_check()))
+    assert_not_an_allow(api.post("/v1/decisions/batch", "diag-tool", {"checks": [read_check()] * 3}))
+
+
+def test_readyz_reports_store_down(app, client, tmp_path):
+    assert client.get("/readyz").status_code == 200
+    break_store(tmp_path)
+    answer = client.get("/readyz")
+    assert_error_body(answer, 503)
+
+
+def test_healthz_stays_up_when_store_is_down(app, client, tmp_path):
+    """API.md: /healthz answers 200 once the process is up; only /readyz depends on the store."""
+    break_store(tmp_path)
+    assert client.get("/healthz").status_code == 200

@@ -1,0 +1,548 @@
+"""Policy as code (SPEC §3): loading and validating policies/, the content-hash version,
+the approval rule as data, and the built-in roles."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service import create_app
+from service.errors import ConfigError, PolicyError
+from service.policy import REPO_POLICY_DIR, load_policy
+from service.policy_store import PolicyStore
+from tests.conftest import SECRET, START, read_check
+
+ROLES_TSV = Path(__file__).with_name("data") / "support-ticket-roles.tsv"
+MANAGE = "manage_support_access"
+
+
+def copy_policies(tmp_path: Path, name: str = "policies") -> Path:
+    target = tmp_path / name
+    shutil.copytree(REPO_POLICY_DIR, target)
+    return target
+
+
+def edit(directory: Path, file: str, old: str, new: str) -> None:
+    path = directory / file
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {file}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def edit_yaml(directory: Path, file: str, change) -> None:
+    path = directory / file
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(document)
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+
+def load_error(directory: Path) -> str:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(directory)
+    return caught.value.message
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_policy(REPO_POLICY_DIR)
+
+
+# --- the shipped policy ------------------------------------------------------------------------
+
+
+def test_shipped_policy_loads(shipped):
+    assert shipped.version
+    assert shipped.allowed_actions == frozenset({"read"})
+    assert "signInLogs" in shipped.categories
+    cross = [(r.party, r.approvals) for r in shipped.requirements(cross_tenant=True)]
+    assert sorted(cross) == [("resource", 1), ("support_request", 1)]
+    same = [(r.party, r.approvals) for r in shipped.requirements(cross_tenant=False)]
+    assert same == [("resource", 1)]
+    assert shipped.timing.pending_ttl.total_seconds() == 24 * 3600
+    assert shipped.timing.max_grant_duration.total_seconds() == 8 * 3600
+    assert shipped.timing.retention.days == 30
+
+
+def test_provider_roles_are_defined(shipped):
+    for name in ("Support Engineer", "Decision Client", "Support Access Operator"):
+        assert shipped.roles[name].scope == "provider"
+    assert shipped.role_allows("Support Engineer", "read_diagnostics")
+    assert shipped.role_allows("Decision Client", "evaluate_decisions")
+    assert shipped.role_allows("Support Access Operator", "operate")
+    assert not shipped.role_allows("Support Access Operator", "read_diagnostics")
+    assert not shipped.role_allows("Support Access Operator", MANAGE)
+
+
+# --- the built-in roles (tests/data/support-ticket-roles.tsv) ------------------------------------
+
+
+def tsv_rows() -> list[dict[str, str]]:
+    with ROLES_TSV.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def carriers() -> list[dict[str, str]]:
+    return [row for row in tsv_rows() if row["carries_support_ticket_action"] == "yes"]
+
+
+def test_tsv_lists_45_carriers():
+    assert len(carriers()) == 45
+
+
+@pytest.mark.parametrize("row", carriers(), ids=lambda row: row["display_name"])
+def test_support_ticket_role_can_manage(shipped, row):
+    assert shipped.role_allows(row["display_name"], MANAGE)
+    assert shipped.roles[row["display_name"]].scope == "customer"
+
+
+@pytest.mark.parametrize("name", ["Global Reader", "Security Reader", "Reports Reader"])
+def test_reader_roles_cannot_manage(shipped, name):
+    assert name in shipped.roles
+    assert not shipped.role_allows(name, MANAGE)
+
+
+def test_exactly_the_45_roles_can_manage(shipped):
+    assert set(shipped.roles_with(MANAGE)) == {row["display_name"] for row in carriers()}
+
+
+@pytest.mark.parametrize("row", tsv_rows(), ids=lambda row: row["display_name"])
+def test_template_ids_match_the_tsv(shipped, row):
+    name, template_id = row["display_name"], row["template_id"]
+    assert shipped.roles[name].template_id == template_id
+    assert shipped.canonical_role(template_id) == name
+    assert shipped.canonical_role(template_id.upper()) == name
+
+
+@pytest.mark.parametrize("row", tsv_rows(), ids=lambda row: row["display_name"])
+def test_log_readers_match_the_tsv(shipped, row):
+    assert shipped.role_allows(row["display_name"], "read_audit_logs") == (row["log_reader"] == "yes")
+
+
+def test_key_roles_named_in_the_spec(shipped):
+    assert shipped.canonical_role("f023fd81-a637-4b56-95fd-791ac0226033") == "Service Support Administrator"
+    assert shipped.canonical_role("62e90394-69f5-4237-9190-012177145e10") == "Global Administrator"
+    for name in (
+        "Helpdesk Administrator",
+        "Security Administrator",
+        "User Administrator",
+        "Exchange Administrator",
+        "SharePoint Administrator",
+        "Teams Administrator",
+        "Intune Administrator",
+        "Application Administrator",
+        "Billing Administrator",
+    ):
+        assert shipped.role_allows(name, MANAGE), name
+    assert shipped.canonical_role("No Such Role") is None
+
+
+# --- broken policies ------------------------------------------------------------------------------
+
+
+def test_yaml_syntax_error(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "workflow.yaml", "pending_ttl: 24h", "pending_ttl: [24h")
+    message = load_error(directory)
+    assert "workflow.yaml" in message
+    assert "line" in message
+    assert "YAML" in message
+
+
+def test_unknown_top_level_key(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit_yaml(directory, "access.yaml", lambda d: d.update(colour="blue"))
+    message = load_error(directory)
+    assert "access.yaml" in message and "colour" in message
+
+
+def test_unknown_key_in_a_role(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit_yaml(directory, "roles.yaml", lambda d: d["roles"][2].update(colour="blue"))
+    message = load_error(directory)
+    assert "roles.yaml" in message and "roles[2]" in message and "colour" in message
+
+
+def test_unknown_key_in_workflow_timing(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit_yaml(directory, "workflow.yaml", lambda d: d["timing"].update(grace="1h"))
+    message = load_error(directory)
+    assert "workflow.yaml" in message and "timing" in message and "grace" in message
+
+
+@pytest.mark.parametrize("action", ["write", "delete", "*"])
+def test_access_rule_with_non_read_action(tmp_path, action):
+    directory = copy_policies(tmp_path)
+    edit_yaml(directory, "access.yaml", lambda d: d["rules"].append(["grant", "diagnostics/*", action]))
+    message = load_error(directory)
+    assert "access.yaml" in message and "rules[2]" in message and repr(action) in message
+
+
+def test_allowed_actions_cannot_be_widened(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit_yaml(directory, "access.yaml", lambda d: d.update(allowed_actions=["read", "write"]))
+    message = load_error(directory)
+    assert "access.yaml" in message and "allowed_actions" in message
+
+
+def test_access_rule_with_unknown_category(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit_yaml(
+        directory, "access.yaml", lambda d: d["rules"].insert(0, ["grant", "diagnostics/mailboxes", "read"])
+    )
+    message = load_error(directory)
+    assert "access.yaml" in message and "rules[0]" in message and "mailboxes" in message
+
+
+def test_access_rule_with_unknown_kind(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit_yaml(directory, "access.yaml", lambda d: d["rules"].append(["friendship", "diagnostics/*", "read"]))
+    message = load_error(directory)
+    assert "access.yaml" in message and "rules[2]" in message and "friendship" in message
+
+
+def test_permission_whose_action_no_role_carries(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(
+        directory,
+        "workflow.yaml",
+        "manage_support_access: microsoft.azure.supportTickets/allEntities/allTasks",
+        "manage_support_access: microsoft.azure.supportTickets/allEntities/allTaskz",
+    )
+    message = load_error(directory)
+    assert "workflow.yaml" in message
+    assert "permissions.manage_support_access" in message
+    assert "allTaskz" in message
+
+
+@pytest.mark.parametrize("value", ["24x", "24", "h24", "0h", "1.5h"])
+def test_bad_duration(tmp_path, value):
+    directory = copy_policies(tmp_path)
+    edit(directory, "workflow.yaml", "pending_ttl: 24h", f'pending_ttl: "{value}"')
+    message = load_error(directory)
+    assert "workflow.yaml" in message and "timing.pending_ttl" in message and value in message
+
+
+@pytest.mark.parametrize(
+    "matcher",
+    [
+        "m = g(r.sub, p.sub, r.dom) && (r.act == p.act",
+        "m = r.sub === p.sub",
+        "m = r.nope == p.act",
+    ],
+)
+def test_broken_casbin_matcher(tmp_path, matcher):
+    directory = copy_policies(tmp_path)
+    edit(
+        directory,
+        "access.conf",
+        "m = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && r.act == p.act",
+        matcher,
+    )
+    message = load_error(directory)
+    assert "access.conf" in message and "matchers" in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("keyMatch(r.obj, p.obj)", "keyMatchTypo(r.obj, p.obj)"), ("r.act == p.act", "r.action == p.act")],
+)
+def test_matcher_with_undefined_name_after_g(tmp_path, old, new):
+    directory = copy_policies(tmp_path)
+    edit(directory, "access.conf", old, new)
+    message = load_error(directory)
+    assert "access.conf" in message and "matchers" in message
+
+
+def test_casbin_model_missing_a_section(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "permissions.conf", "[policy_effect]\ne = some(where (p.eft == allow))\n", "")
+    message = load_error(directory)
+    assert "permissions.conf" in message
+
+
+def test_casbin_request_shape_is_checked(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "access.conf", "r = sub, dom, obj, act", "r = sub, obj, act")
+    message = load_error(directory)
+    assert "access.conf" in message and "request" in message
+
+
+def test_duplicate_role(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "roles.yaml", "name: Agent ID Administrator", "name: AI Administrator")
+    message = load_error(directory)
+    assert "roles.yaml" in message and "roles[1]" in message and "AI Administrator" in message
+
+
+def test_same_tenant_cannot_need_a_support_request_party(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit_yaml(
+        directory,
+        "workflow.yaml",
+        lambda d: d["approval"]["scenarios"]["same_tenant"].append(
+            {"party": "support_request", "approvals": 1}
+        ),
+    )
+    message = load_error(directory)
+    assert "workflow.yaml" in message and "approval.scenarios.same_tenant" in message
+
+
+def test_resource_tenant_must_always_approve(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit_yaml(
+        directory,
+        "workflow.yaml",
+        lambda d: d["approval"]["scenarios"].update(
+            cross_tenant=[{"party": "support_request", "approvals": 1}]
+        ),
+    )
+    message = load_error(directory)
+    assert "workflow.yaml" in message and "approval.scenarios.cross_tenant" in message
+
+
+def test_self_approval_cannot_be_turned_on(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "workflow.yaml", "allow_self_approval: false", "allow_self_approval: true")
+    message = load_error(directory)
+    assert "workflow.yaml" in message and "allow_self_approval" in message
+
+
+@pytest.mark.parametrize(
+    "file", ["roles.yaml", "access.yaml", "workflow.yaml", "access.conf", "permissions.conf"]
+)
+def test_missing_file(tmp_path, file):
+    directory = copy_policies(tmp_path)
+    (directory / file).unlink()
+    assert file in load_error(directory)
+
+
+def test_missing_directory(tmp_path):
+    assert "nowhere" in load_error(tmp_path / "nowhere")
+
+
+def test_empty_yaml_file(tmp_path):
+    directory = copy_policies(tmp_path)
+    (directory / "access.yaml").write_text("", encoding="utf-8")
+    assert "access.yaml" in load_error(directory)
+
+
+# --- policy check CLI and startup --------------------------------------------------------------------
+
+
+def test_policy_check_accepts_a_good_directory(runner, tmp_path):
+    directory = copy_policies(tmp_path)
+    result = runner.invoke(args=["policy", "check", str(directory)])
+    assert result.exit_code == 0, result.output
+    assert load_policy(directory).version in result.output
+
+
+def test_policy_check_refuses_an_invalid_directory(runner, tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "workflow.yaml", "pending_ttl: 24h", "pending_ttl: 24x")
+    result = runner.invoke(args=["policy", "check", str(directory)])
+    assert result.exit_code == 3, result.output
+    assert "workflow.yaml" in result.output and "timing.pending_ttl" in result.output
+
+
+def test_policy_check_refuses_yaml_syntax_error(runner, tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "roles.yaml", "roles:", "roles: [")
+    result = runner.invoke(args=["policy", "check", str(directory)])
+    assert result.exit_code == 3, result.output
+    assert "roles.yaml" in result.output
+
+
+def app_config(tmp_path: Path, policy_dir: Path) -> dict:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'start.db'}",
+        "JWT_SECRET": SECRET,
+        "POLICY_DIR": str(policy_dir),
+        "DECISION_LOG": str(tmp_path / "start-decisions.log"),
+        "CLOCK": lambda: START,
+    }
+
+
+def test_app_refuses_to_start_on_invalid_policy(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit_yaml(directory, "access.yaml", lambda d: d["rules"].append(["grant", "diagnostics/*", "write"]))
+    with pytest.raises(ConfigError) as caught:
+        create_app(app_config(tmp_path, directory))
+    assert "access.yaml" in caught.value.message and "write" in caught.value.message
+
+
+def test_app_starts_on_a_good_copy(tmp_path):
+    directory = copy_policies(tmp_path)
+    app = create_app(app_config(tmp_path, directory))
+    assert app.extensions["policy_store"].current.version == load_policy(directory).version
+
+
+# --- the version is a content hash -----------------------------------------------------------------
+
+
+def test_same_content_same_version(tmp_path, shipped):
+    first, second = copy_policies(tmp_path, "a"), copy_policies(tmp_path, "b")
+    assert load_policy(first).version == load_policy(second).version == shipped.version
+    assert load_policy(first).version == load_policy(first).version
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new"),
+    [
+        ("workflow.yaml", "retention: 30d", "retention: 31d"),
+        ("roles.yaml", "# Directory roles", "# directory roles"),
+        ("access.yaml", "  - signInLogs\n", "  - signInLogs\n  - mailboxes\n"),
+        ("access.conf", "[matchers]", "[matchers] "),
+        ("permissions.conf", "# Who may", "#Who may"),
+    ],
+)
+def test_one_byte_changes_the_version(tmp_path, shipped, file, old, new):
+    directory = copy_policies(tmp_path)
+    edit(directory, file, old, new)
+    assert load_policy(directory).version != shipped.version
+
+
+def test_served_version_is_the_content_hash(api, shipped):
+    served = api.get("/v1/policy", "ops").get_json()
+    assert served["version"] == shipped.version
+
+
+# --- a failed reload keeps the last good policy ---------------------------------------------------------
+
+
+def test_failed_reload_keeps_last_good_policy(tmp_path):
+    directory = copy_policies(tmp_path)
+    store = PolicyStore(directory)
+    good = store.reload(START)
+    edit(directory, "workflow.yaml", "pending_ttl: 24h", "pending_ttl: [24h")
+    with pytest.raises(PolicyError):
+        store.reload(START)
+    assert store.current is good
+    assert "workflow.yaml" in store.last_reload_error
+    edit(directory, "workflow.yaml", "pending_ttl: [24h", "pending_ttl: 12h")
+    fixed = store.reload(START)
+    assert fixed.version != good.version
+    assert store.current is fixed and store.last_reload_error is None
+
+
+class TestReloadOverHttp:
+    @pytest.fixture
+    def policy_dir(self, tmp_path):
+        return copy_policies(tmp_path)
+
+    def test_broken_reload_is_reported_and_old_policy_serves(self, api, policy_dir):
+        before = api.get("/v1/policy", "ops").get_json()
+        edit(policy_dir, "access.yaml", '[grant, "diagnostics/*", read]', '[grant, "diagnostics/*", write]')
+        answer = api.post("/v1/policy/reload", "ops")
+        assert answer.status_code >= 400
+        assert "access.yaml" in answer.get_json()["error"]["message"]
+        after = api.get("/v1/policy", "ops").get_json()
+        assert after["version"] == before["version"]
+        assert after["last_reload_error"] and "access.yaml" in after["last_reload_error"]
+        decision = api.post("/v1/decisions", "diag-tool", read_check(action="write")).get_json()
+        assert decision["reason"] == "read_only"
+        assert decision["policy_version"] == before["version"]
+
+    def test_good_reload_switches_version(self, api, policy_dir):
+        before = api.get("/v1/policy", "ops").get_json()["version"]
+        edit(policy_dir, "workflow.yaml", "retention: 30d", "retention: 31d")
+        answer = api.post("/v1/policy/reload", "ops")
+        assert answer.status_code == 200, answer.get_json()
+        after = api.get("/v1/policy", "ops").get_json()
+        assert after["version"] == load_policy(policy_dir).version != before
+        assert after["last_reload_error"] is None
+        decision = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+        assert decision["policy_version"] == after["version"]
+
+    def test_only_operators_reload(self, api):
+        assert api.post("/v1/policy/reload", "alice").status_code == 403
+
+
+# --- the approval rule is data ------------------------------------------------------------------------------
+
+
+class TestTwoResourceApprovers:
+    """workflow.yaml: cross-tenant needs two distinct resource-tenant approvers plus one
+    support-request-tenant approver. No Python changes."""
+
+    @pytest.fixture
+    def policy_dir(self, tmp_path):
+        directory = copy_policies(tmp_path)
+
+        def two_resource(document):
+            document["approval"]["scenarios"]["cross_tenant"] = [
+                {"party": "resource", "approvals": 2},
+                {"party": "support_request", "approvals": 1},
+            ]
+
+        edit_yaml(directory, "workflow.yaml", two_resource)
+        return directory
+
+    @staticmethod
+    def approve(api, request_id: str, who: str, tenant: str):
+        return api.post(f"/v1/access-requests/{request_id}/approve", who, {"tenant_id": tenant})
+
+    def test_required_approvals_lists_two_resource_entries(self, access_request):
+        required = sorted((e["tenant_id"], e["party"]) for e in access_request["required_approvals"])
+        assert required == [
+            ("contoso", "resource"),
+            ("contoso", "resource"),
+            ("fabrikam", "support_request"),
+        ]
+
+    def test_needs_alice_and_alice2_and_bob(self, api, access_request):
+        request_id = access_request["id"]
+        assert self.approve(api, request_id, "alice", "contoso").get_json()["status"] == "pending"
+        assert self.approve(api, request_id, "bob", "fabrikam").get_json()["status"] == "pending"
+        assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
+        final = self.approve(api, request_id, "alice2", "contoso")
+        assert final.status_code == 200, final.get_json()
+        body = final.get_json()
+        assert body["status"] == "approved"
+        assert sorted(a["approver"] for a in body["approvals"]) == ["alice", "alice2", "bob"]
+        assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["reason"] == "granted"
+
+    def test_two_resource_approvals_without_support_request_party_stay_pending(self, api, access_request):
+        request_id = access_request["id"]
+        self.approve(api, request_id, "alice", "contoso")
+        answer = self.approve(api, request_id, "alice2", "contoso")
+        assert answer.get_json()["status"] == "pending"
+
+    def test_same_approver_twice_is_409(self, api, access_request):
+        request_id = access_request["id"]
+        assert self.approve(api, request_id, "alice", "contoso").status_code == 200
+        again = self.approve(api, request_id, "alice", "contoso")
+        assert again.status_code == 409
+        assert set(again.get_json()["error"]) == {"code", "message"}
+        self.approve(api, request_id, "bob", "fabrikam")
+        current = api.get(f"/v1/access-requests/{request_id}", "alice").get_json()
+        assert current["status"] == "pending"
+
+    def test_approval_of_an_admin_who_lost_the_role_no_longer_counts(self, api, access_request):
+        request_id = access_request["id"]
+        assert self.approve(api, request_id, "alice", "contoso").status_code == 200
+        url = "/v1/tenants/contoso/role-assignments/alice/Global%20Administrator"
+        assert api.delete(url, "ops").status_code == 204
+        assert self.approve(api, request_id, "alice2", "contoso").get_json()["status"] == "pending"
+        assert self.approve(api, request_id, "bob", "fabrikam").get_json()["status"] == "pending"
+        final = self.approve(api, request_id, "dana", "contoso")
+        assert final.status_code == 200, final.get_json()
+        assert final.get_json()["status"] == "approved"
+
+    def test_policy_version_differs_from_shipped(self, api, shipped, policy_dir):
+        served = api.get("/v1/policy", "ops").get_json()["version"]
+        assert served == load_policy(policy_dir).version != shipped.version
+
+    def test_same_tenant_still_needs_one(self, api):
+        created = api.post("/v1/support-requests", "alice", {"tenant_id": "contoso", "title": "same"})
+        ticket_id = created.get_json()["id"]
+        api.post(f"/v1/support-requests/{ticket_id}/assign", "eve", {"engineer": "eve"})
+        request = api.post(
+            "/v1/access-requests", "eve", {"support_request_id": ticket_id, "justification": "logs"}
+        ).get_json()
+        assert request["required_approvals"] == [{"tenant_id": "contoso", "party": "resource"}]
+        assert self.approve(api, request["id"], "alice", "contoso").get_json()["status"] == "approved"
