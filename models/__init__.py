@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import tempfile
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -158,6 +161,13 @@ MODELS += [AuditVisibility, AuditHead]
 
 def connect_database(url: str):
     """Open the database at `url` and create the schema if it is not there yet."""
+    if url.startswith("sqlite") and ":memory:" in url:
+        # Connections are per thread and closed after use, which would lose an in-memory
+        # database: use a private temporary file instead (for one-off CLI runs).
+        handle, path = tempfile.mkstemp(prefix="support-access-", suffix=".db")
+        os.close(handle)
+        atexit.register(lambda: os.path.exists(path) and os.remove(path))
+        url = f"sqlite:///{path}"
     if url.startswith("sqlite"):
         db = connect(url, pragmas={"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000})
     else:
