@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import tempfile
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from peewee import (
@@ -159,6 +158,12 @@ MODELS = [Tenant, RoleAssignment, SupportRequest, AccessRequest, Approval, Audit
 MODELS += [AuditVisibility, AuditHead]
 
 
+# WAL lets readers run beside the writer. synchronous=NORMAL syncs at checkpoints rather
+# than every commit: a committed transaction survives a crash of the process (which is
+# what the audit log promises) and only a power loss can drop the last commits.
+SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10000}
+
+
 def connect_database(url: str):
     """Open the database at `url` and create the schema if it is not there yet."""
     if url.startswith("sqlite") and ":memory:" in url:
@@ -169,7 +174,7 @@ def connect_database(url: str):
         atexit.register(lambda: os.path.exists(path) and os.remove(path))
         url = f"sqlite:///{path}"
     if url.startswith("sqlite"):
-        db = connect(url, pragmas={"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000})
+        db = connect(url, pragmas=SQLITE_PRAGMAS)
     else:
         db = connect(url, autorollback=True)
     database.initialize(db)
@@ -188,15 +193,3 @@ def transaction():
     two writers queue instead of failing when a read lock cannot be upgraded."""
     db = database.obj
     return db.atomic("IMMEDIATE") if is_sqlite(db) else db.atomic()
-
-
-@contextmanager
-def connection():
-    """Use the open connection if there is one (inside a request), else open one for
-    the block and close it after."""
-    opened = database.is_closed() and database.connect()
-    try:
-        yield
-    finally:
-        if opened:
-            database.close()

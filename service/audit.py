@@ -68,24 +68,48 @@ def build(
 
 
 def append(events: list[AuditEvent]) -> None:
-    """Chain and insert events in order, with a few statements whatever their number.
-    Must run inside a write transaction: the locked head makes appends serial."""
-    head = _locked_head()
-    seq, prev_hash = head.last_seq, head.last_hash
-    visibility = []
+    """Chain and insert events in order, with three statements whatever their number.
+    Must run inside a write transaction: the locked head makes appends serial.
+
+    Plain parameterised SQL rather than peewee queries: this runs for every allowed read,
+    and building the query objects cost more than the database work.
+    """
+    statements = _statements()
+    cursor = database.cursor()
+    cursor.execute(statements["head"])
+    seq, prev_hash = cursor.fetchone()
+    rows, visibility = [], []
     for event in events:
         seq += 1
         event.seq, event.prev_hash = seq, prev_hash
         event.hash = prev_hash = event_hash(event)
-        visibility += [{"tenant_id": t, "event_seq": seq} for t in json.loads(event.visible_to)]
-    rows = [event.__data__ for event in events]
-    for chunk in range(0, len(rows), 200):  # stay below SQLite's bound-variable limit
-        AuditEvent.insert_many(rows[chunk : chunk + 200]).execute()
-    for chunk in range(0, len(visibility), 400):
-        AuditVisibility.insert_many(visibility[chunk : chunk + 400]).execute()
-    AuditHead.update(last_seq=seq, last_hash=prev_hash).where(AuditHead.id == 1).execute()
+        rows.append(tuple(field.db_value(getattr(event, field.name)) for field in _EVENT_FIELDS))
+        visibility += [(tenant, seq) for tenant in json.loads(event.visible_to)]
+    cursor.executemany(statements["event"], rows)
+    if visibility:
+        cursor.executemany(statements["visibility"], visibility)
+    cursor.execute(statements["move_head"], (seq, prev_hash))
     if any(event.activity not in NOT_STATE_CHANGES for event in events):
         _announce_after_commit(seq)
+
+
+_EVENT_FIELDS = list(AuditEvent._meta.sorted_fields)
+
+
+def _statements() -> dict[str, str]:
+    """SQL for `append`, in the current database's parameter style."""
+    param = database.obj.param
+    lock = "" if is_sqlite(database.obj) else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE locks
+    columns = ", ".join(field.column_name for field in _EVENT_FIELDS)
+    values = ", ".join([param] * len(_EVENT_FIELDS))
+    events, visibility = AuditEvent._meta.table_name, AuditVisibility._meta.table_name
+    head = AuditHead._meta.table_name
+    return {
+        "head": f"SELECT last_seq, last_hash FROM {head} WHERE id = 1{lock}",
+        "event": f"INSERT INTO {events} ({columns}) VALUES ({values})",
+        "visibility": f"INSERT INTO {visibility} (tenant_id, event_seq) VALUES ({param}, {param})",
+        "move_head": f"UPDATE {head} SET last_seq = {param}, last_hash = {param} WHERE id = 1",
+    }
 
 
 def _announce_after_commit(seq: int) -> None:
@@ -102,18 +126,6 @@ def _actor_fields(actor) -> tuple[str, str | None]:
         return actor, None
     caller = getattr(actor, "caller", actor)  # a Viewer or a Caller
     return caller.principal, caller.token_tenant_id
-
-
-def _locked_head() -> AuditHead:
-    """The chain head, locked for this transaction so appends are serial."""
-    query = AuditHead.select().where(AuditHead.id == 1)
-    if not is_sqlite(database.obj):  # SQLite: BEGIN IMMEDIATE already serialises writers
-        query = query.for_update()
-    head = query.first()
-    if head is None:
-        AuditHead.insert(id=1, last_seq=0, last_hash=GENESIS).on_conflict_ignore().execute()
-        head = query.first()
-    return head
 
 
 def event_hash(event: AuditEvent) -> str:

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from models import AccessRequest, AuditEvent, RoleAssignment, SupportRequest, Tenant, connection
+from models import AccessRequest, AuditEvent, RoleAssignment, SupportRequest, Tenant
 from service.audit import NOT_STATE_CHANGES
 
 # Access requests that can explain a decision: live ones, and finished ones whose end
@@ -74,13 +74,12 @@ class DecisionIndex:
             seen = self.signal.value()
             if seen == self._applied_signal:
                 return
-            with connection():
-                self._apply_changes()
+            self._apply_changes()
             self._applied_signal = seen
 
     def load(self, now: datetime) -> None:
         """(Re)build everything from the database."""
-        with self._lock, connection():
+        with self._lock:
             seen = self.signal.value()
             head = AuditEvent.select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).first()
             self._reset()

@@ -10,7 +10,7 @@ import threading
 from flask import Flask
 from prometheus_client import Counter
 
-from models import connection, transaction
+from models import transaction
 from service import audit
 from service.errors import PolicyError
 from service.policy import Policy, policy_version
@@ -35,7 +35,7 @@ def reload_policy(app: Flask, trigger: str, actor="system") -> Policy:
     details = {"trigger": trigger, "previous_version": previous}
     details.update({"error": error.message} if error else {"version": policy.version})
     provider = app.config["PROVIDER_TENANT"]
-    with app.app_context(), connection(), transaction():
+    with app.app_context(), transaction():
         audit.record(
             "policy.reloaded", actor, provider, [provider], str(store.directory), details, now, result
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from flask import Flask
 
-from models import AuditEvent, connection, transaction
+from models import AuditEvent, transaction
 from service import audit
 from service.errors import Unavailable
 
@@ -71,7 +71,7 @@ class ReadRecorder:
     def _commit(self, batch: list[_Pending]) -> None:
         error = None
         try:
-            with self.app.app_context(), connection(), transaction():
+            with self.app.app_context(), transaction():
                 audit.append([event for pending in batch for event in pending.events])
             self.commits += 1
         except Exception as exc:  # every waiter must hear of it; none may be left allowed

@@ -1,0 +1,236 @@
+"""Issue 3, point 4: `policy check` validates the schema and lints the policy: a role no
+rule uses, a rule that can never match, a duplicate rule, an unanchored regex and an
+approval scenario without an eligible approver role are warnings; `--strict` makes them
+errors (exit code 3)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from service.policy import REPO_POLICY_DIR, load_policy
+from service.policy_lint import lint
+
+EXIT_OK, EXIT_INVALID = 0, 3
+
+
+def copy_policies(tmp_path: Path) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(REPO_POLICY_DIR, target)
+    return target
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text(encoding="utf-8").rstrip("\n") + "\n" + text, encoding="utf-8")
+
+
+def warnings_of(output: str) -> list[str]:
+    return [line[len("warning: ") :] for line in output.splitlines() if line.startswith("warning: ")]
+
+
+def test_shipped_policy_has_no_warnings_and_passes_strict(runner):
+    assert lint(load_policy(REPO_POLICY_DIR)) == []
+    result = runner.invoke(args=["policy", "check", "--strict"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert warnings_of(result.output) == []
+    assert "0 warnings" in result.output
+    assert load_policy(REPO_POLICY_DIR).version in result.output
+
+
+def test_check_accepts_a_directory_argument(runner, tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    result = runner.invoke(args=["policy", "check", "--strict", str(policy_dir)])
+    assert result.exit_code == EXIT_OK, result.output
+    assert str(policy_dir) in result.output
+
+
+def test_an_invalid_policy_fails_check_with_file_place_and_problem(runner, tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: eight hours")
+    result = runner.invoke(args=["policy", "check", str(policy_dir)])
+    assert result.exit_code == EXIT_INVALID, result.output
+    assert "invalid policy: workflow.yaml: timing.max_grant_duration:" in result.output
+
+
+# Each variant: how to change a copy of the shipped policy, and the warning it must give.
+
+
+def unused_role(policy_dir: Path) -> None:
+    append(
+        policy_dir / "roles.yaml",
+        """  - name: Widget Administrator
+    scope: customer
+    actions:
+      - contoso.widgets/allEntities/manage
+""",
+    )
+
+
+def duplicate_rule(policy_dir: Path) -> None:
+    edit(
+        policy_dir / "access.yaml",
+        '  - [advanced_diagnostics, "diagnostics/*", read]',
+        '  - [advanced_diagnostics, "diagnostics/*", read]\n  - [grant, "diagnostics/*", read]',
+    )
+
+
+def kind_never_granted(policy_dir: Path) -> None:
+    edit(
+        policy_dir / "access.yaml",
+        "access_kinds:\n",
+        "access_kinds:\n  break_glass: emergency access nobody implemented\n",
+    )
+    edit(
+        policy_dir / "access.yaml",
+        '  - [advanced_diagnostics, "diagnostics/*", read]',
+        '  - [advanced_diagnostics, "diagnostics/*", read]\n'
+        '  - [break_glass, "diagnostics/signInLogs", read]',
+    )
+
+
+def no_eligible_approver(policy_dir: Path) -> None:
+    edit(
+        policy_dir / "workflow.yaml",
+        "{party: resource, approvals: 1}",
+        "{party: resource, approvals: 1, approver_roles: [Global Reader]}",
+    )
+
+
+def unanchored_regex(policy_dir: Path) -> None:
+    edit(policy_dir / "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
+
+
+LINT_CASES = {
+    "unused role": (
+        unused_role,
+        [
+            "roles.yaml: Widget Administrator: carries contoso.widgets/allEntities/manage "
+            "but no permission uses it"
+        ],
+    ),
+    "duplicate rule": (
+        duplicate_rule,
+        [
+            "access.yaml rules[0]: duplicate rule grant, diagnostics/*, read",
+            "access.yaml rules[2]: duplicate rule grant, diagnostics/*, read",
+        ],
+    ),
+    "rule that can never match": (
+        kind_never_granted,
+        [
+            "access.yaml: access_kinds.break_glass: the engine never grants this kind",
+            "access.yaml rules[2]: can never match: kind 'break_glass' is never granted",
+        ],
+    ),
+    "no eligible approver": (
+        no_eligible_approver,
+        ["workflow.yaml: approval.scenarios.cross_tenant: no role may approve for the resource party"],
+    ),
+    "unanchored regex": (
+        unanchored_regex,
+        [
+            "access.yaml rules[0]: unanchored regex 'diagnostics/*' used by regexMatch in access.conf",
+            "access.yaml rules[1]: unanchored regex 'diagnostics/*' used by regexMatch in access.conf",
+        ],
+    ),
+}
+
+
+REGEX_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="BUG: policy_lint._REGEX_CALL looks for 'regexMatch(r.obj, p.obj)' but Casbin stores the "
+    "matcher rewritten as 'regexMatch(r_obj, p_obj)', so the unanchored-regex warning never fires",
+)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [pytest.param(name, marks=REGEX_BUG if name == "unanchored regex" else ()) for name in LINT_CASES],
+)
+def test_each_lint_warning_is_reported_and_strict_fails(runner, tmp_path, variant):
+    change, expected = LINT_CASES[variant]
+    policy_dir = copy_policies(tmp_path)
+    change(policy_dir)
+
+    result = runner.invoke(args=["policy", "check", str(policy_dir)])
+    assert result.exit_code == EXIT_OK, result.output  # warnings alone do not fail
+    found = warnings_of(result.output)
+    for warning in expected:
+        assert any(line.startswith(warning) for line in found), (warning, found)
+    # only the warnings this change causes (the shipped policy is clean)
+    assert len(found) == len(expected), found
+    assert f"{len(expected)} warnings" in result.output
+
+    strict = runner.invoke(args=["policy", "check", "--strict", str(policy_dir)])
+    assert strict.exit_code == EXIT_INVALID, strict.output
+    assert f"invalid policy: {len(expected)} warnings with --strict" in strict.output
+    assert warnings_of(strict.output) == found
+
+
+def test_no_eligible_approver_in_the_same_tenant_scenario(runner, tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    edit(
+        policy_dir / "workflow.yaml",
+        "    same_tenant:\n      - {party: resource, approvals: 1}",
+        "    same_tenant:\n"
+        "      - {party: resource, approvals: 1, approver_roles: [Security Reader, Reports Reader]}",
+    )
+    found = warnings_of(runner.invoke(args=["policy", "check", str(policy_dir)]).output)
+    assert found == [
+        "workflow.yaml: approval.scenarios.same_tenant: no role may approve for the resource party, "
+        "so such requests can never be approved"
+    ]
+
+
+def test_approver_roles_with_one_eligible_role_is_not_a_warning(tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    edit(
+        policy_dir / "workflow.yaml",
+        "{party: resource, approvals: 1}",
+        "{party: resource, approvals: 1, approver_roles: [Global Reader, Global Administrator]}",
+    )
+    assert lint(load_policy(policy_dir)) == []
+
+
+def test_a_role_without_actions_is_not_an_unused_role(tmp_path):
+    """Global Reader carries no action on purpose (it is listed to be known by name)."""
+    policy = load_policy(REPO_POLICY_DIR)
+    assert policy.roles["Global Reader"].actions == frozenset()
+    assert not any("Global Reader" in warning for warning in lint(policy))
+
+
+def test_a_category_rule_duplicating_nothing_is_clean(tmp_path):
+    """A narrower rule beside the wildcard is not a duplicate."""
+    policy_dir = copy_policies(tmp_path)
+    edit(
+        policy_dir / "access.yaml",
+        '  - [advanced_diagnostics, "diagnostics/*", read]',
+        '  - [advanced_diagnostics, "diagnostics/*", read]\n  - [grant, "diagnostics/signInLogs", read]',
+    )
+    assert lint(load_policy(policy_dir)) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the unanchored-regex lint cannot be satisfied: access.yaml's schema and loader "
+    "only accept resources 'diagnostics/<category>' or 'diagnostics/*', so an anchored pattern "
+    "('^diagnostics/signInLogs$') is refused on load and a regexMatch model can never pass --strict",
+)
+def test_a_regex_model_with_anchored_patterns_loads_and_is_clean(tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    unanchored_regex(policy_dir)
+    edit(
+        policy_dir / "access.yaml",
+        'rules:\n  - [grant, "diagnostics/*", read]\n  - [advanced_diagnostics, "diagnostics/*", read]',
+        'rules:\n  - [grant, "^diagnostics/signInLogs$", read]\n'
+        '  - [advanced_diagnostics, "^diagnostics/signInLogs$", read]',
+    )
+    assert lint(load_policy(policy_dir)) == []
