@@ -33,6 +33,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         # Seconds between checks of the policy files for changes; 0 turns watching off
         # (SIGHUP and POST /v1/policy/reload still reload).
         POLICY_WATCH_INTERVAL=2.0,
+        # Where the last good policy is copied (see PolicyStore); None: no snapshot.
+        POLICY_SNAPSHOT_DIR=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
     )
     if test_config is None:
@@ -56,8 +58,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def _load_environment(app: Flask) -> None:
     """API.md "Configuration": SUPPORT_ACCESS_* environment variables."""
+    app.config["POLICY_SNAPSHOT_DIR"] = str(Path(app.instance_path) / "last-good-policy")
     keys = ("DATABASE_URL", "JWT_SECRET", "JWKS", "POLICY_DIR", "PROVIDER_TENANT", "DECISION_LOG")
-    for key in (*keys, "POLICY_WATCH_INTERVAL"):
+    for key in (*keys, "POLICY_WATCH_INTERVAL", "POLICY_SNAPSHOT_DIR"):
         value = os.environ.get(ENV_PREFIX + key)
         if value:
             app.config[key] = value
@@ -72,11 +75,12 @@ def _init_database(app: Flask) -> None:
 
 def _init_policy(app: Flask) -> None:
     """Refuse to start without a good policy: a half-loaded policy is never served."""
-    store = PolicyStore(app.config["POLICY_DIR"])
+    store = PolicyStore(app.config["POLICY_DIR"], app.config["POLICY_SNAPSHOT_DIR"])
     try:
         store.reload(app.config["CLOCK"]())
     except PolicyError as exc:
-        raise ConfigError(f"policy in {store.directory} does not load: {exc.message}") from exc
+        if not store.start_from_snapshot(app.config["CLOCK"](), exc):
+            raise ConfigError(f"policy in {store.directory} does not load: {exc.message}") from exc
     app.extensions["policy_store"] = store
     if app.config.get("TESTING"):
         return

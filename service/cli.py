@@ -16,6 +16,7 @@ directory_cli = AppGroup("directory", help="Tenants and role assignments.")
 policy_cli = AppGroup("policy", help="Check the policies under policies/.")
 audit_cli = AppGroup("audit", help="The audit log.")
 
+EXIT_BAD_INPUT = 2
 EXIT_INVALID_POLICY = 3
 EXIT_CASE_FAILED = 4
 EXIT_COVERAGE = 5
@@ -128,7 +129,7 @@ def policy_test(path: str | None, text: str | None, coverage: bool, threshold: f
 def policy_diff(old_dir: str, new_dir: str, log_file: str | None) -> None:
     """Replay recorded decisions under OLD_DIR and NEW_DIR and print every change.
 
-    Exit code 0 no change, 1 changes found, 3 a policy is invalid.
+    Exit code 0 no change, 1 changes found, 2 unusable requests file, 3 a policy is invalid.
     """
     from service.errors import BadRequest
     from service.policy_diff import format_changes, read_requests, replay
@@ -138,7 +139,9 @@ def policy_diff(old_dir: str, new_dir: str, log_file: str | None) -> None:
     try:
         checks = read_requests(source)
     except (BadRequest, OSError) as exc:
-        raise click.ClickException(str(getattr(exc, "message", exc))) from exc
+        # Not 1: that means "changes found", and a CI gate must tell the two apart.
+        click.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     with database.connection_context():
         changes = replay(
             old, new, checks, current_app.config["CLOCK"](), current_app.config["PROVIDER_TENANT"]

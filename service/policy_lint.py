@@ -10,7 +10,8 @@ from service.policy import Policy
 # Access kinds the decision engine produces (service/decisions.py); a rule for any other
 # kind can never match.
 ENGINE_ACCESS_KINDS = ("grant", "advanced_diagnostics")
-_REGEX_CALL = re.compile(r"regexMatch\(\s*r\.(\w+)\s*,\s*p\.(\w+)\s*\)")
+# Casbin keeps the matcher with `r.obj` rewritten as `r_obj`: accept both spellings.
+_REGEX_CALL = re.compile(r"regexMatch\(\s*r[._](\w+)\s*,\s*p[._](\w+)\s*\)")
 
 
 def lint(policy: Policy) -> list[str]:

@@ -3,24 +3,32 @@
 A new policy is built completely beside the old one and then swapped in with one
 reference assignment, so readers see either the old policy or the new one, never a mix.
 A failed reload keeps the last good policy and remembers the error.
+
+Each good policy is also copied to a snapshot directory. A process that starts while
+the policy files are broken (a worker restarted by its server after a bad edit) serves
+that last good snapshot and reports the error, instead of refusing to start; only a
+first start with no good policy at all is refused.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 from datetime import datetime
 from pathlib import Path
 
 from service.errors import PolicyError, Unavailable
-from service.policy import Policy, load_policy
+from service.policy import MODEL_FILES, YAML_FILES, Policy, load_policy
 
 log = logging.getLogger("support_access.policy")
 
 
 class PolicyStore:
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, snapshot_dir: str | Path | None = None):
         self.directory = Path(directory)
+        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
         self._policy: Policy | None = None
         self.last_reload_error: str | None = None
         self.last_reload_at: datetime | None = None
@@ -51,7 +59,41 @@ class PolicyStore:
             self._policy = policy
             self.last_reload_error = None
             log.info("policy version %s loaded from %s", policy.version, self.directory)
+            self._save_snapshot(policy)
             return policy
+
+    def start_from_snapshot(self, now: datetime, error: PolicyError) -> bool:
+        """After a failed first load: serve the last good snapshot of this directory, if
+        there is one. True if a policy is now in force."""
+        source = self.snapshot_dir / "SOURCE" if self.snapshot_dir else None
+        if source is None or not source.is_file():
+            return False
+        if source.read_text(encoding="utf-8").strip() != str(self.directory.resolve()):
+            return False  # a snapshot of another policy directory is no "last good" of this one
+        try:
+            policy = load_policy(self.snapshot_dir / "files", now)
+        except PolicyError as exc:
+            log.error("policy snapshot in %s does not load either: %s", self.snapshot_dir, exc.message)
+            return False
+        self._policy = policy
+        self.last_reload_error = f"{error.message} (serving the last good policy {policy.version})"
+        log.error("policy in %s does not load: %s", self.directory, self.last_reload_error)
+        return True
+
+    def _save_snapshot(self, policy: Policy) -> None:
+        if self.snapshot_dir is None:
+            return
+        try:
+            staging = self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.{os.getpid()}.tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            (staging / "files").mkdir(parents=True)
+            for name in (*YAML_FILES, *MODEL_FILES):
+                shutil.copyfile(policy.directory / name, staging / "files" / name)
+            (staging / "SOURCE").write_text(str(self.directory.resolve()), encoding="utf-8")
+            shutil.rmtree(self.snapshot_dir, ignore_errors=True)
+            os.replace(staging, self.snapshot_dir)
+        except OSError as exc:  # a snapshot is a convenience; never fail a reload for it
+            log.warning("could not save the policy snapshot in %s: %s", self.snapshot_dir, exc)
 
     def _version(self) -> str | None:
         return self._policy.version if self._policy else None

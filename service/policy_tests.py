@@ -24,7 +24,7 @@ import yaml
 from models import AccessRequest, RoleAssignment, SupportRequest, Tenant, connect_database
 from service.auth import Caller, mint_token
 from service.clock import FakeClock, parse_iso
-from service.errors import PolicyValidationError
+from service.errors import ApiError, PolicyValidationError
 from service.policy import SCHEMA_DIR, Policy, json_path
 
 DEFAULT_NOW = "2026-01-05T09:00:00Z"
@@ -199,10 +199,14 @@ class SuiteRunner:
         body = {"support_request_id": ticket.id, "justification": "fixture"}
         request = workflow.create_access_request(self.policy, engineer, body, created_at)
         AccessRequest.update(id=entry["id"]).where(AccessRequest.id == request.id).execute()
-        for approval in entry.get("approvals", []):
+        for number, approval in enumerate(entry.get("approvals", [])):
             approver = viewer_for(self.policy, Caller(approval["approver"], None), self.provider)
             at = _time(approval.get("at"), created_at)
-            workflow.approve(self.policy, approver, entry["id"], approval["tenant"], at)
+            try:
+                workflow.approve(self.policy, approver, entry["id"], approval["tenant"], at)
+            except ApiError as exc:  # the fixture asks for what the policy does not allow
+                place = f"fixtures.access_requests.{entry['id']}.approvals[{number}]"
+                raise SuiteError(suite.path.name, place, f"refused ({exc.status}): {exc.message}") from exc
         SupportRequest.update(status=was_open).where(SupportRequest.id == ticket.id).execute()
         if "status" in entry:
             view = "approved" if entry["status"] == "revoked" else entry["status"]

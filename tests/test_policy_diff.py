@@ -207,12 +207,6 @@ def test_a_missing_requests_file_is_a_usage_error(runner, old_dir, tmp_path):
     assert result.exit_code == 2, result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a requests file that does not parse or holds no decision requests exits 1 "
-    "(click.ClickException), the same code as 'changes found', so a CI gate cannot tell an "
-    "unusable input from a policy change",
-)
 def test_an_unusable_requests_file_is_not_reported_as_changes(runner, old_dir, tmp_path):
     requests = tmp_path / "requests.yaml"
     requests.write_text("- {principal: eve}\n", encoding="utf-8")

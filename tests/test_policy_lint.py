@@ -144,16 +144,9 @@ LINT_CASES = {
 }
 
 
-REGEX_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: policy_lint._REGEX_CALL looks for 'regexMatch(r.obj, p.obj)' but Casbin stores the "
-    "matcher rewritten as 'regexMatch(r_obj, p_obj)', so the unanchored-regex warning never fires",
-)
-
-
 @pytest.mark.parametrize(
     "variant",
-    [pytest.param(name, marks=REGEX_BUG if name == "unanchored regex" else ()) for name in LINT_CASES],
+    list(LINT_CASES),
 )
 def test_each_lint_warning_is_reported_and_strict_fails(runner, tmp_path, variant):
     change, expected = LINT_CASES[variant]
@@ -218,12 +211,6 @@ def test_a_category_rule_duplicating_nothing_is_clean(tmp_path):
     assert lint(load_policy(policy_dir)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the unanchored-regex lint cannot be satisfied: access.yaml's schema and loader "
-    "only accept resources 'diagnostics/<category>' or 'diagnostics/*', so an anchored pattern "
-    "('^diagnostics/signInLogs$') is refused on load and a regexMatch model can never pass --strict",
-)
 def test_a_regex_model_with_anchored_patterns_loads_and_is_clean(tmp_path):
     policy_dir = copy_policies(tmp_path)
     unanchored_regex(policy_dir)

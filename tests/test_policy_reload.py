@@ -186,12 +186,6 @@ def test_fixing_the_file_and_reloading_clears_the_error(api, policy_dir):
     assert [event["result"] for event in reload_events(api)][-2:] == ["failure", "success"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a policy file that is not UTF-8 raises UnicodeDecodeError, which is not a "
-    "PolicyError: POST /v1/policy/reload answers 500 and last_reload_error / the audit log "
-    "never show the failure",
-)
 def test_a_file_that_is_not_utf8_is_a_failed_reload_not_a_crash(api, policy_dir):
     good = shown(api)["version"]
     path = policy_dir / "access.yaml"
@@ -450,12 +444,6 @@ def get_policy(port: int) -> dict | None:
 
 
 @pytest.mark.skipif(not (BIN / "gunicorn").exists(), reason="gunicorn is not installed")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: under gunicorn (`make serve`) a SIGHUP to the master makes gunicorn restart its "
-    "workers; a new worker whose policy does not load exits (ConfigError) and gunicorn shuts the "
-    "whole service down ('Worker failed to boot') instead of keeping the last good policy",
-)
 def test_sighup_to_gunicorn_with_a_broken_policy_keeps_serving_the_last_good_one(tmp_path, policy_dir):
     from tests.conftest import DIRECTORY_FILE, SECRET
 

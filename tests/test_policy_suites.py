@@ -200,12 +200,6 @@ def test_a_matcher_naming_an_undefined_field_is_an_invalid_policy(runner, tmp_pa
     assert "access.conf" in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: policy._read_yaml catches OSError but not UnicodeDecodeError, so a policy file that "
-    "is not UTF-8 (e.g. saved as Latin-1) crashes `policy test`/`policy check` with a traceback "
-    "instead of exit 3 naming the file",
-)
 def test_a_policy_file_that_is_not_utf8_exits_3(runner, tmp_path):
     policy_dir = copy_policies(tmp_path)
     path = policy_dir / "access.yaml"
@@ -324,12 +318,6 @@ def test_a_suite_with_an_unknown_role_exits_3(runner, tmp_path):
     assert "Support Access Wizard" in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a fixture approval the workflow refuses (here by a Global Reader) raises an ApiError "
-    "out of SuiteRunner._load_access_request, so `policy test` dies with a traceback (exit 1) "
-    "instead of reporting the suite as invalid (exit 3) or the case as failed (exit 4)",
-)
 def test_a_fixture_approval_the_policy_refuses_is_reported_not_a_crash(runner, tmp_path):
     policy_dir = copy_policies(tmp_path)
     edit(
