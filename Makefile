@@ -34,10 +34,10 @@ run: demo
 	@echo ""
 	SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)) $(BIN)/flask --app service run --host $(HOST) --port $(PORT)
 
-# Production serving: gunicorn, workers sized to the machine.
+# Production serving: granian, one worker per core (see service/serve.py).
 serve: demo
 	SUPPORT_ACCESS_JWT_SECRET=$${SUPPORT_ACCESS_JWT_SECRET:-$$(cat $(SECRET_FILE))} \
-	$(BIN)/gunicorn --workers $$(nproc) --bind $(HOST):$(PORT) "service:create_app()"
+	$(BIN)/python -m service.serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import tempfile
+import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from peewee import (
@@ -188,8 +191,41 @@ def is_sqlite(db) -> bool:
     return isinstance(db, SqliteDatabase)
 
 
+@contextmanager
 def transaction():
-    """A write transaction. On SQLite take the write lock up front (BEGIN IMMEDIATE) so
-    two writers queue instead of failing when a read lock cannot be upgraded."""
+    """A write transaction.
+
+    SQLite: writers first take a file lock beside the database, then BEGIN IMMEDIATE.
+    SQLite's own wait for a busy database polls with sleeps of a millisecond and more;
+    the kernel hands a file lock over the moment it is released, so writers from several
+    worker processes queue without that delay (and never fail to upgrade a read lock).
+    """
     db = database.obj
-    return db.atomic("IMMEDIATE") if is_sqlite(db) else db.atomic()
+    if not is_sqlite(db):
+        with db.atomic():
+            yield
+        return
+    outermost = db.transaction_depth() == 0
+    lock = _write_lock.file(db.database) if outermost else None
+    if lock is not None:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        with db.atomic("IMMEDIATE"):
+            yield
+    finally:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class _WriteLock(threading.local):
+    """One open lock file per thread: flock excludes between open files, so threads of
+    one process exclude each other too."""
+
+    def file(self, database_file: str):
+        handles = self.__dict__.setdefault("handles", {})
+        if database_file not in handles:
+            handles[database_file] = open(f"{database_file}.writelock", "a+b")  # noqa: SIM115
+        return handles[database_file]
+
+
+_write_lock = _WriteLock()

@@ -80,8 +80,17 @@ class PolicyStore:
         log.error("policy in %s does not load: %s", self.directory, self.last_reload_error)
         return True
 
+    def _snapshot_holds(self, version: str) -> bool:
+        """Already saved (every worker loads the same files: save them once)."""
+        try:
+            source = (self.snapshot_dir / "SOURCE").read_text(encoding="utf-8").strip()
+            saved = (self.snapshot_dir / "VERSION").read_text(encoding="utf-8").strip()
+        except OSError:
+            return False
+        return source == str(self.directory.resolve()) and saved == version
+
     def _save_snapshot(self, policy: Policy) -> None:
-        if self.snapshot_dir is None:
+        if self.snapshot_dir is None or self._snapshot_holds(policy.version):
             return
         try:
             staging = self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.{os.getpid()}.tmp")
@@ -90,6 +99,7 @@ class PolicyStore:
             for name in (*YAML_FILES, *MODEL_FILES):
                 shutil.copyfile(policy.directory / name, staging / "files" / name)
             (staging / "SOURCE").write_text(str(self.directory.resolve()), encoding="utf-8")
+            (staging / "VERSION").write_text(policy.version, encoding="utf-8")
             shutil.rmtree(self.snapshot_dir, ignore_errors=True)
             os.replace(staging, self.snapshot_dir)
         except OSError as exc:  # a snapshot is a convenience; never fail a reload for it

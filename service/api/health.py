@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -13,7 +15,8 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    return jsonify({"status": "ok"})
+    # The worker's process id tells operators (and tests) which worker answered.
+    return jsonify({"status": "ok", "pid": os.getpid()})
 
 
 @bp.get("/readyz")

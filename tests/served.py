@@ -1,0 +1,74 @@
+"""Run the service as `make serve` does (service/serve.py: granian, several worker
+processes) on a free 127.0.0.1 port, for tests that need real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from service.serve import command
+from tests.conftest import DIRECTORY_FILE, SECRET, auth
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(port: int, method: str, path: str, who: str | None = None, body=None, timeout=5.0):
+    """(status, JSON body) of one request; (None, None) if the server does not answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", **(auth(who) if who else {})}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+    except OSError:
+        return None, None
+
+
+@contextmanager
+def served(tmp_path: Path, policy_dir: Path, workers: int = 2):
+    """Yield (port, server process) of a served app with tests/directory.yaml imported."""
+    env = {
+        **os.environ,
+        "SUPPORT_ACCESS_JWT_SECRET": SECRET,
+        "SUPPORT_ACCESS_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+        "SUPPORT_ACCESS_POLICY_DIR": str(policy_dir),
+        "SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR": str(tmp_path / "last-good-policy"),
+        "SUPPORT_ACCESS_DECISION_LOG": str(tmp_path / "decisions.log"),
+    }
+    flask = [sys.executable, "-m", "flask", "--app", "service", "directory", "import", str(DIRECTORY_FILE)]
+    imported = subprocess.run(flask, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            command("127.0.0.1", port, workers, 1), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while call(port, "GET", "/readyz")[0] != 200:
+                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
+                time.sleep(0.1)
+            yield port, server
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=5)
