@@ -87,7 +87,7 @@ def _init_policy(app: Flask) -> None:
     from service.policy_reload import PolicyWatcher
 
     # SIGHUP is caught from now on; the watching thread starts with the first request, so
-    # it runs in the serving process (after gunicorn's fork), not in CLI commands.
+    # it runs in the serving process (after the server's fork), not in CLI commands.
     watcher = PolicyWatcher(app, float(app.config["POLICY_WATCH_INTERVAL"])).install_signal_handler()
     app.extensions["policy_watcher"] = watcher
     app.before_request(watcher.start_once)
