@@ -11,23 +11,28 @@ counter (service/state_signal.py). Before each decision the index compares the c
 with what it has applied; if it moved, it reads the new events and reloads exactly the
 ticket, access request, principal or tenant each one names. So a revocation, close or
 role removal committed by any worker is in force here before the next decision.
+
+Entries are compact (slots, interned strings, times as POSIX seconds) and are replaced,
+never changed in place, so a decision on another thread never sees one half-written.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from models import AccessRequest, AuditEvent, RoleAssignment, SupportRequest, Tenant
+from models import AccessRequest, AuditEvent, RoleAssignment, SupportRequest, Tenant, database
 from service.audit import NOT_STATE_CHANGES
 
 # Access requests that can explain a decision: live ones, and finished ones whose end
 # (expiry, close) is reported as a reason.
 INDEXED_STATUSES = ("approved", "completed", "revoked")
+_intern = sys.intern
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Ticket:
     id: str
     tenant_id: str
@@ -35,16 +40,27 @@ class Ticket:
     status: str
     allow_advanced_diagnostics: bool
     engineer: str | None
-    closed_at: datetime | None
+    closed_at: float | None  # POSIX seconds
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Grant:
     id: str
     ticket_id: str
     status: str
-    access_expires_at: datetime | None
-    finished_at: datetime | None
+    access_expires_at: float
+    finished_at: float | None
+
+
+def seconds(value) -> float | None:
+    """A stored time as POSIX seconds (SQLite gives text, PostgreSQL naive datetimes)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
 
 
 class DecisionIndex:
@@ -54,15 +70,12 @@ class DecisionIndex:
         self._lock = threading.Lock()
         self._applied_signal = -1
         self._applied_seq = 0
-        self.tenants: set[str] = set()
+        self.tenants: frozenset[str] = frozenset()
         self.roles: dict[str, tuple[tuple[str, str], ...]] = {}
         self.tickets: dict[str, Ticket] = {}
-        self.grants: dict[tuple[str, str], dict[str, Grant]] = {}
-        # Entries are replaced, never changed in place (copy on write), so a decision
-        # reading them on another thread never sees a collection change under it.
-        self.advanced: dict[tuple[str, str], frozenset[str]] = {}
-        self._grant_keys: dict[str, tuple[str, str]] = {}  # access request id -> grants key
-        self._ticket_grants: dict[str, set[str]] = {}  # ticket id -> access request ids
+        # engineer -> tenant -> grants; engineer -> tenant -> advanced-diagnostics tickets
+        self.grants: dict[str, dict[str, tuple[Grant, ...]]] = {}
+        self.advanced: dict[str, dict[str, tuple[str, ...]]] = {}
 
     # --- keeping current ------------------------------------------------------------
 
@@ -78,37 +91,52 @@ class DecisionIndex:
             self._applied_signal = seen
 
     def load(self, now: datetime) -> None:
-        """(Re)build everything from the database."""
+        """(Re)build everything from the database, with plain queries: model objects for
+        200,000 rows would cost seconds of start-up."""
         with self._lock:
             seen = self.signal.value()
             head = AuditEvent.select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).first()
-            self._reset()
-            self._load_directory()
             recent = now - self.retention
-            tickets = SupportRequest.select().where(
+            self._load_directory()
+            self.tickets, self.grants, self.advanced = {}, {}, {}
+            ticket_columns = [
+                SupportRequest.id,
+                SupportRequest.tenant_id,
+                SupportRequest.resource_tenant_id,
+                SupportRequest.status,
+                SupportRequest.allow_advanced_diagnostics,
+                SupportRequest.assigned_engineer,
+                SupportRequest.closed_at,
+            ]
+            tickets = SupportRequest.select(*ticket_columns).where(
                 (SupportRequest.status == "open") | (SupportRequest.closed_at >= recent)
             )
-            for ticket in tickets:
-                self._put_ticket(ticket)
-            grants = AccessRequest.select().where(
+            for row in database.execute(tickets):
+                self._put_ticket(*row)
+            grant_columns = [
+                AccessRequest.id,
+                AccessRequest.support_request,
+                AccessRequest.engineer,
+                AccessRequest.resource_tenant_id,
+                AccessRequest.status,
+                AccessRequest.access_expires_at,
+                AccessRequest.finished_at,
+            ]
+            grants = AccessRequest.select(*grant_columns).where(
                 (AccessRequest.status == "approved")
                 | (AccessRequest.status.in_(INDEXED_STATUSES) & (AccessRequest.finished_at >= recent))
             )
-            for request in grants:
-                self._put_grant(request)
+            for row in database.execute(grants):
+                self._put_grant(*row)
             self._applied_seq = head.seq if head else 0
             self._applied_signal = seen
 
-    def _reset(self) -> None:
-        self.tenants, self.roles, self.tickets = set(), {}, {}
-        self.grants, self.advanced, self._grant_keys, self._ticket_grants = {}, {}, {}, {}
-
     def _load_directory(self) -> None:
-        self.tenants = {tenant_id for (tenant_id,) in Tenant.select(Tenant.id).tuples()}
+        self.tenants = frozenset(_intern(t) for (t,) in Tenant.select(Tenant.id).tuples())
         roles: dict[str, list[tuple[str, str]]] = {}
         query = RoleAssignment.select(RoleAssignment.principal, RoleAssignment.tenant_id, RoleAssignment.role)
         for principal, tenant_id, role in query.tuples():
-            roles.setdefault(principal, []).append((tenant_id, role))
+            roles.setdefault(_intern(principal), []).append((_intern(tenant_id), _intern(role)))
         self.roles = {principal: tuple(links) for principal, links in roles.items()}
 
     def _apply_changes(self) -> None:
@@ -137,7 +165,7 @@ class DecisionIndex:
             if event.target and '"role_assignment.' in event.details:
                 self._reload_principal(event.target)
             elif event.target and '"tenant.' in event.details:
-                self.tenants.add(event.target)
+                self.tenants = self.tenants | {_intern(event.target)}
             else:  # a directory import
                 return True
         return False
@@ -146,69 +174,88 @@ class DecisionIndex:
         query = RoleAssignment.select(RoleAssignment.tenant_id, RoleAssignment.role)
         links = tuple(query.where(RoleAssignment.principal == principal).tuples())
         if links:
-            self.roles[principal] = links
+            self.roles[_intern(principal)] = links
         else:
             self.roles.pop(principal, None)
 
     def _reload_ticket(self, ticket_id: str) -> None:
-        ticket = SupportRequest.get_or_none(SupportRequest.id == ticket_id)
-        if ticket is not None:
-            self._put_ticket(ticket)
-        for request_id in list(self._ticket_grants.get(ticket_id, ())):
-            self._reload_grant(request_id)
+        row = SupportRequest.get_or_none(SupportRequest.id == ticket_id)
+        if row is not None:
+            self._put_ticket(
+                row.id,
+                row.tenant_id,
+                row.resource_tenant_id,
+                row.status,
+                row.allow_advanced_diagnostics,
+                row.assigned_engineer,
+                row.closed_at,
+            )
 
     def _reload_grant(self, request_id: str) -> None:
-        request = AccessRequest.get_or_none(AccessRequest.id == request_id)
-        self._drop_grant(request_id)
-        if request is not None and request.status in INDEXED_STATUSES:
-            if request.support_request_id not in self.tickets:
-                self._put_ticket(request.support_request)
-            self._put_grant(request)
+        row = AccessRequest.get_or_none(AccessRequest.id == request_id)
+        if row is None:
+            return
+        self._drop_grant(row.engineer, row.resource_tenant_id, request_id)
+        if row.status in INDEXED_STATUSES:
+            if row.support_request_id not in self.tickets:
+                self._reload_ticket(row.support_request_id)
+            self._put_grant(
+                row.id,
+                row.support_request_id,
+                row.engineer,
+                row.resource_tenant_id,
+                row.status,
+                row.access_expires_at,
+                row.finished_at,
+            )
 
     # --- entries ---------------------------------------------------------------------
 
-    def _put_ticket(self, row: SupportRequest) -> None:
-        old = self.tickets.get(row.id)
+    def _put_ticket(self, ticket_id, tenant_id, resource_tenant_id, status, advanced, engineer, closed_at):
+        old = self.tickets.get(ticket_id)
         if old is not None and old.engineer:
-            self._discard_advanced(old)
+            self._set_advanced(old, present=False)
         ticket = Ticket(
-            row.id,
-            row.tenant_id,
-            row.resource_tenant_id,
-            row.status,
-            row.allow_advanced_diagnostics,
-            row.assigned_engineer,
-            row.closed_at,
+            _intern(ticket_id),
+            _intern(tenant_id),
+            _intern(resource_tenant_id),
+            _intern(status),
+            bool(advanced),
+            _intern(engineer) if engineer else None,
+            seconds(closed_at),
         )
-        self.tickets[row.id] = ticket
+        self.tickets[ticket.id] = ticket
         if ticket.allow_advanced_diagnostics and ticket.engineer:
-            key = (ticket.engineer, ticket.tenant_id)
-            self.advanced[key] = self.advanced.get(key, frozenset()) | {ticket.id}
+            self._set_advanced(ticket, present=True)
 
-    def _discard_advanced(self, ticket: Ticket) -> None:
-        key = (ticket.engineer, ticket.tenant_id)
-        members = self.advanced.get(key, frozenset()) - {ticket.id}
-        if members:
-            self.advanced[key] = members
+    def _set_advanced(self, ticket: Ticket, present: bool) -> None:
+        by_tenant = dict(self.advanced.get(ticket.engineer, {}))
+        ids = tuple(i for i in by_tenant.get(ticket.tenant_id, ()) if i != ticket.id)
+        ids += (ticket.id,) if present else ()
+        if ids:
+            by_tenant[ticket.tenant_id] = ids
         else:
-            self.advanced.pop(key, None)
+            by_tenant.pop(ticket.tenant_id, None)
+        self.advanced[ticket.engineer] = by_tenant
 
-    def _put_grant(self, row: AccessRequest) -> None:
-        key = (row.engineer, row.resource_tenant_id)
-        grant = Grant(row.id, row.support_request_id, row.status, row.access_expires_at, row.finished_at)
-        self.grants[key] = {**self.grants.get(key, {}), row.id: grant}
-        self._grant_keys[row.id] = key
-        self._ticket_grants.setdefault(row.support_request_id, set()).add(row.id)
+    def _put_grant(self, request_id, ticket_id, engineer, tenant_id, status, expires_at, finished_at):
+        grant = Grant(
+            _intern(request_id),
+            _intern(ticket_id),
+            _intern(status),
+            seconds(expires_at),
+            seconds(finished_at),
+        )
+        engineer, tenant_id = _intern(engineer), _intern(tenant_id)
+        by_tenant = self.grants.get(engineer)
+        if by_tenant is None:
+            by_tenant = self.grants[engineer] = {}
+        by_tenant[tenant_id] = (*by_tenant.get(tenant_id, ()), grant)
 
-    def _drop_grant(self, request_id: str) -> None:
-        key = self._grant_keys.pop(request_id, None)
-        if key is None:
-            return
-        members = dict(self.grants.get(key, {}))
-        grant = members.pop(request_id, None)
-        if members:
-            self.grants[key] = members
+    def _drop_grant(self, engineer: str, tenant_id: str, request_id: str) -> None:
+        by_tenant = self.grants.get(engineer, {})
+        kept = tuple(g for g in by_tenant.get(tenant_id, ()) if g.id != request_id)
+        if kept:
+            by_tenant[tenant_id] = kept
         else:
-            self.grants.pop(key, None)
-        if grant is not None:
-            self._ticket_grants.get(grant.ticket_id, set()).discard(request_id)
+            by_tenant.pop(tenant_id, None)

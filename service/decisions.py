@@ -93,7 +93,9 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
         detail = f"{check.principal!r} holds no role carrying workflow.yaml permissions.read_diagnostics"
         return deny("not_support_engineer", "workflow.yaml permissions.read_diagnostics", detail)
 
-    links, closed, expired = _links(index, check, now, now - policy.timing.retention)
+    links, closed, expired = _links(
+        index, check, now.timestamp(), (now - policy.timing.retention).timestamp()
+    )
     for link in links:
         rule = policy.access_allows(link.kind, check.resource, check.action)
         if rule is None:
@@ -126,16 +128,15 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
     return deny("no_active_grant", "access.conf", "no live grant or advanced-diagnostics ticket")
 
 
-def _links(
-    index: DecisionIndex, check: Check, now: datetime, recent: datetime
-) -> tuple[list[Link], bool, bool]:
+def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tuple[list[Link], bool, bool]:
     """The principal's live role links in the tenant (access.conf's g), and whether a
-    ticket closed since `recent` or an expired grant explains their absence."""
+    ticket closed since `recent` or an expired grant explains their absence. Times are
+    POSIX seconds, as the index keeps them."""
     links: list[Link] = []
     closed = expired = False
     wanted = check.support_request_id
     principal = check.principal
-    for grant in index.grants.get((principal, check.tenant_id), EMPTY).values():
+    for grant in index.grants.get(principal, EMPTY).get(check.tenant_id, ()):
         if wanted is not None and grant.ticket_id != wanted:
             continue
         ticket = index.tickets.get(grant.ticket_id)
@@ -147,7 +148,7 @@ def _links(
             expired = True
         elif grant.status == "approved" and ticket.engineer == principal:
             links.append(Link(GRANT, grant.id, ticket.id))
-    for ticket_id in index.advanced.get((principal, check.tenant_id), EMPTY):
+    for ticket_id in index.advanced.get(principal, EMPTY).get(check.tenant_id, ()):
         if wanted is not None and ticket_id != wanted:
             continue
         ticket = index.tickets[ticket_id]
