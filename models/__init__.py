@@ -167,8 +167,12 @@ MODELS += [AuditVisibility, AuditHead]
 SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10000}
 
 
-def connect_database(url: str):
-    """Open the database at `url` and create the schema if it is not there yet."""
+def connect_database(url: str, background_checkpoints: bool = False):
+    """Open the database at `url` and create the schema if it is not there yet.
+
+    background_checkpoints: a thread checkpoints SQLite's write-ahead log
+    (service/checkpointer.py), so commits need not; they do it only past a large cap.
+    """
     if url.startswith("sqlite") and ":memory:" in url:
         # Connections are per thread and closed after use, which would lose an in-memory
         # database: use a private temporary file instead (for one-off CLI runs).
@@ -177,7 +181,8 @@ def connect_database(url: str):
         atexit.register(lambda: os.path.exists(path) and os.remove(path))
         url = f"sqlite:///{path}"
     if url.startswith("sqlite"):
-        db = connect(url, pragmas=SQLITE_PRAGMAS)
+        pragmas = {**SQLITE_PRAGMAS, "wal_autocheckpoint": 50_000 if background_checkpoints else 1000}
+        db = connect(url, pragmas=pragmas)
     else:
         db = connect(url, autorollback=True)
     database.initialize(db)

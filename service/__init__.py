@@ -70,7 +70,12 @@ def _init_database(app: Flask) -> None:
     # peewee opens a connection per thread on its first query and keeps it: no request
     # pays for a connect, and requests that need no database (health, most decisions)
     # never touch it.
-    connect_database(app.config["DATABASE_URL"])
+    serving = not app.config.get("TESTING")
+    connect_database(app.config["DATABASE_URL"], background_checkpoints=serving)
+    if serving:
+        from service.checkpointer import Checkpointer
+
+        app.before_request(Checkpointer().start_once)
 
 
 def _init_policy(app: Flask) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from models import AuditEvent, AuditHead, AuditVisibility, database, is_sqlite
 from service.clock import isoformat
 
@@ -34,11 +36,31 @@ def record(
     details: dict[str, Any],
     now: datetime,
     result: str = "success",
-) -> AuditEvent:
+) -> NewEvent:
     """Append one event. Must run inside a write transaction (models.transaction())."""
     event = build(activity, actor, tenant_id, visible_to, target, details, now, result)
     append([event])
     return event
+
+
+@dataclass(slots=True)
+class NewEvent:
+    """An event on its way into the chain: the columns of models.AuditEvent, without the
+    cost of a model object (one is built for every allowed read)."""
+
+    id: str
+    time: datetime
+    activity: str
+    actor: str
+    actor_tenant_id: str | None
+    tenant_id: str | None
+    visible_to: str  # JSON list
+    target: str | None
+    result: str
+    details: str  # JSON object
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
 
 
 def build(
@@ -50,24 +72,28 @@ def build(
     details: dict[str, Any],
     now: datetime,
     result: str = "success",
-) -> AuditEvent:
+) -> NewEvent:
     """An event not yet in the chain (no seq, no hashes)."""
     principal, actor_tenant = _actor_fields(actor)
-    return AuditEvent(
+    return NewEvent(
         id=str(uuid.uuid4()),
         time=now,
         activity=activity,
         actor=principal,
         actor_tenant_id=actor_tenant,
         tenant_id=tenant_id,
-        visible_to=json.dumps(sorted(set(visible_to))),
+        visible_to=_json(sorted(set(visible_to))),
         target=target,
         result=result,
-        details=json.dumps(details, sort_keys=True, default=str),
+        details=_json(details),
     )
 
 
-def append(events: list[AuditEvent]) -> None:
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
+
+
+def append(events: list[NewEvent]) -> None:
     """Chain and insert events in order, with three statements whatever their number.
     Must run inside a write transaction: the locked head makes appends serial.
 
@@ -84,7 +110,7 @@ def append(events: list[AuditEvent]) -> None:
         event.seq, event.prev_hash = seq, prev_hash
         event.hash = prev_hash = event_hash(event)
         rows.append(tuple(field.db_value(getattr(event, field.name)) for field in _EVENT_FIELDS))
-        visibility += [(tenant, seq) for tenant in json.loads(event.visible_to)]
+        visibility += [(tenant, seq) for tenant in orjson.loads(event.visible_to)]
     cursor.executemany(statements["event"], rows)
     if visibility:
         cursor.executemany(statements["visibility"], visibility)
@@ -128,7 +154,7 @@ def _actor_fields(actor) -> tuple[str, str | None]:
     return caller.principal, caller.token_tenant_id
 
 
-def event_hash(event: AuditEvent) -> str:
+def event_hash(event: AuditEvent | NewEvent) -> str:
     """sha256 over the previous hash and every field of the event, canonically encoded."""
     body = {
         "seq": event.seq,
@@ -143,8 +169,9 @@ def event_hash(event: AuditEvent) -> str:
         "result": event.result,
         "details": event.details,
     }
-    text = event.prev_hash + json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(
+        event.prev_hash.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
 
 
 @dataclass

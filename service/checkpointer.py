@@ -1,0 +1,37 @@
+"""Background WAL checkpoints for SQLite.
+
+With write-ahead logging, SQLite copies the log back into the database file (and syncs
+it) every thousand pages, inside whichever commit crosses the mark: that request pays
+for everyone. In serving processes we raise that mark (see models.SQLITE_PRAGMAS) and
+checkpoint from this thread instead, once a second, so no answer waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from models import database, is_sqlite
+
+log = logging.getLogger("support_access")
+INTERVAL_SECONDS = 1.0
+
+
+class Checkpointer:
+    def __init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
+        self._lock = threading.Lock()
+
+    def start_once(self) -> None:
+        if not self._thread.ident and is_sqlite(database.obj):
+            with self._lock:
+                if not self._thread.ident:
+                    self._thread.start()
+
+    def _run(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(INTERVAL_SECONDS):
+            try:
+                database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception:  # a busy or missing database must not end the thread
+                log.warning("WAL checkpoint failed", exc_info=True)
