@@ -123,7 +123,7 @@ class Approval(BaseModel):
 
 class AuditEvent(BaseModel):
     seq = IntegerField(primary_key=True)  # assigned by service.audit.append, in chain order
-    id = CharField(max_length=64, unique=True)
+    id = CharField(max_length=64)  # a uuid4; no index: random keys would cost a page write each
     time = UTCDateTimeField()
     activity = CharField(max_length=64)
     actor = CharField(max_length=256)
