@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 
-.PHONY: run test lint format serve secret demo clean policy-test
+.PHONY: run test lint format serve secret demo clean policy-test bench
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Benchmark (issue 4): ours in-process and over HTTP vs pycasbin, cedarpy, Cerbos -> bench/RESULTS.md.
+# BENCH_ARGS=--quick for a smoke run. Peers that cannot be installed are skipped with the reason.
+bench: $(STAMP)
+	$(BIN)/pip install --disable-pip-version-check -q -r bench/requirements.txt \
+		|| echo "bench: could not install bench/requirements.txt (cedarpy); that peer will be skipped"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

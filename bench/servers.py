@@ -1,0 +1,183 @@
+"""Starting and stopping the servers under test (127.0.0.1 only), and reading their memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from bench.dataset import REPO
+
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http_ok(url: str, proc: subprocess.Popen, timeout: float) -> float | None:
+    """Seconds until GET `url` answers 200 (None if the process exits or time runs out)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if proc.poll() is not None:
+            return None
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - start
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.005)
+    return None
+
+
+SERVE_MODULE = REPO / "service" / "serve.py"
+
+
+def server_kind(requested: str | None) -> str:
+    """'serve' = what `make serve` runs (`python -m service.serve`, granian since 0af2ca3);
+    'gunicorn' = `gunicorn --workers N "service:create_app()"` (what it ran before)."""
+    if requested:
+        return requested
+    return "serve" if SERVE_MODULE.is_file() else "gunicorn"
+
+
+def server_command(kind: str, port: int, workers: int) -> list[str]:
+    if kind == "serve":
+        python = VENV_BIN / "python"
+        return [
+            str(python) if python.exists() else "python3",
+            "-m",
+            "service.serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
+    gunicorn = VENV_BIN / "gunicorn"
+    return [
+        str(gunicorn) if gunicorn.exists() else "gunicorn",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "service:create_app()",
+    ]
+
+
+def describe(kind: str, workers: int) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = "granian" if kind == "serve" else "gunicorn"
+    try:
+        found = f"{package} {version(package)}"
+    except PackageNotFoundError:
+        found = f"{package} (not installed)"
+    how = (
+        "`python -m service.serve` (as `make serve`)"
+        if kind == "serve"
+        else '`gunicorn "service:create_app()"`'
+    )
+    return f"{how}: {found}, {workers} workers, SQLite"
+
+
+def start_ours(
+    kind: str, db_path: Path, port: int, workers: int, secret: str, logs: Path
+) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.update(
+        SUPPORT_ACCESS_DATABASE_URL=f"sqlite:///{db_path}",
+        SUPPORT_ACCESS_JWT_SECRET=secret,
+        SUPPORT_ACCESS_DECISION_LOG=str(logs / "decisions.log"),
+    )
+    env.pop("SUPPORT_ACCESS_JWKS", None)
+    env.pop("SUPPORT_ACCESS_POLICY_DIR", None)
+    handle = open(logs / "server.log", "ab")  # noqa: SIM115 (lives as long as the server)
+    return subprocess.Popen(
+        server_command(kind, port, workers),
+        cwd=REPO,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (a server's workers, however deep its tree)."""
+    found, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The server's worker processes: its descendants that are Python processes."""
+    workers = []
+    for child in descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"python" in cmdline or b"granian" in cmdline or b"gunicorn" in cmdline:
+            workers.append(child)
+    return workers
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
+    """Stop a server we started (its own process group: the master and its workers)."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(x) for x in path.read_text().split()]
+    except (OSError, ValueError):
+        pass
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
