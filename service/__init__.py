@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -36,11 +37,14 @@ def create_app(test_config: dict | None = None) -> Flask:
         # Where the last good policy is copied (see PolicyStore); None: no snapshot.
         POLICY_SNAPSHOT_DIR=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        # Signs the admin page's session cookie; see _session_secret.
+        SECRET_KEY=None,
     )
     if test_config is None:
         _load_environment(app)
     else:
         app.config.update(test_config)
+    app.config["SECRET_KEY"] = _session_secret(app)
 
     auth.init_app(app)
     _init_database(app)
@@ -60,10 +64,22 @@ def _load_environment(app: Flask) -> None:
     """API.md "Configuration": SUPPORT_ACCESS_* environment variables."""
     app.config["POLICY_SNAPSHOT_DIR"] = str(Path(app.instance_path) / "last-good-policy")
     keys = ("DATABASE_URL", "JWT_SECRET", "JWKS", "POLICY_DIR", "PROVIDER_TENANT", "DECISION_LOG")
-    for key in (*keys, "POLICY_WATCH_INTERVAL", "POLICY_SNAPSHOT_DIR"):
+    for key in (*keys, "POLICY_WATCH_INTERVAL", "POLICY_SNAPSHOT_DIR", "SECRET_KEY"):
         value = os.environ.get(ENV_PREFIX + key)
         if value:
             app.config[key] = value
+
+
+def _session_secret(app: Flask) -> str | bytes:
+    """The key that signs the admin page's session cookie: SUPPORT_ACCESS_SECRET_KEY if set,
+    else derived from the JWT secret (stable across restarts and workers), else random (then
+    admin sign-ins last only as long as the process, and only on the worker that made them)."""
+    if app.config.get("SECRET_KEY"):
+        return app.config["SECRET_KEY"]
+    secret = app.config.get("JWT_SECRET")
+    if secret:
+        return hashlib.sha256(b"admin-session:" + str(secret).encode()).hexdigest()
+    return os.urandom(32)
 
 
 def _init_database(app: Flask) -> None:

@@ -104,12 +104,12 @@ def append(events: list[NewEvent]) -> None:
     cursor = database.cursor()
     cursor.execute(statements["head"])
     seq, prev_hash = cursor.fetchone()
-    rows, visibility = [], []
+    rows, visibility, times = [], [], {}
     for event in events:
         seq += 1
         event.seq, event.prev_hash = seq, prev_hash
         event.hash = prev_hash = event_hash(event)
-        rows.append(tuple(field.db_value(getattr(event, field.name)) for field in _EVENT_FIELDS))
+        rows.append(_row(event, times))
         visibility += [(tenant, seq) for tenant in orjson.loads(event.visible_to)]
     cursor.executemany(statements["event"], rows)
     if visibility:
@@ -120,6 +120,18 @@ def append(events: list[NewEvent]) -> None:
 
 
 _EVENT_FIELDS = list(AuditEvent._meta.sorted_fields)
+_TIME_FIELD = AuditEvent.time
+
+
+def _row(event: NewEvent, times: dict) -> tuple:
+    """The event's column values in _EVENT_FIELDS order. All but the time are plain
+    strings and numbers already; the time's database form is computed once per value
+    (a batch shares one), since field conversion cost more than the insert."""
+    if event.time not in times:
+        times[event.time] = _TIME_FIELD.db_value(event.time)
+    return tuple(
+        times[event.time] if field is _TIME_FIELD else getattr(event, field.name) for field in _EVENT_FIELDS
+    )
 
 
 def _statements() -> dict[str, str]:

@@ -189,12 +189,13 @@ def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: dateti
 
 
 def log_entries(decisions: list[tuple[Check, Decision]], now: datetime) -> list[dict[str, Any]]:
-    return [log_entry(check, decision, now) for check, decision in decisions]
+    time = isoformat(now)  # one call shares one time
+    return [log_entry(check, decision, time) for check, decision in decisions]
 
 
-def log_entry(check: Check, decision: Decision, now: datetime) -> dict[str, Any]:
+def log_entry(check: Check, decision: Decision, time: str) -> dict[str, Any]:
     return {
-        "time": isoformat(now),
+        "time": time,
         "decision_id": decision.decision_id,
         "input": {
             "principal": check.principal,

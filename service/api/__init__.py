@@ -17,6 +17,7 @@ PUBLIC_ENDPOINTS = {"health.openapi"}  # the API description itself needs no tok
 
 
 def register_blueprints(app: Flask) -> None:
+    from service import admin
     from service.api import (
         access_requests,
         audit,
@@ -27,7 +28,8 @@ def register_blueprints(app: Flask) -> None:
         tenants,
     )
 
-    for module in (health, tenants, support_requests, access_requests, decisions, audit, policy_admin):
+    modules = (health, tenants, support_requests, access_requests, decisions, audit, policy_admin, admin)
+    for module in modules:
         app.register_blueprint(module.bp)
 
     @app.before_request

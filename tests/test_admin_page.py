@@ -1,0 +1,320 @@
+"""The admin web page (SPEC §7): sign-in with a bearer token, pending requests with approve
+and reject, approved access with "Remove access", the visibility rules of SPEC §5, CSRF,
+errors as messages (never a stack trace) and HTML escaping."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from service import workflow
+from tests.conftest import token
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Browser:
+    """One admin's browser: its own cookie jar (test client), forms posted with the page's
+    CSRF token, redirects followed like a browser does."""
+
+    def __init__(self, app, who: str | None = None, tenant: str = "provider"):
+        self.client = app.test_client()
+        if who:
+            answer = self.sign_in(token(who, tenant))
+            assert answer.status_code == 302, answer.get_data(as_text=True)
+            assert answer.headers["Location"] == "/admin"
+
+    def sign_in(self, bearer: str):
+        csrf = self.csrf("/admin/login")
+        return self.client.post("/admin/login", data={"token": bearer, "csrf_token": csrf})
+
+    def csrf(self, url: str = "/admin") -> str:
+        page = self.client.get(url)
+        assert page.status_code == 200, page.status_code
+        return CSRF_FIELD.search(page.get_data(as_text=True)).group(1)
+
+    def page(self) -> str:
+        answer = self.client.get("/admin")
+        assert answer.status_code == 200, answer.status_code
+        assert answer.mimetype == "text/html"
+        return answer.get_data(as_text=True)
+
+    def post(self, url: str, **fields):
+        """Post a form from the page; answers the page shown after the redirect."""
+        fields.setdefault("csrf_token", self.csrf())
+        answer = self.client.post(url, data=fields)
+        assert answer.status_code == 302, answer.get_data(as_text=True)
+        assert answer.headers["Location"] == "/admin"
+        return self.page()
+
+    def act(self, request_id: str, action: str, **fields) -> str:
+        return self.post(f"/admin/requests/{request_id}/{action}", **fields)
+
+    def session(self) -> dict:
+        with self.client.session_transaction("/admin") as session:
+            return dict(session)
+
+
+def status_for(api, request_id: str, who: str, tenant_id: str) -> str:
+    answer = api.get(f"/v1/access-requests/{request_id}?tenant_id={tenant_id}", who)
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()["status"]
+
+
+def assert_no_trace(text: str) -> None:
+    lowered = text.lower()
+    assert "traceback" not in lowered and 'file "/' not in lowered, text
+
+
+# --- signing in ------------------------------------------------------------------------------
+
+
+def test_not_signed_in_goes_to_the_login_form(client):
+    answer = client.get("/admin")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/login"
+    form = client.get("/admin/login")
+    assert form.status_code == 200 and form.mimetype == "text/html"
+    assert 'name="token"' in form.get_data(as_text=True)
+
+
+def test_sign_in_shows_the_pending_request_to_both_tenants_admins(app, access_request):
+    for who, tenant, party in [
+        ("alice", "contoso", "the resource tenant"),
+        ("bob", "fabrikam", "the support request tenant"),
+    ]:
+        browser = Browser(app, who, tenant)
+        page = browser.page()
+        assert access_request["id"] in page
+        assert "sign-ins fail" in page and "read sign-in logs" in page
+        assert f"Approve for {tenant}" in page
+        assert f'name="tenant_id" value="{tenant}"' in page
+        assert party in page
+        assert f"Signed in as <strong>{who}</strong>" in page
+
+
+def test_session_cookie_is_httponly_and_samesite_lax(app):
+    browser = Browser(app)
+    answer = browser.sign_in(token("alice", "contoso"))
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+
+
+def test_bad_token_is_401_and_starts_no_session(app):
+    browser = Browser(app)
+    for bad in ["not-a-jwt", token("alice", "contoso", ttl=timedelta(seconds=-5)), ""]:
+        answer = browser.sign_in(bad)
+        assert answer.status_code == 401
+        assert answer.mimetype == "text/html"
+        assert "Sign-in failed" in answer.get_data(as_text=True)
+        assert_no_trace(answer.get_data(as_text=True))
+        assert "admin_token" not in browser.session()
+    assert browser.client.get("/admin").status_code == 302
+
+
+def test_a_pasted_bearer_prefix_is_accepted(app):
+    browser = Browser(app)
+    assert browser.sign_in("Bearer " + token("alice", "contoso")).status_code == 302
+    assert browser.client.get("/admin").status_code == 200
+
+
+def test_an_expired_stored_token_signs_out(app, access_request):
+    browser = Browser(app, "alice", "contoso")
+    with browser.client.session_transaction("/admin") as session:
+        session["admin_token"] = token("alice", "contoso", ttl=timedelta(seconds=-1))
+    answer = browser.client.get("/admin")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/login"
+    assert "admin_token" not in browser.session()
+    assert "expired" in browser.client.get("/admin/login").get_data(as_text=True)
+
+
+def test_sign_out(app):
+    browser = Browser(app, "alice", "contoso")
+    answer = browser.client.post("/admin/logout", data={"csrf_token": browser.csrf()})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/login"
+    assert "admin_token" not in browser.session()
+    assert browser.client.get("/admin").status_code == 302
+
+
+def test_a_principal_without_tenants_sees_a_short_message(app, access_request):
+    page = Browser(app, "eve").page()
+    assert "no role that may manage support access" in page
+    assert access_request["id"] not in page
+
+
+# --- approving, rejecting, removing ------------------------------------------------------------
+
+
+def test_approving_as_alice_then_bob_approves_the_request(app, api, access_request):
+    request_id = access_request["id"]
+    alice, bob = Browser(app, "alice", "contoso"), Browser(app, "bob", "fabrikam")
+
+    page = alice.act(request_id, "approve", tenant_id="contoso")
+    assert "approval on behalf of contoso is recorded" in page
+    assert "You approved on behalf of contoso" in page
+    assert status_for(api, request_id, "alice", "contoso") == "pending"
+
+    page = bob.act(request_id, "approve", tenant_id="fabrikam")
+    assert f"Access request {request_id} is approved" in page
+    assert status_for(api, request_id, "alice", "contoso") == "approved"
+    assert status_for(api, request_id, "bob", "fabrikam") == "approved"
+    events = api.get("/v1/audit-events?tenant_id=contoso", "alice").get_json()["items"]
+    approvals = [e["actor"] for e in events if e["activity"] == "access_request.approval_added"]
+    assert approvals == ["alice", "bob"]
+
+
+def test_reject_with_a_reason(app, api, access_request):
+    request_id = access_request["id"]
+    page = Browser(app, "bob", "fabrikam").act(
+        request_id, "reject", tenant_id="fabrikam", reason="not this week"
+    )
+    assert f"Access request {request_id} is rejected" in page
+    assert "not this week" in page  # listed under the other requests, with the reason
+    answer = api.get(f"/v1/access-requests/{request_id}", "alice").get_json()
+    assert (answer["status"], answer["rejection_reason"]) == ("rejected", "not this week")
+
+
+def test_alice_removes_approved_access_and_bob_never_sees_it(app, api, approved_request):
+    request_id = approved_request["id"]
+    alice = Browser(app, "alice", "contoso")
+    page = alice.page()
+    assert "Approved access to contoso" in page
+    assert "Remove access" in page and f"/admin/requests/{request_id}/revoke" in page
+
+    page = alice.act(request_id, "revoke")
+    assert "Access removed" in page
+    assert "Remove access" not in page
+    assert status_for(api, request_id, "alice", "contoso") == "revoked"
+    assert status_for(api, request_id, "bob", "fabrikam") == "approved"
+    assert "revoked" in page  # the resource tenant sees what it did
+
+    bob = Browser(app, "bob", "fabrikam")
+    page = bob.page()
+    assert request_id in page  # listed with the support request tenant's view ...
+    assert "revoked" not in page.lower()  # ... which never shows the removal
+    assert "Remove access" not in page and "/revoke" not in page
+
+
+def test_bob_has_no_remove_button_and_cannot_remove(app, api, approved_request):
+    request_id = approved_request["id"]
+    bob = Browser(app, "bob", "fabrikam")
+    page = bob.page()
+    assert request_id in page and "approved" in page
+    assert "Remove access" not in page and "/revoke" not in page
+    assert "No one holds approved access to fabrikam" in page
+    page = bob.act(request_id, "revoke")  # a crafted form post: refused like the API (404)
+    assert f"access request &#39;{request_id}&#39; not found" in page
+    assert status_for(api, request_id, "alice", "contoso") == "approved"
+
+
+def test_unrelated_admin_sees_none_of_it_and_cannot_act(app, api, access_request):
+    request_id = access_request["id"]
+    nina = Browser(app, "nina", "northwind")
+    page = nina.page()
+    assert "Northwind Traders" in page
+    assert request_id not in page and "sign-ins fail" not in page and "read sign-in logs" not in page
+    page = nina.act(request_id, "approve", tenant_id="northwind")
+    assert "not found" in page
+    assert status_for(api, request_id, "alice", "contoso") == "pending"
+
+
+def test_an_admin_of_both_tenants_acts_for_each(app, api, access_request):
+    dana = Browser(app, "dana", "contoso")
+    page = dana.page()
+    assert "Approve for contoso" in page and "Approve for fabrikam" in page
+    dana.act(access_request["id"], "approve", tenant_id="contoso")
+    page = dana.act(access_request["id"], "approve", tenant_id="fabrikam")
+    assert "is approved" in page
+    assert status_for(api, access_request["id"], "alice", "contoso") == "approved"
+
+
+# --- CSRF and errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("csrf", [None, "", "forged"])
+def test_a_post_without_the_csrf_token_is_400_and_changes_nothing(app, api, access_request, csrf):
+    alice = Browser(app, "alice", "contoso")
+    data = {"tenant_id": "contoso"}
+    if csrf is not None:
+        data["csrf_token"] = csrf
+    answer = alice.client.post(f"/admin/requests/{access_request['id']}/approve", data=data)
+    assert answer.status_code == 400 and answer.mimetype == "text/html"
+    assert_no_trace(answer.get_data(as_text=True))
+    assert status_for(api, access_request["id"], "alice", "contoso") == "pending"
+    assert api.get(f"/v1/access-requests/{access_request['id']}", "alice").get_json()["approvals"] == []
+
+
+def test_login_form_needs_the_csrf_token_too(app):
+    client = app.test_client()
+    answer = client.post("/admin/login", data={"token": token("alice", "contoso")})
+    assert answer.status_code == 400
+    with client.session_transaction("/admin") as session:
+        assert "admin_token" not in session
+
+
+def test_approving_twice_is_a_message_not_an_error_page(app, api, access_request):
+    alice = Browser(app, "alice", "contoso")
+    alice.act(access_request["id"], "approve", tenant_id="contoso")
+    page = alice.act(access_request["id"], "approve", tenant_id="contoso")  # 409 in the API
+    assert f"Could not approve access request {access_request['id']}" in page
+    assert "already approved" in page
+    assert_no_trace(page)
+
+
+def test_approving_a_finished_request_and_revoking_a_pending_one_are_messages(app, api, approved_request):
+    alice = Browser(app, "alice", "contoso")
+    page = alice.act(approved_request["id"], "approve", tenant_id="contoso")
+    assert "the access request is approved" in page
+    page = alice.act(approved_request["id"], "revoke")
+    page = alice.act(approved_request["id"], "revoke")
+    assert "the access request is revoked" in page
+    assert_no_trace(page)
+
+
+def test_the_engineer_cannot_approve_its_own_request_here_either(app, api, access_request):
+    page = Browser(app, "eve").act(access_request["id"], "approve", tenant_id="contoso")
+    assert "cannot approve or reject its own request" in page
+    assert status_for(api, access_request["id"], "alice", "contoso") == "pending"
+
+
+def test_missing_tenant_is_400(app, access_request):
+    alice = Browser(app, "alice", "contoso")
+    url = f"/admin/requests/{access_request['id']}/approve"
+    answer = alice.client.post(url, data={"csrf_token": alice.csrf()})
+    assert answer.status_code == 400 and "tenant_id" in answer.get_data(as_text=True)
+
+
+def test_an_unexpected_error_is_a_plain_500_page(app, access_request, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(workflow, "approve", boom)
+    alice = Browser(app, "alice", "contoso")
+    url = f"/admin/requests/{access_request['id']}/approve"
+    answer = alice.client.post(url, data={"csrf_token": alice.csrf(), "tenant_id": "contoso"})
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 500 and answer.mimetype == "text/html"
+    assert "Internal error" in text and "secret internals" not in text
+    assert_no_trace(text)
+
+
+# --- escaping ----------------------------------------------------------------------------------
+
+
+def test_html_in_titles_and_justifications_is_escaped(app, api):
+    body = {"tenant_id": "contoso", "title": "<script>alert('title')</script>"}
+    ticket = api.post("/v1/support-requests", "alice", body).get_json()
+    assert (
+        api.post(f"/v1/support-requests/{ticket['id']}/assign", "eve", {"engineer": "eve"}).status_code == 200
+    )
+    body = {"support_request_id": ticket["id"], "justification": '<script>alert("why")</script><b>x</b>'}
+    created = api.post("/v1/access-requests", "eve", body)
+    assert created.status_code == 201
+
+    page = Browser(app, "alice", "contoso").page()
+    assert "<script>" not in page and "<b>x</b>" not in page
+    assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(&#34;why&#34;)&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in page
