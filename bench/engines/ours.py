@@ -9,6 +9,7 @@ decision log and audit write that the API adds after deciding.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,6 +50,49 @@ class OursEngine:
             return self._decide(self._policy, check, datetime.now(UTC), self._provider).allowed
         self._index.sync()  # what the API does once per request
         return self._decide(self._policy, self._index, check, datetime.now(UTC), self._provider).allowed
+
+    # --- a change taking effect (bench.run.effect_time) -----------------------------
+
+    def grant(self, engineer: str, tenant: str) -> float:
+        """File and approve a same-tenant request through the workflow (database work,
+        not timed), then return the seconds of *engine* time until a decision allows:
+        the index applying the committed change, plus that decision."""
+        from service import workflow
+
+        now = datetime.now(UTC)
+        admin = self._viewer(f"admin-{tenant}")
+        body = {"tenant_id": tenant, "title": "bench"}
+        ticket = workflow.create_ticket(self._policy, admin, body, now)
+        engineer_view = self._viewer(engineer)
+        workflow.assign_ticket(self._policy, engineer_view, ticket.id, engineer, now, self._provider)
+        body = {"support_request_id": ticket.id, "justification": "bench"}
+        self._request = workflow.create_access_request(self._policy, engineer_view, body, now)
+        workflow.approve(self._policy, admin, self._request.id, tenant, now)
+        self._admin = admin
+        return self._engine_time(engineer, tenant, expect=True)
+
+    def revoke(self, engineer: str, tenant: str) -> float:
+        from service import workflow
+
+        workflow.revoke(self._admin, self._request.id, datetime.now(UTC))
+        return self._engine_time(engineer, tenant, expect=False)
+
+    def _engine_time(self, engineer: str, tenant: str, expect: bool) -> float:
+        category = sorted(self._policy.categories)[0]
+        check = self._check_type(engineer, tenant, "read", f"diagnostics/{category}")
+        t0 = time.perf_counter()
+        self._index.sync()
+        allowed = self._decide(self._policy, self._index, check, datetime.now(UTC), self._provider).allowed
+        spent = time.perf_counter() - t0
+        if allowed != expect:
+            raise AssertionError(f"the change did not take effect (allowed={allowed})")
+        return spent
+
+    def _viewer(self, principal: str):
+        from service.auth import Caller
+        from service.viewer import viewer_for
+
+        return viewer_for(self._policy, Caller(principal, None), self._provider)
 
     def close(self) -> None:
         if not self._database.is_closed():
