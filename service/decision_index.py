@@ -22,6 +22,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 from models import AccessRequest, AuditEvent, RoleAssignment, SupportRequest, Tenant, database
 from service.audit import NOT_STATE_CHANGES
@@ -30,6 +31,30 @@ from service.audit import NOT_STATE_CHANGES
 # (expiry, close) is reported as a reason.
 INDEXED_STATUSES = ("approved", "completed", "revoked")
 _intern = sys.intern
+# Columns in the order _put_ticket / _put_grant take them.
+TICKET_COLUMNS = [
+    SupportRequest.id,
+    SupportRequest.tenant_id,
+    SupportRequest.resource_tenant_id,
+    SupportRequest.status,
+    SupportRequest.allow_advanced_diagnostics,
+    SupportRequest.assigned_engineer,
+    SupportRequest.closed_at,
+]
+GRANT_COLUMNS = [
+    AccessRequest.id,
+    AccessRequest.support_request,
+    AccessRequest.engineer,
+    AccessRequest.resource_tenant_id,
+    AccessRequest.status,
+    AccessRequest.access_expires_at,
+    AccessRequest.finished_at,
+]
+
+
+def _sql_text(query) -> str:
+    """A one-parameter peewee query as SQL text (in the database's own parameter style)."""
+    return query.sql()[0]
 
 
 @dataclass(slots=True, frozen=True)
@@ -99,30 +124,12 @@ class DecisionIndex:
             recent = now - self.retention
             self._load_directory()
             self.tickets, self.grants, self.advanced = {}, {}, {}
-            ticket_columns = [
-                SupportRequest.id,
-                SupportRequest.tenant_id,
-                SupportRequest.resource_tenant_id,
-                SupportRequest.status,
-                SupportRequest.allow_advanced_diagnostics,
-                SupportRequest.assigned_engineer,
-                SupportRequest.closed_at,
-            ]
-            tickets = SupportRequest.select(*ticket_columns).where(
+            tickets = SupportRequest.select(*TICKET_COLUMNS).where(
                 (SupportRequest.status == "open") | (SupportRequest.closed_at >= recent)
             )
             for row in database.execute(tickets):
                 self._put_ticket(*row)
-            grant_columns = [
-                AccessRequest.id,
-                AccessRequest.support_request,
-                AccessRequest.engineer,
-                AccessRequest.resource_tenant_id,
-                AccessRequest.status,
-                AccessRequest.access_expires_at,
-                AccessRequest.finished_at,
-            ]
-            grants = AccessRequest.select(*grant_columns).where(
+            grants = AccessRequest.select(*GRANT_COLUMNS).where(
                 (AccessRequest.status == "approved")
                 | (AccessRequest.status.in_(INDEXED_STATUSES) & (AccessRequest.finished_at >= recent))
             )
@@ -140,35 +147,34 @@ class DecisionIndex:
         self.roles = {principal: tuple(links) for principal, links in roles.items()}
 
     def _apply_changes(self) -> None:
-        events = (
-            AuditEvent.select(AuditEvent.seq, AuditEvent.activity, AuditEvent.target, AuditEvent.details)
-            .where((AuditEvent.seq > self._applied_seq) & AuditEvent.activity.not_in(NOT_STATE_CHANGES))
-            .order_by(AuditEvent.seq)
-        )
+        """Reload each ticket, access request and principal the new events name, once:
+        granting access alone writes five events about two rows."""
+        events = database.execute_sql(self._sql["events"], (self._applied_seq, *NOT_STATE_CHANGES))
+        tickets, grants, principals, tenants = {}, {}, {}, set()
         whole_directory = False
-        for event in events:
-            whole_directory = self._apply(event) or whole_directory
-            self._applied_seq = event.seq
-        if whole_directory:  # once, however many tenants an import touched
+        for seq, activity, target, details in events:
+            self._applied_seq = seq
+            kind = activity.split(".", 1)[0]
+            if kind == "support_request":
+                tickets[target] = None
+            elif kind == "access_request":
+                grants[target] = None
+            elif kind == "directory" and target and '"role_assignment.' in details:
+                principals[target] = None
+            elif kind == "directory" and target and '"tenant.' in details:
+                tenants.add(target)
+            elif kind == "directory":  # a directory import: re-read it once, whatever its size
+                whole_directory = True
+        for ticket_id in tickets:
+            self._reload_ticket(ticket_id)
+        for request_id in grants:
+            self._reload_grant(request_id)
+        if whole_directory:
             self._load_directory()
-        last = AuditEvent.select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).first()
-        self._applied_seq = max(self._applied_seq, last.seq if last else 0)
-
-    def _apply(self, event: AuditEvent) -> bool:
-        """Reload what the event names; True if the whole directory must be re-read."""
-        kind = event.activity.split(".", 1)[0]
-        if kind == "access_request":
-            self._reload_grant(event.target)
-        elif kind == "support_request":
-            self._reload_ticket(event.target)
-        elif kind == "directory":
-            if event.target and '"role_assignment.' in event.details:
-                self._reload_principal(event.target)
-            elif event.target and '"tenant.' in event.details:
-                self.tenants = self.tenants | {_intern(event.target)}
-            else:  # a directory import
-                return True
-        return False
+        else:
+            for principal in principals:
+                self._reload_principal(principal)
+            self.tenants = self.tenants | {_intern(t) for t in tenants}
 
     def _reload_principal(self, principal: str) -> None:
         query = RoleAssignment.select(RoleAssignment.tenant_id, RoleAssignment.role)
@@ -179,35 +185,37 @@ class DecisionIndex:
             self.roles.pop(principal, None)
 
     def _reload_ticket(self, ticket_id: str) -> None:
-        row = SupportRequest.get_or_none(SupportRequest.id == ticket_id)
+        row = database.execute_sql(self._sql["ticket"], (ticket_id,)).fetchone()
         if row is not None:
-            self._put_ticket(
-                row.id,
-                row.tenant_id,
-                row.resource_tenant_id,
-                row.status,
-                row.allow_advanced_diagnostics,
-                row.assigned_engineer,
-                row.closed_at,
-            )
+            self._put_ticket(*row)
 
     def _reload_grant(self, request_id: str) -> None:
-        row = AccessRequest.get_or_none(AccessRequest.id == request_id)
+        row = database.execute_sql(self._sql["grant"], (request_id,)).fetchone()
         if row is None:
             return
-        self._drop_grant(row.engineer, row.resource_tenant_id, request_id)
-        if row.status in INDEXED_STATUSES:
-            if row.support_request_id not in self.tickets:
-                self._reload_ticket(row.support_request_id)
-            self._put_grant(
-                row.id,
-                row.support_request_id,
-                row.engineer,
-                row.resource_tenant_id,
-                row.status,
-                row.access_expires_at,
-                row.finished_at,
-            )
+        request_id, ticket_id, engineer, tenant_id, status = row[:5]
+        self._drop_grant(engineer, tenant_id, request_id)
+        if status in INDEXED_STATUSES:
+            if ticket_id not in self.tickets:
+                self._reload_ticket(ticket_id)
+            self._put_grant(*row)
+
+    @cached_property
+    def _sql(self) -> dict[str, str]:
+        """Plain SQL for the per-change reloads: a change must be in force within a
+        millisecond, and building peewee queries alone would take much of that."""
+        param = database.obj.param
+        tickets = SupportRequest.select(*TICKET_COLUMNS).where(SupportRequest.id == "?")
+        grants = AccessRequest.select(*GRANT_COLUMNS).where(AccessRequest.id == "?")
+        placeholders = ", ".join([param] * len(NOT_STATE_CHANGES))
+        return {
+            "ticket": _sql_text(tickets),
+            "grant": _sql_text(grants),
+            "events": (
+                f"SELECT seq, activity, target, details FROM {AuditEvent._meta.table_name} "
+                f"WHERE seq > {param} AND activity NOT IN ({placeholders}) ORDER BY seq"
+            ),
+        }
 
     # --- entries ---------------------------------------------------------------------
 
