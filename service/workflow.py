@@ -441,14 +441,15 @@ def _event(activity, actor, request: AccessRequest, tenants, details, now) -> No
 
 def sweep(now: datetime) -> int:
     """Apply every time-based transition that is due; returns how many were applied."""
-    due_pending = (AccessRequest.status == PENDING) & (AccessRequest.expires_at <= now)
-    due_grant = (AccessRequest.status == APPROVED) & (AccessRequest.access_expires_at <= now)
-    due_view = (
+    due = (
+        # One query per condition, so each uses its (status, time) index.
+        (AccessRequest.status == PENDING) & (AccessRequest.expires_at <= now),
+        (AccessRequest.status == APPROVED) & (AccessRequest.access_expires_at <= now),
         (AccessRequest.status == REVOKED)
-        & (AccessRequest.support_request_view_status == APPROVED)
         & (AccessRequest.access_expires_at <= now)
+        & (AccessRequest.support_request_view_status == APPROVED),
     )
-    ids = [r.id for r in AccessRequest.select(AccessRequest.id).where(due_pending | due_grant | due_view)]
+    ids = [r.id for condition in due for r in AccessRequest.select(AccessRequest.id).where(condition)]
     for request_id in ids:
         with transaction():
             request = _locked(AccessRequest, request_id)
