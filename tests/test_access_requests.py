@@ -10,26 +10,15 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from tests.conftest import Api, read_check
+from tests.helpers import error_of, parse_time
 
 REQUESTS = "/v1/access-requests"
 TICKETS = "/v1/support-requests"
-
-
-def parse_time(text: str) -> datetime:
-    assert text.endswith("Z"), text
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def error_of(response) -> dict:
-    body = response.get_json()
-    assert isinstance(body, dict) and "error" in body, response.data
-    assert set(body["error"]) >= {"code", "message"}
-    return body["error"]
 
 
 def url(request: dict, action: str | None = None) -> str:

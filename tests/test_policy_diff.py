@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from models import AuditEvent, database
-from service.policy import REPO_POLICY_DIR, policy_version
+from service.policy import policy_version
 from tests.conftest import read_check
+from tests.helpers import copy_policies, edit
 
 CLIENT = "diag-tool"
 
@@ -27,18 +27,6 @@ REQUESTS = [
     read_check(principal="mallory"),  # deny (unknown_principal)
     read_check(tenant_id="fabrikam"),  # deny (no_active_grant)
 ]
-
-
-def copy_policies(tmp_path: Path, name: str) -> Path:
-    target = tmp_path / name
-    shutil.copytree(REPO_POLICY_DIR, target)
-    return target
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def groups(output: str) -> dict[str, list[str]]:

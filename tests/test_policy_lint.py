@@ -5,31 +5,15 @@ errors (exit code 3)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from service.policy import REPO_POLICY_DIR, load_policy
 from service.policy_lint import lint
+from tests.helpers import append, copy_policies, edit
 
 EXIT_OK, EXIT_INVALID = 0, 3
-
-
-def copy_policies(tmp_path: Path) -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(REPO_POLICY_DIR, target)
-    return target
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-
-def append(path: Path, text: str) -> None:
-    path.write_text(path.read_text(encoding="utf-8").rstrip("\n") + "\n" + text, encoding="utf-8")
 
 
 def warnings_of(output: str) -> list[str]:

@@ -21,6 +21,7 @@ import pytest
 from service.policy import REPO_POLICY_DIR, policy_version
 from service.policy_reload import PolicyWatcher, reload_policy
 from tests.conftest import Api, read_check
+from tests.helpers import edit
 
 OPERATOR = "ops"
 CLIENT = "diag-tool"
@@ -39,12 +40,6 @@ def policy_dir(tmp_path) -> Path:
 @pytest.fixture
 def store(app):
     return app.extensions["policy_store"]
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from service.policy import REPO_POLICY_DIR
 from service.policy_tests import load_suite, suite_paths
+from tests.helpers import append, copy_policies, edit
 
 REPO = REPO_POLICY_DIR.parent
 EXIT_OK, EXIT_INVALID, EXIT_FAILED, EXIT_COVERAGE = 0, 3, 4, 5
@@ -33,22 +34,6 @@ WRONG_CASES = """
     decision: {principal: eve, tenant_id: contoso, action: read, resource: diagnostics/signInLogs}
     expect: {allowed: false, reason: no_active_grant}
 """
-
-
-def copy_policies(tmp_path: Path, name: str = "policies") -> Path:
-    target = tmp_path / name
-    shutil.copytree(REPO_POLICY_DIR, target)
-    return target
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-
-def append(path: Path, text: str) -> None:
-    path.write_text(path.read_text(encoding="utf-8").rstrip("\n") + "\n" + text, encoding="utf-8")
 
 
 def counts(output: str) -> tuple[int, int]:

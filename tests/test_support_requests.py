@@ -8,25 +8,12 @@ eve and frank are support engineers, ops the operator, diag-tool the decision cl
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from tests.conftest import START, read_check
+from tests.helpers import error_of, parse_time
 
 TICKETS = "/v1/support-requests"
-
-
-def parse_time(text: str) -> datetime:
-    assert text.endswith("Z"), text
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def error_of(response) -> dict:
-    body = response.get_json()
-    assert isinstance(body, dict) and "error" in body, response.data
-    assert set(body["error"]) >= {"code", "message"}
-    return body["error"]
 
 
 def new_ticket(api, who="bob", **fields) -> dict:

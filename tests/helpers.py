@@ -1,0 +1,41 @@
+"""Small helpers shared by several test modules."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from service.policy import REPO_POLICY_DIR
+
+
+def copy_policies(tmp_path: Path, name: str = "policies") -> Path:
+    """A copy of the shipped policy directory, to change or break."""
+    target = tmp_path / name
+    shutil.copytree(REPO_POLICY_DIR, target)
+    return target
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace the first `old` in a file; fails if it is not there."""
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text(encoding="utf-8").rstrip("\n") + "\n" + text, encoding="utf-8")
+
+
+def parse_time(text: str) -> datetime:
+    """An API time (ISO 8601 with a Z)."""
+    assert text.endswith("Z"), text
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def error_of(response) -> dict:
+    """The error object of an error answer (and that it has the API's shape)."""
+    body = response.get_json()
+    assert isinstance(body, dict) and "error" in body, response.data
+    assert set(body["error"]) >= {"code", "message"}
+    return body["error"]
