@@ -37,19 +37,11 @@ def roles_of(principal: str) -> list[tuple[str, str]]:
     return [(a.tenant_id, a.role) for a in query.where(RoleAssignment.principal == principal)]
 
 
-def is_known(principal: str) -> bool:
-    return RoleAssignment.select().where(RoleAssignment.principal == principal).exists()
-
-
 def has_permission(policy: Policy, principal: str, tenant_id: str, permission: str) -> bool:
     """Does `principal` hold, in `tenant_id`, a role carrying `permission`'s action?"""
     return any(
         tenant == tenant_id and policy.role_allows(role, permission) for tenant, role in roles_of(principal)
     )
-
-
-def tenants_where(policy: Policy, principal: str, permission: str) -> set[str]:
-    return {t for t, role in roles_of(principal) if policy.role_allows(role, permission)}
 
 
 # --- changes ---------------------------------------------------------------------

@@ -144,9 +144,6 @@ class Policy:
         self.hit(f"scenario:{scenario}")
         return self.scenarios[scenario]
 
-    def describe(self) -> dict[str, Any]:
-        return {"version": self.version, "loaded_at": self.loaded_at}
-
 
 # --- loading ---------------------------------------------------------------------
 
