@@ -38,6 +38,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         # Where the last good policy is copied (see PolicyStore); None: no snapshot.
         POLICY_SNAPSHOT_DIR=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        # Answer the two decision routes with the WSGI fast path (service/decision_endpoint.py).
+        FAST_DECISIONS=True,
         # Signs the admin page's session cookie; see _session_secret.
         SECRET_KEY=None,
     )
@@ -55,10 +57,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors_http.init_app(app)
     cli.init_app(app)
 
+    from service import decision_endpoint
     from service.api import register_blueprints
 
     register_blueprints(app)
+    decision_endpoint.init_app(app)
     return app
+
+
+def _start_with_serving(app: Flask, start) -> None:
+    """Run `start` (it starts a thread once) with the first request, through Flask or
+    through the decision fast path, so the thread lives in the serving process."""
+    app.extensions.setdefault("serving_threads", []).append(start)
+    app.before_request(start)
 
 
 def _load_environment(app: Flask) -> None:
@@ -92,7 +103,7 @@ def _init_database(app: Flask) -> None:
     if serving:
         from service.checkpointer import Checkpointer
 
-        app.before_request(Checkpointer().start_once)
+        _start_with_serving(app, Checkpointer().start_once)
 
 
 def _init_policy(app: Flask) -> None:
@@ -112,7 +123,7 @@ def _init_policy(app: Flask) -> None:
     # it runs in the serving process (after the server's fork), not in CLI commands.
     watcher = PolicyWatcher(app, float(app.config["POLICY_WATCH_INTERVAL"])).install_signal_handler()
     app.extensions["policy_watcher"] = watcher
-    app.before_request(watcher.start_once)
+    _start_with_serving(app, watcher.start_once)
 
 
 def _init_decision_engine(app: Flask) -> None:

@@ -107,12 +107,17 @@ def init_app(app: Flask) -> None:
     app.extensions["token_verifier"] = TokenVerifier(app.config["JWT_SECRET"], app.config["JWKS"])
 
 
+def caller_from_header(verifier: TokenVerifier, header: str) -> Caller:
+    """The caller an `Authorization: Bearer <JWT>` header names (401 if none)."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer token", code="missing_token")
+    return verifier.verify(token.strip())
+
+
 def current_caller() -> Caller:
     """The authenticated caller of this request (401 if there is none)."""
     if "caller" not in g:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("missing bearer token", code="missing_token")
-        g.caller = current_app.extensions["token_verifier"].verify(token.strip())
+        verifier = current_app.extensions["token_verifier"]
+        g.caller = caller_from_header(verifier, request.headers.get("Authorization", ""))
     return g.caller

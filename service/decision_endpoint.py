@@ -1,0 +1,138 @@
+"""The decision endpoints: their work, and a WSGI fast path that serves them ahead of Flask.
+
+`POST /v1/decisions` and `POST /v1/decisions/batch` are the calls other services put on
+their hot path. Flask's request machinery (context push, routing, hooks, response object)
+costs about 40 µs per request, more than the decision itself, so `FastDecisions` answers
+these two routes directly from the WSGI environ, in the same order of checks and with the
+same answers and errors as the Flask routes in service/api/decisions.py, which remain the
+reference (`FAST_DECISIONS=False` serves everything through Flask; a test compares both).
+Every other request goes to Flask untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+import peewee
+from flask import Flask
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from service import decisions
+from service.auth import Caller, caller_from_header
+from service.errors import ApiError, BadRequest, Forbidden, SupportAccessError
+from service.policy import Policy
+from service.validation import validate
+
+log = logging.getLogger("support_access")
+ROUTES = {"/v1/decisions": ("DecisionRequest", False), "/v1/decisions/batch": ("DecisionBatch", True)}
+
+
+class DecisionService:
+    """What both decision routes do once the caller is known and the body is parsed."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.store = app.extensions["policy_store"]
+        self.index = app.extensions["decision_index"]
+        self.recorder = app.extensions["read_recorder"]
+        self.decision_log = app.extensions["decision_log"]
+        self.verifier = app.extensions["token_verifier"]
+        self.provider = app.config["PROVIDER_TENANT"]
+
+    def begin(self, caller: Caller) -> Policy:
+        """The policy for this call (one version stamps every answer), with the index
+        current and the caller checked to be a decision client (403 if not)."""
+        policy = self.store.current
+        self.index.sync()
+        roles = self.index.roles.get(caller.principal, ())
+        if not any(
+            t == self.provider and policy.role_allows(role, "evaluate_decisions") for t, role in roles
+        ):
+            raise Forbidden("only decision clients may ask for decisions", code="not_decision_client")
+        return policy
+
+    def answer(self, policy: Policy, caller: Caller, body: dict, many: bool) -> Any:
+        at = self.app.config["CLOCK"]()
+        checks = [decisions.Check(**item) for item in (body["checks"] if many else [body])]
+        answers = [
+            (check, decisions.decide(policy, self.index, check, at, self.provider)) for check in checks
+        ]
+        # Allowed reads are committed to the audit log before the answer leaves.
+        self.recorder.record(decisions.reads_to_record(answers, caller, at))
+        self.decision_log.write(decisions.log_entries(answers, at))
+        results = [decision.to_json(check.explain) for check, decision in answers]
+        return {"results": results} if many else results[0]
+
+
+class FastDecisions:
+    """WSGI middleware: the two decision routes without Flask, everything else to Flask."""
+
+    def __init__(self, service: DecisionService, flask_wsgi_app):
+        self.service = service
+        self.next = flask_wsgi_app
+        self.max_body = service.app.config["MAX_CONTENT_LENGTH"]
+
+    def __call__(self, environ, start_response):
+        route = ROUTES.get(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
+        if route is None:
+            return self.next(environ, start_response)
+        for start in self.service.app.extensions["serving_threads"]:
+            start()
+        try:
+            status, payload = 200, self._handle(environ, *route)
+        except SupportAccessError as exc:
+            status, payload = exc.status, _error(exc.code, exc.message)
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            log.error("store unavailable: %s", exc)
+            status, payload = 503, _error("store_unavailable", "the data store is unavailable")
+        except Exception:  # fail closed: an error status, never an allow
+            log.exception("unhandled error")
+            status, payload = 500, _error("internal_error", "internal error; see the service log")
+        body = orjson.dumps(payload)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [body]
+
+    def _handle(self, environ, schema: str, many: bool) -> Any:
+        service = self.service
+        caller = caller_from_header(service.verifier, environ.get("HTTP_AUTHORIZATION", ""))
+        policy = service.begin(caller)
+        body = validate(schema, self._json_object(environ))
+        return service.answer(policy, caller, body, many)
+
+    def _json_object(self, environ) -> dict:
+        media = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+            message = "the body must be JSON (Content-Type: application/json)"
+            raise ApiError(message, code="unsupported_media_type", status=415)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise BadRequest("Content-Length: not a number", code="bad_request") from None
+        if length > self.max_body:
+            raise ApiError(RequestEntityTooLarge.description, code="body_too_large", status=413)
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        if not raw:
+            return {}
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequest("body: not valid JSON", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise BadRequest("body: must be a JSON object", code="invalid_json")
+        return body
+
+
+def _error(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def init_app(app: Flask) -> None:
+    service = DecisionService(app)
+    app.extensions["decision_service"] = service
+    app.extensions.setdefault("serving_threads", [])
+    if app.config.get("FAST_DECISIONS", True):
+        app.wsgi_app = FastDecisions(service, app.wsgi_app)

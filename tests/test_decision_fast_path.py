@@ -1,0 +1,88 @@
+"""The WSGI fast path for the decision routes answers exactly as the Flask routes do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from werkzeug.test import Client
+
+from service.decision_endpoint import FastDecisions
+from tests.conftest import auth, read_check, token
+
+
+def _without_ids(body):
+    """Answers compared without their decision ids (unique per decision by design)."""
+    if isinstance(body, dict):
+        return {k: _without_ids(v) for k, v in body.items() if k != "decision_id"}
+    if isinstance(body, list):
+        return [_without_ids(v) for v in body]
+    return body
+
+
+def _cases(ticket_id: str) -> list[tuple[str, str, dict, bytes]]:
+    """(name, path, headers, body) of requests that cover every answer and error."""
+    client = {**auth("diag-tool"), "Content-Type": "application/json"}
+    single, batch = "/v1/decisions", "/v1/decisions/batch"
+
+    def dumps(value) -> bytes:
+        return json.dumps(value).encode()
+
+    return [
+        ("allowed", single, client, dumps(read_check())),
+        ("allowed with explain", single, client, dumps(read_check(explain=True))),
+        ("denied, other tenant", single, client, dumps(read_check(tenant_id="fabrikam", explain=True))),
+        ("denied, write", single, client, dumps({**read_check(), "action": "write"})),
+        ("ticket that matches", single, client, dumps(read_check(support_request_id=ticket_id))),
+        ("batch", batch, client, dumps({"checks": [read_check(), read_check(principal="frank")] * 3})),
+        ("no token", single, {"Content-Type": "application/json"}, dumps(read_check())),
+        ("bad token", single, {"Authorization": "Bearer x.y.z", "Content-Type": "application/json"}, b"{}"),
+        (
+            "not a decision client",
+            single,
+            {**auth("eve"), "Content-Type": "application/json"},
+            dumps(read_check()),
+        ),
+        ("not JSON", single, {**auth("diag-tool"), "Content-Type": "text/plain"}, b"hello"),
+        ("invalid JSON", single, client, b"{nope"),
+        ("not an object", single, client, b"[1, 2]"),
+        ("empty body", single, client, b""),
+        ("unknown field", single, client, dumps({**read_check(), "colour": "red"})),
+        ("upper-case action", single, client, dumps({**read_check(), "action": "READ"})),
+        ("too many checks", batch, client, dumps({"checks": [read_check()] * 1001})),
+        ("no checks", batch, client, dumps({"checks": []})),
+        ("too large", batch, client, b" " * (3 * 1024 * 1024)),
+    ]
+
+
+@pytest.fixture
+def flask_only(app):
+    """A client for the same app with the fast path skipped."""
+    assert isinstance(app.wsgi_app, FastDecisions)
+    return Client(app.wsgi_app.next)
+
+
+def test_fast_path_and_flask_routes_give_the_same_answers(app, client, flask_only, approved_request, ticket):
+    for name, path, headers, body in _cases(ticket["id"]):
+        fast = client.post(path, headers=headers, data=body)
+        reference = flask_only.post(path, headers=headers, data=body)
+        assert fast.status_code == reference.status_code, name
+        assert fast.mimetype == "application/json", name
+        fast_body, reference_body = json.loads(fast.data), json.loads(reference.data)
+        assert _without_ids(fast_body) == _without_ids(reference_body), name
+
+
+def test_fast_path_answers_decisions_and_records_reads(app, client, approved_request):
+    answer = client.post("/v1/decisions", json=read_check(), headers=auth("diag-tool"))
+    assert answer.status_code == 200 and answer.get_json()["allowed"] is True
+    events = client.get("/v1/audit-events?tenant_id=contoso&activity=diagnostics.read", headers=auth("alice"))
+    assert [e["details"]["decision_id"] for e in events.get_json()["items"]] == [
+        answer.get_json()["decision_id"]
+    ]
+
+
+def test_other_methods_and_paths_still_go_to_flask(client):
+    assert client.get("/v1/decisions", headers=auth("diag-tool")).status_code == 405
+    assert client.post("/v1/decisions/other", headers=auth("diag-tool")).status_code == 404
+    expired = {"Authorization": f"Bearer {token('diag-tool')}x"}
+    assert client.post("/v1/decisions", headers=expired, json=read_check()).status_code == 401
