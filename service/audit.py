@@ -135,9 +135,20 @@ def _row(event: NewEvent, times: dict) -> tuple:
 
 
 def _statements() -> dict[str, str]:
-    """SQL for `append`, in the current database's parameter style."""
-    param = database.obj.param
-    lock = "" if is_sqlite(database.obj) else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE locks
+    """SQL for `append`, in the current database's parameter style (built once per database)."""
+    db = database.obj
+    if _STATEMENTS.get("for") is not db:
+        _STATEMENTS.clear()
+        _STATEMENTS.update(_build_statements(db), **{"for": db})
+    return _STATEMENTS
+
+
+_STATEMENTS: dict = {}
+
+
+def _build_statements(db) -> dict[str, str]:
+    param = db.param
+    lock = "" if is_sqlite(db) else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE locks
     columns = ", ".join(field.column_name for field in _EVENT_FIELDS)
     values = ", ".join([param] * len(_EVENT_FIELDS))
     events, visibility = AuditEvent._meta.table_name, AuditVisibility._meta.table_name

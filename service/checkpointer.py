@@ -10,6 +10,7 @@ commits running beside it are not held up for long.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from models import database, is_sqlite
@@ -20,11 +21,14 @@ INTERVAL_SECONDS = 0.05  # small, frequent checkpoints: a 1 s interval put ~10 m
 
 class Checkpointer:
     def __init__(self) -> None:
+        # The app's own database, not the module-level proxy (which the next app in the
+        # same process, e.g. in tests, points elsewhere).
+        self.db = database.obj
         self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
         self._lock = threading.Lock()
 
     def start_once(self) -> None:
-        if not self._thread.ident and is_sqlite(database.obj):
+        if not self._thread.ident and is_sqlite(self.db):
             with self._lock:
                 if not self._thread.ident:
                     self._thread.start()
@@ -32,7 +36,9 @@ class Checkpointer:
     def _run(self) -> None:
         stop = threading.Event()
         while not stop.wait(INTERVAL_SECONDS):
+            if not os.path.exists(self.db.database):
+                return  # the database is gone (a test's temporary one): nothing to do
             try:
-                database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                self.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
             except Exception:  # a busy or missing database must not end the thread
                 log.warning("WAL checkpoint failed", exc_info=True)
