@@ -72,11 +72,12 @@ def build(
     details: dict[str, Any],
     now: datetime,
     result: str = "success",
+    event_id: str | None = None,
 ) -> NewEvent:
     """An event not yet in the chain (no seq, no hashes)."""
     principal, actor_tenant = _actor_fields(actor)
     return NewEvent(
-        id=str(uuid.uuid4()),
+        id=event_id or str(uuid.uuid4()),
         time=now,
         activity=activity,
         actor=principal,

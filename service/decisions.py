@@ -182,9 +182,18 @@ def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: dateti
                 "policy_version": decision.policy_version,
             }
             tenant = check.tenant_id
-            events.append(
-                audit.build("diagnostics.read", caller, tenant, [tenant], check.resource, details, now)
+            # The read's event carries its decision's id: one event per allowed decision.
+            event = audit.build(
+                "diagnostics.read",
+                caller,
+                tenant,
+                [tenant],
+                check.resource,
+                details,
+                now,
+                event_id=decision.decision_id,
             )
+            events.append(event)
     return events
 
 

@@ -14,7 +14,7 @@ the error and the service answers 503, never an unrecorded allow.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flask import Flask
 
@@ -28,7 +28,7 @@ WAIT_SECONDS = 10.0
 @dataclass
 class _Pending:
     events: list[AuditEvent]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # only a request that waits for a leader needs one
     error: Exception | None = None
 
 
@@ -49,6 +49,8 @@ class ReadRecorder:
             self._queue.append(pending)
             lead = not self._leading
             self._leading = True
+            if not lead:
+                pending.done = threading.Event()
         if lead:
             self._lead()
         elif not pending.done.wait(WAIT_SECONDS):
@@ -77,4 +79,5 @@ class ReadRecorder:
             error = exc
         for pending in batch:
             pending.error = error
-            pending.done.set()
+            if pending.done is not None:
+                pending.done.set()
