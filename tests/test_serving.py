@@ -54,10 +54,21 @@ class Client:
         return json.loads(answer.read())
 
 
+def _clients_on_two_workers(port: int) -> list[Client]:
+    """Kept-alive connections spread over at least two workers. The kernel hands new
+    connections to whichever worker accepts first, so open more until two answer."""
+    clients = [Client(port) for _ in range(CONNECTIONS)]
+    for _ in range(200):
+        if len({client.pid for client in clients}) >= 2:
+            return clients
+        time.sleep(0.01)
+        clients.append(Client(port))
+    raise AssertionError("the connections did not reach two workers")
+
+
 def test_a_revocation_is_in_force_in_every_worker_before_its_answer_returns(tmp_path):
     with served(tmp_path, REPO_POLICY_DIR, workers=2) as (port, _):
-        clients = [Client(port) for _ in range(CONNECTIONS)]
-        assert len({client.pid for client in clients}) >= 2, "the connections did not reach two workers"
+        clients = _clients_on_two_workers(port)
         for _round in range(3):
             ticket_id, request_id = _approved_request(port)
             check = read_check(support_request_id=ticket_id)
