@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import reduce
 from typing import Any
 
 import orjson
@@ -239,8 +241,15 @@ def to_json(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def view(tenant_id: str, since: datetime | None, activity: str | None, limit: int) -> list:
-    """Events tenant `tenant_id` may see, oldest first."""
+def view(
+    tenant_id: str,
+    since: datetime | None,
+    activity: str | None,
+    limit: int,
+    only: tuple[str, ...] | None = None,
+) -> list:
+    """Events tenant `tenant_id` may see, oldest first; with `only`, just the activities
+    those patterns name (`x.y`, or `x.*` for a family)."""
     query = (
         AuditEvent.select()
         .join(AuditVisibility, on=(AuditVisibility.event_seq == AuditEvent.seq))
@@ -250,4 +259,10 @@ def view(tenant_id: str, since: datetime | None, activity: str | None, limit: in
         query = query.where(AuditEvent.time >= since)
     if activity:
         query = query.where(AuditEvent.activity == activity)
+    if only is not None:
+        matches = [
+            AuditEvent.activity.startswith(p[:-1]) if p.endswith("*") else AuditEvent.activity == p
+            for p in only
+        ]
+        query = query.where(reduce(operator.or_, matches)) if matches else query.where(False)
     return list(query.order_by(AuditEvent.seq).limit(limit))

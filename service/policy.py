@@ -74,6 +74,7 @@ class Policy:
     scenarios: dict[str, tuple[Requirement, ...]]
     distinct_approvers_across_parties: bool
     timing: Timing
+    support_trail: tuple[str, ...]  # audit activities non-log-reader admins see
     allowed_actions: frozenset[str]
     categories: frozenset[str]
     access_kinds: tuple[str, ...]
@@ -188,6 +189,7 @@ def load_policy(directory: str | Path, now: datetime | None = None) -> Policy:
         },
         distinct_approvers_across_parties=approval["distinct_approvers_across_parties"],
         timing=Timing(**{k: parse_duration(v) for k, v in workflow["timing"].items()}),
+        support_trail=tuple(workflow["audit"]["support_trail"]),
         allowed_actions=frozenset(access["allowed_actions"]),
         categories=frozenset(access["categories"]),
         access_kinds=tuple(access["access_kinds"]),

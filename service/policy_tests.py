@@ -336,6 +336,7 @@ def coverage_units(policy: Policy) -> dict[str, list[str]]:
             *(f"scenario:{name}" for name in policy.scenarios),
             "approval:allow_self_approval",
             "approval:distinct_approvers_across_parties",
+            "audit:support_trail",
             *(f"timing:{name}" for name in ("pending_ttl", "max_grant_duration", "retention")),
         ],
     }

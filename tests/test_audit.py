@@ -340,3 +340,32 @@ def test_support_request_tenant_does_not_see_the_removal(api, history, approved_
     assert "access_request.revoked" not in {e["activity"] for e in fabrikam}
     assert "revoke" not in json.dumps(fabrikam)
     assert "access_request.approved" in {e["activity"] for e in fabrikam}
+
+
+def test_the_support_trail_is_policy_data(tmp_path):
+    """Narrowing workflow.yaml audit.support_trail narrows what non-log-reader admins see."""
+    from service import create_app
+    from tests.conftest import DIRECTORY_FILE, SECRET, Api
+    from tests.helpers import copy_policies, edit
+
+    policies = copy_policies(tmp_path)
+    edit(
+        policies / "workflow.yaml",
+        "support_trail: [support_request.*, access_request.*, diagnostics.read]",
+        "support_trail: [support_request.created]",
+    )
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'trail.db'}",
+            "JWT_SECRET": SECRET,
+            "POLICY_DIR": str(policies),
+            "DECISION_LOG": "",
+        }
+    )
+    assert app.test_cli_runner().invoke(args=["directory", "import", str(DIRECTORY_FILE)]).exit_code == 0
+    api = Api(app.test_client())
+    ticket = api.post("/v1/support-requests", "bob", {"tenant_id": "fabrikam", "title": "t"}).get_json()
+    assert api.post(f"/v1/support-requests/{ticket['id']}/close", "bob").status_code == 200
+    answer = api.get("/v1/audit-events?tenant_id=fabrikam", "bob")
+    assert [e["activity"] for e in answer.get_json()["items"]] == ["support_request.created"]

@@ -5,10 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from service import audit, workflow
-from service.api import now, query_int, query_time, viewer
+from service.api import now, policy, query_int, query_time, viewer
 from service.errors import BadRequest, NotFound
-
-SUPPORT_TRAIL = ("support_request.", "access_request.", "diagnostics.")
 
 bp = Blueprint("audit", __name__, url_prefix="/v1/audit-events")
 
@@ -25,9 +23,11 @@ def list_events():
     since = query_time("since")
     limit = query_int("limit", 1000, 1, 10000)
     workflow.sweep(now())
-    # Support-ticket admins who are not log readers see the support access trail only
-    # (SPEC §1: "the support-ticket roles, for their own requests").
-    full = tenant_id in current.log_reader_of or current.is_operator
-    events = audit.view(tenant_id, since, request.args.get("activity") or None, limit)
-    items = [audit.to_json(e) for e in events if full or e.activity.startswith(SUPPORT_TRAIL)]
-    return jsonify({"items": items})
+    only = None
+    if tenant_id not in current.log_reader_of and not current.is_operator:
+        # A support-ticket admin who is no log reader: the support trail only (workflow.yaml).
+        current_policy = policy()
+        current_policy.hit("audit:support_trail")
+        only = current_policy.support_trail
+    events = audit.view(tenant_id, since, request.args.get("activity") or None, limit, only)
+    return jsonify({"items": [audit.to_json(e) for e in events]})
