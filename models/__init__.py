@@ -157,8 +157,16 @@ class AuditHead(BaseModel):
     last_hash = CharField(max_length=64)
 
 
+class AuditJournalPosition(BaseModel):
+    """How far each read-journal file is imported into the audit chain
+    (service/read_journal.py); moved in the transaction that imports."""
+
+    file = CharField(max_length=128, primary_key=True)
+    position = IntegerField()
+
+
 MODELS = [Tenant, RoleAssignment, SupportRequest, AccessRequest, Approval, AuditEvent]
-MODELS += [AuditVisibility, AuditHead]
+MODELS += [AuditVisibility, AuditHead, AuditJournalPosition]
 
 
 # WAL lets readers run beside the writer. synchronous=NORMAL syncs at checkpoints rather
@@ -196,14 +204,19 @@ def is_sqlite(db) -> bool:
     return isinstance(db, SqliteDatabase)
 
 
+class WriteLockBusy(Exception):
+    """transaction(wait=False) found another writer at work."""
+
+
 @contextmanager
-def transaction():
+def transaction(wait: bool = True):
     """A write transaction.
 
     SQLite: writers first take a file lock beside the database, then BEGIN IMMEDIATE.
     SQLite's own wait for a busy database polls with sleeps of a millisecond and more;
     the kernel hands a file lock over the moment it is released, so writers from several
     worker processes queue without that delay (and never fail to upgrade a read lock).
+    wait=False: raise WriteLockBusy rather than queue behind another writer (SQLite).
     """
     db = database.obj
     if not is_sqlite(db):
@@ -213,7 +226,10 @@ def transaction():
     outermost = db.transaction_depth() == 0
     lock = _write_lock.file(db.database) if outermost else None
     if lock is not None:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WriteLockBusy() from None
     try:
         with db.atomic("IMMEDIATE"):
             yield

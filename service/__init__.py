@@ -37,6 +37,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         POLICY_WATCH_INTERVAL=2.0,
         # Where the last good policy is copied (see PolicyStore); None: no snapshot.
         POLICY_SNAPSHOT_DIR=None,
+        # Where allowed reads are journalled before they are imported into the audit log
+        # (service/read_journal.py); None: beside the SQLite file, else in the instance folder.
+        READ_JOURNAL_DIR=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         # Answer the two decision routes with the WSGI fast path (service/decision_endpoint.py).
         FAST_DECISIONS=True,
@@ -76,7 +79,7 @@ def _load_environment(app: Flask) -> None:
     """API.md "Configuration": SUPPORT_ACCESS_* environment variables."""
     app.config["POLICY_SNAPSHOT_DIR"] = str(Path(app.instance_path) / "last-good-policy")
     keys = ("DATABASE_URL", "JWT_SECRET", "JWKS", "POLICY_DIR", "PROVIDER_TENANT", "DECISION_LOG")
-    for key in (*keys, "POLICY_WATCH_INTERVAL", "POLICY_SNAPSHOT_DIR", "SECRET_KEY"):
+    for key in (*keys, "POLICY_WATCH_INTERVAL", "POLICY_SNAPSHOT_DIR", "SECRET_KEY", "READ_JOURNAL_DIR"):
         value = os.environ.get(ENV_PREFIX + key)
         if value:
             app.config[key] = value
@@ -127,9 +130,9 @@ def _init_policy(app: Flask) -> None:
 
 
 def _init_decision_engine(app: Flask) -> None:
-    """The in-memory index decisions read, and the group committer for allowed reads."""
+    """The in-memory index decisions read, and the journal allowed reads are committed to."""
+    from service import read_journal
     from service.decision_index import DecisionIndex
-    from service.read_recorder import ReadRecorder
     from service.state_signal import counter_for
 
     signal = counter_for(app.config["DATABASE_URL"], app.instance_path)
@@ -142,7 +145,12 @@ def _init_decision_engine(app: Flask) -> None:
         # keeps them out of the collector's scans (reference counting still frees them).
         gc.freeze()
     app.extensions["decision_index"] = index
-    app.extensions["read_recorder"] = ReadRecorder(app)
+    directory = app.config["READ_JOURNAL_DIR"] or read_journal.directory_for(
+        app.config["DATABASE_URL"], app.instance_path
+    )
+    app.extensions["read_journal"] = read_journal.ReadJournal(directory)
+    if not app.config.get("TESTING"):
+        _start_with_serving(app, read_journal.ImportThread(directory).start_once)
 
 
 def _init_decision_log(app: Flask) -> None:

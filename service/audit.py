@@ -13,8 +13,9 @@ import operator
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import reduce
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -41,8 +42,31 @@ def record(
 ) -> NewEvent:
     """Append one event. Must run inside a write transaction (models.transaction())."""
     event = build(activity, actor, tenant_id, visible_to, target, details, now, result)
+    journal = _read_journal()
+    if journal is not None:  # reads decided before this change come before it in the chain
+        from service import read_journal
+
+        read_journal.import_within(journal)
     append([event])
     return event
+
+
+def _read_journal() -> Path | None:
+    """The app's read-journal directory (service/read_journal.py), if it has one."""
+    from flask import current_app, has_app_context
+
+    if has_app_context() and "read_journal" in current_app.extensions:
+        return current_app.extensions["read_journal"].directory
+    return None
+
+
+def flush_reads() -> None:
+    """Import every journalled read, so what follows reads the whole log."""
+    journal = _read_journal()
+    if journal is not None:
+        from service import read_journal
+
+        read_journal.flush(journal)
 
 
 @dataclass(slots=True)
@@ -60,9 +84,6 @@ class NewEvent:
     target: str | None
     result: str
     details: str  # JSON object
-    seq: int | None = None
-    prev_hash: str | None = None
-    hash: str | None = None
 
 
 def build(
@@ -97,8 +118,59 @@ def _json(value: Any) -> str:
 
 
 def append(events: list[NewEvent]) -> None:
-    """Chain and insert events in order, with three statements whatever their number.
-    Must run inside a write transaction: the locked head makes appends serial.
+    """Chain and insert events in order. Must run inside a write transaction."""
+    last_seq = append_records([as_record(event) for event in events])
+    if any(event.activity not in NOT_STATE_CHANGES for event in events):
+        _announce_after_commit(last_seq)
+
+
+# An event on its way into the chain as a plain list (what the read journal stores): the
+# columns of models.AuditEvent but the chain's, with the time twice - as stored, and as
+# hashed - so that importing a journalled read converts nothing.
+RECORD_FIELDS = (
+    "id",
+    "time",  # database form: naive UTC, datetime.isoformat(" ")
+    "time_hashed",  # service.clock.isoformat (what the API shows)
+    "activity",
+    "actor",
+    "actor_tenant_id",
+    "tenant_id",
+    "visible_to",
+    "target",
+    "result",
+    "details",
+)
+_COLUMNS = ("seq", "id", "time", "activity", "actor", "actor_tenant_id", "tenant_id", "visible_to")
+_COLUMNS += ("target", "result", "details", "prev_hash", "hash")
+
+
+def as_record(event: NewEvent, times: dict | None = None) -> list:
+    """`event` in RECORD_FIELDS order. `times` caches the two forms of a time (a request's
+    events share one)."""
+    forms = times.get(event.time) if times is not None else None
+    if forms is None:
+        stored = event.time.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+        forms = (stored, isoformat(event.time))
+        if times is not None:
+            times[event.time] = forms
+    return [
+        event.id,
+        *forms,
+        event.activity,
+        event.actor,
+        event.actor_tenant_id,
+        event.tenant_id,
+        event.visible_to,
+        event.target,
+        event.result,
+        event.details,
+    ]
+
+
+def append_records(records: list[list]) -> int:
+    """Chain and insert records (RECORD_FIELDS order) in order, with four statements
+    whatever their number; returns the last sequence number. Must run inside a write
+    transaction: the locked head makes appends serial.
 
     Plain parameterised SQL rather than peewee queries: this runs for every allowed read,
     and building the query objects cost more than the database work.
@@ -107,38 +179,48 @@ def append(events: list[NewEvent]) -> None:
     cursor = database.cursor()
     cursor.execute(statements["head"])
     seq, prev_hash = cursor.fetchone()
-    rows, visibility, times = [], [], {}
-    for event in events:
+    rows, visibility = [], []
+    for record in records:
         seq += 1
-        event.seq, event.prev_hash = seq, prev_hash
-        event.hash = prev_hash = event_hash(event)
-        rows.append(_row(event, times))
-        visibility += [(tenant, seq) for tenant in orjson.loads(event.visible_to)]
+        id_, stored, hashed, activity, actor, actor_tenant, tenant, visible_to, target, result, details = (
+            record
+        )
+        fields = (id_, hashed, activity, actor, actor_tenant, tenant, visible_to, target, result, details)
+        digest = chain_hash(prev_hash, seq, fields)
+        rows.append(
+            (
+                seq,
+                id_,
+                stored,
+                activity,
+                actor,
+                actor_tenant,
+                tenant,
+                visible_to,
+                target,
+                result,
+                details,
+                prev_hash,
+                digest,
+            )
+        )
+        visibility += [(viewer, seq) for viewer in orjson.loads(visible_to)]
+        prev_hash = digest
     cursor.executemany(statements["event"], rows)
     if visibility:
         cursor.executemany(statements["visibility"], visibility)
     cursor.execute(statements["move_head"], (seq, prev_hash))
-    if any(event.activity not in NOT_STATE_CHANGES for event in events):
-        _announce_after_commit(seq)
+    return seq
 
 
-_EVENT_FIELDS = list(AuditEvent._meta.sorted_fields)
-_TIME_FIELD = AuditEvent.time
-
-
-def _row(event: NewEvent, times: dict) -> tuple:
-    """The event's column values in _EVENT_FIELDS order. All but the time are plain
-    strings and numbers already; the time's database form is computed once per value
-    (a batch shares one), since field conversion cost more than the insert."""
-    if event.time not in times:
-        times[event.time] = _TIME_FIELD.db_value(event.time)
-    return tuple(
-        times[event.time] if field is _TIME_FIELD else getattr(event, field.name) for field in _EVENT_FIELDS
-    )
+def chain_hash(prev_hash: str, seq: int, fields: tuple) -> str:
+    """sha256 over the previous event's hash, the sequence number and the event's fields
+    (RECORD_FIELDS order without the stored time), as one canonical JSON array."""
+    return hashlib.sha256(prev_hash.encode() + orjson.dumps([seq, *fields])).hexdigest()
 
 
 def _statements() -> dict[str, str]:
-    """SQL for `append`, in the current database's parameter style (built once per database)."""
+    """SQL for `append_records`, in the current database's parameter style (built once per database)."""
     db = database.obj
     if _STATEMENTS.get("for") is not db:
         _STATEMENTS.clear()
@@ -152,8 +234,8 @@ _STATEMENTS: dict = {}
 def _build_statements(db) -> dict[str, str]:
     param = db.param
     lock = "" if is_sqlite(db) else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE locks
-    columns = ", ".join(field.column_name for field in _EVENT_FIELDS)
-    values = ", ".join([param] * len(_EVENT_FIELDS))
+    columns = ", ".join(getattr(AuditEvent, name).column_name for name in _COLUMNS)
+    values = ", ".join([param] * len(_COLUMNS))
     events, visibility = AuditEvent._meta.table_name, AuditVisibility._meta.table_name
     head = AuditHead._meta.table_name
     return {
@@ -180,24 +262,21 @@ def _actor_fields(actor) -> tuple[str, str | None]:
     return caller.principal, caller.token_tenant_id
 
 
-def event_hash(event: AuditEvent | NewEvent) -> str:
-    """sha256 over the previous hash and every field of the event, canonically encoded."""
-    body = {
-        "seq": event.seq,
-        "id": event.id,
-        "time": isoformat(event.time),
-        "activity": event.activity,
-        "actor": event.actor,
-        "actor_tenant_id": event.actor_tenant_id,
-        "tenant_id": event.tenant_id,
-        "visible_to": event.visible_to,
-        "target": event.target,
-        "result": event.result,
-        "details": event.details,
-    }
-    return hashlib.sha256(
-        event.prev_hash.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    ).hexdigest()
+def event_hash(event: AuditEvent) -> str:
+    """The chain hash of a stored event (what `append_records` computed for it)."""
+    fields = (
+        event.id,
+        isoformat(event.time),
+        event.activity,
+        event.actor,
+        event.actor_tenant_id,
+        event.tenant_id,
+        event.visible_to,
+        event.target,
+        event.result,
+        event.details,
+    )
+    return chain_hash(event.prev_hash, event.seq, fields)
 
 
 @dataclass
@@ -210,6 +289,7 @@ class ChainReport:
 
 def verify_chain(batch: int = 1000) -> ChainReport:
     """Walk the chain in order; report the first event whose hash or link is wrong."""
+    flush_reads()
     prev_hash, checked, last_seq = GENESIS, 0, 0
     query = AuditEvent.select().order_by(AuditEvent.seq)
     for event in query.iterator() if batch else query:
@@ -250,6 +330,7 @@ def view(
 ) -> list:
     """Events tenant `tenant_id` may see, oldest first; with `only`, just the activities
     those patterns name (`x.y`, or `x.*` for a family)."""
+    flush_reads()
     query = (
         AuditEvent.select()
         .join(AuditVisibility, on=(AuditVisibility.event_seq == AuditEvent.seq))

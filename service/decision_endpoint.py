@@ -37,7 +37,7 @@ class DecisionService:
         self.app = app
         self.store = app.extensions["policy_store"]
         self.index = app.extensions["decision_index"]
-        self.recorder = app.extensions["read_recorder"]
+        self.journal = app.extensions["read_journal"]
         self.decision_log = app.extensions["decision_log"]
         self.verifier = app.extensions["token_verifier"]
         self.provider = app.config["PROVIDER_TENANT"]
@@ -60,8 +60,8 @@ class DecisionService:
         answers = [
             (check, decisions.decide(policy, self.index, check, at, self.provider)) for check in checks
         ]
-        # Allowed reads are committed to the audit log before the answer leaves.
-        self.recorder.record(decisions.reads_to_record(answers, caller, at))
+        # Allowed reads are committed to the audit journal before the answer leaves.
+        self.journal.append(decisions.reads_to_record(answers, caller, at))
         self.decision_log.write(decisions.log_entries(answers, at))
         results = [decision.to_json(check.explain) for check, decision in answers]
         return {"results": results} if many else results[0]

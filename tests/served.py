@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,10 +40,9 @@ def call(port: int, method: str, path: str, who: str | None = None, body=None, t
         return None, None
 
 
-@contextmanager
-def served(tmp_path: Path, policy_dir: Path, workers: int = 2):
-    """Yield (port, server process) of a served app with tests/directory.yaml imported."""
-    env = {
+def served_environment(tmp_path: Path, policy_dir: Path) -> dict[str, str]:
+    """The environment of the served app (and of CLI commands run beside it)."""
+    return {
         **os.environ,
         "SUPPORT_ACCESS_JWT_SECRET": SECRET,
         "SUPPORT_ACCESS_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
@@ -50,6 +50,31 @@ def served(tmp_path: Path, policy_dir: Path, workers: int = 2):
         "SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR": str(tmp_path / "last-good-policy"),
         "SUPPORT_ACCESS_DECISION_LOG": str(tmp_path / "decisions.log"),
     }
+
+
+def kill_tree(server: subprocess.Popen) -> None:
+    """SIGKILL the server and every process below it, as a crash would end them."""
+    pids, todo = [], [server.pid]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in children.read_text().split()]
+            except OSError:
+                pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    server.wait(timeout=10)
+
+
+@contextmanager
+def served(tmp_path: Path, policy_dir: Path, workers: int = 2):
+    """Yield (port, server process) of a served app with tests/directory.yaml imported."""
+    env = served_environment(tmp_path, policy_dir)
     flask = [sys.executable, "-m", "flask", "--app", "service", "directory", "import", str(DIRECTORY_FILE)]
     imported = subprocess.run(flask, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert imported.returncode == 0, imported.stderr

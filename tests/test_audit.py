@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from models import AuditEvent, AuditHead, database
-from service.audit import event_hash
+from service.audit import event_hash, flush_reads
 from service.clock import isoformat, parse_iso
 from tests.conftest import START, read_check
 
@@ -35,11 +35,13 @@ def view(api, who: str, tenant: str, **params) -> list[dict]:
 
 
 @pytest.fixture
-def history(api, approved_request):
+def history(app, api, approved_request):
     """Several events: import, ticket created/assigned, request created, two approvals,
-    approved, and a data read."""
+    approved, and a data read (imported from the read journal)."""
     allowed = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
     assert allowed["allowed"] is True
+    with app.app_context(), database.connection_context():
+        flush_reads()
     events = events_in_db()
     assert len(events) >= 8
     return events

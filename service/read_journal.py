@@ -1,0 +1,339 @@
+"""The read journal: allowed reads are committed here before their answer leaves, then
+imported into the hash-chained audit log many at a time.
+
+Every allowed decision must be in the audit log before its answer is sent. Writing each
+request's reads in a database transaction made SQLite's single write lock the decision
+path's bottleneck: with a worker process per core, a request spent more time waiting for
+the other workers' commits than deciding. So a decision appends its reads to a journal
+file of its own process instead - one write() for all reads of a request, no lock shared
+with other processes - and returns only once that write is done. The write survives a
+crash of the process just as a committed SQLite transaction does (SQLite runs with
+synchronous=NORMAL: both reach the operating system, neither waits for the disk).
+
+The importer moves complete journal records into the audit chain in one transaction per
+round (group commit), and records how far it got in the same transaction, so a record
+is imported exactly once whatever crashes. It runs
+- every few milliseconds in the background, in one serving process at a time
+  (`ImportThread`, holding a lease file);
+- before any other audit event is written (service.audit.record), so the chain keeps a
+  read before the state changes that followed it;
+- before the audit log is read (the audit view, `audit verify`), so no reader misses a
+  recorded read, whether or not a background importer runs.
+
+Files: `<pid>-<ns>.jsonl` in the journal directory, one JSON array per line. A writer
+holds a shared flock on its open file; a file whose writer is gone (unlocked) and that is
+fully imported is deleted. An incomplete last line of such a file is a write that never
+finished (its answer was never sent) and is dropped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import peewee
+
+from models import AuditJournalPosition, WriteLockBusy, database, transaction
+from service import audit
+from service.errors import Unavailable
+
+log = logging.getLogger("support_access")
+
+ROTATE_BYTES = 64 * 1024 * 1024  # a writer starts a new file past this size
+BACKLOG_BYTES = 512 * 1024  # past this much not yet imported (~1,000 reads), writers help
+FAR_BEHIND_BYTES = 8 * 1024 * 1024  # ... and past this, they wait their turn to
+HELP_RECORDS = 1_000  # records a helping writer imports (~10 ms)
+CHECK_INTERVAL = 0.005  # seconds between a writer's backlog checks
+ROUND_RECORDS = 1_000  # records per import transaction: keeps the write lock short
+RECORD_BYTES_GUESS = 1024  # bytes read per record wanted (a read's record is ~500)
+BUSY_INTERVAL = 0.002  # background importer: seconds between rounds while reads arrive
+IDLE_INTERVAL = 0.010  # ... and while none do
+LEASE_RETRY = 1.0  # a process without the lease checks this often whether it is free
+
+
+def directory_for(database_url: str, instance_path: str) -> Path:
+    """Beside the SQLite file (every process using that database shares it); for a
+    server database, in the instance folder."""
+    if database_url.startswith("sqlite") and ":memory:" not in database_url:
+        return Path(database_url.split("///", 1)[1] + ".reads")
+    return Path(instance_path) / "read-journal"
+
+
+class ReadJournal:
+    """The writing side: one file per process, appended under a thread lock."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid: int | None = None
+        self._size = 0
+        self._checked_at = -CHECK_INTERVAL  # monotonic time of the last backlog check
+        self._store_down = False
+
+    def append(self, events: list[audit.NewEvent]) -> None:
+        """Return once `events` are in the journal; raise Unavailable if they are not."""
+        if not events:
+            return
+        times: dict = {}
+        data = b"".join([orjson.dumps(audit.as_record(event, times)) + b"\n" for event in events])
+        with self._lock:
+            if self._store_down or time.monotonic() - self._checked_at >= CHECK_INTERVAL:
+                self._keep_up()
+            try:
+                fd = self._file()
+                written = os.write(fd, data)
+                if written != len(data):
+                    raise OSError(f"short write: {written} of {len(data)} bytes")
+                self._size += written
+            except OSError as exc:
+                # Whatever part was written stays as an incomplete line at the end of a
+                # file this process no longer writes: the importer drops it.
+                self._close()
+                log.error("read journal write failed: %s", exc)
+                raise Unavailable("the audit journal is unavailable", code="store_unavailable") from exc
+
+    def _keep_up(self) -> None:
+        """Every few milliseconds: if more than BACKLOG_BYTES wait to be imported (the
+        background importer is behind, or there is none), import them here, so the time a
+        recorded read takes to reach the audit log stays bounded. If the store cannot be
+        reached, refuse (503) until it can: reads are not piled up unboundedly."""
+        self._checked_at = time.monotonic()
+        try:
+            waiting = backlog(self.directory)
+            if waiting > BACKLOG_BYTES:
+                # Help with one round; if another process is writing, it is likely the
+                # importer: queue behind it only when far behind.
+                with transaction(wait=waiting > FAR_BEHIND_BYTES):
+                    import_round(self.directory, HELP_RECORDS)
+            self._store_down = False
+        except WriteLockBusy:
+            self._store_down = False
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            self._store_down = True
+            log.error("read journal: the audit store is unavailable: %s", exc)
+            raise Unavailable("the audit log is unavailable", code="store_unavailable") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _file(self) -> int:
+        if self._fd is not None and (self._pid != os.getpid() or self._size > ROTATE_BYTES):
+            self._close()  # forked (the file is the parent's) or big enough: start another
+        if self._fd is None:
+            name = self.directory / f"{os.getpid()}-{time.time_ns()}"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+            fd = os.open(f"{name}.new", flags, 0o600)
+            # Locked before the importer can see it (it reads only *.jsonl): an unlocked
+            # file is one whose writer is gone, and a finished one is deleted.
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            os.rename(f"{name}.new", f"{name}.jsonl")
+            self._fd, self._pid, self._size = fd, os.getpid(), 0
+        return self._fd
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            if self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd = None
+
+
+def _record(line: bytes) -> list:
+    """A journal line back as an audit record; ValueError if it is not one."""
+    record = orjson.loads(line)
+    if not isinstance(record, list) or len(record) != len(audit.RECORD_FIELDS):
+        raise ValueError("not an audit record")
+    return record
+
+
+# --- importing ------------------------------------------------------------------------
+
+
+@dataclass
+class _Slice:
+    """What one round takes from one file."""
+
+    name: str
+    lines: list[bytes]  # complete records
+    end: int  # the file's position after them
+    finished: bool  # consumed to its end, and no writer holds it: the file can go
+
+
+def import_round(directory: Path, max_records: int = ROUND_RECORDS) -> int:
+    """Import up to `max_records` journal records into the audit chain, oldest decision
+    first. Must run inside models.transaction(). Returns the number imported."""
+    positions = {row.file: row.position for row in AuditJournalPosition.select()}
+    names = sorted(path.name for path in directory.glob("*.jsonl"))
+    slices = []
+    budget = max_records
+    for name in names:
+        piece = _take(directory / name, positions.get(name, 0), budget)
+        if piece is not None:
+            slices.append(piece)
+            budget -= len(piece.lines)
+    records = []
+    for piece in slices:
+        for line in piece.lines:
+            try:
+                records.append(_record(line))
+            except ValueError as exc:  # orjson.JSONDecodeError is one
+                log.error("read journal %s: unreadable record skipped (%s): %.200r", piece.name, exc, line)
+    records.sort(key=_stored_time)  # the workers' files interleave in time
+    if records:
+        audit.append_records(records)
+    for piece in slices:
+        _save_position(piece.name, piece.end, piece.name in positions)
+    gone = [name for name in positions if name not in names]
+    if gone:
+        AuditJournalPosition.delete().where(AuditJournalPosition.file.in_(gone)).execute()
+    finished = [piece.name for piece in slices if piece.finished]
+    if finished:
+        database.after_commit(lambda: _remove(directory, finished))
+    return len(records)
+
+
+def _stored_time(record: list) -> str:
+    return record[1]  # one fixed format, so the strings sort as the times do
+
+
+def _take(path: Path, start: int, budget: int) -> _Slice | None:
+    """Up to `budget` complete records of one file from `start` on."""
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            writer_gone = _writer_gone(handle)
+            if size <= start and not writer_gone:
+                return None
+            handle.seek(start)
+            data = handle.read(min(size - start, budget * RECORD_BYTES_GUESS)) if budget > 0 else b""
+    except FileNotFoundError:
+        return None
+    complete = data.rfind(b"\n") + 1
+    lines = data[:complete].splitlines(keepends=True)[:budget]
+    end = start + sum(len(line) for line in lines)
+    if writer_gone and end == start + complete and complete < len(data) and start + len(data) == size:
+        # A write that never finished (its process stopped; its answer was never sent).
+        log.error("read journal %s: dropped an unfinished record of a writer that stopped", path.name)
+        end = size
+    return _Slice(path.name, [line.rstrip(b"\n") for line in lines], end, writer_gone and end == size)
+
+
+def _writer_gone(handle) -> bool:
+    """No process has this file open for writing (a writer holds a shared lock on it)."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return True
+
+
+def _save_position(name: str, position: int, exists: bool) -> None:
+    if exists:
+        AuditJournalPosition.update(position=position).where(AuditJournalPosition.file == name).execute()
+    else:
+        AuditJournalPosition.insert(file=name, position=position).execute()
+
+
+def _remove(directory: Path, names: list[str]) -> None:
+    """Delete imported files whose writer is gone. Their position rows go in a later
+    round (a row without a file): were a row removed first and the unlink then failed,
+    the file would be imported twice."""
+    for name in names:
+        try:
+            (directory / name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def flush(directory: Path) -> int:
+    """Import everything journalled so far (readers call this before reading)."""
+    total = 0
+    while True:
+        with transaction():
+            count = import_round(directory)
+        total += count
+        if count < ROUND_RECORDS:
+            return total
+
+
+def backlog(directory: Path) -> int:
+    """Bytes journalled and not yet imported."""
+    sizes = _sizes(directory)
+    if not sizes:
+        return 0
+    rows = AuditJournalPosition.select().where(AuditJournalPosition.file.in_(list(sizes)))
+    positions = {row.file: row.position for row in rows}
+    return sum(max(0, size - positions.get(name, 0)) for name, size in sizes.items())
+
+
+def import_within(directory: Path) -> None:
+    """Inside a write transaction that is about to record other events: import what the
+    journal holds first, so the chain keeps reads before the changes that followed."""
+    if any(directory.glob("*.jsonl")):
+        import_round(directory, max_records=1_000_000)
+
+
+class ImportThread:
+    """The background importer of a serving process. Only the process holding the lease
+    file imports (one importer per machine keeps rounds large and the write lock free);
+    the others check now and then whether it is free, so an importer that dies is replaced."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self._thread = threading.Thread(target=self._run, name="read-journal-importer", daemon=True)
+        self._lock = threading.Lock()
+        self.rounds = 0
+
+    def start_once(self) -> None:
+        if not self._thread.ident:
+            with self._lock:
+                if not self._thread.ident:
+                    self._thread.start()
+
+    def _run(self) -> None:
+        lease = open(self.directory / "importer.lease", "a+b")  # noqa: SIM115 (held for the thread's life)
+        while not _try_lock(lease):
+            time.sleep(LEASE_RETRY)
+        seen: dict[str, int] = {}
+        while self.directory.exists():
+            interval = IDLE_INTERVAL
+            try:
+                sizes = _sizes(self.directory)
+                if sizes != seen:
+                    with transaction():
+                        if import_round(self.directory):
+                            interval = BUSY_INTERVAL
+                    self.rounds += 1
+                    seen = sizes if interval == IDLE_INTERVAL else {}
+            except Exception:  # a busy or broken store must not end the thread; readers still import
+                log.warning("read journal import failed", exc_info=True)
+                interval = LEASE_RETRY
+            time.sleep(interval)
+
+
+def _sizes(directory: Path) -> dict[str, int]:
+    sizes = {}
+    for entry in os.scandir(directory):
+        if entry.name.endswith(".jsonl"):
+            try:
+                sizes[entry.name] = entry.stat().st_size
+            except FileNotFoundError:
+                pass
+    return sizes
+
+
+def _try_lock(handle) -> bool:
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False

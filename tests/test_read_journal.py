@@ -1,0 +1,254 @@
+"""Allowed reads are committed to the read journal before their answer leaves, and
+imported into the hash-chained audit log in batches (service/read_journal.py)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import peewee
+import pytest
+
+from models import AuditEvent, AuditJournalPosition, database
+from service import audit, read_journal
+from service.clock import isoformat
+from tests.conftest import START, read_check
+
+
+def journal_dir(app) -> Path:
+    return app.extensions["read_journal"].directory
+
+
+def journalled_decision_ids(directory: Path) -> list[str]:
+    """What the journal files hold, read as plain files (not through the app)."""
+    ids = []
+    for path in sorted(directory.glob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            ids.append(json.loads(json.loads(line)[10])["decision_id"])
+    return ids
+
+
+def chain(app) -> list[AuditEvent]:
+    with app.app_context(), database.connection_context():
+        return list(AuditEvent.select().order_by(AuditEvent.seq))
+
+
+def flush(app) -> int:
+    with app.app_context(), database.connection_context():
+        return read_journal.flush(journal_dir(app))
+
+
+def read_ids(events) -> list[str]:
+    return [json.loads(e.details)["decision_id"] for e in events if e.activity == "diagnostics.read"]
+
+
+def view_ids(api, who="alice", tenant="contoso") -> list[str]:
+    items = api.get(f"/v1/audit-events?tenant_id={tenant}&activity=diagnostics.read", who).get_json()["items"]
+    return [item["details"]["decision_id"] for item in items]
+
+
+def test_an_allowed_answer_leaves_only_after_its_read_is_in_the_journal(
+    app, api, approved_request, monkeypatch
+):
+    real_write = os.write
+
+    def slow_write(fd, data):
+        time.sleep(0.2)  # were the answer not waiting for the write, it would leave first
+        return real_write(fd, data)
+
+    monkeypatch.setattr(read_journal.os, "write", slow_write)
+    answer = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    assert answer["allowed"] is True
+    assert journalled_decision_ids(journal_dir(app)) == [answer["decision_id"]]
+    assert read_ids(chain(app)) == []  # not imported yet: nothing but the journal holds it
+
+
+def test_a_crash_after_the_answer_loses_no_read(app, api, approved_request, tmp_path, clock, runner):
+    answers = [api.post("/v1/decisions", "diag-tool", read_check()).get_json() for _ in range(3)]
+    assert all(answer["allowed"] for answer in answers)
+    # The process dies before any import. A new process over the same files:
+    from service import create_app
+
+    keys = ("DATABASE_URL", "JWT_SECRET", "POLICY_DIR", "DECISION_LOG", "CLOCK")
+    restarted = create_app({"TESTING": True, **{key: app.config[key] for key in keys}})
+    restarted_api = type(api)(restarted.test_client())
+    assert view_ids(restarted_api) == [answer["decision_id"] for answer in answers]
+    result = restarted.test_cli_runner().invoke(args=["audit", "verify"])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_importer_commits_many_reads_in_one_transaction(app, api, approved_request, monkeypatch):
+    checks = {"checks": [read_check()] * 40}
+    results = api.post("/v1/decisions/batch", "diag-tool", checks).get_json()["results"]
+    results += [api.post("/v1/decisions", "diag-tool", read_check()).get_json() for _ in range(10)]
+    assert all(result["allowed"] for result in results)
+    calls = []
+    real_append = audit.append_records
+    monkeypatch.setattr(
+        audit, "append_records", lambda records: (calls.append(len(records)), real_append(records))[1]
+    )
+    assert flush(app) == 50
+    assert calls == [50]  # one transaction for all fifty
+    assert read_ids(chain(app)) == [result["decision_id"] for result in results]  # in decision order
+    assert flush(app) == 0 and read_ids(chain(app)) == [result["decision_id"] for result in results]
+
+
+def test_imported_reads_keep_their_decision_time_and_chain(app, api, approved_request, clock, runner):
+    clock.advance(minutes=5)
+    answer = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    [item] = api.get("/v1/audit-events?tenant_id=contoso&activity=diagnostics.read", "alice").get_json()[
+        "items"
+    ]
+    assert item["id"] == answer["decision_id"]
+    assert item["time"] == isoformat(START + timedelta(minutes=5))
+    assert item["actor"] == "diag-tool" and item["target"] == "diagnostics/signInLogs"
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+
+
+def test_reads_come_before_the_state_change_that_follows_them(app, api, approved_request):
+    answer = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    assert api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice").status_code == 200
+    activities = [(e.activity, e.id) for e in chain(app)]
+    assert activities.index(("diagnostics.read", answer["decision_id"])) < [a for a, _ in activities].index(
+        "access_request.revoked"
+    )
+
+
+def test_a_journal_that_cannot_be_written_is_never_an_allow(app, api, approved_request, monkeypatch):
+    def disk_full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(read_journal.os, "write", disk_full)
+    for answer in (
+        api.post("/v1/decisions", "diag-tool", read_check()),
+        api.post("/v1/decisions/batch", "diag-tool", {"checks": [read_check()] * 3}),
+    ):
+        assert answer.status_code == 503
+        assert answer.get_json()["error"]["code"] == "store_unavailable"
+    monkeypatch.undo()
+    answer = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    assert answer["allowed"] is True
+    assert view_ids(api) == [answer["decision_id"]]
+
+
+def test_an_audit_store_that_cannot_be_reached_is_never_an_allow(app, api, approved_request, monkeypatch):
+    """The journal checks the store every few milliseconds (here: on every write)."""
+    monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 0.0)
+
+    def store_down(directory):
+        raise peewee.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(read_journal, "backlog", store_down)
+    for answer in (
+        api.post("/v1/decisions", "diag-tool", read_check()),
+        api.post("/v1/decisions/batch", "diag-tool", {"checks": [read_check()] * 3}),
+    ):
+        assert answer.status_code == 503
+    assert journalled_decision_ids(journal_dir(app)) == []
+
+
+def test_writers_import_themselves_when_the_backlog_grows(app, api, approved_request, monkeypatch):
+    """No background importer runs in tests: past BACKLOG_BYTES, writers import."""
+    monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(read_journal, "BACKLOG_BYTES", 2_000)
+    for _ in range(5):
+        assert all(
+            r["allowed"]
+            for r in api.post("/v1/decisions/batch", "diag-tool", {"checks": [read_check()] * 5}).get_json()[
+                "results"
+            ]
+        )
+    with app.app_context(), database.connection_context():
+        assert 0 < read_journal.backlog(journal_dir(app)) <= 2_000 + 5 * 1_000
+        assert len(read_ids(AuditEvent.select())) >= 10
+
+
+# --- files left by writers that stopped ----------------------------------------------
+
+
+def write_records(directory: Path, name: str, events: list[audit.NewEvent], tail: bytes = b"") -> Path:
+    path = directory / name
+    path.write_bytes(b"".join(orjson.dumps(audit.as_record(e)) + b"\n" for e in events) + tail)
+    return path
+
+
+def read_events(count: int) -> list[audit.NewEvent]:
+    return [
+        audit.build(
+            "diagnostics.read",
+            "diag-tool",
+            "contoso",
+            ["contoso"],
+            "diagnostics/signInLogs",
+            {"decision_id": f"d-{n}"},
+            START + timedelta(seconds=n),
+            event_id=f"d-{n}",
+        )
+        for n in range(count)
+    ]
+
+
+def test_an_unfinished_record_of_a_stopped_writer_is_dropped(app, caplog):
+    directory = journal_dir(app)
+    path = write_records(directory, "1-1.jsonl", read_events(2), tail=b'["d-2","2026')
+    with caplog.at_level(logging.ERROR, logger="support_access"):
+        assert flush(app) == 2
+    assert "unfinished record" in caplog.text
+    assert read_ids(chain(app)) == ["d-0", "d-1"]
+    assert not path.exists()  # fully imported, no writer: removed
+    assert flush(app) == 0
+    with app.app_context(), database.connection_context():
+        assert AuditJournalPosition.select().count() == 0  # its position went with it
+
+
+def test_a_record_still_being_written_waits_for_its_end(app):
+    directory = journal_dir(app)
+    events = read_events(3)
+    last = orjson.dumps(audit.as_record(events[2])) + b"\n"
+    path = write_records(directory, "1-2.jsonl", events[:2], tail=last[:10])
+    with path.open("rb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_SH)  # a live writer
+        assert flush(app) == 2
+        with path.open("ab") as more:
+            more.write(last[10:])
+        assert flush(app) == 1
+    assert read_ids(chain(app)) == ["d-0", "d-1", "d-2"]
+
+
+def test_an_unreadable_record_is_skipped_and_logged(app, caplog):
+    directory = journal_dir(app)
+    events = read_events(2)
+    path = directory / "1-3.jsonl"
+    path.write_bytes(
+        orjson.dumps(audit.as_record(events[0]))
+        + b"\n{garbage\n"
+        + orjson.dumps(audit.as_record(events[1]))
+        + b"\n"
+    )
+    with caplog.at_level(logging.ERROR, logger="support_access"):
+        assert flush(app) == 2
+    assert "unreadable record" in caplog.text
+    assert read_ids(chain(app)) == ["d-0", "d-1"]
+
+
+def test_files_of_several_writers_are_imported_in_decision_order(app):
+    directory = journal_dir(app)
+    events = read_events(6)
+    write_records(directory, "1-4.jsonl", events[0::2])
+    write_records(directory, "2-5.jsonl", events[1::2])
+    assert flush(app) == 6
+    assert read_ids(chain(app)) == [f"d-{n}" for n in range(6)]
+
+
+@pytest.mark.parametrize("url", ["sqlite:////srv/data/sa.db", "postgresql://u@db/sa"])
+def test_the_journal_lives_beside_its_database(url, tmp_path):
+    directory = read_journal.directory_for(url, str(tmp_path))
+    assert directory == (
+        Path("/srv/data/sa.db.reads") if url.startswith("sqlite") else tmp_path / "read-journal"
+    )
