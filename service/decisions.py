@@ -9,7 +9,6 @@ Every path that is not an explicit allow is a deny.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from service import audit
 from service.clock import isoformat
 from service.decision_index import DecisionIndex
+from service.ids import new_id
 from service.policy import Policy
 
 GRANT, ADVANCED = "grant", "advanced_diagnostics"
@@ -39,7 +39,7 @@ class Decision:
     allowed: bool
     reason: str
     policy_version: str
-    decision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    decision_id: str = field(default_factory=new_id)
     trail: list[dict[str, Any]] = field(default_factory=list)
     access_request_id: str | None = None
     support_request_id: str | None = None

@@ -170,7 +170,7 @@ class _Slice:
 def import_round(directory: Path, max_records: int = ROUND_RECORDS) -> int:
     """Import up to `max_records` journal records into the audit chain, oldest decision
     first. Must run inside models.transaction(). Returns the number imported."""
-    positions = {row.file: row.position for row in AuditJournalPosition.select()}
+    positions = _positions()
     names = sorted(path.name for path in directory.glob("*.jsonl"))
     slices = []
     budget = max_records
@@ -270,9 +270,14 @@ def backlog(directory: Path) -> int:
     sizes = _sizes(directory)
     if not sizes:
         return 0
-    rows = AuditJournalPosition.select().where(AuditJournalPosition.file.in_(list(sizes)))
-    positions = {row.file: row.position for row in rows}
+    positions = _positions()
     return sum(max(0, size - positions.get(name, 0)) for name, size in sizes.items())
+
+
+def _positions() -> dict[str, int]:
+    """Every file's imported position (a handful of rows; plain SQL, as it runs often)."""
+    table = AuditJournalPosition._meta.table_name
+    return dict(database.execute_sql(f"SELECT file, position FROM {table}").fetchall())
 
 
 def import_within(directory: Path) -> None:

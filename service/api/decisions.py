@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, jsonify
 
 from service.api import json_body
 from service.auth import current_caller
+from service.decision_endpoint import checks_of
 
 bp = Blueprint("decisions", __name__, url_prefix="/v1/decisions")
 
@@ -19,7 +20,8 @@ def _decide(schema: str, many: bool):
     service = current_app.extensions["decision_service"]
     caller = current_caller()
     policy = service.begin(caller)
-    return jsonify(service.answer(policy, caller, json_body(schema), many))
+    checks = checks_of(json_body(schema), many)
+    return jsonify(service.answer(policy, caller, checks, many))
 
 
 @bp.post("")

@@ -1,0 +1,101 @@
+"""The fast decoders of the decision bodies (service/fast_bodies.py) accept nothing the
+reference path (orjson + the OpenAPI schema) refuses, and read what they accept alike."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service import fast_bodies
+from service.errors import BadRequest
+from service.validation import validate
+
+# Values near every bound and pattern of the DecisionRequest schema, and of other types.
+texts = st.one_of(
+    st.text(max_size=3),
+    st.sampled_from(
+        ["read", "Read", "read\n", "r", "9read", "diagnostics/signInLogs", "diagnostics/", "x" * 64]
+    ),
+    st.sampled_from(["diagnostics/a.b-c_d", "diagnostics/bad name", "a" * 65, "a" * 129, "a" * 257]),
+)
+values = st.one_of(
+    texts, st.booleans(), st.none(), st.integers(-(2**63), 2**63 - 1), st.lists(st.integers(0, 9), max_size=2)
+)
+keys = st.sampled_from(
+    ["principal", "tenant_id", "action", "resource", "support_request_id", "explain", "extra"]
+)
+near_valid = st.fixed_dictionaries(
+    {
+        "principal": st.sampled_from(["eve", "eve", "eve", "", "a" * 256, "a" * 257]),
+        "tenant_id": st.sampled_from(["contoso", "contoso", "contoso", "", "t" * 128, "t" * 129]),
+        "action": st.sampled_from(["read", "read", "read", "write", "Read", "read\n", "r" * 64, "r" * 65]),
+        "resource": st.sampled_from(
+            [
+                "diagnostics/signInLogs",
+                "diagnostics/signInLogs",
+                "diagnostics/a b",
+                "logs/x",
+                "diagnostics/x\n",
+            ]
+        ),
+    },
+    optional={
+        "support_request_id": st.one_of(st.just("sr-1"), values),
+        "explain": st.one_of(st.booleans(), values),
+    },
+)
+checks = st.one_of(st.dictionaries(keys, values, max_size=7), near_valid, near_valid)
+bodies = st.one_of(
+    checks,
+    st.fixed_dictionaries({"checks": st.lists(near_valid, max_size=3)}),
+    st.fixed_dictionaries({"checks": st.lists(checks, max_size=3)}),
+    st.dictionaries(st.sampled_from(["checks", "other"]), st.lists(checks, max_size=2), max_size=2),
+)
+
+
+def reference(schema: str, raw: bytes):
+    try:
+        return validate(schema, orjson.loads(raw))
+    except BadRequest:
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=bodies, schema=st.sampled_from(["DecisionRequest", "DecisionBatch"]))
+def test_what_the_fast_decoder_accepts_the_schema_accepts_alike(body, schema):
+    raw = orjson.dumps(body)
+    try:
+        decoded = fast_bodies.decoder(schema).decode(raw)
+    except Exception:
+        return  # refused: the reference path gives the error
+    assert reference(schema, raw) == fast_bodies.as_plain(decoded) == body
+
+
+def test_valid_bodies_take_the_fast_path():
+    check = {
+        "principal": "eve",
+        "tenant_id": "contoso",
+        "action": "read",
+        "resource": "diagnostics/signInLogs",
+    }
+    for schema, body in (
+        ("DecisionRequest", {**check, "explain": True}),
+        ("DecisionBatch", {"checks": [check] * 3}),
+    ):
+        decoded = fast_bodies.decoder(schema).decode(orjson.dumps(body))
+        assert fast_bodies.as_plain(decoded) == body
+
+
+def test_a_schema_the_decoder_cannot_follow_is_refused(monkeypatch):
+    schemas = {
+        "Odd": {"type": "object", "additionalProperties": False, "properties": {"n": {"type": "integer"}}}
+    }
+    monkeypatch.setattr(fast_bodies, "_schemas", lambda: schemas)
+    fast_bodies._struct.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="Odd.n"):
+            fast_bodies._struct("Odd")
+    finally:
+        fast_bodies._struct.cache_clear()
