@@ -553,6 +553,7 @@ def run_http_ours(
             "batch1000": base + "/v1/decisions/batch",
         }
         run_loads(results, cfg, "ours", wrk, urls, files, token, base + "/healthz", cfg.workers)
+        note_journal(results, db_path, proc.pid)
         rss = [servers.rss_mib(pid) for pid in servers.worker_pids(proc.pid)]
         rss = [r for r in rss if r is not None]
         if rss:
@@ -593,6 +594,35 @@ def run_http_ours(
         client.close()
     finally:
         servers.stop(proc)
+
+
+def journal_backlog(db_path: Path) -> int:
+    """Bytes of allowed reads in the read journal not yet imported into the audit log."""
+    import sqlite3
+
+    directory = Path(f"{db_path}.reads")
+    sizes = {p.name: p.stat().st_size for p in directory.glob("*.jsonl")}
+    with sqlite3.connect(db_path, timeout=30) as db:
+        positions = dict(db.execute("SELECT file, position FROM auditjournalposition").fetchall())
+    return sum(max(0, size - positions.get(name, 0)) for name, size in sizes.items())
+
+
+def note_journal(results: report.Results, db_path: Path, server_pid: int) -> None:
+    """How far the read journal's importer was behind when the loads ended, and how long
+    it took to catch up (the reads were durable in the journal all along)."""
+    try:
+        start, behind = time.perf_counter(), journal_backlog(db_path)
+        while journal_backlog(db_path) and time.perf_counter() - start < 120:
+            time.sleep(0.05)
+        caught_up = time.perf_counter() - start
+        rss = [servers.rss_mib(pid) or 0 for pid in servers.importer_pids(server_pid)]
+        results.note(
+            f"ours: when the loads ended, {behind / 1e6:.1f} MB of allowed reads (~{behind // 500:,} reads) "
+            f"were in the read journal and not yet in the audit table; imported {caught_up:.2f} s later. "
+            f"Importer process RSS {', '.join(f'{r:.0f}' for r in rss) or '—'} MiB."
+        )
+    except Exception as exc:
+        results.note(f"ours: read journal backlog not measured: {exc}")
 
 
 def run_http_cerbos(

@@ -122,17 +122,34 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+IMPORTER = b"service.read_importer"  # the read journal's importer beside the workers (since ec28c8d)
+
+
 def worker_pids(pid: int) -> list[int]:
-    """The server's worker processes: its descendants that are Python processes."""
+    """The server's worker processes: its descendants that are Python processes, but
+    the read journal's importer."""
     workers = []
     for child in descendants(pid):
         try:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
+        if IMPORTER in cmdline:
+            continue
         if b"python" in cmdline or b"granian" in cmdline or b"gunicorn" in cmdline:
             workers.append(child)
     return workers
+
+
+def importer_pids(pid: int) -> list[int]:
+    found = []
+    for child in descendants(pid):
+        try:
+            if IMPORTER in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            continue
+    return found
 
 
 def stop(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:

@@ -21,8 +21,28 @@ ENV_PREFIX = "SUPPORT_ACCESS_"
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=True)
+    app = configured_app(test_config)
     app.json = OrjsonProvider(app)
+    auth.init_app(app)
+    _init_database(app)
+    _init_policy(app)
+    _init_decision_engine(app)
+    _init_decision_log(app)
+    errors_http.init_app(app)
+    cli.init_app(app)
+
+    from service import decision_endpoint
+    from service.api import register_blueprints
+
+    register_blueprints(app)
+    decision_endpoint.init_app(app)
+    return app
+
+
+def configured_app(test_config: dict | None = None) -> Flask:
+    """The Flask object with its configuration (defaults, then the environment or
+    `test_config`), nothing initialised yet."""
+    app = Flask(__name__, instance_relative_config=True)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(
         DATABASE_URL=f"sqlite:///{Path(app.instance_path) / 'support_access.db'}",
@@ -51,21 +71,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     else:
         app.config.update(test_config)
     app.config["SECRET_KEY"] = _session_secret(app)
-
-    auth.init_app(app)
-    _init_database(app)
-    _init_policy(app)
-    _init_decision_engine(app)
-    _init_decision_log(app)
-    errors_http.init_app(app)
-    cli.init_app(app)
-
-    from service import decision_endpoint
-    from service.api import register_blueprints
-
-    register_blueprints(app)
-    decision_endpoint.init_app(app)
     return app
+
+
+def read_journal_directory(app: Flask) -> Path:
+    from service.read_journal import directory_for
+
+    configured = app.config["READ_JOURNAL_DIR"]
+    return Path(configured) if configured else directory_for(app.config["DATABASE_URL"], app.instance_path)
 
 
 def _start_with_serving(app: Flask, start) -> None:
@@ -102,11 +115,8 @@ def _init_database(app: Flask) -> None:
     # pays for a connect, and requests that need no database (health, most decisions)
     # never touch it.
     serving = not app.config.get("TESTING")
+    # Under `make serve`, the read journal's importer checkpoints (service/read_importer.py).
     connect_database(app.config["DATABASE_URL"], background_checkpoints=serving)
-    if serving:
-        from service.checkpointer import Checkpointer
-
-        _start_with_serving(app, Checkpointer().start_once)
 
 
 def _init_policy(app: Flask) -> None:
@@ -145,12 +155,7 @@ def _init_decision_engine(app: Flask) -> None:
         # keeps them out of the collector's scans (reference counting still frees them).
         gc.freeze()
     app.extensions["decision_index"] = index
-    directory = app.config["READ_JOURNAL_DIR"] or read_journal.directory_for(
-        app.config["DATABASE_URL"], app.instance_path
-    )
-    app.extensions["read_journal"] = read_journal.ReadJournal(directory)
-    if not app.config.get("TESTING"):
-        _start_with_serving(app, read_journal.ImportThread(directory).start_once)
+    app.extensions["read_journal"] = read_journal.ReadJournal(read_journal_directory(app))
 
 
 def _init_decision_log(app: Flask) -> None:

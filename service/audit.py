@@ -8,9 +8,11 @@ caller's transaction, so a state change and its audit event commit together or n
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import operator
 import uuid
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,7 +143,22 @@ RECORD_FIELDS = (
     "details",
 )
 _COLUMNS = ("seq", "id", "time", "activity", "actor", "actor_tenant_id", "tenant_id", "visible_to")
-_COLUMNS += ("target", "result", "details", "prev_hash", "hash")
+_COLUMNS += ("target", "result", "details", "prev_hash", "hash", "read_bucket")
+
+READ = "diagnostics.read"
+READ_BUCKETS = 256  # changing it needs every read's read_bucket recomputed
+
+
+def _bucket_of(activity: str, tenant_id: str | None, visible_to: str) -> int | None:
+    """An event's read_bucket: set for reads seen by their own tenant only."""
+    if activity == READ and tenant_id is not None and orjson.loads(visible_to) == [tenant_id]:
+        return read_bucket(tenant_id)
+    return None
+
+
+def read_bucket(tenant_id: str) -> int:
+    """The bucket a tenant's reads are indexed under (models.AuditEvent.read_bucket)."""
+    return zlib.crc32(tenant_id.encode()) % READ_BUCKETS
 
 
 def as_record(event: NewEvent, times: dict | None = None) -> list:
@@ -187,24 +204,11 @@ def append_records(records: list[list]) -> int:
         )
         fields = (id_, hashed, activity, actor, actor_tenant, tenant, visible_to, target, result, details)
         digest = chain_hash(prev_hash, seq, fields)
-        rows.append(
-            (
-                seq,
-                id_,
-                stored,
-                activity,
-                actor,
-                actor_tenant,
-                tenant,
-                visible_to,
-                target,
-                result,
-                details,
-                prev_hash,
-                digest,
-            )
-        )
-        visibility += [(viewer, seq) for viewer in orjson.loads(visible_to)]
+        bucket = _bucket_of(activity, tenant, visible_to)
+        if bucket is None:  # a read is found by its bucket instead of visibility rows
+            visibility += [(viewer, seq) for viewer in orjson.loads(visible_to)]
+        row = (seq, id_, stored, activity, actor, actor_tenant, tenant, visible_to, target, result, details)
+        rows.append((*row, prev_hash, digest, bucket))
         prev_hash = digest
     cursor.executemany(statements["event"], rows)
     if visibility:
@@ -299,6 +303,8 @@ def verify_chain(batch: int = 1000) -> ChainReport:
             return ChainReport(False, checked, problem, where)
         if event_hash(event) != event.hash:
             return ChainReport(False, checked, "contents altered: hash does not match", where)
+        if event.read_bucket != _bucket_of(event.activity, event.tenant_id, event.visible_to):
+            return ChainReport(False, checked, "visibility altered: read_bucket does not match", where)
         prev_hash, last_seq, checked = event.hash, event.seq, checked + 1
     head = AuditHead.get_or_none(AuditHead.id == 1)
     if head and (head.last_hash != prev_hash or head.last_seq != last_seq):
@@ -331,19 +337,25 @@ def view(
     """Events tenant `tenant_id` may see, oldest first; with `only`, just the activities
     those patterns name (`x.y`, or `x.*` for a family)."""
     flush_reads()
-    query = (
+    shown = (
         AuditEvent.select()
         .join(AuditVisibility, on=(AuditVisibility.event_seq == AuditEvent.seq))
         .where(AuditVisibility.tenant_id == tenant_id)
     )
-    if since is not None:
-        query = query.where(AuditEvent.time >= since)
-    if activity:
-        query = query.where(AuditEvent.activity == activity)
-    if only is not None:
-        matches = [
-            AuditEvent.activity.startswith(p[:-1]) if p.endswith("*") else AuditEvent.activity == p
-            for p in only
-        ]
-        query = query.where(reduce(operator.or_, matches)) if matches else query.where(False)
-    return list(query.order_by(AuditEvent.seq).limit(limit))
+    reads = AuditEvent.select().where(
+        (AuditEvent.read_bucket == read_bucket(tenant_id)) & (AuditEvent.tenant_id == tenant_id)
+    )
+    parts = []
+    for query in (shown, reads):
+        if since is not None:
+            query = query.where(AuditEvent.time >= since)
+        if activity:
+            query = query.where(AuditEvent.activity == activity)
+        if only is not None:
+            matches = [
+                AuditEvent.activity.startswith(p[:-1]) if p.endswith("*") else AuditEvent.activity == p
+                for p in only
+            ]
+            query = query.where(reduce(operator.or_, matches)) if matches else query.where(False)
+        parts.append(query.order_by(AuditEvent.seq).limit(limit))
+    return list(heapq.merge(*parts, key=lambda event: event.seq))[:limit]

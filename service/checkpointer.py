@@ -1,44 +1,36 @@
-"""Background WAL checkpoints for SQLite.
+"""WAL checkpoints for SQLite, run by the read journal's importer (service/read_journal.py).
 
 With write-ahead logging, SQLite copies the log back into the database file (and syncs
 it) every thousand pages, inside whichever commit crosses the mark: that request pays
 for everyone. In serving processes we raise that mark (see models.SQLITE_PRAGMAS) and
-checkpoint from this thread instead, every 50 ms: each checkpoint stays small, so the
-commits running beside it are not held up for long.
+checkpoint from the importer's thread instead, between its import rounds: requests do
+not commit on the decision path, so a checkpoint holds up only the importer and the rare
+state change. Run between import rounds, a PASSIVE checkpoint every half second copies
+the whole log, so the next writer starts it afresh (models.SQLITE_PRAGMAS caps the size
+the file keeps).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
+import time
 
-from models import database, is_sqlite
+from models import is_sqlite
 
 log = logging.getLogger("support_access")
-INTERVAL_SECONDS = 0.05  # small, frequent checkpoints: a 1 s interval put ~10 ms stalls in the p99
+INTERVAL_SECONDS = 0.5
 
 
 class Checkpointer:
-    def __init__(self) -> None:
-        # The app's own database, not the module-level proxy (which the next app in the
-        # same process, e.g. in tests, points elsewhere).
-        self.db = database.obj
-        self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
-        self._lock = threading.Lock()
+    def __init__(self, db) -> None:
+        self.db = db  # the app's own database, not the module-level proxy
+        self._last = time.monotonic()
 
-    def start_once(self) -> None:
-        if not self._thread.ident and is_sqlite(self.db):
-            with self._lock:
-                if not self._thread.ident:
-                    self._thread.start()
-
-    def _run(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(INTERVAL_SECONDS):
-            if not os.path.exists(self.db.database):
-                return  # the database is gone (a test's temporary one): nothing to do
-            try:
-                self.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            except Exception:  # a busy or missing database must not end the thread
-                log.warning("WAL checkpoint failed", exc_info=True)
+    def checkpoint_if_due(self) -> None:
+        if not is_sqlite(self.db) or time.monotonic() - self._last < INTERVAL_SECONDS:
+            return
+        self._last = time.monotonic()
+        try:
+            self.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:  # a busy or missing database must not stop the caller
+            log.warning("WAL checkpoint failed", exc_info=True)

@@ -12,13 +12,15 @@ synchronous=NORMAL: both reach the operating system, neither waits for the disk)
 
 The importer moves complete journal records into the audit chain in one transaction per
 round (group commit), and records how far it got in the same transaction, so a record
-is imported exactly once whatever crashes. It runs
-- every few milliseconds in the background, in one serving process at a time
-  (`ImportThread`, holding a lease file);
+is imported exactly once whatever crashes. Importing happens
+- every few milliseconds in the importer process that `make serve` runs beside the
+  workers (`Importer`, service/read_importer.py);
+- in a request, a round of HELP_RECORDS, when its worker finds more than BACKLOG_BYTES
+  waiting (the importer is behind, or there is none): the backlog stays bounded;
 - before any other audit event is written (service.audit.record), so the chain keeps a
   read before the state changes that followed it;
 - before the audit log is read (the audit view, `audit verify`), so no reader misses a
-  recorded read, whether or not a background importer runs.
+  recorded read, whether or not an importer runs.
 
 Files: `<pid>-<ns>.jsonl` in the journal directory, one JSON array per line. A writer
 holds a shared flock on its open file; a file whose writer is gone (unlocked) and that is
@@ -41,16 +43,17 @@ import peewee
 
 from models import AuditJournalPosition, WriteLockBusy, database, transaction
 from service import audit
+from service.checkpointer import Checkpointer
 from service.errors import Unavailable
 
 log = logging.getLogger("support_access")
 
 ROTATE_BYTES = 64 * 1024 * 1024  # a writer starts a new file past this size
 BACKLOG_BYTES = 512 * 1024  # past this much not yet imported (~1,000 reads), writers help
-FAR_BEHIND_BYTES = 8 * 1024 * 1024  # ... and past this, they wait their turn to
-HELP_RECORDS = 1_000  # records a helping writer imports (~10 ms)
+FAR_BEHIND_BYTES = 64 * 1024 * 1024  # ... and past this (~130,000 reads), they wait their turn to
+HELP_RECORDS = 200  # records a helping writer imports (~2 ms of its request)
 CHECK_INTERVAL = 0.005  # seconds between a writer's backlog checks
-ROUND_RECORDS = 1_000  # records per import transaction: keeps the write lock short
+ROUND_RECORDS = 5_000  # most records per import transaction (~50 ms of work)
 RECORD_BYTES_GUESS = 1024  # bytes read per record wanted (a read's record is ~500)
 BUSY_INTERVAL = 0.002  # background importer: seconds between rounds while reads arrive
 IDLE_INTERVAL = 0.010  # ... and while none do
@@ -287,42 +290,43 @@ def import_within(directory: Path) -> None:
         import_round(directory, max_records=1_000_000)
 
 
-class ImportThread:
-    """The background importer of a serving process. Only the process holding the lease
-    file imports (one importer per machine keeps rounds large and the write lock free);
-    the others check now and then whether it is free, so an importer that dies is replaced."""
+class Importer:
+    """The background importer: rounds every few milliseconds while reads arrive, WAL
+    checkpoints between them. Run by its own process (service/read_importer.py), so its
+    work never waits for, or holds up, a request in a worker; only the holder of the
+    lease file imports, so two serving instances on one database do not compete."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, db):
         self.directory = Path(directory)
-        self._thread = threading.Thread(target=self._run, name="read-journal-importer", daemon=True)
-        self._lock = threading.Lock()
-        self.rounds = 0
+        self.checkpointer = Checkpointer(db)
 
-    def start_once(self) -> None:
-        if not self._thread.ident:
-            with self._lock:
-                if not self._thread.ident:
-                    self._thread.start()
+    def run(self, keep_going) -> None:
+        """Import until `keep_going()` turns false (checked every round)."""
+        with open(self.directory / "importer.lease", "a+b") as lease:
+            while not _try_lock(lease):
+                if not keep_going():
+                    return
+                time.sleep(LEASE_RETRY)
+            seen: dict[str, int] = {}
+            while keep_going() and self.directory.exists():
+                seen, interval = self.round(seen)
+                self.checkpointer.checkpoint_if_due()
+                time.sleep(interval)
+            flush(self.directory)  # a clean stop leaves nothing behind
 
-    def _run(self) -> None:
-        lease = open(self.directory / "importer.lease", "a+b")  # noqa: SIM115 (held for the thread's life)
-        while not _try_lock(lease):
-            time.sleep(LEASE_RETRY)
-        seen: dict[str, int] = {}
-        while self.directory.exists():
-            interval = IDLE_INTERVAL
-            try:
-                sizes = _sizes(self.directory)
-                if sizes != seen:
-                    with transaction():
-                        if import_round(self.directory):
-                            interval = BUSY_INTERVAL
-                    self.rounds += 1
-                    seen = sizes if interval == IDLE_INTERVAL else {}
-            except Exception:  # a busy or broken store must not end the thread; readers still import
-                log.warning("read journal import failed", exc_info=True)
-                interval = LEASE_RETRY
-            time.sleep(interval)
+    def round(self, seen: dict[str, int]) -> tuple[dict[str, int], float]:
+        """One round if the journal changed since `seen`; (what it saw, seconds to wait)."""
+        try:
+            sizes = _sizes(self.directory)
+            if sizes == seen:
+                return seen, IDLE_INTERVAL
+            with transaction():
+                imported = import_round(self.directory)
+            # While reads arrive, look again soon; keep `seen` empty so we do.
+            return ({}, BUSY_INTERVAL) if imported else (sizes, IDLE_INTERVAL)
+        except Exception:  # a busy or broken store must not end the importer; readers import too
+            log.warning("read journal import failed", exc_info=True)
+            return {}, LEASE_RETRY
 
 
 def _sizes(directory: Path) -> dict[str, int]:

@@ -6,13 +6,15 @@ requests per second of gunicorn's sync workers (README "Performance"). Each work
 process builds its own app with `service:create_app`; the decision index and the policy
 live per worker and are kept exact by the shared change signal (service/state_signal.py).
 SIGHUP to the server respawns its workers, which load the policy files afresh (or, if
-they are broken, the last good snapshot).
+they are broken, the last good snapshot). Beside the workers runs the read journal's
+importer (service/read_importer.py), which moves allowed reads into the audit log.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 
@@ -47,6 +49,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="request threads per worker")
     args = parser.parse_args()
     argv = command(args.host, args.port, args.workers, args.threads)
+    # The read journal's importer, beside the workers; it ends when the server (this
+    # process, once it has become granian) does.
+    subprocess.Popen([sys.executable, "-m", "service.read_importer"])
     print(f"serving on http://{args.host}:{args.port} with {args.workers} granian workers", flush=True)
     os.execv(argv[0], argv)
 

@@ -14,7 +14,6 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from service.serve import command
 from tests.conftest import DIRECTORY_FILE, SECRET, auth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +37,12 @@ def call(port: int, method: str, path: str, who: str | None = None, body=None, t
         return error.code, json.loads(error.read() or b"null")
     except OSError:
         return None, None
+
+
+def serve_command(port: int, workers: int) -> list[str]:
+    """`make serve`'s command: granian workers and the read journal's importer."""
+    serve = [sys.executable, "-m", "service.serve", "--host", "127.0.0.1", "--port", str(port)]
+    return [*serve, "--workers", str(workers)]
 
 
 def served_environment(tmp_path: Path, policy_dir: Path) -> dict[str, str]:
@@ -82,7 +87,7 @@ def served(tmp_path: Path, policy_dir: Path, workers: int = 2):
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
-            command("127.0.0.1", port, workers, 1), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            serve_command(port, workers), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             deadline = time.monotonic() + 30

@@ -169,6 +169,17 @@ def test_verify_detects_a_forged_appended_event(runner, history):
     assert "forged-event" in result.output, result.output
 
 
+def test_verify_detects_a_read_moved_out_of_its_tenants_view(runner, history):
+    read = next(event for event in history if event.activity == "diagnostics.read")
+    with database.connection_context():
+        AuditEvent.update(read_bucket=(read.read_bucket + 1) % 256).where(
+            AuditEvent.seq == read.seq
+        ).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert read.id in result.output and "read_bucket" in result.output, result.output
+
+
 def test_verify_detects_middle_deletion_despite_edited_head(runner, history):
     """Editing the chain head cannot hide an event removed from the middle."""
     victim, following = history[2], history[3]
@@ -205,6 +216,22 @@ def test_events_have_the_contract_fields_oldest_first(api, history):
     assert seqs == sorted(seqs)
     assert items[0]["activity"] == "directory.changed"
     assert items[-1]["activity"] == "diagnostics.read"
+
+
+def test_limit_takes_the_oldest_events_whatever_their_kind(api, approved_request, clock):
+    """Reads and other events are found by different indexes; the view interleaves them."""
+    for n in range(3):
+        clock.advance(minutes=1)
+        assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
+        clock.advance(minutes=1)
+        assert api.put("/v1/tenants/contoso", "ops", {"name": f"Contoso {n}"}).status_code == 200
+    full = view(api, "alice", "contoso")
+    kinds = [item["activity"] for item in full]
+    assert kinds[-6:] == ["diagnostics.read", "directory.changed"] * 3
+    for limit in (1, 3, len(full) - 2, len(full) - 1, len(full)):
+        assert view(api, "alice", "contoso", limit=limit) == full[:limit]
+    since = full[-4]["time"]
+    assert view(api, "alice", "contoso", since=since, limit=3) == full[-4:-1]
 
 
 def test_view_shows_the_support_access_story(api, history):
@@ -371,3 +398,19 @@ def test_the_support_trail_is_policy_data(tmp_path):
     assert api.post(f"/v1/support-requests/{ticket['id']}/close", "bob").status_code == 200
     answer = api.get("/v1/audit-events?tenant_id=fabrikam", "bob")
     assert [e["activity"] for e in answer.get_json()["items"]] == ["support_request.created"]
+
+
+def test_a_database_made_before_read_buckets_gains_the_column(tmp_path):
+    import sqlite3
+
+    from models import connect_database
+
+    path = tmp_path / "older.db"
+    connect_database(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as older:  # as the schema was before the column existed
+        older.execute("DROP INDEX auditevent_reads")
+        older.execute("ALTER TABLE auditevent DROP COLUMN read_bucket")
+    db = connect_database(f"sqlite:///{path}")
+    with db.connection_context():
+        assert "read_bucket" in {column.name for column in db.get_columns("auditevent")}
+        assert "auditevent_reads" in {index.name for index in db.get_indexes("auditevent")}

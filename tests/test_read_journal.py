@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -252,3 +253,24 @@ def test_the_journal_lives_beside_its_database(url, tmp_path):
     assert directory == (
         Path("/srv/data/sa.db.reads") if url.startswith("sqlite") else tmp_path / "read-journal"
     )
+
+
+def test_the_importer_imports_in_the_background_and_flushes_when_stopped(app, api, approved_request):
+    stop = threading.Event()
+    importer = read_journal.Importer(journal_dir(app), database.obj)
+    worker = threading.Thread(target=importer.run, args=(lambda: not stop.is_set(),))
+    worker.start()
+    try:
+        ids = [
+            api.post("/v1/decisions", "diag-tool", read_check()).get_json()["decision_id"] for _ in range(3)
+        ]
+        deadline = time.monotonic() + 20  # a bound for a loaded machine, not a speed test
+        while read_ids(chain(app)) != ids:
+            assert time.monotonic() < deadline, "the importer did not import"
+            time.sleep(0.01)
+        last = api.post("/v1/decisions", "diag-tool", read_check()).get_json()["decision_id"]
+    finally:
+        stop.set()
+        worker.join(timeout=20)
+    assert not worker.is_alive()
+    assert read_ids(chain(app))[-1] == last  # imported, at the latest by the final flush

@@ -1,0 +1,36 @@
+"""`python -m service.read_importer`: the read journal's importer as a process of its own.
+
+`make serve` (service/serve.py) starts it beside the server's workers; it stops when the
+server does (its parent process changes). It moves allowed reads from the read journal
+into the audit chain every few milliseconds and checkpoints SQLite's write-ahead log
+(service/read_journal.py, service/checkpointer.py). Without it nothing is lost: workers
+import once the journal holds more than 512 KB, and every reader imports first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+from models import connect_database
+from service import configured_app, read_journal_directory
+from service.read_journal import Importer
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="[importer] %(levelname)s %(message)s")
+    app = configured_app()
+    db = connect_database(app.config["DATABASE_URL"], background_checkpoints=True)
+    parent = os.getppid()
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    directory = read_journal_directory(app)
+    directory.mkdir(parents=True, exist_ok=True)
+    with db.connection_context():
+        Importer(directory, db).run(lambda: not stopping and os.getppid() == parent)
+
+
+if __name__ == "__main__":
+    main()
