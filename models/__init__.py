@@ -153,6 +153,17 @@ AuditEvent.add_index(
 )
 
 
+# Activities that change no state a decision reads (they do not wake other workers'
+# decision indexes). The workers read the other events after each change, through a
+# partial index of those alone: reads are most of the log.
+NOT_STATE_CHANGES = ("diagnostics.read", "policy.reloaded")
+AuditEvent.add_index(
+    AuditEvent.index(
+        AuditEvent.seq, where=AuditEvent.activity.not_in(NOT_STATE_CHANGES), name="auditevent_changes"
+    )
+)
+
+
 class AuditVisibility(BaseModel):
     """Which tenant's audit view shows which event (indexed for the view query)."""
 

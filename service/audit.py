@@ -22,14 +22,10 @@ from typing import Any
 
 import orjson
 
-from models import AuditEvent, AuditHead, AuditVisibility, database, is_sqlite
+from models import NOT_STATE_CHANGES, AuditEvent, AuditHead, AuditVisibility, database, is_sqlite
 from service.clock import isoformat
 
 GENESIS = "0" * 64
-
-
-# Activities that change no state a decision reads: they do not wake other workers.
-NOT_STATE_CHANGES = frozenset({"diagnostics.read", "policy.reloaded"})
 
 
 def record(
