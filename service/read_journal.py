@@ -285,9 +285,11 @@ def _positions() -> dict[str, int]:
 
 def import_within(directory: Path) -> None:
     """Inside a write transaction that is about to record other events: import what the
-    journal holds first, so the chain keeps reads before the changes that followed."""
+    journal holds first, so the chain keeps reads before the changes that followed. At
+    most one round: on an overloaded machine a change does not wait for the whole
+    backlog, and reads still to come keep the time they were decided at."""
     if any(directory.glob("*.jsonl")):
-        import_round(directory, max_records=1_000_000)
+        import_round(directory)
 
 
 class Importer:
