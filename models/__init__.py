@@ -19,6 +19,8 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    OperationalError,
+    ProgrammingError,
     SqliteDatabase,
     TextField,
 )
@@ -233,7 +235,12 @@ def _add_new_columns(db) -> None:
     """Columns added after a database was created (create_tables adds tables only)."""
     table = AuditEvent._meta.table_name
     if db.table_exists(table) and "read_bucket" not in {c.name for c in db.get_columns(table)}:
-        db.execute_sql(f"ALTER TABLE {table} ADD COLUMN read_bucket INTEGER")
+        try:
+            db.execute_sql(f"ALTER TABLE {table} ADD COLUMN read_bucket INTEGER")
+        except (OperationalError, ProgrammingError):
+            # Another process starting at the same moment added it first.
+            if "read_bucket" not in {c.name for c in db.get_columns(table)}:
+                raise
 
 
 def is_sqlite(db) -> bool:

@@ -180,6 +180,12 @@ def as_record(event: NewEvent, times: dict | None = None) -> list:
     ]
 
 
+def lock_chain() -> None:
+    """Lock the chain's head for this write transaction (SQLite: BEGIN IMMEDIATE already
+    has; PostgreSQL: FOR UPDATE), before reading anything the append depends on."""
+    database.cursor().execute(_statements()["head"]).fetchone()
+
+
 def append_records(records: list[list]) -> int:
     """Chain and insert records (RECORD_FIELDS order) in order, with four statements
     whatever their number; returns the last sequence number. Must run inside a write

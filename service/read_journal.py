@@ -31,8 +31,11 @@ finished (its answer was never sent) and is dropped.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import heapq
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -129,23 +132,34 @@ class ReadJournal:
             self._close()
 
     def _file(self) -> int:
-        if self._fd is not None and (self._pid != os.getpid() or self._size > ROTATE_BYTES):
-            self._close()  # forked (the file is the parent's) or big enough: start another
+        if self._fd is not None and (
+            self._pid != os.getpid() or self._size > ROTATE_BYTES or os.fstat(self._fd).st_nlink == 0
+        ):
+            # Forked (the file is the parent's), big enough, or removed under us (what is
+            # written to a removed file would never be imported): start another.
+            self._close()
         if self._fd is None:
+            self.directory.mkdir(parents=True, exist_ok=True)  # if it was removed meanwhile
             name = self.directory / f"{os.getpid()}-{time.time_ns()}"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
             fd = os.open(f"{name}.new", flags, 0o600)
-            # Locked before the importer can see it (it reads only *.jsonl): an unlocked
-            # file is one whose writer is gone, and a finished one is deleted.
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            os.rename(f"{name}.new", f"{name}.jsonl")
+            try:
+                # Locked before the importer can see it (it reads only *.jsonl): an unlocked
+                # file is one whose writer is gone, and a finished one is deleted.
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                os.rename(f"{name}.new", f"{name}.jsonl")
+            except OSError:
+                os.close(fd)
+                Path(f"{name}.new").unlink(missing_ok=True)
+                raise
             self._fd, self._pid, self._size = fd, os.getpid(), 0
         return self._fd
 
     def _close(self) -> None:
         if self._fd is not None:
-            if self._pid == os.getpid():
-                os.close(self._fd)
+            # In a forked child this closes the child's copy only: the parent's file must
+            # not look in use for as long as the child lives.
+            os.close(self._fd)
             self._fd = None
 
 
@@ -162,71 +176,87 @@ def _record(line: bytes) -> list:
 
 @dataclass
 class _Slice:
-    """What one round takes from one file."""
+    """What one round reads from one file."""
 
     name: str
-    lines: list[bytes]  # complete records
-    end: int  # the file's position after them
-    finished: bool  # consumed to its end, and no writer holds it: the file can go
+    start: int  # the file's imported position
+    lines: list[bytes]  # complete records from `start` on, each with its newline
+    finished: bool  # no writer holds it and `lines` reach its end: it can go once imported
 
 
-def import_round(directory: Path, max_records: int = ROUND_RECORDS) -> int:
-    """Import up to `max_records` journal records into the audit chain, oldest decision
-    first. Must run inside models.transaction(). Returns the number imported."""
-    positions = _positions()
+def import_round(directory: Path, max_records: int | None = None) -> int:
+    """Import up to `max_records` (default ROUND_RECORDS) journal records into the audit
+    chain, oldest decision first. Must run inside models.transaction(). Returns the
+    number imported."""
+    return _import(directory, max_records or ROUND_RECORDS)[0]
+
+
+def _import(directory: Path, budget: int) -> tuple[int, int]:
+    """(records imported, lines consumed: imported, unreadable or unfinished)."""
+    audit.lock_chain()  # first: with PostgreSQL, two importers must not read the same positions
+    prefix = _directory_key(directory)
+    positions = _positions(prefix)
     names = sorted(path.name for path in directory.glob("*.jsonl"))
-    slices = []
-    budget = max_records
-    for name in names:
-        piece = _take(directory / name, positions.get(name, 0), budget)
-        if piece is not None:
-            slices.append(piece)
-            budget -= len(piece.lines)
+    slices = [s for s in (_take(directory / name, positions.get(name, 0), budget) for name in names) if s]
+    # Each file is in decision order; take the oldest `budget` records across the files.
+    parsed = [[(_stored_time_of(line), n, line) for line in piece.lines] for n, piece in enumerate(slices)]
+    taken = list(heapq.merge(*parsed))[:budget]
+    consumed = [0] * len(slices)
     records = []
-    for piece in slices:
-        for line in piece.lines:
-            try:
-                records.append(_record(line))
-            except ValueError as exc:  # orjson.JSONDecodeError is one
-                log.error("read journal %s: unreadable record skipped (%s): %.200r", piece.name, exc, line)
-    records.sort(key=_stored_time)  # the workers' files interleave in time
+    for _, n, line in taken:
+        consumed[n] += 1
+        try:
+            records.append(_record(line))
+        except ValueError as exc:  # orjson.JSONDecodeError is one
+            log.error("read journal %s: unreadable record skipped (%s): %.200r", slices[n].name, exc, line)
     if records:
         audit.append_records(records)
-    for piece in slices:
-        _save_position(piece.name, piece.end, piece.name in positions)
-    gone = [name for name in positions if name not in names]
+    finished = []
+    for n, piece in enumerate(slices):
+        end = piece.start + sum(len(line) for line in piece.lines[: consumed[n]])
+        if end != piece.start or piece.name not in positions:
+            _save_position(prefix + piece.name, end, piece.name in positions)
+        if piece.finished and consumed[n] == len(piece.lines):
+            finished.append(piece.name)
+    gone = [prefix + name for name in positions if name not in names]
     if gone:
         AuditJournalPosition.delete().where(AuditJournalPosition.file.in_(gone)).execute()
-    finished = [piece.name for piece in slices if piece.finished]
     if finished:
         database.after_commit(lambda: _remove(directory, finished))
-    return len(records)
+    return len(records), len(taken)
 
 
-def _stored_time(record: list) -> str:
-    return record[1]  # one fixed format, so the strings sort as the times do
+def _stored_time_of(line: bytes) -> bytes:
+    """A record's stored time, without parsing it: the second field, always a string in
+    one fixed format, so the bytes sort as the times do (unreadable lines sort first)."""
+    start = line.find(b'","') + 3
+    return line[start : line.find(b'"', start)] if start > 2 else b""
 
 
 def _take(path: Path, start: int, budget: int) -> _Slice | None:
     """Up to `budget` complete records of one file from `start` on."""
     try:
         with path.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
+            # Whether the writer is gone, before the size: a writer that appends and then
+            # stops in between must not have its last record taken for the file's end.
             writer_gone = _writer_gone(handle)
+            size = os.fstat(handle.fileno()).st_size
             if size <= start and not writer_gone:
                 return None
             handle.seek(start)
-            data = handle.read(min(size - start, budget * RECORD_BYTES_GUESS)) if budget > 0 else b""
+            data = handle.read(min(size - start, budget * RECORD_BYTES_GUESS))
     except FileNotFoundError:
         return None
     complete = data.rfind(b"\n") + 1
     lines = data[:complete].splitlines(keepends=True)[:budget]
-    end = start + sum(len(line) for line in lines)
-    if writer_gone and end == start + complete and complete < len(data) and start + len(data) == size:
+    taken = sum(len(line) for line in lines)
+    finished = writer_gone and start + taken == size
+    if writer_gone and taken == complete < len(data) and start + len(data) == size and len(lines) < budget:
         # A write that never finished (its process stopped; its answer was never sent).
         log.error("read journal %s: dropped an unfinished record of a writer that stopped", path.name)
-        end = size
-    return _Slice(path.name, [line.rstrip(b"\n") for line in lines], end, writer_gone and end == size)
+        lines.append(data[complete:])  # consumed as an unreadable record
+        finished = True
+    return _Slice(path.name, start, lines, finished)
 
 
 def _writer_gone(handle) -> bool:
@@ -239,11 +269,18 @@ def _writer_gone(handle) -> bool:
     return True
 
 
-def _save_position(name: str, position: int, exists: bool) -> None:
+def _directory_key(directory: Path) -> str:
+    """The prefix of this journal directory's position rows: several hosts (PostgreSQL) or
+    directories may journal into one database, and each keeps its own positions."""
+    where = f"{socket.gethostname()}:{directory.resolve()}"
+    return hashlib.sha256(where.encode()).hexdigest()[:12] + ":"
+
+
+def _save_position(key: str, position: int, exists: bool) -> None:
     if exists:
-        AuditJournalPosition.update(position=position).where(AuditJournalPosition.file == name).execute()
+        AuditJournalPosition.update(position=position).where(AuditJournalPosition.file == key).execute()
     else:
-        AuditJournalPosition.insert(file=name, position=position).execute()
+        AuditJournalPosition.insert(file=key, position=position).execute()
 
 
 def _remove(directory: Path, names: list[str]) -> None:
@@ -258,14 +295,23 @@ def _remove(directory: Path, names: list[str]) -> None:
 
 
 def flush(directory: Path) -> int:
-    """Import everything journalled so far (readers call this before reading)."""
+    """Import everything journalled before the call (readers call this before reading);
+    what writers add meanwhile may wait for the importer. Returns the number imported."""
+    target = _sizes(directory)
     total = 0
     while True:
         with transaction():
-            count = import_round(directory)
+            count, consumed = _import(directory, ROUND_RECORDS)
         total += count
-        if count < ROUND_RECORDS:
+        if consumed == 0 or _reached(directory, target):
             return total
+
+
+def _reached(directory: Path, sizes: dict[str, int]) -> bool:
+    positions = _positions(_directory_key(directory))
+    return all(
+        positions.get(name, 0) >= size or not (directory / name).exists() for name, size in sizes.items()
+    )
 
 
 def backlog(directory: Path) -> int:
@@ -273,14 +319,16 @@ def backlog(directory: Path) -> int:
     sizes = _sizes(directory)
     if not sizes:
         return 0
-    positions = _positions()
+    positions = _positions(_directory_key(directory))
     return sum(max(0, size - positions.get(name, 0)) for name, size in sizes.items())
 
 
-def _positions() -> dict[str, int]:
-    """Every file's imported position (a handful of rows; plain SQL, as it runs often)."""
+def _positions(prefix: str) -> dict[str, int]:
+    """This directory's files' imported positions, by file name (a handful of rows;
+    plain SQL, as it runs often)."""
     table = AuditJournalPosition._meta.table_name
-    return dict(database.execute_sql(f"SELECT file, position FROM {table}").fetchall())
+    rows = database.execute_sql(f"SELECT file, position FROM {table}").fetchall()
+    return {key[len(prefix) :]: position for key, position in rows if key.startswith(prefix)}
 
 
 def import_within(directory: Path) -> None:
@@ -301,6 +349,7 @@ class Importer:
     def __init__(self, directory: Path, db):
         self.directory = Path(directory)
         self.checkpointer = Checkpointer(db)
+        self._last_round = 0.0
 
     def run(self, keep_going) -> None:
         """Import until `keep_going()` turns false (checked every round)."""
@@ -317,11 +366,13 @@ class Importer:
             flush(self.directory)  # a clean stop leaves nothing behind
 
     def round(self, seen: dict[str, int]) -> tuple[dict[str, int], float]:
-        """One round if the journal changed since `seen`; (what it saw, seconds to wait)."""
+        """One round if the journal changed since `seen` (or a second passed: a writer
+        that stopped leaves a file to remove); (what it saw, seconds to wait)."""
         try:
             sizes = _sizes(self.directory)
-            if sizes == seen:
+            if sizes == seen and time.monotonic() - self._last_round < LEASE_RETRY:
                 return seen, IDLE_INTERVAL
+            self._last_round = time.monotonic()
             with transaction():
                 imported = import_round(self.directory)
             # While reads arrive, look again soon; keep `seen` empty so we do.
@@ -333,6 +384,8 @@ class Importer:
 
 def _sizes(directory: Path) -> dict[str, int]:
     sizes = {}
+    if not directory.exists():
+        return sizes
     for entry in os.scandir(directory):
         if entry.name.endswith(".jsonl"):
             try:

@@ -1,0 +1,128 @@
+"""Edge cases of the read journal (service/read_journal.py): races with stopping writers,
+several journal directories on one database, partial rounds, failures on the way."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from models import database, transaction
+from service import create_app, read_journal
+from tests.conftest import read_check
+from tests.test_read_journal import chain, flush, journal_dir, read_events, read_ids, write_records
+
+
+def decide(api) -> str:
+    answer = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    assert answer["allowed"] is True
+    return answer["decision_id"]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_read_journalled_just_before_its_writer_stops_is_not_lost(app, api, approved_request, monkeypatch):
+    monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 3600.0)  # the writer does not import itself
+    journal = app.extensions["read_journal"]
+    first = decide(api)
+    real_writer_gone = read_journal._writer_gone
+    late = read_events(1)
+
+    def writer_answers_once_more_then_stops(handle):
+        # Between the importer's fstat and its lock check, the worker journals one more
+        # allowed read (its answer is sent) and then stops: a restart, or rotation.
+        if late:
+            journal.append([late.pop()])
+            journal.close()
+        return real_writer_gone(handle)
+
+    monkeypatch.setattr(read_journal, "_writer_gone", writer_answers_once_more_then_stops)
+    flush(app)
+    flush(app)
+    assert read_ids(chain(app)) == [first, "d-0"]
+
+
+def test_an_importer_of_another_journal_directory_does_not_reimport_this_ones_reads(
+    app, api, approved_request, tmp_path
+):
+    """Another instance on the same database with its own journal directory (PostgreSQL:
+    each host's instance folder; SQLite: another READ_JOURNAL_DIR)."""
+    decision = decide(api)  # its writer is alive: the file stays, with its position row
+    flush(app)
+    keys = ("DATABASE_URL", "JWT_SECRET", "POLICY_DIR", "DECISION_LOG", "CLOCK")
+    other = create_app(
+        {"TESTING": True, "READ_JOURNAL_DIR": str(tmp_path / "other"), **{k: app.config[k] for k in keys}}
+    )
+    assert other.test_cli_runner().invoke(args=["audit", "verify"]).exit_code == 0
+    flush(app)
+    assert read_ids(chain(app)) == [decision]
+
+
+def test_a_partial_round_imports_the_oldest_reads_first(app):
+    """A round smaller than the backlog: a helping worker's (HELP_RECORDS), or any
+    round while the importer is behind."""
+    events = read_events(6)
+    directory = journal_dir(app)
+    write_records(directory, "100-2.jsonl", events[3:])  # a worker with a lower pid, later reads
+    write_records(directory, "200-1.jsonl", events[:3])
+    with app.app_context(), database.connection_context():
+        with transaction():
+            assert read_journal.import_round(directory, 3) == 3
+    flush(app)
+    assert read_ids(chain(app)) == [f"d-{n}" for n in range(6)]
+
+
+def test_flush_imports_everything_after_an_unreadable_line(app):
+    path = write_records(journal_dir(app), "1-1.jsonl", read_events(read_journal.ROUND_RECORDS + 1))
+    path.write_bytes(b"{garbage\n" + path.read_bytes())
+    assert flush(app) == read_journal.ROUND_RECORDS + 1  # what `audit verify` and the view rely on
+
+
+def test_a_journal_file_that_cannot_be_set_up_leaks_no_descriptor(app, api, approved_request, monkeypatch):
+    decide(api)
+    app.extensions["read_journal"].close()  # the next request opens a new file
+    before = open_fds()
+
+    def rename_fails(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(read_journal.os, "rename", rename_fails)
+    for _ in range(5):
+        assert api.post("/v1/decisions", "diag-tool", read_check()).status_code == 503
+    monkeypatch.undo()
+    assert open_fds() == before
+
+
+def test_a_forked_writer_does_not_keep_the_parents_journal_file_open(app, api, approved_request, monkeypatch):
+    monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 3600.0)  # no database in the child
+    journal = app.extensions["read_journal"]
+    decide(api)
+    parents = os.fstat(journal._fd)
+    pid = os.fork()
+    if pid == 0:  # the child journals a read of its own, in a file of its own
+        try:
+            journal.append(read_events(1))
+            leaked = any(
+                os.fstat(int(fd)).st_ino == parents.st_ino
+                for fd in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{fd}")
+            )
+            os._exit(1 if leaked else 0)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_removed_journal_directory_is_made_again_and_reads_still_recorded(
+    app, api, approved_request, monkeypatch
+):
+    monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 0.0)
+    decide(api)  # the worker has its journal file open
+    shutil.rmtree(journal_dir(app))  # e.g. cleaned away by an operator
+    answer = api.post("/v1/decisions", "diag-tool", read_check())
+    assert answer.status_code == 200 and answer.get_json()["allowed"] is True
+    assert read_ids(chain(app)) == []  # journalled, not yet imported
+    flush(app)
+    assert read_ids(chain(app))[-1] == answer.get_json()["decision_id"]
