@@ -632,8 +632,14 @@ def journal_backlog(db_path: Path) -> int:
 
     directory = Path(f"{db_path}.reads")
     sizes = {p.name: p.stat().st_size for p in directory.glob("*.jsonl")}
-    with sqlite3.connect(db_path, timeout=30) as db:
-        positions = dict(db.execute("SELECT file, position FROM auditjournalposition").fetchall())
+    db = sqlite3.connect(db_path, timeout=30)
+    try:
+        rows = db.execute("SELECT file, position FROM auditjournalposition").fetchall()
+    finally:
+        db.close()
+    # Rows are keyed "<journal directory key>:<file name>" (service/read_journal.py); the
+    # bench's database has one journal directory.
+    positions = {key.rsplit(":", 1)[-1]: position for key, position in rows}
     return sum(max(0, size - positions.get(name, 0)) for name, size in sizes.items())
 
 
