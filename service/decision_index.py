@@ -22,7 +22,6 @@ import sys
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 
 from models import (
     NOT_STATE_CHANGES,
@@ -144,6 +143,7 @@ class DecisionIndex:
                 self._put_grant(*row)
             self._applied_seq = head.seq if head else 0
             self._applied_signal = seen
+            self._sql = self._statements()  # now, not on the first change
 
     def _load_directory(self) -> None:
         self.tenants = frozenset(_intern(t) for (t,) in Tenant.select(Tenant.id).tuples())
@@ -207,8 +207,7 @@ class DecisionIndex:
                 self._reload_ticket(ticket_id)
             self._put_grant(*row)
 
-    @cached_property
-    def _sql(self) -> dict[str, str]:
+    def _statements(self) -> dict[str, str]:
         """Plain SQL for the per-change reloads: a change must be in force within a
         millisecond, and building peewee queries alone would take much of that."""
         param = database.obj.param

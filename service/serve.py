@@ -17,6 +17,10 @@ import os
 import subprocess
 import sys
 
+IMPORTER_LATE_START = (
+    "import time, runpy; time.sleep(2); runpy.run_module('service.read_importer', run_name='__main__')"
+)
+
 
 def command(host: str, port: int, workers: int, threads: int) -> list[str]:
     return [
@@ -50,8 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     argv = command(args.host, args.port, args.workers, args.threads)
     # The read journal's importer, beside the workers; it ends when the server (this
-    # process, once it has become granian) does.
-    subprocess.Popen([sys.executable, "-m", "service.read_importer"])
+    # process, once it has become granian) does. It starts a little later, so that it
+    # does not slow the workers' start; the reads wait in the journal meanwhile.
+    subprocess.Popen([sys.executable, "-c", IMPORTER_LATE_START])
     print(f"serving on http://{args.host}:{args.port} with {args.workers} granian workers", flush=True)
     os.execv(argv[0], argv)
 
