@@ -22,14 +22,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="[importer] %(levelname)s %(message)s")
     app = configured_app()
     db = connect_database(app.config["DATABASE_URL"], background_checkpoints=True)
-    parent = os.getppid()
+    # The server that started us (service/serve.py says which): we end when it has, also
+    # if that happened before we got here (then our parent is no longer it).
+    server = int(os.environ.get("SUPPORT_ACCESS_SERVER_PID") or os.getppid())
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     directory = read_journal_directory(app)
     directory.mkdir(parents=True, exist_ok=True)
     with db.connection_context():
-        Importer(directory, db).run(lambda: not stopping and os.getppid() == parent)
+        Importer(directory, db).run(lambda: not stopping and os.getppid() == server)
 
 
 if __name__ == "__main__":

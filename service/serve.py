@@ -56,7 +56,8 @@ def main() -> None:
     # The read journal's importer, beside the workers; it ends when the server (this
     # process, once it has become granian) does. It starts a little later, so that it
     # does not slow the workers' start; the reads wait in the journal meanwhile.
-    subprocess.Popen([sys.executable, "-c", IMPORTER_LATE_START])
+    env = {**os.environ, "SUPPORT_ACCESS_SERVER_PID": str(os.getpid())}  # our pid stays granian's
+    subprocess.Popen([sys.executable, "-c", IMPORTER_LATE_START], env=env)
     print(f"serving on http://{args.host}:{args.port} with {args.workers} granian workers", flush=True)
     os.execv(argv[0], argv)
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from service.policy import REPO_POLICY_DIR
 from tests.conftest import auth, read_check
@@ -149,3 +150,23 @@ def test_a_killed_server_loses_no_answered_read(tmp_path):
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert ids <= _ids_in_database(tmp_path / "served.db")
+
+
+def _importers_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"read_importer" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_the_importer_ends_with_the_server_even_when_it_stops_at_once(tmp_path):
+    """The importer starts 2 s after the workers; a server stopped before that must not
+    leave it running."""
+    with served(tmp_path, REPO_POLICY_DIR, workers=1) as (_, server):
+        importers = _importers_of(server.pid)
+    assert len(importers) == 1
+    deadline = time.monotonic() + 20
+    while (
+        Path(f"/proc/{importers[0]}").exists()
+        and b"read_importer" in Path(f"/proc/{importers[0]}/cmdline").read_bytes()
+    ):
+        assert time.monotonic() < deadline, "the importer outlived its server"
+        time.sleep(0.1)
