@@ -166,9 +166,15 @@ def as_record(event: NewEvent, times: dict | None = None) -> list:
         forms = (stored, isoformat(event.time))
         if times is not None:
             times[event.time] = forms
-    return [
+    fields = _hashed_fields(event, forms[1])
+    return [fields[0], forms[0], *fields[1:]]
+
+
+def _hashed_fields(event: NewEvent | AuditEvent, hashed_time: str) -> tuple:
+    """What the chain hashes of an event, in order (RECORD_FIELDS without the stored time)."""
+    return (
         event.id,
-        *forms,
+        hashed_time,
         event.activity,
         event.actor,
         event.actor_tenant_id,
@@ -177,7 +183,7 @@ def as_record(event: NewEvent, times: dict | None = None) -> list:
         event.target,
         event.result,
         event.details,
-    ]
+    )
 
 
 def lock_chain() -> None:
@@ -270,19 +276,7 @@ def _actor_fields(actor) -> tuple[str, str | None]:
 
 def event_hash(event: AuditEvent) -> str:
     """The chain hash of a stored event (what `append_records` computed for it)."""
-    fields = (
-        event.id,
-        isoformat(event.time),
-        event.activity,
-        event.actor,
-        event.actor_tenant_id,
-        event.tenant_id,
-        event.visible_to,
-        event.target,
-        event.result,
-        event.details,
-    )
-    return chain_hash(event.prev_hash, event.seq, fields)
+    return chain_hash(event.prev_hash, event.seq, _hashed_fields(event, isoformat(event.time)))
 
 
 @dataclass
