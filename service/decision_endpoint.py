@@ -11,23 +11,21 @@ Every other request goes to Flask untouched.
 
 from __future__ import annotations
 
-import logging
 from http import HTTPStatus
 from typing import Any
 
 import msgspec
 import orjson
-import peewee
 from flask import Flask
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from service import decisions, fast_bodies
 from service.auth import Caller, caller_from_header
-from service.errors import ApiError, BadRequest, Forbidden, SupportAccessError
+from service.errors import ApiError, BadRequest, Forbidden
+from service.errors_http import error_for
 from service.policy import Policy
 from service.validation import validate
 
-log = logging.getLogger("support_access")
 ROUTES = {"/v1/decisions": ("DecisionRequest", False), "/v1/decisions/batch": ("DecisionBatch", True)}
 
 
@@ -83,14 +81,9 @@ class FastDecisions:
             start()
         try:
             status, payload = 200, self._handle(environ, *route)
-        except SupportAccessError as exc:
-            status, payload = exc.status, _error(exc.code, exc.message)
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            log.error("store unavailable: %s", exc)
-            status, payload = 503, _error("store_unavailable", "the data store is unavailable")
-        except Exception:  # fail closed: an error status, never an allow
-            log.exception("unhandled error")
-            status, payload = 500, _error("internal_error", "internal error; see the service log")
+        except Exception as exc:  # fail closed: an error status, never an allow
+            status, code, message = error_for(exc)
+            payload = {"error": {"code": code, "message": message}}
         body = orjson.dumps(payload)
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
@@ -151,10 +144,6 @@ def _check(item) -> decisions.Check:
         None if ticket is msgspec.UNSET else ticket,
         explain is True,
     )
-
-
-def _error(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
 
 
 def init_app(app: Flask) -> None:

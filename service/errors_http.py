@@ -31,10 +31,25 @@ def error_response(status: int, code: str, message: str):
     return response
 
 
+def error_for(exc: Exception) -> tuple[int, str, str]:
+    """(status, code, message) for an error on the way to an answer, logged. The JSON
+    error handlers and the decision fast path answer with it alike: never an allow."""
+    if isinstance(exc, SupportAccessError):
+        return exc.status, exc.code, exc.message
+    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+        log.error("store unavailable: %s", exc)
+        return 503, "store_unavailable", "the data store is unavailable"
+    log.error("unhandled error", exc_info=exc)
+    return 500, "internal_error", "internal error; see the service log"
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(SupportAccessError)
-    def _our_error(exc: SupportAccessError):
-        return error_response(exc.status, exc.code, exc.message)
+    @app.errorhandler(peewee.OperationalError)
+    @app.errorhandler(peewee.InterfaceError)
+    @app.errorhandler(Exception)
+    def _error(exc: Exception):
+        return error_response(*error_for(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -44,14 +59,3 @@ def init_app(app: Flask) -> None:
         if status == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
-
-    @app.errorhandler(peewee.OperationalError)
-    @app.errorhandler(peewee.InterfaceError)
-    def _store_error(exc: Exception):
-        log.error("store unavailable: %s", exc)
-        return error_response(503, "store_unavailable", "the data store is unavailable")
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal error; see the service log")

@@ -336,8 +336,15 @@ def import_within(directory: Path) -> None:
     journal holds first, so the chain keeps reads before the changes that followed. At
     most one round: on an overloaded machine a change does not wait for the whole
     backlog, and reads still to come keep the time they were decided at."""
-    if any(directory.glob("*.jsonl")):
-        import_round(directory)
+    if not any(directory.glob("*.jsonl")):
+        return
+    try:
+        with database.atomic():  # a savepoint: a failed import leaves the change's transaction clean
+            import_round(directory)
+    except Exception:
+        # Best effort: a revocation must not fail because the journal cannot be read.
+        # The reads stay in the journal for the importer.
+        log.exception("read journal: import before a state change failed")
 
 
 class Importer:

@@ -126,3 +126,19 @@ def test_a_removed_journal_directory_is_made_again_and_reads_still_recorded(
     assert read_ids(chain(app)) == []  # journalled, not yet imported
     flush(app)
     assert read_ids(chain(app))[-1] == answer.get_json()["decision_id"]
+
+
+def test_a_journal_that_cannot_be_read_does_not_stop_a_revocation(app, api, approved_request, monkeypatch):
+    """A state change imports waiting reads first, but only as far as it can."""
+    decision = decide(api)
+
+    def unreadable(path, start, budget):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(read_journal, "_take", unreadable)
+    answer = api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice")
+    assert answer.status_code == 200 and answer.get_json()["status"] == "revoked"
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
+    monkeypatch.undo()
+    flush(app)
+    assert decision in read_ids(chain(app))  # the read stayed in the journal, imported later

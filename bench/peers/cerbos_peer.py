@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from bench.dataset import Check, Dataset
@@ -190,18 +189,6 @@ def answers(response: dict, checks: list[Check]) -> list[bool]:
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> float | None:
     """Seconds from now until GET /_cerbos/health answers 200, None on timeout/exit."""
-    import urllib.error
-    import urllib.request
+    from bench.servers import wait_http_ok
 
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if proc.poll() is not None:
-            return None
-        try:
-            with urllib.request.urlopen(url + HEALTH_PATH, timeout=1) as response:
-                if response.status == 200:
-                    return time.perf_counter() - start
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.005)
-    return None
+    return wait_http_ok(url + HEALTH_PATH, proc, timeout)
