@@ -139,15 +139,12 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
     for grant in index.grants.get(principal, EMPTY).get(check.tenant_id, ()):
         if wanted is not None and grant.ticket_id != wanted:
             continue
-        ticket = index.tickets.get(grant.ticket_id)
-        if ticket is None:
-            continue
-        if ticket.status != "open":
-            closed = closed or ticket.closed_at >= recent
+        if grant.ticket_status != "open":
+            closed = closed or grant.ticket_closed_at >= recent
         elif grant.access_expires_at <= (grant.finished_at or now):
             expired = True
-        elif grant.status == "approved" and ticket.engineer == principal:
-            links.append(Link(GRANT, grant.id, ticket.id))
+        elif grant.status == "approved" and grant.ticket_engineer == principal:
+            links.append(Link(GRANT, grant.id, grant.ticket_id))
     for ticket_id in index.advanced.get(principal, EMPTY).get(check.tenant_id, ()):
         if wanted is not None and ticket_id != wanted:
             continue
