@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import reduce
+from functools import lru_cache, reduce
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ def build(
     event_id: str | None = None,
 ) -> NewEvent:
     """An event not yet in the chain (no seq, no hashes)."""
-    principal, actor_tenant = _actor_fields(actor)
+    principal, actor_tenant = actor_fields(actor)
     return NewEvent(
         id=event_id or str(uuid.uuid4()),
         time=now,
@@ -104,14 +104,14 @@ def build(
         actor=principal,
         actor_tenant_id=actor_tenant,
         tenant_id=tenant_id,
-        visible_to=_json(sorted(set(visible_to))),
+        visible_to=json_text(sorted(set(visible_to))),
         target=target,
         result=result,
-        details=_json(details),
+        details=json_text(details),
     )
 
 
-def _json(value: Any) -> str:
+def json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
 
 
@@ -145,6 +145,7 @@ READ = "diagnostics.read"
 READ_BUCKETS = 256  # changing it needs every read's read_bucket recomputed
 
 
+@lru_cache(maxsize=65536)  # a tenant's reads all have the same three values
 def _bucket_of(activity: str, tenant_id: str | None, visible_to: str) -> int | None:
     """An event's read_bucket: set for reads seen by their own tenant only."""
     if activity == READ and tenant_id is not None and orjson.loads(visible_to) == [tenant_id]:
@@ -162,12 +163,16 @@ def as_record(event: NewEvent, times: dict | None = None) -> list:
     events share one)."""
     forms = times.get(event.time) if times is not None else None
     if forms is None:
-        stored = event.time.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
-        forms = (stored, isoformat(event.time))
+        forms = time_forms(event.time)
         if times is not None:
             times[event.time] = forms
     fields = _hashed_fields(event, forms[1])
     return [fields[0], forms[0], *fields[1:]]
+
+
+def time_forms(time: datetime) -> tuple[str, str]:
+    """A time as a record holds it twice: as stored, and as hashed (and shown)."""
+    return time.astimezone(UTC).replace(tzinfo=None).isoformat(" "), isoformat(time)
 
 
 def _hashed_fields(event: NewEvent | AuditEvent, hashed_time: str) -> tuple:
@@ -267,7 +272,7 @@ def _announce_after_commit(seq: int) -> None:
         database.after_commit(lambda: signal.publish(seq))
 
 
-def _actor_fields(actor) -> tuple[str, str | None]:
+def actor_fields(actor) -> tuple[str, str | None]:
     if isinstance(actor, str):  # "system" or a CLI command
         return actor, None
     caller = getattr(actor, "caller", actor)  # a Viewer or a Caller

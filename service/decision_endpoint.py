@@ -47,9 +47,7 @@ class DecisionService:
         policy = self.store.current
         self.index.sync()
         roles = self.index.roles.get(caller.principal, ())
-        if not any(
-            t == self.provider and policy.role_allows(role, "evaluate_decisions") for t, role in roles
-        ):
+        if not policy.any_role_allows(roles, self.provider, "evaluate_decisions"):
             raise Forbidden("only decision clients may ask for decisions", code="not_decision_client")
         return policy
 
@@ -95,7 +93,7 @@ class FastDecisions:
         policy = service.begin(caller)
         raw = self._raw_json(environ)
         try:
-            body = fast_bodies.decoder(schema).decode(raw)
+            body = fast_bodies.decode(schema, raw)
             checks = [_check(item) for item in (body.checks if many else [body])]
         except Exception:  # not a valid body: the reference path names the problem
             body = validate(schema, _json_object(raw))

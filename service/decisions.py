@@ -34,13 +34,13 @@ class Check:
     explain: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     allowed: bool
     reason: str
     policy_version: str
     decision_id: str = field(default_factory=new_id)
-    trail: list[dict[str, Any]] = field(default_factory=list)
+    trail: list[dict[str, Any]] | None = None  # the explain trail, when asked for
     access_request_id: str | None = None
     support_request_id: str | None = None
 
@@ -68,7 +68,7 @@ class Link:
 def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, provider: str) -> Decision:
     """Decide one check from the policy and the in-memory index (no database access)."""
     decision = Decision(False, "", policy.version)
-    trail = decision.trail if check.explain else None
+    trail = decision.trail = [] if check.explain else None
 
     def deny(reason: str, rule: str, detail: str) -> Decision:
         if trail is not None:
@@ -89,7 +89,7 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
     policy.hit("categories")
     if category not in policy.categories:
         return deny("category_not_allowed", "access.yaml categories", f"unknown category {category!r}")
-    if not any(t == provider and policy.role_allows(role, "read_diagnostics") for t, role in roles):
+    if not policy.any_role_allows(roles, provider, "read_diagnostics"):
         detail = f"{check.principal!r} holds no role carrying workflow.yaml permissions.read_diagnostics"
         return deny("not_support_engineer", "workflow.yaml permissions.read_diagnostics", detail)
 
@@ -164,11 +164,16 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
     return links, closed, expired
 
 
-def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: datetime) -> list:
-    """The `diagnostics.read` audit events for the allowed decisions."""
-    events = []
+def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: datetime) -> list[list]:
+    """The `diagnostics.read` audit events of the allowed decisions, as journal records
+    (audit.RECORD_FIELDS order): what audit.as_record(audit.build(...)) gives (a test
+    holds them equal), built directly because it runs for every allowed read."""
+    actor, actor_tenant = audit.actor_fields(caller)
+    stored, hashed = audit.time_forms(now)
+    records = []
     for check, decision in decisions:
         if decision.allowed:
+            tenant = check.tenant_id
             details = {
                 "decision_id": decision.decision_id,
                 "engineer": check.principal,
@@ -178,20 +183,23 @@ def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: dateti
                 "support_request_id": decision.support_request_id,
                 "policy_version": decision.policy_version,
             }
-            tenant = check.tenant_id
             # The read's event carries its decision's id: one event per allowed decision.
-            event = audit.build(
-                "diagnostics.read",
-                caller,
-                tenant,
-                [tenant],
-                check.resource,
-                details,
-                now,
-                event_id=decision.decision_id,
+            records.append(
+                [
+                    decision.decision_id,
+                    stored,
+                    hashed,
+                    audit.READ,
+                    actor,
+                    actor_tenant,
+                    tenant,
+                    audit.json_text([tenant]),
+                    check.resource,
+                    "success",
+                    audit.json_text(details),
+                ]
             )
-            events.append(event)
-    return events
+    return records
 
 
 def log_entries(decisions: list[tuple[Check, Decision]], now: datetime) -> list[dict[str, Any]]:

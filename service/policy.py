@@ -11,6 +11,7 @@ import ast
 import hashlib
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -101,6 +102,13 @@ class Policy:
             return name_or_template_id
         return self.role_by_template_id.get(name_or_template_id.lower())
 
+    def any_role_allows(self, links: Iterable[tuple[str, str]], tenant: str, permission: str) -> bool:
+        """Does one of the role links ((tenant, role) pairs) held in `tenant` carry `permission`?"""
+        for held_in, role in links:  # a loop, not any(...): this runs for every decision
+            if held_in == tenant and self.role_allows(role, permission):
+                return True
+        return False
+
     def role_allows(self, role: str, permission: str) -> bool:
         """Does `role` carry the action that `permission` (workflow.yaml) names?
 
@@ -136,8 +144,8 @@ class Policy:
                 rule = next(r for r in self.access_rules if list(r.values) == list(matched))
             self._access_cache[key] = rule
         rule = self._access_cache[key]
-        if rule is not None:
-            self.hit(f"access_rule:{rule.source}")
+        if rule is not None and self.hits is not None:
+            self.hits.add(f"access_rule:{rule.source}")
         return rule
 
     def requirements(self, cross_tenant: bool) -> tuple[Requirement, ...]:

@@ -33,11 +33,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import heapq
+import itertools
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +86,12 @@ class ReadJournal:
         self._checked_at = -CHECK_INTERVAL  # monotonic time of the last backlog check
         self._store_down = False
 
-    def append(self, events: list[audit.NewEvent]) -> None:
-        """Return once `events` are in the journal; raise Unavailable if they are not."""
-        if not events:
+    def append(self, records: list[list]) -> None:
+        """Return once `records` (audit.RECORD_FIELDS order) are in the journal; raise
+        Unavailable if they are not."""
+        if not records:
             return
-        times: dict = {}
-        data = b"".join([orjson.dumps(audit.as_record(event, times)) + b"\n" for event in events])
+        data = b"".join([orjson.dumps(record) + b"\n" for record in records])
         with self._lock:
             if self._store_down or time.monotonic() - self._checked_at >= CHECK_INTERVAL:
                 self._keep_up()
@@ -198,9 +200,13 @@ def _import(directory: Path, budget: int) -> tuple[int, int]:
     positions = _positions(prefix)
     names = sorted(path.name for path in directory.glob("*.jsonl"))
     slices = [s for s in (_take(directory / name, positions.get(name, 0), budget) for name in names) if s]
-    # Each file is in decision order; take the oldest `budget` records across the files.
-    parsed = [[(_stored_time_of(line), n, line) for line in piece.lines] for n, piece in enumerate(slices)]
-    taken = list(heapq.merge(*parsed))[:budget]
+    if len(slices) == 1:  # nothing to merge
+        taken = [(None, 0, line) for line in slices[0].lines[:budget]]
+    else:
+        # Each file is in decision order; take the oldest `budget` records across the
+        # files (lazily: lines past the budget are not looked at).
+        keyed = [_keyed(piece.lines, n) for n, piece in enumerate(slices)]
+        taken = list(itertools.islice(heapq.merge(*keyed), budget))
     consumed = [0] * len(slices)
     records = []
     for _, n, line in taken:
@@ -224,6 +230,12 @@ def _import(directory: Path, budget: int) -> tuple[int, int]:
     if finished:
         database.after_commit(lambda: _remove(directory, finished))
     return len(records), len(taken)
+
+
+def _keyed(lines: list[bytes], n: int) -> Iterator[tuple[bytes, int, bytes]]:
+    """A file's lines keyed for merging: (stored time, file number, line)."""
+    for line in lines:
+        yield _stored_time_of(line), n, line
 
 
 def _stored_time_of(line: bytes) -> bytes:

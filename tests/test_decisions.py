@@ -470,3 +470,50 @@ def test_malformed_decision_is_400_naming_the_field(api, approved_request, body,
 def test_non_object_body_is_400(api):
     assert_error(api.post(DECIDE, CLIENT, [read_check()]), 400)
     assert_error(api.post(DECIDE, CLIENT, "read"), 400)
+
+
+def test_read_records_are_the_audit_events_a_read_gets():
+    """The decision path builds the journal records of allowed reads directly; they must
+    be exactly what the audit module would build for the same events (the chain hashes
+    them, and `audit verify` recomputes them from the stored columns)."""
+    from datetime import UTC, datetime
+
+    from service import audit, decisions
+    from service.auth import Caller
+
+    now = datetime(2026, 11, 28, 12, 30, 15, 123456, tzinfo=UTC)
+    caller = Caller("diag-tool", "provider-tenant")
+    granted = decisions.Decision(True, "granted", "v1", access_request_id="ar-1", support_request_id="sr-1")
+    advanced = decisions.Decision(True, "advanced_diagnostics", "v1", support_request_id="sr-2")
+    denied = decisions.Decision(False, "no_active_grant", "v1")
+    answers = [
+        (decisions.Check("eng-1", "contoso", "read", "diagnostics/signInLogs"), granted),
+        (decisions.Check("eng-1", "fabrikam", "read", "diagnostics/auditLogs"), denied),
+        (decisions.Check("eng-2", 'tenant "ü"', "read", "diagnostics/auditLogs"), advanced),
+    ]
+    expected = [
+        audit.as_record(
+            audit.build(
+                "diagnostics.read",
+                caller,
+                check.tenant_id,
+                [check.tenant_id],
+                check.resource,
+                {
+                    "decision_id": decision.decision_id,
+                    "engineer": check.principal,
+                    "action": check.action,
+                    "reason": decision.reason,
+                    "access_request_id": decision.access_request_id,
+                    "support_request_id": decision.support_request_id,
+                    "policy_version": decision.policy_version,
+                },
+                now,
+                event_id=decision.decision_id,
+            )
+        )
+        for check, decision in answers
+        if decision.allowed
+    ]
+    assert decisions.reads_to_record(answers, caller, now) == expected
+    assert len(expected) == 2

@@ -67,7 +67,7 @@ def reference(schema: str, raw: bytes):
 def test_what_the_fast_decoder_accepts_the_schema_accepts_alike(body, schema):
     raw = orjson.dumps(body)
     try:
-        decoded = fast_bodies.decoder(schema).decode(raw)
+        decoded = fast_bodies.decode(schema, raw)
     except Exception:
         return  # refused: the reference path gives the error
     assert reference(schema, raw) == fast_bodies.as_plain(decoded) == body
@@ -84,7 +84,7 @@ def test_valid_bodies_take_the_fast_path():
         ("DecisionRequest", {**check, "explain": True}),
         ("DecisionBatch", {"checks": [check] * 3}),
     ):
-        decoded = fast_bodies.decoder(schema).decode(orjson.dumps(body))
+        decoded = fast_bodies.decode(schema, orjson.dumps(body))
         assert fast_bodies.as_plain(decoded) == body
 
 
@@ -99,3 +99,27 @@ def test_a_schema_the_decoder_cannot_follow_is_refused(monkeypatch):
             fast_bodies._struct("Odd")
     finally:
         fast_bodies._struct.cache_clear()
+
+
+def test_patterns_are_checked_past_the_cache_of_matched_values(monkeypatch):
+    """Values that matched are remembered (up to a bound); a value that does not match is
+    refused whether or not the cache is full, and the cache stops growing at its bound."""
+    monkeypatch.setattr(fast_bodies, "MATCHED_BOUND", 3)
+    fast_bodies._struct.cache_clear()
+    fast_bodies.decoder.cache_clear()
+    try:
+
+        def body(resource: str) -> bytes:
+            check = {"principal": "eve", "tenant_id": "contoso", "action": "read", "resource": resource}
+            return orjson.dumps({"checks": [check]})
+
+        for n in range(5):
+            fast_bodies.decode("DecisionBatch", body(f"diagnostics/c{n}"))
+        resource_pattern = dict(fast_bodies._CHECKS[fast_bodies._struct("DecisionRequest")][0])["resource"]
+        assert len(resource_pattern.matched) == 3
+        for refused in ("diagnostics/a b", "diagnostics/x\n", "logs/c0"):
+            with pytest.raises(ValueError, match="resource"):
+                fast_bodies.decode("DecisionBatch", body(refused))
+    finally:
+        fast_bodies._struct.cache_clear()
+        fast_bodies.decoder.cache_clear()

@@ -173,23 +173,26 @@ def test_writers_import_themselves_when_the_backlog_grows(app, api, approved_req
 # --- files left by writers that stopped ----------------------------------------------
 
 
-def write_records(directory: Path, name: str, events: list[audit.NewEvent], tail: bytes = b"") -> Path:
+def write_records(directory: Path, name: str, records: list[list], tail: bytes = b"") -> Path:
     path = directory / name
-    path.write_bytes(b"".join(orjson.dumps(audit.as_record(e)) + b"\n" for e in events) + tail)
+    path.write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in records) + tail)
     return path
 
 
-def read_events(count: int) -> list[audit.NewEvent]:
+def read_events(count: int) -> list[list]:
+    """Read events as journal records (audit.RECORD_FIELDS order)."""
     return [
-        audit.build(
-            "diagnostics.read",
-            "diag-tool",
-            "contoso",
-            ["contoso"],
-            "diagnostics/signInLogs",
-            {"decision_id": f"d-{n}"},
-            START + timedelta(seconds=n),
-            event_id=f"d-{n}",
+        audit.as_record(
+            audit.build(
+                "diagnostics.read",
+                "diag-tool",
+                "contoso",
+                ["contoso"],
+                "diagnostics/signInLogs",
+                {"decision_id": f"d-{n}"},
+                START + timedelta(seconds=n),
+                event_id=f"d-{n}",
+            )
         )
         for n in range(count)
     ]
@@ -211,7 +214,7 @@ def test_an_unfinished_record_of_a_stopped_writer_is_dropped(app, caplog):
 def test_a_record_still_being_written_waits_for_its_end(app):
     directory = journal_dir(app)
     events = read_events(3)
-    last = orjson.dumps(audit.as_record(events[2])) + b"\n"
+    last = orjson.dumps(events[2]) + b"\n"
     path = write_records(directory, "1-2.jsonl", events[:2], tail=last[:10])
     with path.open("rb") as writer:
         fcntl.flock(writer.fileno(), fcntl.LOCK_SH)  # a live writer
@@ -226,12 +229,7 @@ def test_an_unreadable_record_is_skipped_and_logged(app, caplog):
     directory = journal_dir(app)
     events = read_events(2)
     path = directory / "1-3.jsonl"
-    path.write_bytes(
-        orjson.dumps(audit.as_record(events[0]))
-        + b"\n{garbage\n"
-        + orjson.dumps(audit.as_record(events[1]))
-        + b"\n"
-    )
+    path.write_bytes(orjson.dumps(events[0]) + b"\n{garbage\n" + orjson.dumps(events[1]) + b"\n")
     with caplog.at_level(logging.ERROR, logger="support_access"):
         assert flush(app) == 2
     assert "unreadable record" in caplog.text
