@@ -111,6 +111,7 @@ class DecisionIndex:
         self._applied_seq = 0
         self.tenants: frozenset[str] = frozenset()
         self.roles: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._role_sets: dict[tuple, tuple[tuple[str, str], ...]] = {}  # see _shared
         self.tickets: dict[str, Ticket] = {}
         # engineer -> tenant -> grants; engineer -> tenant -> advanced-diagnostics tickets
         self.grants: dict[str, dict[str, tuple[Grant, ...]]] = {}
@@ -158,8 +159,9 @@ class DecisionIndex:
         roles: dict[str, list[tuple[str, str]]] = {}
         query = RoleAssignment.select(RoleAssignment.principal, RoleAssignment.tenant_id, RoleAssignment.role)
         for principal, tenant_id, role in query.tuples():
-            roles.setdefault(_intern(principal), []).append((_intern(tenant_id), _intern(role)))
-        self.roles = {principal: tuple(links) for principal, links in roles.items()}
+            roles.setdefault(_intern(principal), []).append((tenant_id, role))
+        self._role_sets = {}
+        self.roles = {principal: self._shared(links) for principal, links in roles.items()}
 
     def _apply_changes(self) -> None:
         """Reload each ticket, access request and principal the new events name, once:
@@ -193,11 +195,18 @@ class DecisionIndex:
 
     def _reload_principal(self, principal: str) -> None:
         query = RoleAssignment.select(RoleAssignment.tenant_id, RoleAssignment.role)
-        links = tuple(query.where(RoleAssignment.principal == principal).tuples())
+        links = list(query.where(RoleAssignment.principal == principal).tuples())
         if links:
-            self.roles[_intern(principal)] = links
+            self.roles[_intern(principal)] = self._shared(links)
         else:
             self.roles.pop(principal, None)
+
+    def _shared(self, links: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """A principal's (tenant, role) links as one tuple shared by every principal
+        holding the same ones: two thousand engineers then share one object, which stays
+        in the CPU cache, instead of each decision reading one of their own."""
+        key = tuple(sorted((_intern(tenant_id), _intern(role)) for tenant_id, role in links))
+        return self._role_sets.setdefault(key, key)
 
     def _reload_ticket(self, ticket_id: str) -> None:
         row = database.execute_sql(self._sql["ticket"], (ticket_id,)).fetchone()
