@@ -213,9 +213,13 @@ class DecisionIndex:
         if row is None:
             return
         self._put_ticket(*row)
-        # Its grants carry a copy of it: replace them too.
+        # The grants indexed under it carry a copy of it: replace those. (Others enter
+        # through their own events; a grant that ended before the retention period stays
+        # out, as it is out of a freshly loaded index.)
         for grant_row in database.execute_sql(self._sql["ticket_grants"], (ticket_id,)):
-            self._replace_grant(grant_row)
+            request_id, _, engineer, tenant_id = grant_row[:4]
+            if any(g.id == request_id for g in self.grants.get(engineer, {}).get(tenant_id, ())):
+                self._replace_grant(grant_row)
 
     def _reload_grant(self, request_id: str) -> None:
         row = database.execute_sql(self._sql["grant"], (request_id,)).fetchone()

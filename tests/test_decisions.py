@@ -517,3 +517,29 @@ def test_read_records_are_the_audit_events_a_read_gets():
     ]
     assert decisions.reads_to_record(answers, caller, now) == expected
     assert len(expected) == 2
+
+
+def test_a_ticket_change_gives_every_worker_the_same_reason(app, api, approved_request, ticket, clock):
+    """A worker whose index was loaded after a grant left the retention period answers
+    as a fresh worker does, also after the grant's ticket changes (the index then reloads
+    the ticket and the grants it holds under it)."""
+    from service import create_app
+
+    clock.advance(hours=9)  # the grant runs out; listing it sweeps it to `completed`
+    assert (
+        api.get(f"/v1/access-requests/{approved_request['id']}", "alice").get_json()["status"] == "completed"
+    )
+    clock.advance(days=31)  # past workflow.yaml timing.retention
+    keys = ("DATABASE_URL", "JWT_SECRET", "POLICY_DIR", "DECISION_LOG", "CLOCK")
+    later_worker = type(api)(
+        create_app({"TESTING": True, **{key: app.config[key] for key in keys}}).test_client()
+    )
+    before = later_worker.post(DECIDE, CLIENT, read_check()).get_json()
+    assert (before["allowed"], before["reason"]) == (False, "no_active_grant")
+    for allow in (True, False):  # two changes of the ticket, ending where it started
+        changed = api.patch(
+            f"/v1/support-requests/{ticket['id']}", "bob", {"allow_advanced_diagnostics": allow}
+        )
+        assert changed.status_code == 200, changed.get_json()
+    after = later_worker.post(DECIDE, CLIENT, read_check()).get_json()
+    assert (after["allowed"], after["reason"]) == (False, "no_active_grant")
