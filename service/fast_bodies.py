@@ -132,6 +132,8 @@ def _type(spec: dict[str, Any], where: str, field: bool = True) -> Any:
     if kind == "array":
         _only(spec, {"type", "items", "minItems", "maxItems"} | _NOTES, where)
         bounds = {"min_length": spec.get("minItems"), "max_length": spec.get("maxItems")}
+        if spec["items"].get("type") == "array":  # _check_patterns walks one level of lists
+            raise ValueError(f"{where}: arrays of arrays are not supported by the fast decoder")
         items = list[_type(spec["items"], f"{where}[]", field=False)]
         return Annotated[items, msgspec.Meta(**{k: v for k, v in bounds.items() if v is not None})]
     raise ValueError(f"{where}: schema type {kind!r} is not supported by the fast decoder")

@@ -88,10 +88,22 @@ def test_valid_bodies_take_the_fast_path():
         assert fast_bodies.as_plain(decoded) == body
 
 
-def test_a_schema_the_decoder_cannot_follow_is_refused(monkeypatch):
-    schemas = {
-        "Odd": {"type": "object", "additionalProperties": False, "properties": {"n": {"type": "integer"}}}
-    }
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"type": "integer"},
+        {"type": "array", "items": {"type": "string", "pattern": "^a"}},
+        {
+            "type": "array",
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/DecisionRequest"}},
+        },
+    ],
+    ids=["integer", "pattern on array items", "array of arrays"],
+)
+def test_a_schema_the_decoder_cannot_follow_is_refused(monkeypatch, field):
+    """Shapes whose checks the decoder could not make (or make completely) are refused
+    when it is built, so a schema change cannot open a gap in what it checks."""
+    schemas = {"Odd": {"type": "object", "additionalProperties": False, "properties": {"n": field}}}
     monkeypatch.setattr(fast_bodies, "_schemas", lambda: schemas)
     fast_bodies._struct.cache_clear()
     try:

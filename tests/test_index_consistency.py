@@ -1,0 +1,104 @@
+"""The decision index stays exact: after any sequence of workflow steps, the index of a
+long-running worker (kept current change by change) allows exactly what an index loaded
+fresh from the database allows.
+
+Random steps through the HTTP API (file, assign and reassign, request, approve, revoke,
+close, toggle advanced diagnostics, time passing beyond expiry and retention, a role
+given or taken away); after each one, both indexes answer the same checks.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from service.decision_index import DecisionIndex
+from service.decisions import Check, decide
+from service.state_signal import ProcessCounter
+
+ENGINEERS = ["eve", "frank"]
+TENANTS = ["contoso", "fabrikam"]
+STEPS = ["ticket", "assign", "assign", "request", "request", "approve", "approve", "approve"]
+STEPS += ["revoke", "close", "advanced", "time", "role"]
+# (filing admin, ticket tenant, resource tenant) and (approver, tenant) from tests/directory.yaml
+FILERS = [("bob", "fabrikam", "contoso"), ("alice", "contoso", None), ("dana", "contoso", "fabrikam")]
+APPROVERS = [("alice", "contoso"), ("alice2", "contoso"), ("bob", "fabrikam"), ("dana", "fabrikam")]
+
+
+def allowed_by_both(app, clock, checks: list[Check]) -> list[tuple[Check, bool, bool]]:
+    policy = app.extensions["policy_store"].current
+    provider = app.config["PROVIDER_TENANT"]
+    with app.app_context():
+        fresh = DecisionIndex(ProcessCounter(), policy.timing.retention)
+        fresh.load(clock())
+        running = app.extensions["decision_index"]
+        running.sync()
+        return [
+            (
+                check,
+                decide(policy, running, check, clock(), provider).allowed,
+                decide(policy, fresh, check, clock(), provider).allowed,
+            )
+            for check in checks
+        ]
+
+
+def take_step(api, clock, rng: random.Random, tickets: list[str], requests: list[str]) -> str:
+    step = rng.choice(STEPS)
+    if step == "ticket":
+        admin, tenant, resource = rng.choice(FILERS)
+        body = {"tenant_id": tenant, "title": "t", "allow_advanced_diagnostics": rng.random() < 0.3}
+        if resource:
+            body["resource_tenant_id"] = resource
+        created = api.post("/v1/support-requests", admin, body)
+        if created.status_code == 201:
+            tickets.append(created.get_json()["id"])
+    elif step == "assign" and tickets:
+        engineer = rng.choice(ENGINEERS)
+        body = {"engineer": engineer}
+        api.post(f"/v1/support-requests/{rng.choice(tickets)}/assign", rng.choice([engineer, "ops"]), body)
+    elif step == "request" and tickets:
+        body = {"support_request_id": rng.choice(tickets), "justification": "j"}
+        filed = api.post("/v1/access-requests", rng.choice(ENGINEERS), body)
+        if filed.status_code == 201:
+            requests.append(filed.get_json()["id"])
+    elif step == "approve" and requests:
+        approver, tenant = rng.choice(APPROVERS)
+        api.post(f"/v1/access-requests/{rng.choice(requests)}/approve", approver, {"tenant_id": tenant})
+    elif step == "revoke" and requests:
+        api.post(f"/v1/access-requests/{rng.choice(requests)}/revoke", rng.choice(["alice", "dana"]))
+    elif step == "close" and tickets:
+        api.post(f"/v1/support-requests/{rng.choice(tickets)}/close", rng.choice(["bob", "alice", "eve"]))
+    elif step == "advanced" and tickets:
+        body = {"allow_advanced_diagnostics": rng.random() < 0.5}
+        api.patch(f"/v1/support-requests/{rng.choice(tickets)}", rng.choice(["bob", "alice", "dana"]), body)
+    elif step == "time":
+        clock.advance(hours=rng.choice([1, 5, 9, 24 * 20, 24 * 40]))  # past expiry, past retention
+        api.get("/v1/access-requests", "ops")  # listing applies the timed transitions
+    elif step == "role":
+        engineer = rng.choice(ENGINEERS)
+        if rng.random() < 0.5:
+            api.delete(f"/v1/tenants/provider/role-assignments/{engineer}/Support Engineer", "ops")
+        else:
+            body = {"principal": engineer, "role": "Support Engineer"}
+            api.put("/v1/tenants/provider/role-assignments", "ops", body)
+    return step
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_running_index_allows_what_a_fresh_one_allows(app, api, clock, seed):
+    rng = random.Random(seed)
+    tickets: list[str] = []
+    requests: list[str] = []
+    steps: list[str] = []
+    for _ in range(40):
+        steps.append(take_step(api, clock, rng, tickets, requests))
+        checks = [
+            Check(engineer, tenant, "read", "diagnostics/signInLogs", ticket)
+            for engineer in ENGINEERS
+            for tenant in TENANTS
+            for ticket in [None, *tickets[-3:]]
+        ]
+        for check, running, fresh in allowed_by_both(api.client.application, clock, checks):
+            assert running == fresh, (steps, check, running, fresh)
