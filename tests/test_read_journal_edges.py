@@ -4,11 +4,15 @@ several journal directories on one database, partial rounds, failures on the way
 from __future__ import annotations
 
 import os
+import random
 import shutil
+from datetime import timedelta
+
+import pytest
 
 from models import database, transaction
-from service import create_app, read_journal
-from tests.conftest import read_check
+from service import audit, create_app, read_journal
+from tests.conftest import START, read_check
 from tests.test_read_journal import chain, flush, journal_dir, read_events, read_ids, write_records
 
 
@@ -142,3 +146,47 @@ def test_a_journal_that_cannot_be_read_does_not_stop_a_revocation(app, api, appr
     monkeypatch.undo()
     flush(app)
     assert decision in read_ids(chain(app))  # the read stayed in the journal, imported later
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_rounds_of_any_size_import_every_record_once_oldest_first(app, seed):
+    """Random journals (1-4 files, equal times across and within files) imported in
+    rounds of 1-5 records: every record lands once, in the order of its time."""
+    rng = random.Random(seed)
+    directory = journal_dir(app)
+    time_of: dict[str, int] = {}
+    for writer in range(rng.randint(1, 4)):
+        at, records = 0, []
+        for _ in range(rng.randint(0, 12)):
+            at += rng.randint(0, 3)
+            records.append(read_record(f"r-{len(time_of)}", at))
+            time_of[records[-1][0]] = at
+        write_records(directory, f"{100 + writer}-{writer}.jsonl", records)
+    with app.app_context(), database.connection_context():
+        for _ in range(len(time_of) + 5):  # more than enough rounds of one record or more
+            with transaction():
+                _, consumed = read_journal._import(directory, rng.randint(1, 5))
+            if consumed == 0:
+                break
+        else:
+            pytest.fail("the rounds did not end")
+    imported = read_ids(chain(app))
+    assert sorted(imported) == sorted(time_of)  # each once
+    times = [time_of[decision_id] for decision_id in imported]
+    assert times == sorted(times)  # oldest first
+
+
+def read_record(decision_id: str, seconds: int) -> list:
+    details = {"decision_id": decision_id}
+    at = START + timedelta(seconds=seconds)
+    event = audit.build(
+        "diagnostics.read",
+        "diag-tool",
+        "contoso",
+        ["contoso"],
+        "diagnostics/x",
+        details,
+        at,
+        event_id=decision_id,
+    )
+    return audit.as_record(event)
