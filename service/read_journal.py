@@ -65,6 +65,9 @@ RECORD_BYTES_GUESS = 1024  # bytes read per record wanted (a read's record is ~5
 BUSY_INTERVAL = 0.010
 IDLE_INTERVAL = 0.010
 LEASE_RETRY = 1.0  # a process without the lease checks this often whether it is free
+# A writer renames its new file microseconds after creating it; one older than this was
+# left by a writer that stopped in between.
+ABANDONED_AFTER = 60.0
 
 
 def directory_for(database_url: str, instance_path: str) -> Path:
@@ -308,6 +311,18 @@ def _remove(directory: Path, names: list[str]) -> None:
             pass
 
 
+def remove_abandoned(directory: Path, now: float) -> None:
+    """Delete the new files writers created and never renamed (they stopped in between):
+    nothing is written to a file before its rename, so they are empty."""
+    for path in directory.glob("*.new"):
+        try:
+            info = path.stat()
+            if info.st_size == 0 and now - info.st_mtime > ABANDONED_AFTER:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def flush(directory: Path) -> int:
     """Import everything journalled before the call (readers call this before reading);
     what writers add meanwhile may wait for the importer. Returns the number imported."""
@@ -371,6 +386,7 @@ class Importer:
         self.directory = Path(directory)
         self.checkpointer = Checkpointer(db)
         self._last_round = 0.0
+        self._last_sweep = 0.0
 
     def run(self, keep_going) -> None:
         """Import until `keep_going()` turns false (checked every round)."""
@@ -393,6 +409,9 @@ class Importer:
             sizes = _sizes(self.directory)
             if sizes == seen and time.monotonic() - self._last_round < LEASE_RETRY:
                 return seen, IDLE_INTERVAL
+            if time.monotonic() - self._last_sweep >= LEASE_RETRY:
+                self._last_sweep = time.monotonic()
+                remove_abandoned(self.directory, time.time())
             self._last_round = time.monotonic()
             with transaction():
                 imported = import_round(self.directory)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
 from datetime import timedelta
 
 import pytest
@@ -190,3 +191,22 @@ def read_record(decision_id: str, seconds: int) -> list:
         event_id=decision_id,
     )
     return audit.as_record(event)
+
+
+def test_the_importer_removes_new_files_a_stopped_writer_left(app):
+    """A writer that stopped between creating its file and renaming it leaves an empty
+    `.new` file; the importer removes it once it is old, and leaves a fresh one (a writer
+    may be about to rename it) and anything not empty alone."""
+    directory = journal_dir(app)
+    old = (directory / "100-1.new", b"")
+    fresh = (directory / "100-2.new", b"")
+    not_empty = (directory / "100-3.new", b"[]\n")
+    for path, content in (old, fresh, not_empty):
+        path.write_bytes(content)
+    long_ago = time.time() - read_journal.ABANDONED_AFTER - 5
+    for path in (old[0], not_empty[0]):
+        os.utime(path, (long_ago, long_ago))
+    with app.app_context(), database.connection_context():
+        read_journal.Importer(directory, database.obj).round({})
+    assert not old[0].exists()
+    assert fresh[0].exists() and not_empty[0].exists()
