@@ -139,6 +139,8 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
     for grant in index.grants.get(principal, EMPTY).get(check.tenant_id, ()):
         if wanted is not None and grant.ticket_id != wanted:
             continue
+        if grant.finished_at is not None and grant.finished_at < recent:
+            continue  # ended before the retention period: explains nothing (as if not indexed)
         if grant.ticket_status != "open":
             closed = closed or grant.ticket_closed_at >= recent
         elif grant.access_expires_at <= (grant.finished_at or now):
@@ -158,6 +160,7 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
         closed = bool(
             ticket
             and ticket.status != "open"
+            and ticket.closed_at >= recent
             and ticket.engineer == principal
             and check.tenant_id in (ticket.tenant_id, ticket.resource_tenant_id)
         )

@@ -530,6 +530,8 @@ def test_a_ticket_change_gives_every_worker_the_same_reason(app, api, approved_r
         api.get(f"/v1/access-requests/{approved_request['id']}", "alice").get_json()["status"] == "completed"
     )
     clock.advance(days=31)  # past workflow.yaml timing.retention
+    running = decide(api, read_check())  # this worker's index still holds the grant
+    assert (running["allowed"], running["reason"]) == (False, "no_active_grant")
     keys = ("DATABASE_URL", "JWT_SECRET", "POLICY_DIR", "DECISION_LOG", "CLOCK")
     later_worker = type(api)(
         create_app({"TESTING": True, **{key: app.config[key] for key in keys}}).test_client()
@@ -543,3 +545,14 @@ def test_a_ticket_change_gives_every_worker_the_same_reason(app, api, approved_r
         assert changed.status_code == 200, changed.get_json()
     after = later_worker.post(DECIDE, CLIENT, read_check()).get_json()
     assert (after["allowed"], after["reason"]) == (False, "no_active_grant")
+
+
+def test_a_ticket_closed_before_the_retention_period_explains_nothing(api, approved_request, ticket, clock):
+    """support_request_closed is reported for tickets closed within workflow.yaml
+    timing.retention; after it, naming the ticket gets the plain deny a worker started
+    later gives (its index does not hold the ticket)."""
+    assert api.post(f"/v1/support-requests/{ticket['id']}/close", "eve").status_code == 200
+    named = read_check(support_request_id=ticket["id"])
+    assert decide(api, named)["reason"] == "support_request_closed"
+    clock.advance(days=31)
+    assert [decide(api, check)["reason"] for check in (named, read_check())] == ["no_active_grant"] * 2
