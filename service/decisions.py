@@ -139,7 +139,7 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
     for grant in index.grants.get(principal, EMPTY).get(check.tenant_id, ()):
         if wanted is not None and grant.ticket_id != wanted:
             continue
-        if grant.finished_at is not None and grant.finished_at < recent:
+        if (grant.finished_at or grant.access_expires_at) < recent:
             continue  # ended before the retention period: explains nothing (as if not indexed)
         if grant.ticket_status != "open":
             closed = closed or grant.ticket_closed_at >= recent

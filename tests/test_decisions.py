@@ -556,3 +556,12 @@ def test_a_ticket_closed_before_the_retention_period_explains_nothing(api, appro
     assert decide(api, named)["reason"] == "support_request_closed"
     clock.advance(days=31)
     assert [decide(api, check)["reason"] for check in (named, read_check())] == ["no_active_grant"] * 2
+
+
+def test_a_grant_that_ran_out_before_the_retention_period_explains_nothing(api, approved_request, clock):
+    """grant_expired is given for a grant that ran out within workflow.yaml
+    timing.retention, whether or not anything has moved it to `completed` yet."""
+    clock.advance(hours=9)
+    assert decide(api, read_check())["reason"] == "grant_expired"
+    clock.advance(days=31)  # and nothing has listed the request (which would complete it)
+    assert decide(api, read_check())["reason"] == "no_active_grant"
