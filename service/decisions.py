@@ -169,14 +169,12 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
 
 def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: datetime) -> list[list]:
     """The `diagnostics.read` audit events of the allowed decisions, as journal records
-    (audit.RECORD_FIELDS order): what audit.as_record(audit.build(...)) gives (a test
-    holds them equal), built directly because it runs for every allowed read."""
-    actor, actor_tenant = audit.actor_fields(caller)
-    stored, hashed = audit.time_forms(now)
+    (audit.RECORD_FIELDS order). The read's event carries its decision's id: one event
+    per allowed decision."""
+    actor, times = audit.actor_fields(caller), audit.time_forms(now)
     records = []
     for check, decision in decisions:
         if decision.allowed:
-            tenant = check.tenant_id
             details = {
                 "decision_id": decision.decision_id,
                 "engineer": check.principal,
@@ -186,22 +184,10 @@ def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: dateti
                 "support_request_id": decision.support_request_id,
                 "policy_version": decision.policy_version,
             }
-            # The read's event carries its decision's id: one event per allowed decision.
-            records.append(
-                [
-                    decision.decision_id,
-                    stored,
-                    hashed,
-                    audit.READ,
-                    actor,
-                    actor_tenant,
-                    tenant,
-                    audit.json_text([tenant]),
-                    check.resource,
-                    "success",
-                    audit.json_text(details),
-                ]
+            record = audit.read_record(
+                decision.decision_id, times, actor, check.tenant_id, check.resource, details
             )
+            records.append(record)
     return records
 
 

@@ -19,7 +19,7 @@ import msgspec
 
 from service.validation import openapi_document
 
-_STRING_KEYWORDS = {"minLength": "min_length", "maxLength": "max_length", "pattern": "pattern"}
+_LENGTHS = {"minLength": "min_length", "maxLength": "max_length"}
 _NOTES = {"description"}  # keywords that do not constrain
 # As fastjsonschema does: `$` means the end of the string, not "before a final newline"
 # as in Python's re (an unescaped `$`, even in a [] set).
@@ -121,10 +121,10 @@ def _type(spec: dict[str, Any], where: str, field: bool = True) -> Any:
         return _struct(spec["$ref"].rsplit("/", 1)[1])
     kind = spec.get("type")
     if kind == "string":
-        _only(spec, {"type", *_STRING_KEYWORDS} | _NOTES, where)
-        meta = {_STRING_KEYWORDS[k]: v for k, v in spec.items() if k in _STRING_KEYWORDS}
-        if meta.pop("pattern", None) is not None and not field:
+        _only(spec, {"type", "pattern", *_LENGTHS} | _NOTES, where)
+        if "pattern" in spec and not field:  # checked by decode() on struct fields only
             raise ValueError(f"{where}: a pattern on array items is not supported by the fast decoder")
+        meta = {_LENGTHS[k]: v for k, v in spec.items() if k in _LENGTHS}
         return Annotated[str, msgspec.Meta(**meta)] if meta else str
     if kind == "boolean":
         _only(spec, {"type"} | _NOTES, where)

@@ -60,10 +60,9 @@ HELP_RECORDS = 200  # records a helping writer imports (~2 ms of its request)
 CHECK_INTERVAL = 0.005  # seconds between a writer's backlog checks
 ROUND_RECORDS = 5_000  # most records per import transaction (~50 ms of work)
 RECORD_BYTES_GUESS = 1024  # bytes read per record wanted (a read's record is ~500)
-# Background importer: seconds between rounds while reads arrive (a round has a fixed
-# cost; every 2 ms it took CPU from the workers for little), and while none do.
-BUSY_INTERVAL = 0.010
-IDLE_INTERVAL = 0.010
+# Background importer: seconds between rounds (a round has a fixed cost; every 2 ms it
+# took CPU from the workers for little). Back to back while a full round's worth waits.
+ROUND_INTERVAL = 0.010
 LEASE_RETRY = 1.0  # a process without the lease checks this often whether it is free
 # A writer renames its new file microseconds after creating it; one older than this was
 # left by a writer that stopped in between.
@@ -408,7 +407,7 @@ class Importer:
         try:
             sizes = _sizes(self.directory)
             if sizes == seen and time.monotonic() - self._last_round < LEASE_RETRY:
-                return seen, IDLE_INTERVAL
+                return seen, ROUND_INTERVAL
             if time.monotonic() - self._last_sweep >= LEASE_RETRY:
                 self._last_sweep = time.monotonic()
                 remove_abandoned(self.directory, time.time())
@@ -417,8 +416,8 @@ class Importer:
                 imported = import_round(self.directory)
             if imported >= ROUND_RECORDS:  # behind: go on at once
                 return {}, 0.0
-            # While reads arrive, look again soon; keep `seen` empty so we do.
-            return ({}, BUSY_INTERVAL) if imported else (sizes, IDLE_INTERVAL)
+            # While reads arrive, keep `seen` empty so the next round looks again.
+            return ({} if imported else sizes), ROUND_INTERVAL
         except Exception:  # a busy or broken store must not end the importer; readers import too
             log.warning("read journal import failed", exc_info=True)
             return {}, LEASE_RETRY

@@ -483,37 +483,43 @@ def test_read_records_are_the_audit_events_a_read_gets():
 
     now = datetime(2026, 11, 28, 12, 30, 15, 123456, tzinfo=UTC)
     caller = Caller("diag-tool", "provider-tenant")
-    granted = decisions.Decision(True, "granted", "v1", access_request_id="ar-1", support_request_id="sr-1")
-    advanced = decisions.Decision(True, "advanced_diagnostics", "v1", support_request_id="sr-2")
-    denied = decisions.Decision(False, "no_active_grant", "v1")
+    granted = decisions.Decision(
+        True, "granted", "v1", "d-1", access_request_id="ar-1", support_request_id="sr-1"
+    )
+    advanced = decisions.Decision(True, "advanced_diagnostics", "v1", "d-3", support_request_id="sr-2")
+    denied = decisions.Decision(False, "no_active_grant", "v1", "d-2")
     answers = [
         (decisions.Check("eng-1", "contoso", "read", "diagnostics/signInLogs"), granted),
         (decisions.Check("eng-1", "fabrikam", "read", "diagnostics/auditLogs"), denied),
         (decisions.Check("eng-2", 'tenant "ü"', "read", "diagnostics/auditLogs"), advanced),
+    ]
+    # What the audit view shows of each read (API.md "Audit"), written out.
+    reads = [
+        ("contoso", "diagnostics/signInLogs", "d-1", "eng-1", "granted", "ar-1", "sr-1"),
+        ('tenant "ü"', "diagnostics/auditLogs", "d-3", "eng-2", "advanced_diagnostics", None, "sr-2"),
     ]
     expected = [
         audit.as_record(
             audit.build(
                 "diagnostics.read",
                 caller,
-                check.tenant_id,
-                [check.tenant_id],
-                check.resource,
+                tenant,
+                [tenant],
+                resource,
                 {
-                    "decision_id": decision.decision_id,
-                    "engineer": check.principal,
-                    "action": check.action,
-                    "reason": decision.reason,
-                    "access_request_id": decision.access_request_id,
-                    "support_request_id": decision.support_request_id,
-                    "policy_version": decision.policy_version,
+                    "decision_id": decision_id,
+                    "engineer": engineer,
+                    "action": "read",
+                    "reason": reason,
+                    "access_request_id": access_request_id,
+                    "support_request_id": support_request_id,
+                    "policy_version": "v1",
                 },
                 now,
-                event_id=decision.decision_id,
+                event_id=decision_id,
             )
         )
-        for check, decision in answers
-        if decision.allowed
+        for tenant, resource, decision_id, engineer, reason, access_request_id, support_request_id in reads
     ]
     assert decisions.reads_to_record(answers, caller, now) == expected
     assert len(expected) == 2
