@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 
-.PHONY: run test lint format serve secret demo clean policy-test bench
+.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,14 @@ serve: demo
 	SUPPORT_ACCESS_JWT_SECRET=$${SUPPORT_ACCESS_JWT_SECRET:-$$(cat $(SECRET_FILE))} \
 	$(BIN)/python -m service.serve --host $(HOST) --port $(PORT)
 
+# The whole suite on SQLite, again on a throwaway PostgreSQL server, then the policy suites.
 test: $(STAMP)
 	$(BIN)/python -m pytest
-	$(MAKE) --no-print-directory policy-test
+	$(MAKE) --no-print-directory test-postgres policy-test
+
+# The whole suite against PostgreSQL (tests/postgres.sh starts and removes the server).
+test-postgres: $(STAMP)
+	bash tests/postgres.sh $(BIN)/python
 
 # Check the shipped policies (lint, strict) and run their suites with 100% rule coverage.
 policy-test: $(STAMP)

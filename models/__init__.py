@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import os
+import re
 import tempfile
 import threading
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from peewee import (
     SqliteDatabase,
     TextField,
 )
-from playhouse.db_url import connect
+from playhouse.db_url import connect, parse
 
 database = DatabaseProxy()
 
@@ -222,7 +223,7 @@ def connect_database(url: str, background_checkpoints: bool = False):
         pragmas = {**SQLITE_PRAGMAS, "wal_autocheckpoint": 50_000 if background_checkpoints else 1000}
         db = connect(url, pragmas=pragmas)
     else:
-        db = connect(url, autorollback=True)
+        db = connect(url)
     database.initialize(db)
     with db.connection_context():
         _add_new_columns(db)
@@ -243,6 +244,14 @@ def _add_new_columns(db) -> None:
                 raise
 
 
+def server_database_name(url: str) -> str:
+    """A file-name-safe name for a server database (host, port, database), for the files
+    a machine's processes share about it: two databases on one machine must not share them."""
+    parts = parse(url)
+    name = f"{parts.get('host') or 'local'}-{parts.get('port') or 'default'}-{parts.get('database')}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
 def is_sqlite(db) -> bool:
     return isinstance(db, SqliteDatabase)
 
@@ -259,11 +268,14 @@ def transaction(wait: bool = True):
     SQLite's own wait for a busy database polls with sleeps of a millisecond and more;
     the kernel hands a file lock over the moment it is released, so writers from several
     worker processes queue without that delay (and never fail to upgrade a read lock).
-    wait=False: raise WriteLockBusy rather than queue behind another writer (SQLite).
+    PostgreSQL: writers take an advisory lock first (_lock_writers), so they are serial too.
+    wait=False: raise WriteLockBusy rather than queue behind another writer.
     """
     db = database.obj
     if not is_sqlite(db):
         with db.atomic():
+            if db.transaction_depth() == 1:
+                _lock_writers(db, wait)
             yield
         return
     outermost = db.transaction_depth() == 0
@@ -279,6 +291,19 @@ def transaction(wait: bool = True):
     finally:
         if lock is not None:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# PostgreSQL: writers take this transaction-level advisory lock first, so they run one at
+# a time as SQLite's do. The workflow reads a row, decides and writes it back; without it,
+# under READ COMMITTED, an approval and a ticket close could both act on what they read.
+WRITERS_LOCK_KEY = 0x5A_CCE55  # any constant; only our writers take it
+
+
+def _lock_writers(db, wait: bool) -> None:
+    if wait:
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITERS_LOCK_KEY,))
+    elif not db.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", (WRITERS_LOCK_KEY,)).fetchone()[0]:
+        raise WriteLockBusy()
 
 
 class _WriteLock(threading.local):

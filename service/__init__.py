@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from models import connect_database
+from models import connect_database, database, is_sqlite
 from service import auth, cli, errors_http
 from service.clock import system_now
 from service.errors import ConfigError, PolicyError
@@ -145,7 +145,8 @@ def _init_decision_engine(app: Flask) -> None:
     from service.decision_index import DecisionIndex
     from service.state_signal import counter_for
 
-    signal = counter_for(app.config["DATABASE_URL"], app.instance_path)
+    journal_directory = read_journal_directory(app)
+    signal = counter_for(app.config["DATABASE_URL"], journal_directory)
     policy = app.extensions["policy_store"].current
     index = DecisionIndex(signal, policy.timing.retention)
     index.load(app.config["CLOCK"]())
@@ -155,7 +156,14 @@ def _init_decision_engine(app: Flask) -> None:
         # keeps them out of the collector's scans (reference counting still frees them).
         gc.freeze()
     app.extensions["decision_index"] = index
-    app.extensions["read_journal"] = read_journal.ReadJournal(read_journal_directory(app))
+    app.extensions["read_journal"] = read_journal.ReadJournal(journal_directory)
+    if not is_sqlite(database.obj) and not app.config.get("TESTING"):
+        # Other instances' changes (SPEC §8); started in the serving process, not in CLI commands.
+        from service.change_listener import ChangeListener
+
+        listener = ChangeListener(app.config["DATABASE_URL"], signal)
+        app.extensions["change_listener"] = listener
+        _start_with_serving(app, listener.start_once)
 
 
 def _init_decision_log(app: Flask) -> None:

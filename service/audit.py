@@ -26,6 +26,7 @@ from models import NOT_STATE_CHANGES, AuditEvent, AuditHead, AuditVisibility, da
 from service.clock import isoformat
 
 GENESIS = "0" * 64
+CHANGES_CHANNEL = "support_access_changes"  # PostgreSQL NOTIFY (service/change_listener.py)
 
 
 def record(
@@ -120,6 +121,8 @@ def append(events: list[NewEvent]) -> None:
     last_seq = append_records([as_record(event) for event in events])
     if any(event.activity not in NOT_STATE_CHANGES for event in events):
         _announce_after_commit(last_seq)
+        if not is_sqlite(database.obj):  # other instances (service/change_listener.py), at commit
+            database.execute_sql(_statements()["notify"], (str(last_seq),))
 
 
 # An event on its way into the chain as a plain list (what the read journal stores): the
@@ -218,7 +221,9 @@ def _hashed_fields(event: NewEvent | AuditEvent, hashed_time: str) -> tuple:
 def lock_chain() -> None:
     """Lock the chain's head for this write transaction (SQLite: BEGIN IMMEDIATE already
     has; PostgreSQL: FOR UPDATE), before reading anything the append depends on."""
-    database.cursor().execute(_statements()["head"]).fetchone()
+    cursor = database.cursor()
+    cursor.execute(_statements()["head"])
+    cursor.fetchone()
 
 
 def append_records(records: list[list]) -> int:
@@ -284,6 +289,7 @@ def _build_statements(db) -> dict[str, str]:
         "event": f"INSERT INTO {events} ({columns}) VALUES ({values})",
         "visibility": f"INSERT INTO {visibility} (tenant_id, event_seq) VALUES ({param}, {param})",
         "move_head": f"UPDATE {head} SET last_seq = {param}, last_hash = {param} WHERE id = 1",
+        "notify": f"SELECT pg_notify('{CHANGES_CHANNEL}', {param})",
     }
 
 

@@ -36,6 +36,7 @@ class DecisionService:
         self.app = app
         self.store = app.extensions["policy_store"]
         self.index = app.extensions["decision_index"]
+        self.listener = app.extensions.get("change_listener")
         self.journal = app.extensions["read_journal"]
         self.decision_log = app.extensions["decision_log"]
         self.verifier = app.extensions["token_verifier"]
@@ -45,6 +46,8 @@ class DecisionService:
         """The policy for this call (one version stamps every answer), with the index
         current and the caller checked to be a decision client (403 if not)."""
         policy = self.store.current
+        if self.listener is not None:
+            self.listener.check_fresh()  # another instance's revocation is heard (503 if not)
         self.index.sync()
         roles = self.index.roles.get(caller.principal, ())
         if not policy.any_role_allows(roles, self.provider, "evaluate_decisions"):

@@ -52,13 +52,13 @@ class ProcessCounter:
         self._value = seq
 
 
-def counter_for(database_url: str, instance_path: str) -> SharedCounter | ProcessCounter:
-    """A file beside the SQLite database (every process using that file shares it)."""
+def counter_for(database_url: str, journal_directory: Path) -> SharedCounter | ProcessCounter:
+    """SQLite: a file beside the database (every process using that file shares it).
+    A server database: a file beside this machine's read journal for it, which its
+    processes share; other machines hear of changes through service/change_listener.py."""
     if database_url.startswith("sqlite") and ":memory:" not in database_url:
         database_file = database_url.split("///", 1)[1]
         return SharedCounter(f"{database_file}.changes")
     if database_url.startswith("sqlite"):
         return ProcessCounter()
-    # A server database: workers of this machine share a file in the instance folder.
-    # Instances on other machines are covered by the periodic re-read (DecisionIndex).
-    return SharedCounter(Path(instance_path) / "state.changes")
+    return SharedCounter(journal_directory.parent / f"{journal_directory.stem}.changes")

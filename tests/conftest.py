@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from service import create_app
 from service.auth import mint_token
 from service.clock import FakeClock
 from service.policy import REPO_POLICY_DIR
+from tests.postgres import fresh_database
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 DIRECTORY_FILE = Path(__file__).with_name("directory.yaml")
@@ -29,11 +31,23 @@ def policy_dir() -> Path:
 
 
 @pytest.fixture
-def app(tmp_path, clock, policy_dir):
+def database_url(tmp_path):
+    """A fresh, empty database: a SQLite file, or with SUPPORT_ACCESS_TEST_POSTGRES set
+    (make test-postgres), a new database on that PostgreSQL server."""
+    server = os.environ.get("SUPPORT_ACCESS_TEST_POSTGRES")
+    if not server:
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    with fresh_database(server) as url:
+        yield url
+
+
+@pytest.fixture
+def app(tmp_path, clock, policy_dir, database_url):
     app = create_app(
         {
             "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'test.db'}",
+            "DATABASE_URL": database_url,
             "JWT_SECRET": SECRET,
             "POLICY_DIR": str(policy_dir),
             "DECISION_LOG": str(tmp_path / "decisions.log"),

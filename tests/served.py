@@ -45,12 +45,17 @@ def serve_command(port: int, workers: int) -> list[str]:
     return [*serve, "--workers", str(workers)]
 
 
-def served_environment(tmp_path: Path, policy_dir: Path) -> dict[str, str]:
-    """The environment of the served app (and of CLI commands run beside it)."""
+def served_environment(
+    tmp_path: Path, policy_dir: Path, database_url: str, journal_dir: Path | None = None
+) -> dict[str, str]:
+    """The environment of the served app (and of CLI commands run beside it). A
+    `journal_dir` of its own makes it another machine's instance, for a server database."""
+    journal = {"SUPPORT_ACCESS_READ_JOURNAL_DIR": str(journal_dir)} if journal_dir else {}
     return {
+        **journal,
         **os.environ,
         "SUPPORT_ACCESS_JWT_SECRET": SECRET,
-        "SUPPORT_ACCESS_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+        "SUPPORT_ACCESS_DATABASE_URL": database_url,
         "SUPPORT_ACCESS_POLICY_DIR": str(policy_dir),
         "SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR": str(tmp_path / "last-good-policy"),
         "SUPPORT_ACCESS_DECISION_LOG": str(tmp_path / "decisions.log"),
@@ -77,9 +82,12 @@ def kill_tree(server: subprocess.Popen) -> None:
 
 
 @contextmanager
-def served(tmp_path: Path, policy_dir: Path, workers: int = 2):
-    """Yield (port, server process) of a served app with tests/directory.yaml imported."""
-    env = served_environment(tmp_path, policy_dir)
+def served(
+    tmp_path: Path, policy_dir: Path, database_url: str, workers: int = 2, journal_dir: Path | None = None
+):
+    """Yield (port, server process) of a served app on the database at `database_url`,
+    with tests/directory.yaml imported."""
+    env = served_environment(tmp_path, policy_dir, database_url, journal_dir)
     flask = [sys.executable, "-m", "flask", "--app", "service", "directory", "import", str(DIRECTORY_FILE)]
     imported = subprocess.run(flask, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert imported.returncode == 0, imported.stderr
@@ -102,3 +110,22 @@ def served(tmp_path: Path, policy_dir: Path, workers: int = 2):
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(timeout=5)
+
+
+def served_grant(port: int) -> tuple[str, str]:
+    """eve's approved cross-tenant access to contoso, over HTTP: (ticket id, request id)."""
+    body = {"tenant_id": "fabrikam", "resource_tenant_id": "contoso", "title": "t"}
+    status, ticket = call(port, "POST", "/v1/support-requests", "bob", body)
+    assert status == 201, ticket
+    assert (
+        call(port, "POST", f"/v1/support-requests/{ticket['id']}/assign", "eve", {"engineer": "eve"})[0]
+        == 200
+    )
+    body = {"support_request_id": ticket["id"], "justification": "j"}
+    status, request = call(port, "POST", "/v1/access-requests", "eve", body)
+    assert status == 201, request
+    url = f"/v1/access-requests/{request['id']}/approve"
+    assert call(port, "POST", url, "alice", {"tenant_id": "contoso"})[0] == 200
+    status, approved = call(port, "POST", url, "bob", {"tenant_id": "fabrikam"})
+    assert approved["status"] == "approved", approved
+    return ticket["id"], request["id"]

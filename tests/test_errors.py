@@ -11,6 +11,7 @@ import pytest
 
 from models import database
 from tests.conftest import auth, read_check
+from tests.postgres import drop_database
 
 HTML_MARKERS = ("<html", "<!doctype", "<title", "traceback", 'file "/')
 
@@ -170,10 +171,16 @@ def test_unexpected_exception_is_json_500_without_traceback(app, client):
 # --- the store is down --------------------------------------------------------------------
 
 
-def break_store(tmp_path: Path) -> None:
-    """Replace the SQLite file by a directory, so opening it fails."""
+def break_store(app, tmp_path: Path) -> None:
+    """Take the store away: replace the SQLite file by a directory, so opening it fails,
+    or drop the PostgreSQL database."""
     if not database.is_closed():
         database.close()
+    url = app.config["DATABASE_URL"]
+    if not url.startswith("sqlite"):
+        drop_database(url)
+        return
+    assert url.endswith(str(tmp_path / "test.db"))
     for suffix in ("", "-wal", "-shm", "-journal"):
         path = tmp_path / f"test.db{suffix}"
         if path.is_dir():
@@ -184,8 +191,7 @@ def break_store(tmp_path: Path) -> None:
 
 
 def test_store_unavailable_is_503(app, api, tmp_path):
-    assert app.config["DATABASE_URL"].endswith(str(tmp_path / "test.db"))
-    break_store(tmp_path)
+    break_store(app, tmp_path)
     error = assert_error_body(api.get("/v1/support-requests", "alice"), 503)
     assert error["code"]
     assert_error_body(api.get("/v1/access-requests?tenant_id=contoso", "alice"), 503)
@@ -208,19 +214,19 @@ def test_store_unavailable_is_never_an_allow(app, api, approved_request, tmp_pat
     # Allowed reads go to the read journal, which checks the store every few
     # milliseconds (service/read_journal.py); here on every write.
     monkeypatch.setattr("service.read_journal.CHECK_INTERVAL", 0.0)
-    break_store(tmp_path)
+    break_store(app, tmp_path)
     assert_not_an_allow(api.post("/v1/decisions", "diag-tool", read_check()))
     assert_not_an_allow(api.post("/v1/decisions/batch", "diag-tool", {"checks": [read_check()] * 3}))
 
 
 def test_readyz_reports_store_down(app, client, tmp_path):
     assert client.get("/readyz").status_code == 200
-    break_store(tmp_path)
+    break_store(app, tmp_path)
     answer = client.get("/readyz")
     assert_error_body(answer, 503)
 
 
 def test_healthz_stays_up_when_store_is_down(app, client, tmp_path):
     """API.md: /healthz answers 200 once the process is up; only /readyz depends on the store."""
-    break_store(tmp_path)
+    break_store(app, tmp_path)
     assert client.get("/healthz").status_code == 200

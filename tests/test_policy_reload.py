@@ -417,12 +417,14 @@ def test_reload_policy_failure_raises_and_keeps_the_policy(app, policy_dir, stor
 # --- production serving ---------------------------------------------------------------
 
 
-def test_sighup_to_the_server_with_a_broken_policy_keeps_serving_the_last_good_one(tmp_path, policy_dir):
+def test_sighup_to_the_server_with_a_broken_policy_keeps_serving_the_last_good_one(
+    tmp_path, policy_dir, database_url
+):
     """`make serve` (granian) respawns its workers on SIGHUP; the new workers find the
     policy files broken and serve the last good snapshot instead of failing to start."""
     from tests.served import call, served
 
-    with served(tmp_path, policy_dir) as (port, server):
+    with served(tmp_path, policy_dir, database_url) as (port, server):
         status, good = call(port, "GET", "/v1/policy", OPERATOR)
         assert status == 200
         write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)

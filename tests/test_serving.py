@@ -5,36 +5,19 @@ from __future__ import annotations
 
 import http.client
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from playhouse.db_url import connect
+
 from service.policy import REPO_POLICY_DIR
 from tests.conftest import auth, read_check
-from tests.served import call, kill_tree, served, served_environment
+from tests.served import call, kill_tree, served, served_environment, served_grant
 
 CONNECTIONS = 12
-
-
-def _approved_request(port: int) -> tuple[str, str]:
-    body = {"tenant_id": "fabrikam", "resource_tenant_id": "contoso", "title": "t"}
-    status, ticket = call(port, "POST", "/v1/support-requests", "bob", body)
-    assert status == 201, ticket
-    assert (
-        call(port, "POST", f"/v1/support-requests/{ticket['id']}/assign", "eve", {"engineer": "eve"})[0]
-        == 200
-    )
-    body = {"support_request_id": ticket["id"], "justification": "j"}
-    status, request = call(port, "POST", "/v1/access-requests", "eve", body)
-    assert status == 201, request
-    url = f"/v1/access-requests/{request['id']}/approve"
-    assert call(port, "POST", url, "alice", {"tenant_id": "contoso"})[0] == 200
-    status, approved = call(port, "POST", url, "bob", {"tenant_id": "fabrikam"})
-    assert approved["status"] == "approved", approved
-    return ticket["id"], request["id"]
 
 
 class Client:
@@ -68,11 +51,11 @@ def _clients_on_two_workers(port: int) -> list[Client]:
     raise AssertionError("the connections did not reach two workers")
 
 
-def test_a_revocation_is_in_force_in_every_worker_before_its_answer_returns(tmp_path):
-    with served(tmp_path, REPO_POLICY_DIR, workers=2) as (port, _):
+def test_a_revocation_is_in_force_in_every_worker_before_its_answer_returns(tmp_path, database_url):
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, _):
         clients = _clients_on_two_workers(port)
         for _round in range(3):
-            ticket_id, request_id = _approved_request(port)
+            ticket_id, request_id = served_grant(port)
             check = read_check(support_request_id=ticket_id)
             assert all(client.decide(check)["allowed"] for client in clients)  # every worker allows
             stop, revoked_at, answers = threading.Event(), [], []
@@ -101,7 +84,7 @@ def test_a_revocation_is_in_force_in_every_worker_before_its_answer_returns(tmp_
 
 def _allowed_reads_through_two_workers(port: int) -> list[str]:
     """Allowed decisions answered by at least two workers; their decision ids."""
-    ticket_id, _ = _approved_request(port)
+    ticket_id, _ = served_grant(port)
     check = read_check(support_request_id=ticket_id)
     ids = []
     for client in _clients_on_two_workers(port):
@@ -112,14 +95,18 @@ def _allowed_reads_through_two_workers(port: int) -> list[str]:
     return ids
 
 
-def _ids_in_database(path) -> set[str]:
-    with sqlite3.connect(path) as outside:
-        rows = outside.execute("SELECT id FROM auditevent WHERE activity = 'diagnostics.read'").fetchall()
+def _ids_in_database(url: str) -> set[str]:
+    """The read events in the database, seen from outside the server."""
+    outside = connect(url)
+    try:
+        rows = outside.execute_sql("SELECT id FROM auditevent WHERE activity = 'diagnostics.read'").fetchall()
+    finally:
+        outside.close()
     return {event_id for (event_id,) in rows}
 
 
-def test_every_allowed_read_shows_in_the_audit_view_as_soon_as_it_is_answered(tmp_path):
-    with served(tmp_path, REPO_POLICY_DIR, workers=2) as (port, _):
+def test_every_allowed_read_shows_in_the_audit_view_as_soon_as_it_is_answered(tmp_path, database_url):
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, _):
         ids = _allowed_reads_through_two_workers(port)
         status, body = call(
             port, "GET", "/v1/audit-events?tenant_id=contoso&activity=diagnostics.read", "alice"
@@ -128,28 +115,28 @@ def test_every_allowed_read_shows_in_the_audit_view_as_soon_as_it_is_answered(tm
         assert [item["id"] for item in body["items"]] == ids  # every worker's, in decision order
 
 
-def test_the_background_importer_moves_reads_into_the_audit_log(tmp_path):
-    with served(tmp_path, REPO_POLICY_DIR, workers=2) as (port, _):
+def test_the_background_importer_moves_reads_into_the_audit_log(tmp_path, database_url):
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, _):
         ids = set(_allowed_reads_through_two_workers(port))
         deadline = time.monotonic() + 20  # a bound for a loaded machine, not a speed test
-        while not ids <= _ids_in_database(tmp_path / "served.db"):
+        while not ids <= _ids_in_database(database_url):
             assert time.monotonic() < deadline, "the reads were not imported"
             time.sleep(0.05)
 
 
-def test_a_killed_server_loses_no_answered_read(tmp_path):
-    with served(tmp_path, REPO_POLICY_DIR, workers=2) as (port, server):
+def test_a_killed_server_loses_no_answered_read(tmp_path, database_url):
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, server):
         ids = set(_allowed_reads_through_two_workers(port))
         kill_tree(server)  # no clean shutdown: workers die wherever they are
     verified = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "service", "audit", "verify"],
-        env=served_environment(tmp_path, REPO_POLICY_DIR),
+        env=served_environment(tmp_path, REPO_POLICY_DIR, database_url),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert ids <= _ids_in_database(tmp_path / "served.db")
+    assert ids <= _ids_in_database(database_url)
 
 
 def _importers_of(pid: int) -> list[int]:
@@ -157,10 +144,10 @@ def _importers_of(pid: int) -> list[int]:
     return [int(c) for c in children if b"read_importer" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
-def test_the_importer_ends_with_the_server_even_when_it_stops_at_once(tmp_path):
+def test_the_importer_ends_with_the_server_even_when_it_stops_at_once(tmp_path, database_url):
     """The importer starts 2 s after the workers; a server stopped before that must not
     leave it running."""
-    with served(tmp_path, REPO_POLICY_DIR, workers=1) as (_, server):
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=1) as (_, server):
         importers = _importers_of(server.pid)
     assert len(importers) == 1
     deadline = time.monotonic() + 20

@@ -1,0 +1,118 @@
+"""Changes made by other instances, with PostgreSQL: LISTEN for the writers' NOTIFY.
+
+The worker processes of one machine share a change counter (service/state_signal.py);
+instances on other machines do not. So every write transaction that changes state also
+sends NOTIFY on CHANNEL (service/audit.py), which PostgreSQL delivers when it commits.
+Each serving process listens on a connection of its own and publishes what it hears to
+its machine's counter; the decision index then reads the changes from the database.
+
+The bound (SPEC §8): the listener confirms its connection every HEARTBEAT seconds, and
+everything committed before a confirmation has been heard by then. A decision asked
+when the last confirmation is older than STALE_AFTER seconds is refused with 503
+rather than answered from an index that may be missing another instance's revocation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+
+import psycopg2
+from playhouse.db_url import parse
+
+from service.audit import CHANGES_CHANNEL as CHANNEL
+from service.errors import Unavailable
+
+HEARTBEAT = 0.25  # seconds between confirmations of the connection
+STALE_AFTER = 2.0  # seconds without one before decisions are refused
+RECONNECT_AFTER = 0.5  # seconds between connection attempts while the server is away
+
+log = logging.getLogger(__name__)
+
+
+class ChangeListener:
+    def __init__(self, database_url: str, signal):
+        self.database_url = database_url
+        self.signal = signal
+        self.stopped = threading.Event()
+        self._confirmed_at: float | None = None  # time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._start_lock = threading.Lock()
+
+    # --- the decision side -------------------------------------------------------
+
+    def check_fresh(self) -> None:
+        """Raise Unavailable (503) unless the listener confirmed its connection within
+        STALE_AFTER seconds. Just after start, wait that long for the first one."""
+        if self._is_fresh():
+            return
+        self.start_once()
+        deadline = time.monotonic() + STALE_AFTER
+        while time.monotonic() < deadline and not self._is_fresh():
+            time.sleep(HEARTBEAT / 5)
+        if not self._is_fresh():
+            raise Unavailable("changes made by other instances cannot be heard (database unreachable)")
+
+    def _is_fresh(self) -> bool:
+        confirmed = self._confirmed_at
+        return confirmed is not None and time.monotonic() - confirmed <= STALE_AFTER
+
+    # --- the listening thread ------------------------------------------------------
+
+    def start_once(self) -> None:
+        """Start the thread in this process (again in a forked child, where it is gone)."""
+        with self._start_lock:
+            if self._pid != os.getpid() and not self.stopped.is_set():
+                self._pid, self._confirmed_at = os.getpid(), None
+                self._thread = threading.Thread(target=self._run, name="change-listener", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self._listen()
+            except psycopg2.Error as exc:
+                log.warning("change listener: %s; reconnecting", str(exc).strip())
+            self.stopped.wait(RECONNECT_AFTER)
+
+    def _listen(self) -> None:
+        parts = parse(self.database_url)
+        parts["dbname"] = parts.pop("database")
+        connection = psycopg2.connect(**parts)
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f"LISTEN {CHANNEL}")
+                # Changes committed while nobody here listened: wake the index to read them.
+                cursor.execute("SELECT last_seq FROM audithead WHERE id = 1")
+                row = cursor.fetchone()
+                self._heard(row[0] if row else 0)
+                while not self.stopped.is_set():
+                    select.select([connection], [], [], HEARTBEAT)
+                    cursor.execute("SELECT 1")  # confirms the connection; delivers what waits
+                    for notification in _drain(connection):
+                        self._heard(int(notification.payload or 0))
+                    self._confirmed_at = time.monotonic()
+        finally:
+            self._confirmed_at = None
+            connection.close()
+
+    def _heard(self, seq: int) -> None:
+        if seq != self.signal.value():
+            self.signal.publish(seq)
+
+
+def _drain(connection) -> list:
+    connection.poll()
+    notifications = list(connection.notifies)
+    connection.notifies.clear()
+    return notifications
