@@ -120,7 +120,7 @@ def append(events: list[NewEvent]) -> None:
     """Chain and insert events in order. Must run inside a write transaction."""
     last_seq = append_records([as_record(event) for event in events])
     if any(event.activity not in NOT_STATE_CHANGES for event in events):
-        _announce_after_commit(last_seq)
+        _announce_after_commit()
         if not is_sqlite(database.obj):  # other instances (service/change_listener.py), at commit
             database.execute_sql(_statements()["notify"], (str(last_seq),))
 
@@ -293,13 +293,12 @@ def _build_statements(db) -> dict[str, str]:
     }
 
 
-def _announce_after_commit(seq: int) -> None:
+def _announce_after_commit() -> None:
     """Tell every worker's decision index that state changed, once this commits."""
     from flask import current_app, has_app_context
 
     if has_app_context() and "decision_index" in current_app.extensions:
-        signal = current_app.extensions["decision_index"].signal
-        database.after_commit(lambda: signal.publish(seq))
+        database.after_commit(current_app.extensions["decision_index"].signal.publish)
 
 
 def actor_fields(actor) -> tuple[str, str | None]:

@@ -3,8 +3,8 @@
 The worker processes of one machine share a change counter (service/state_signal.py);
 instances on other machines do not. So every write transaction that changes state also
 sends NOTIFY on CHANNEL (service/audit.py), which PostgreSQL delivers when it commits.
-Each serving process listens on a connection of its own and publishes what it hears to
-its machine's counter; the decision index then reads the changes from the database.
+Each serving process listens on a connection of its own and, for what it hears, moves
+its machine's counter on; the decision index then reads the changes from the database.
 
 The bound (SPEC §8): the listener confirms its connection every HEARTBEAT seconds, and
 everything committed before a confirmation has been heard by then. A decision asked
@@ -80,39 +80,44 @@ class ChangeListener:
         while not self.stopped.is_set():
             try:
                 self._listen()
-            except psycopg2.Error as exc:
-                log.warning("change listener: %s; reconnecting", str(exc).strip())
+            except Exception as exc:  # whatever it was, listen again: decisions wait on it
+                log.warning("change listener: %s; reconnecting", str(exc).strip() or type(exc).__name__)
             self.stopped.wait(RECONNECT_AFTER)
 
     def _listen(self) -> None:
-        parts = parse(self.database_url)
-        parts["dbname"] = parts.pop("database")
-        connection = psycopg2.connect(**parts)
+        connection = psycopg2.connect(**_connection_options(self.database_url))
         try:
             connection.autocommit = True
             with connection.cursor() as cursor:
                 cursor.execute(f"LISTEN {CHANNEL}")
-                # Changes committed while nobody here listened: wake the index to read them.
-                cursor.execute("SELECT last_seq FROM audithead WHERE id = 1")
-                row = cursor.fetchone()
-                self._heard(row[0] if row else 0)
+                self.signal.publish()  # changes committed while nobody here listened: re-read
                 while not self.stopped.is_set():
                     select.select([connection], [], [], HEARTBEAT)
                     cursor.execute("SELECT 1")  # confirms the connection; delivers what waits
-                    for notification in _drain(connection):
-                        self._heard(int(notification.payload or 0))
+                    connection.poll()
+                    if connection.notifies:
+                        # The payload (a sequence number) only helps a person reading
+                        # the traffic; the database says what changed.
+                        connection.notifies.clear()
+                        self.signal.publish()
                     self._confirmed_at = time.monotonic()
         finally:
             self._confirmed_at = None
             connection.close()
 
-    def _heard(self, seq: int) -> None:
-        if seq != self.signal.value():
-            self.signal.publish(seq)
 
-
-def _drain(connection) -> list:
-    connection.poll()
-    notifications = list(connection.notifies)
-    connection.notifies.clear()
-    return notifications
+def _connection_options(database_url: str) -> dict:
+    """psycopg2.connect's arguments: the URL's, plus bounds on every wait, so a lost
+    network ends in a reconnect within seconds rather than TCP's minutes (the URL's own
+    settings win)."""
+    options = parse(database_url)
+    options["dbname"] = options.pop("database")
+    bounds = {
+        "connect_timeout": 2,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 1,
+        "keepalives_count": 2,
+        "tcp_user_timeout": int(STALE_AFTER * 1000),  # ms unacknowledged before the socket gives up
+    }
+    return {**bounds, **options}

@@ -1,42 +1,49 @@
 """A cheap "has anything changed?" signal shared by every worker process of one machine.
 
-Writers publish the audit sequence number of their change after it commits; readers
-compare the shared value with the last one they saw before each decision. Any
-difference means "read the changes from the database". The shared value is 8 bytes in a
-memory-mapped file beside the SQLite database, so checking it costs well under a
-microsecond and needs no database round trip.
+The shared value is a generation: writers move it on by one after each change commits
+(and so does service/change_listener.py when it hears of another instance's change).
+Readers compare it with the generation they last applied before each decision; any
+difference means "read the changes from the database", the source of truth. Values
+never repeat, so a late or repeated publish costs a re-read and nothing else; a value
+that could go back (an audit sequence number heard late, say) could match what a
+reader applied before a newer change and hide that change. The value is 8 bytes in a
+memory-mapped file, so checking it costs well under a microsecond.
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
-import struct
+import threading
 from pathlib import Path
 
-_FORMAT = "<Q"
-_SIZE = struct.calcsize(_FORMAT)
+_SIZE = 8
 
 
 class SharedCounter:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < _SIZE:
-                os.ftruncate(fd, _SIZE)
-            self._map = mmap.mmap(fd, _SIZE)
-        finally:
-            os.close(fd)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # kept open: publish locks it
+        if os.fstat(self._fd).st_size < _SIZE:
+            os.ftruncate(self._fd, _SIZE)
+        # One aligned 8-byte word, read and written whole: struct.pack_into writes byte by
+        # byte, and a reader could see half of a carry (255 -> 256 read as 0 or 511).
+        self._word = memoryview(mmap.mmap(self._fd, _SIZE)).cast("Q")
+        self._thread_lock = threading.Lock()  # flock does not exclude threads sharing the file
 
     def value(self) -> int:
-        return struct.unpack_from(_FORMAT, self._map)[0]
+        return self._word[0]
 
-    def publish(self, seq: int) -> None:
-        # Any change of value wakes readers; they then read the database, the source of
-        # truth, so a lost race between two writers costs nothing but a re-read.
-        struct.pack_into(_FORMAT, self._map, 0, seq)
+    def publish(self) -> None:
+        """Move the generation on by one (every process of the machine sees it at once)."""
+        with self._thread_lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                self._word[0] = (self._word[0] + 1) % (1 << 64)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 class ProcessCounter:
@@ -44,12 +51,14 @@ class ProcessCounter:
 
     def __init__(self) -> None:
         self._value = 0
+        self._lock = threading.Lock()
 
     def value(self) -> int:
         return self._value
 
-    def publish(self, seq: int) -> None:
-        self._value = seq
+    def publish(self) -> None:
+        with self._lock:
+            self._value += 1
 
 
 def counter_for(database_url: str, journal_directory: Path) -> SharedCounter | ProcessCounter:

@@ -4,11 +4,14 @@ and an instance that cannot hear the others refuses to decide rather than allow.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 import time
 
 import pytest
 
+from models import database
 from service import change_listener
 from service.change_listener import ChangeListener
 from service.errors import Unavailable
@@ -22,6 +25,47 @@ on_postgres = pytest.mark.skipif(
     not os.environ.get("SUPPORT_ACCESS_TEST_POSTGRES"),
     reason="needs a PostgreSQL server (the PostgreSQL pass of make test, tests/postgres.sh)",
 )
+
+
+def _publish(path: str, times: int) -> None:
+    counter = SharedCounter(path)
+    for _ in range(times):
+        counter.publish()
+
+
+def test_the_change_counter_never_loses_a_publish_nor_repeats_a_value(tmp_path):
+    """Readers skip re-reading when the counter equals what they applied; a value that came
+    back (a publish lost to a race, or an old one republished) could hide a newer change."""
+    path = str(tmp_path / "db.changes")
+    counter = SharedCounter(path)
+    seen = [counter.value()]
+    threads = [threading.Thread(target=_publish, args=(path, 200)) for _ in range(3)]
+    fork = multiprocessing.get_context("fork")
+    processes = [fork.Process(target=_publish, args=(path, 200)) for _ in range(2)]
+    workers = (*threads, *processes)
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        seen.append(counter.value())
+    for worker in workers:
+        worker.join()
+    assert counter.value() == 1000  # 5 x 200 publishes, none lost
+    assert seen == sorted(seen)  # and it never went back
+
+
+def test_a_late_publish_never_hides_a_revocation(app, api, approved_request):
+    """A listener may hear of an older change after a newer one was applied here."""
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
+    assert api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice").status_code == 200
+    app.extensions["decision_index"].signal.publish()  # the late one
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
+
+
+def test_the_listener_connection_bounds_every_wait():
+    options = change_listener._connection_options("postgresql://u@db:5433/sa?connect_timeout=9")
+    assert options["connect_timeout"] == 9  # the URL's own setting wins
+    assert options["keepalives"] == 1 and options["tcp_user_timeout"] <= change_listener.STALE_AFTER * 1000
+    assert (options["host"], options["port"], options["dbname"]) == ("db", 5433, "sa")
 
 
 def test_a_listener_that_cannot_reach_the_database_refuses_decisions():
@@ -64,6 +108,24 @@ def test_the_listener_hears_a_change_committed_through_another_connection(app, a
         while counter.value() == before:
             assert time.monotonic() < deadline, "the change was not heard"
             time.sleep(0.01)
+    finally:
+        listener.stop()
+
+
+@on_postgres
+def test_the_listener_survives_a_notification_it_does_not_understand(app, tmp_path):
+    counter = SharedCounter(tmp_path / "other-machine.changes")
+    listener = ChangeListener(app.config["DATABASE_URL"], counter)
+    try:
+        listener.check_fresh()
+        before = counter.value()
+        database.execute_sql(f"NOTIFY {change_listener.CHANNEL}, 'not a number'")
+        deadline = time.monotonic() + change_listener.STALE_AFTER
+        while counter.value() == before:  # it re-reads, as for any change
+            assert time.monotonic() < deadline, "the notification was not heard"
+            time.sleep(0.01)
+        time.sleep(change_listener.HEARTBEAT * 2)
+        listener.check_fresh()  # and still listens
     finally:
         listener.stop()
 
