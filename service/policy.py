@@ -157,11 +157,27 @@ class Policy:
 # --- loading ---------------------------------------------------------------------
 
 
+LOAD_ATTEMPTS = 3
+
+
 def load_policy(directory: str | Path, now: datetime | None = None) -> Policy:
-    """Read, validate and compile every file of a policy directory."""
+    """Read, validate and compile every file of a policy directory.
+
+    The version is the files' hash, taken before and after reading them: if a file was
+    replaced meanwhile, the version would name content that was not loaded (and the
+    store would snapshot it as the last good policy), so the load starts again."""
     directory = Path(directory)
     if not directory.is_dir():
         raise PolicyLoadError(f"{directory}: policy directory not found")
+    for _ in range(LOAD_ATTEMPTS):
+        version = policy_version(directory)
+        policy = _load(directory, version, now)
+        if policy_version(directory) == version:
+            return policy
+    raise PolicyLoadError(f"{directory}: the policy files kept changing while they were read")
+
+
+def _load(directory: Path, version: str, now: datetime | None) -> Policy:
     documents = {name: _read_yaml(directory, name) for name in YAML_FILES}
     for name, document in documents.items():
         _validate_schema(name, document)
@@ -179,7 +195,7 @@ def load_policy(directory: str | Path, now: datetime | None = None) -> Policy:
     approval = workflow["approval"]
     return Policy(
         directory=directory,
-        version=policy_version(directory),
+        version=version,
         loaded_at=now or datetime.now(UTC),
         roles=roles,
         role_by_template_id=by_template,

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from service.errors import PolicyError, Unavailable
-from service.policy import MODEL_FILES, YAML_FILES, Policy, load_policy
+from service.policy import MODEL_FILES, YAML_FILES, Policy, load_policy, policy_version
 
 log = logging.getLogger("support_access.policy")
 
@@ -98,6 +98,11 @@ class PolicyStore:
             (staging / "files").mkdir(parents=True)
             for name in (*YAML_FILES, *MODEL_FILES):
                 shutil.copyfile(policy.directory / name, staging / "files" / name)
+            if policy_version(staging / "files") != policy.version:
+                # A file was replaced since it was loaded: these copies are not what is in
+                # force, and may not load at all. The next load saves its own.
+                shutil.rmtree(staging, ignore_errors=True)
+                return
             (staging / "SOURCE").write_text(str(self.directory.resolve()), encoding="utf-8")
             (staging / "VERSION").write_text(policy.version, encoding="utf-8")
             shutil.rmtree(self.snapshot_dir, ignore_errors=True)

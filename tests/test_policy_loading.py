@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from service import create_app
+from service import policy as policy_module
 from service.errors import ConfigError, PolicyError
 from service.policy import REPO_POLICY_DIR, load_policy
 from service.policy_store import PolicyStore
@@ -546,3 +547,47 @@ class TestTwoResourceApprovers:
         ).get_json()
         assert request["required_approvals"] == [{"tenant_id": "contoso", "party": "resource"}]
         assert self.approve(api, request["id"], "alice", "contoso").get_json()["status"] == "approved"
+
+
+# --- a file replaced while the policy is read --------------------------------------------
+
+
+def test_a_file_replaced_while_the_policy_is_read_is_read_again(tmp_path, monkeypatch):
+    """The version must name what was loaded: the store snapshots by it."""
+    directory = copy_policies(tmp_path)
+    build_enforcer = policy_module._build_enforcer
+    replaced = []
+
+    def build_while_someone_edits(*args):
+        if not replaced:  # after the YAML files were read, before the version is checked
+            edit(directory, "access.yaml", "  - signInLogs\n", "  - signInLogs\n  - riskyUsers\n")
+            replaced.append(True)
+        return build_enforcer(*args)
+
+    monkeypatch.setattr(policy_module, "_build_enforcer", build_while_someone_edits)
+    loaded = load_policy(directory)
+    assert "riskyUsers" in loaded.categories  # the new file's content ...
+    assert loaded.version == policy_module.policy_version(directory)  # ... under its version
+
+
+def test_the_last_good_snapshot_never_holds_files_other_than_those_loaded(tmp_path, monkeypatch):
+    """A file broken between the load and the snapshot's copy must not become the 'last
+    good' policy that a restarting worker falls back to."""
+    directory = copy_policies(tmp_path)
+    snapshot = tmp_path / "last-good"
+
+    def load_then_break(*args, **kwargs):
+        loaded = load_policy(*args, **kwargs)
+        (directory / "access.yaml").write_text("allowed_actions: [read\n", encoding="utf-8")
+        return loaded
+
+    monkeypatch.setattr("service.policy_store.load_policy", load_then_break)
+    store = PolicyStore(directory, snapshot)
+    good = store.reload(START)
+    assert not (snapshot / "VERSION").exists()  # not saved: the copies were not what loaded
+    monkeypatch.undo()
+    assert store.current is good
+    restarted = PolicyStore(directory, snapshot)
+    with pytest.raises(PolicyError):
+        restarted.reload(START)
+    assert restarted.start_from_snapshot(START, PolicyError("broken")) is False  # no wrong "last good"
