@@ -40,19 +40,20 @@ class ChangeListener:
         self.stopped = threading.Event()
         self._confirmed_at: float | None = None  # time.monotonic()
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._pid = 0  # the process the thread runs in
+        self._started_at = 0.0
         self._start_lock = threading.Lock()
 
     # --- the decision side -------------------------------------------------------
 
     def check_fresh(self) -> None:
-        """Raise Unavailable (503) unless the listener confirmed its connection within
-        STALE_AFTER seconds. Just after start, wait that long for the first one."""
-        if self._is_fresh():
+        """Raise Unavailable (503) unless this process's listener confirmed its connection
+        within STALE_AFTER seconds. In its first STALE_AFTER seconds, wait for the first
+        confirmation; later a stale listener is refused at once (no request is held)."""
+        if self._pid == os.getpid() and self._is_fresh():
             return
         self.start_once()
-        deadline = time.monotonic() + STALE_AFTER
-        while time.monotonic() < deadline and not self._is_fresh():
+        while time.monotonic() < self._started_at + STALE_AFTER and not self._is_fresh():
             time.sleep(HEARTBEAT / 5)
         if not self._is_fresh():
             raise Unavailable("changes made by other instances cannot be heard (database unreachable)")
@@ -68,6 +69,7 @@ class ChangeListener:
         with self._start_lock:
             if self._pid != os.getpid() and not self.stopped.is_set():
                 self._pid, self._confirmed_at = os.getpid(), None
+                self._started_at = time.monotonic()
                 self._thread = threading.Thread(target=self._run, name="change-listener", daemon=True)
                 self._thread.start()
 
@@ -102,7 +104,8 @@ class ChangeListener:
                         self.signal.publish()
                     self._confirmed_at = time.monotonic()
         finally:
-            self._confirmed_at = None
+            # The last confirmation stands until it is STALE_AFTER old: what was committed
+            # before it was heard, and reconnecting re-reads whatever came after.
             connection.close()
 
 

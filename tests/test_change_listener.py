@@ -77,6 +77,26 @@ def test_a_listener_that_cannot_reach_the_database_refuses_decisions():
         listener.stop()
 
 
+def test_a_stale_listener_refuses_at_once_after_its_start(monkeypatch):
+    """Only the first moments after the start wait for a connection: later, during an
+    outage, each decision is refused without holding its worker."""
+    monkeypatch.setattr(change_listener, "STALE_AFTER", 0.2)
+    listener = ChangeListener(UNREACHABLE, ProcessCounter())
+    try:
+        with pytest.raises(Unavailable):
+            listener.check_fresh()  # waits out the start
+        monkeypatch.setattr(change_listener.time, "sleep", _no_waiting)
+        with pytest.raises(Unavailable):
+            listener.check_fresh()
+    finally:
+        monkeypatch.undo()
+        listener.stop()
+
+
+def _no_waiting(seconds: float) -> None:
+    raise AssertionError(f"a decision waited {seconds} s for the listener")
+
+
 def test_decisions_answer_503_not_an_allow_when_other_instances_cannot_be_heard(
     app, api, approved_request, monkeypatch
 ):
