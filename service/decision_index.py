@@ -6,11 +6,13 @@ decisions ask, so a decision costs the same at 500 or 100,000 grants and never t
 the database.
 
 It stays exact this way: every state change writes an audit event in its own
-transaction, and after the commit publishes the event's sequence number on a shared
-counter (service/state_signal.py). Before each decision the index compares the counter
-with what it has applied; if it moved, it reads the new events and reloads exactly the
-ticket, access request, principal or tenant each one names. So a revocation, close or
-role removal committed by any worker is in force here before the next decision.
+transaction, and after the commit moves a shared change counter on
+(service/state_signal.py; other machines' changes move it through
+service/change_listener.py). Before each decision the index compares the counter with
+what it has applied; if it moved, it reads the events after the last one it applied and
+reloads exactly the ticket, access request, principal or tenant each one names. So a
+revocation, close or role removal committed by any worker is in force here before the
+next decision.
 
 Entries are compact (slots, interned strings, times as POSIX seconds) and are replaced,
 never changed in place, so a decision on another thread never sees one half-written.
