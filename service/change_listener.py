@@ -95,6 +95,7 @@ class ChangeListener:
                 self.signal.publish()  # changes committed while nobody here listened: re-read
                 while not self.stopped.is_set():
                     select.select([connection], [], [], HEARTBEAT)
+                    sent = time.monotonic()  # all committed before this is delivered by the reply
                     cursor.execute("SELECT 1")  # confirms the connection; delivers what waits
                     connection.poll()
                     if connection.notifies:
@@ -102,7 +103,7 @@ class ChangeListener:
                         # the traffic; the database says what changed.
                         connection.notifies.clear()
                         self.signal.publish()
-                    self._confirmed_at = time.monotonic()
+                    self._confirmed_at = sent
         finally:
             # The last confirmation stands until it is STALE_AFTER old: what was committed
             # before it was heard, and reconnecting re-reads whatever came after.

@@ -171,8 +171,9 @@ class DecisionIndex:
         events = database.execute_sql(self._sql["events"], (self._applied_seq,))
         tickets, grants, principals, tenants = {}, {}, {}, set()
         whole_directory = False
+        last_seq = self._applied_seq
         for seq, activity, target, details in events:
-            self._applied_seq = seq
+            last_seq = seq
             kind = activity.split(".", 1)[0]
             if kind == "support_request":
                 tickets[target] = None
@@ -194,6 +195,9 @@ class DecisionIndex:
             for principal in principals:
                 self._reload_principal(principal)
             self.tenants = self.tenants | {_intern(t) for t in tenants}
+        # Only now: had a reload failed (the database went away), the next sync must read
+        # these events again, or the change they name would never reach this worker.
+        self._applied_seq = last_seq
 
     def _reload_principal(self, principal: str) -> None:
         query = RoleAssignment.select(RoleAssignment.tenant_id, RoleAssignment.role)

@@ -232,11 +232,19 @@ def policy_version(directory: Path) -> str:
     """A content hash of every file that shapes decisions."""
     digest = hashlib.sha256()
     for name in sorted((*YAML_FILES, *MODEL_FILES)):
-        path = directory / name
         digest.update(name.encode() + b"\0")
-        digest.update(path.read_bytes() if path.is_file() else b"")
+        digest.update(_file_bytes(directory, name))
         digest.update(b"\0")
     return digest.hexdigest()[:16]
+
+
+def _file_bytes(directory: Path, name: str) -> bytes:
+    try:
+        return (directory / name).read_bytes()
+    except FileNotFoundError:
+        return b""  # reading it names the missing file
+    except OSError as exc:
+        raise PolicyLoadError(f"{name}: cannot read file: {exc.strerror or exc}") from exc
 
 
 def parse_duration(text: str) -> timedelta:

@@ -310,6 +310,8 @@ def _remove(directory: Path, names: list[str]) -> None:
             (directory / name).unlink()
         except FileNotFoundError:
             pass
+        except OSError as exc:  # runs after commit: raising would skip the change signal
+            log.warning("could not remove the imported journal file %s: %s", name, exc)
 
 
 def remove_abandoned(directory: Path, now: float) -> None:

@@ -19,6 +19,10 @@ import threading
 from pathlib import Path
 
 _SIZE = 8
+# The file's name. It held the last change's audit sequence number under the name
+# "changes"; a generation under the old name would mix with an older worker's numbers
+# during an upgrade (one could write back what a reader applied and hide a change).
+SUFFIX = "generation"
 
 
 class SharedCounter:
@@ -32,12 +36,17 @@ class SharedCounter:
         # byte, and a reader could see half of a carry (255 -> 256 read as 0 or 511).
         self._word = memoryview(mmap.mmap(self._fd, _SIZE)).cast("Q")
         self._thread_lock = threading.Lock()  # flock does not exclude threads sharing the file
+        self._pid = os.getpid()
 
     def value(self) -> int:
         return self._word[0]
 
     def publish(self) -> None:
         """Move the generation on by one (every process of the machine sees it at once)."""
+        if self._pid != os.getpid():
+            # A forked child shares its parent's open file, and flock with it: open its own.
+            self._fd, self._pid = os.open(self.path, os.O_RDWR), os.getpid()
+            self._thread_lock = threading.Lock()
         with self._thread_lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
@@ -67,7 +76,7 @@ def counter_for(database_url: str, journal_directory: Path) -> SharedCounter | P
     processes share; other machines hear of changes through service/change_listener.py."""
     if database_url.startswith("sqlite") and ":memory:" not in database_url:
         database_file = database_url.split("///", 1)[1]
-        return SharedCounter(f"{database_file}.changes")
+        return SharedCounter(f"{database_file}.{SUFFIX}")
     if database_url.startswith("sqlite"):
         return ProcessCounter()
-    return SharedCounter(journal_directory.parent / f"{journal_directory.stem}.changes")
+    return SharedCounter(journal_directory.parent / f"{journal_directory.stem}.{SUFFIX}")

@@ -36,7 +36,7 @@ def _publish(path: str, times: int) -> None:
 def test_the_change_counter_never_loses_a_publish_nor_repeats_a_value(tmp_path):
     """Readers skip re-reading when the counter equals what they applied; a value that came
     back (a publish lost to a race, or an old one republished) could hide a newer change."""
-    path = str(tmp_path / "db.changes")
+    path = str(tmp_path / "db.generation")
     counter = SharedCounter(path)
     seen = [counter.value()]
     threads = [threading.Thread(target=_publish, args=(path, 200)) for _ in range(3)]
@@ -51,6 +51,23 @@ def test_the_change_counter_never_loses_a_publish_nor_repeats_a_value(tmp_path):
         worker.join()
     assert counter.value() == 1000  # 5 x 200 publishes, none lost
     assert seen == sorted(seen)  # and it never went back
+
+
+def _publish_on(counter: SharedCounter, times: int) -> None:
+    for _ in range(times):
+        counter.publish()
+
+
+def test_processes_forked_with_the_counter_open_still_exclude_each_other(tmp_path):
+    """A forked child shares its parent's open file, and flock with it (gunicorn --preload)."""
+    counter = SharedCounter(tmp_path / "db.generation")
+    fork = multiprocessing.get_context("fork")
+    children = [fork.Process(target=_publish_on, args=(counter, 20_000)) for _ in range(4)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    assert counter.value() == 80_000
 
 
 def test_a_late_publish_never_hides_a_revocation(app, api, approved_request):
@@ -117,7 +134,7 @@ def test_decisions_answer_503_not_an_allow_when_other_instances_cannot_be_heard(
 
 @on_postgres
 def test_the_listener_hears_a_change_committed_through_another_connection(app, api, tmp_path):
-    counter = SharedCounter(tmp_path / "other-machine.changes")
+    counter = SharedCounter(tmp_path / "other-machine.generation")
     listener = ChangeListener(app.config["DATABASE_URL"], counter)
     try:
         listener.check_fresh()  # connected and listening
@@ -134,7 +151,7 @@ def test_the_listener_hears_a_change_committed_through_another_connection(app, a
 
 @on_postgres
 def test_the_listener_survives_a_notification_it_does_not_understand(app, tmp_path):
-    counter = SharedCounter(tmp_path / "other-machine.changes")
+    counter = SharedCounter(tmp_path / "other-machine.generation")
     listener = ChangeListener(app.config["DATABASE_URL"], counter)
     try:
         listener.check_fresh()

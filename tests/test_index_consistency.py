@@ -12,10 +12,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from peewee import OperationalError
 
 from service.decision_index import DecisionIndex
 from service.decisions import Check, decide
 from service.state_signal import ProcessCounter
+from tests.conftest import read_check
 
 ENGINEERS = ["eve", "frank"]
 TENANTS = ["contoso", "fabrikam"]
@@ -102,3 +104,24 @@ def test_a_running_index_answers_as_a_fresh_one(app, api, clock, seed):
         ]
         for check, running, fresh in answers_of_both(api.client.application, clock, checks):
             assert running == fresh, (steps, check, running, fresh)
+
+
+def test_a_change_whose_reload_failed_is_read_again(app, api, approved_request, monkeypatch):
+    """The database went away in the middle of applying a revocation: that decision may
+    fail, but no later one may allow as if the revocation had been applied."""
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
+    assert api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice").status_code == 200
+    reload_grant = DecisionIndex._reload_grant
+    failures = []
+
+    def fail_once(index, request_id):
+        if not failures:
+            failures.append(request_id)
+            raise OperationalError("connection reset")
+        return reload_grant(index, request_id)
+
+    monkeypatch.setattr(DecisionIndex, "_reload_grant", fail_once)
+    during = api.post("/v1/decisions", "diag-tool", read_check())
+    assert failures and during.status_code == 503, during.get_json()
+    after = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    assert after["allowed"] is False and after["reason"] == "no_active_grant", after

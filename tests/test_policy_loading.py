@@ -591,3 +591,17 @@ def test_the_last_good_snapshot_never_holds_files_other_than_those_loaded(tmp_pa
     with pytest.raises(PolicyError):
         restarted.reload(START)
     assert restarted.start_from_snapshot(START, PolicyError("broken")) is False  # no wrong "last good"
+
+
+def test_an_unreadable_policy_file_is_a_policy_error_naming_it(tmp_path, monkeypatch):
+    """Not a crash: a worker starting then falls back to the last good policy."""
+    directory = copy_policies(tmp_path)
+    read_bytes = Path.read_bytes
+
+    def refuse_access_yaml(path: Path) -> bytes:
+        if path.name == "access.yaml":
+            raise PermissionError(13, "Permission denied")
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse_access_yaml)
+    assert "access.yaml: cannot read file: Permission denied" in load_error(directory)
