@@ -44,10 +44,7 @@ def error_for(exc: Exception) -> tuple[int, str, str]:
 
 
 def init_app(app: Flask) -> None:
-    @app.errorhandler(SupportAccessError)
-    @app.errorhandler(peewee.OperationalError)
-    @app.errorhandler(peewee.InterfaceError)
-    @app.errorhandler(Exception)
+    @app.errorhandler(Exception)  # HTTPException has its own, more specific, handler below
     def _error(exc: Exception):
         return error_response(*error_for(exc))
 
