@@ -15,6 +15,7 @@ from peewee import (
     AutoField,
     BooleanField,
     CharField,
+    CompositeKey,
     DatabaseProxy,
     DateTimeField,
     ForeignKeyField,
@@ -178,6 +179,20 @@ class AuditVisibility(BaseModel):
         indexes = ((("tenant_id", "event_seq"), True),)
 
 
+class AuditReadIndex(BaseModel):
+    """Where a tenant's reads are in an event that holds several reads (a diagnostics.read
+    event without a tenant_id: one decision request's allowed reads, service/audit.py).
+    One row per tenant per such event, keyed by the tenant's read bucket first, so that
+    importing appends at the end of a few hundred index ranges (see read_bucket)."""
+
+    read_bucket = IntegerField()
+    event_seq = IntegerField()
+    tenant_id = CharField(max_length=128)
+
+    class Meta:
+        primary_key = CompositeKey("read_bucket", "event_seq", "tenant_id")
+
+
 class AuditHead(BaseModel):
     """One row: the newest event's hash. Writers lock it, so the chain is serial and a
     truncated log (last events deleted) is detected."""
@@ -196,7 +211,7 @@ class AuditJournalPosition(BaseModel):
 
 
 MODELS = [Tenant, RoleAssignment, SupportRequest, AccessRequest, Approval, AuditEvent]
-MODELS += [AuditVisibility, AuditHead, AuditJournalPosition]
+MODELS += [AuditVisibility, AuditReadIndex, AuditHead, AuditJournalPosition]
 
 
 # WAL lets readers run beside the writer. synchronous=NORMAL syncs at checkpoints rather
@@ -225,6 +240,9 @@ def connect_database(url: str, background_checkpoints: bool = False):
     else:
         db = connect(url)
     database.initialize(db)
+    # The key is all the row holds: SQLite need not keep a rowid table beside it
+    # (peewee would write WITHOUT ROWID for PostgreSQL too).
+    AuditReadIndex._meta.without_rowid = is_sqlite(db)
     with db.connection_context():
         _add_new_columns(db)
         db.create_tables(MODELS, safe=True)

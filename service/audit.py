@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import json
 import operator
 import uuid
@@ -22,7 +23,15 @@ from typing import Any
 
 import orjson
 
-from models import NOT_STATE_CHANGES, AuditEvent, AuditHead, AuditVisibility, database, is_sqlite
+from models import (
+    NOT_STATE_CHANGES,
+    AuditEvent,
+    AuditHead,
+    AuditReadIndex,
+    AuditVisibility,
+    database,
+    is_sqlite,
+)
 from service.clock import isoformat
 
 GENESIS = "0" * 64
@@ -197,6 +206,64 @@ def read_record(
     ]
 
 
+def reads_record(
+    event_id: str,
+    times: tuple[str, str],
+    actor: tuple[str, str | None],
+    reads: list[tuple[str, str, str, dict]],
+) -> list:
+    """Several `diagnostics.read` events of one decision request, (id, tenant_id, target,
+    details) each, as one record: one row and one hash in the chain for all of them.
+
+    Its tenant_id and target are empty; visible_to lists the reads' tenants, each of which
+    finds the row through an AuditReadIndex row, and sees only its own reads (`expand`).
+    The reads share the request's time, actor and result. A read is recorded this way or
+    as one event (read_record) - both are shown alike: the chain's cost per read is what
+    keeps up with batch decisions."""
+    stored, hashed = times
+    principal, actor_tenant = actor
+    tenants = sorted({tenant for _, tenant, _, _ in reads})
+    entries = [{"id": id_, "tenant_id": t, "target": r, "details": d} for id_, t, r, d in reads]
+    return [
+        event_id,
+        stored,
+        hashed,
+        READ,
+        principal,
+        actor_tenant,
+        None,
+        json_text(tenants),
+        None,
+        "success",
+        json_text({"reads": entries}),
+    ]
+
+
+def holds_reads(event: AuditEvent) -> bool:
+    """A row of several reads (reads_record)."""
+    return event.activity == READ and event.tenant_id is None
+
+
+def expand(event: AuditEvent, tenant_id: str) -> list[AuditEvent]:
+    """The reads of `tenant_id` an event of several reads holds, each as its own event."""
+    return [
+        AuditEvent(
+            seq=event.seq,
+            id=entry["id"],
+            time=event.time,
+            activity=READ,
+            actor=event.actor,
+            actor_tenant_id=event.actor_tenant_id,
+            tenant_id=tenant_id,
+            target=entry["target"],
+            result=event.result,
+            details=json_text(entry["details"]),
+        )
+        for entry in orjson.loads(event.details)["reads"]
+        if entry["tenant_id"] == tenant_id
+    ]
+
+
 def time_forms(time: datetime) -> tuple[str, str]:
     """A time as a record holds it twice: as stored, and as hashed (and shown)."""
     return time.astimezone(UTC).replace(tzinfo=None).isoformat(" "), isoformat(time)
@@ -238,7 +305,7 @@ def append_records(records: list[list]) -> int:
     cursor = database.cursor()
     cursor.execute(statements["head"])
     seq, prev_hash = cursor.fetchone()
-    rows, visibility = [], []
+    rows, visibility, read_index = [], [], []
     for record in records:
         seq += 1
         id_, stored, hashed, activity, actor, actor_tenant, tenant, visible_to, target, result, details = (
@@ -247,7 +314,11 @@ def append_records(records: list[list]) -> int:
         fields = (id_, hashed, activity, actor, actor_tenant, tenant, visible_to, target, result, details)
         digest = chain_hash(prev_hash, seq, fields)
         bucket = _bucket_of(activity, tenant, visible_to)
-        if bucket is None:  # a read is found by its bucket instead of visibility rows
+        if bucket is not None:  # a read is found by its bucket instead of visibility rows
+            pass
+        elif activity == READ and tenant is None:  # several reads: by their tenants' buckets
+            read_index += [(read_bucket(viewer), seq, viewer) for viewer in orjson.loads(visible_to)]
+        else:
             visibility += [(viewer, seq) for viewer in orjson.loads(visible_to)]
         row = (seq, id_, stored, activity, actor, actor_tenant, tenant, visible_to, target, result, details)
         rows.append((*row, prev_hash, digest, bucket))
@@ -255,6 +326,8 @@ def append_records(records: list[list]) -> int:
     cursor.executemany(statements["event"], rows)
     if visibility:
         cursor.executemany(statements["visibility"], visibility)
+    if read_index:
+        cursor.executemany(statements["read_index"], read_index)
     cursor.execute(statements["move_head"], (seq, prev_hash))
     return seq
 
@@ -283,11 +356,13 @@ def _build_statements(db) -> dict[str, str]:
     columns = ", ".join(getattr(AuditEvent, name).column_name for name in _COLUMNS)
     values = ", ".join([param] * len(_COLUMNS))
     events, visibility = AuditEvent._meta.table_name, AuditVisibility._meta.table_name
-    head = AuditHead._meta.table_name
+    head, read_index = AuditHead._meta.table_name, AuditReadIndex._meta.table_name
     return {
         "head": f"SELECT last_seq, last_hash FROM {head} WHERE id = 1{lock}",
         "event": f"INSERT INTO {events} ({columns}) VALUES ({values})",
         "visibility": f"INSERT INTO {visibility} (tenant_id, event_seq) VALUES ({param}, {param})",
+        "read_index": f"INSERT INTO {read_index} (read_bucket, event_seq, tenant_id) "
+        f"VALUES ({param}, {param}, {param})",
         "move_head": f"UPDATE {head} SET last_seq = {param}, last_hash = {param} WHERE id = 1",
         "notify": f"SELECT pg_notify('{CHANGES_CHANNEL}', {param})",
     }
@@ -325,6 +400,7 @@ def verify_chain(batch: int = 1000) -> ChainReport:
     """Walk the chain in order; report the first event whose hash or link is wrong."""
     flush_reads()
     prev_hash, checked, last_seq = GENESIS, 0, 0
+    read_index = _ReadIndexRows()
     query = AuditEvent.select().order_by(AuditEvent.seq)
     for event in query.iterator() if batch else query:
         where = f"event {event.seq} ({event.id}, {event.activity})"
@@ -335,12 +411,46 @@ def verify_chain(batch: int = 1000) -> ChainReport:
             return ChainReport(False, checked, "contents altered: hash does not match", where)
         if event.read_bucket != _bucket_of(event.activity, event.tenant_id, event.visible_to):
             return ChainReport(False, checked, "visibility altered: read_bucket does not match", where)
+        tenants = orjson.loads(event.visible_to) if holds_reads(event) else []
+        if read_index.take(event.seq) != sorted((read_bucket(t), t) for t in tenants):
+            return ChainReport(False, checked, "visibility altered: the read index does not match", where)
         prev_hash, last_seq, checked = event.hash, event.seq, checked + 1
+    if not read_index.done():
+        return ChainReport(False, checked, "visibility altered: the read index names events not in the log")
     head = AuditHead.get_or_none(AuditHead.id == 1)
     if head and (head.last_hash != prev_hash or head.last_seq != last_seq):
         problem = f"the log ends at event {last_seq} but the chain head records {head.last_seq}"
         return ChainReport(False, checked, f"{problem}: events were removed from the end", None)
     return ChainReport(True, checked)
+
+
+class _ReadIndexRows:
+    """AuditReadIndex rows event by event, walked beside the chain (verify_chain)."""
+
+    def __init__(self):
+        table = AuditReadIndex._meta.table_name
+        query = f"SELECT event_seq, read_bucket, tenant_id FROM {table} ORDER BY event_seq"
+        self._by_event = itertools.groupby(database.execute_sql(query), key=operator.itemgetter(0))
+        self._next = self._advance()
+
+    def _advance(self) -> tuple[int, list] | None:
+        found = next(self._by_event, None)
+        return None if found is None else (found[0], sorted(row[1:] for row in found[1]))
+
+    def take(self, seq: int) -> list[tuple[int, str]] | None:
+        """Event `seq`'s rows as sorted (read_bucket, tenant_id); None if rows of an event
+        before it were never taken (they name an event that is not in the log)."""
+        stray = False
+        while self._next is not None and self._next[0] <= seq:
+            (event_seq, rows), self._next = self._next, self._advance()
+            if event_seq == seq:
+                return None if stray else rows
+            stray = True
+        return None if stray else []
+
+    def done(self) -> bool:
+        """Every row was taken (none names an event after the last)."""
+        return self._next is None
 
 
 def to_json(event: AuditEvent) -> dict[str, Any]:
@@ -372,11 +482,17 @@ def view(
         .join(AuditVisibility, on=(AuditVisibility.event_seq == AuditEvent.seq))
         .where(AuditVisibility.tenant_id == tenant_id)
     )
+    bucket = read_bucket(tenant_id)
     reads = AuditEvent.select().where(
-        (AuditEvent.read_bucket == read_bucket(tenant_id)) & (AuditEvent.tenant_id == tenant_id)
+        (AuditEvent.read_bucket == bucket) & (AuditEvent.tenant_id == tenant_id)
+    )
+    several_reads = (
+        AuditEvent.select()
+        .join(AuditReadIndex, on=(AuditReadIndex.event_seq == AuditEvent.seq))
+        .where((AuditReadIndex.read_bucket == bucket) & (AuditReadIndex.tenant_id == tenant_id))
     )
     parts = []
-    for query in (shown, reads):
+    for query in (shown, reads, several_reads):
         if since is not None:
             query = query.where(AuditEvent.time >= since)
         if activity:
@@ -388,4 +504,6 @@ def view(
             ]
             query = query.where(reduce(operator.or_, matches)) if matches else query.where(False)
         parts.append(query.order_by(AuditEvent.seq).limit(limit))
-    return list(heapq.merge(*parts, key=lambda event: event.seq))[:limit]
+    # Each row of several reads holds one or more of the tenant's: `limit` rows are enough.
+    parts[2] = (read for event in parts[2] for read in expand(event, tenant_id))
+    return list(itertools.islice(heapq.merge(*parts, key=lambda event: event.seq), limit))

@@ -169,13 +169,15 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
 
 def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: datetime) -> list[list]:
     """The `diagnostics.read` audit events of the allowed decisions, as journal records
-    (audit.RECORD_FIELDS order). The read's event carries its decision's id: one event
-    per allowed decision."""
-    actor, times = audit.actor_fields(caller), audit.time_forms(now)
-    records = []
-    for check, decision in decisions:
-        if decision.allowed:
-            details = {
+    (audit.RECORD_FIELDS order): one event per allowed decision, carrying its decision's
+    id. A request with several allowed reads records them as one record (one chain row
+    and hash for all: audit.reads_record)."""
+    reads = [
+        (
+            decision.decision_id,
+            check.tenant_id,
+            check.resource,
+            {
                 "decision_id": decision.decision_id,
                 "engineer": check.principal,
                 "action": check.action,
@@ -183,12 +185,18 @@ def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: dateti
                 "access_request_id": decision.access_request_id,
                 "support_request_id": decision.support_request_id,
                 "policy_version": decision.policy_version,
-            }
-            record = audit.read_record(
-                decision.decision_id, times, actor, check.tenant_id, check.resource, details
-            )
-            records.append(record)
-    return records
+            },
+        )
+        for check, decision in decisions
+        if decision.allowed
+    ]
+    if not reads:
+        return []
+    actor, times = audit.actor_fields(caller), audit.time_forms(now)
+    if len(reads) == 1:
+        event_id, tenant_id, target, details = reads[0]
+        return [audit.read_record(event_id, times, actor, tenant_id, target, details)]
+    return [audit.reads_record(new_id(), times, actor, reads)]
 
 
 def log_entries(decisions: list[tuple[Check, Decision]], now: datetime) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@
 server does (its parent process changes). It moves allowed reads from the read journal
 into the audit chain every few milliseconds and checkpoints SQLite's write-ahead log
 (service/read_journal.py, service/checkpointer.py). Without it nothing is lost: workers
-import once the journal holds more than 512 KB, and every reader imports first.
+import once the journal holds more than 8 MB, and every reader imports first.
 """
 
 from __future__ import annotations

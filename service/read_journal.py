@@ -22,7 +22,8 @@ is imported exactly once whatever crashes. Importing happens
 - before the audit log is read (the audit view, `audit verify`), so no reader misses a
   recorded read, whether or not an importer runs.
 
-Files: `<pid>-<ns>.jsonl` in the journal directory, one JSON array per line. A writer
+Files: `<pid>-<ns>.jsonl` in the journal directory, one JSON array per line: a request's
+allowed read, or its several reads as one record (audit.reads_record). A writer
 holds a shared flock on its open file; a file whose writer is gone (unlocked) and that is
 fully imported is deleted. An incomplete last line of such a file is a write that never
 finished (its answer was never sent) and is dropped.
@@ -54,12 +55,16 @@ from service.errors import Unavailable
 log = logging.getLogger("support_access")
 
 ROTATE_BYTES = 64 * 1024 * 1024  # a writer starts a new file past this size
-BACKLOG_BYTES = 512 * 1024  # past this much not yet imported (~1,000 reads), writers help
-FAR_BEHIND_BYTES = 64 * 1024 * 1024  # ... and past this (~130,000 reads), they wait their turn to
-HELP_RECORDS = 200  # records a helping writer imports (~2 ms of its request)
-CHECK_INTERVAL = 0.005  # seconds between a writer's backlog checks
-ROUND_RECORDS = 5_000  # most records per import transaction (~50 ms of work)
-RECORD_BYTES_GUESS = 1024  # bytes read per record wanted (a read's record is ~500)
+# Past this much not yet imported (~20,000 reads: 0.15 s of batch load on two cores),
+# writers help. Lower, they helped whenever the importer lost the CPU for a few tens of
+# milliseconds to the workers, and the lock they then took cost more than it saved.
+BACKLOG_BYTES = 8 * 1024 * 1024
+FAR_BEHIND_BYTES = 64 * 1024 * 1024  # past this (~150,000 reads) they wait their turn to help
+HELP_RECORDS = 200  # records a helping writer imports (at most ~200 KB: a few ms of its request)
+# Seconds between a writer's backlog checks (each lists the journal and reads positions).
+CHECK_INTERVAL = 0.02
+ROUND_RECORDS = 5_000  # most records per import transaction (and ~5 MB: ~50 ms of work)
+RECORD_BYTES_GUESS = 1024  # bytes read per record wanted (one read's is ~500; a batch's, more)
 # Background importer: seconds between rounds (a round has a fixed cost; every 2 ms it
 # took CPU from the workers for little). Back to back while a full round's worth waits.
 ROUND_INTERVAL = 0.010
@@ -190,17 +195,24 @@ class _Slice:
     start: int  # the file's imported position
     lines: list[bytes]  # complete records from `start` on, each with its newline
     finished: bool  # no writer holds it and `lines` reach its end: it can go once imported
+    size: int  # the file's size when read
 
 
 def import_round(directory: Path, max_records: int | None = None) -> int:
     """Import up to `max_records` (default ROUND_RECORDS) journal records into the audit
     chain, oldest decision first. Must run inside models.transaction(). Returns the
     number imported."""
-    return _import(directory, max_records or ROUND_RECORDS)[0]
+    return _import(directory, max_records or ROUND_RECORDS).imported
 
 
-def _import(directory: Path, budget: int) -> tuple[int, int]:
-    """(records imported, lines consumed: imported, unreadable or unfinished)."""
+@dataclass
+class _Round:
+    imported: int  # records imported
+    consumed: int  # lines consumed: imported, unreadable or unfinished
+    more: bool  # records were left for another round
+
+
+def _import(directory: Path, budget: int) -> _Round:
     audit.lock_chain()  # first: with PostgreSQL, two importers must not read the same positions
     prefix = _directory_key(directory)
     positions = _positions(prefix)
@@ -223,9 +235,10 @@ def _import(directory: Path, budget: int) -> tuple[int, int]:
             log.error("read journal %s: unreadable record skipped (%s): %.200r", slices[n].name, exc, line)
     if records:
         audit.append_records(records)
-    finished = []
+    finished, more = [], False
     for n, piece in enumerate(slices):
         end = piece.start + sum(len(line) for line in piece.lines[: consumed[n]])
+        more = more or end < piece.size
         if end != piece.start or piece.name not in positions:
             _save_position(prefix + piece.name, end, piece.name in positions)
         if piece.finished and consumed[n] == len(piece.lines):
@@ -235,7 +248,7 @@ def _import(directory: Path, budget: int) -> tuple[int, int]:
         AuditJournalPosition.delete().where(AuditJournalPosition.file.in_(gone)).execute()
     if finished:
         database.after_commit(lambda: _remove(directory, finished))
-    return len(records), len(taken)
+    return _Round(len(records), len(taken), more)
 
 
 def _keyed(lines: list[bytes], n: int) -> Iterator[tuple[bytes, int, bytes]]:
@@ -263,6 +276,8 @@ def _take(path: Path, start: int, budget: int) -> _Slice | None:
                 return None
             handle.seek(start)
             data = handle.read(min(size - start, budget * RECORD_BYTES_GUESS))
+            if b"\n" not in data:  # one record longer than that (a big batch's reads): all of it
+                data += handle.readline(size - start - len(data))
     except FileNotFoundError:
         return None
     complete = data.rfind(b"\n") + 1
@@ -274,7 +289,7 @@ def _take(path: Path, start: int, budget: int) -> _Slice | None:
         log.error("read journal %s: dropped an unfinished record of a writer that stopped", path.name)
         lines.append(data[complete:])  # consumed as an unreadable record
         finished = True
-    return _Slice(path.name, start, lines, finished)
+    return _Slice(path.name, start, lines, finished, size)
 
 
 def _writer_gone(handle) -> bool:
@@ -333,9 +348,9 @@ def flush(directory: Path) -> int:
     total = 0
     while True:
         with transaction():
-            count, consumed = _import(directory, ROUND_RECORDS)
-        total += count
-        if consumed == 0 or _reached(directory, target):
+            done = _import(directory, ROUND_RECORDS)
+        total += done.imported
+        if done.consumed == 0 or _reached(directory, target):
             return total
 
 
@@ -417,11 +432,11 @@ class Importer:
                 remove_abandoned(self.directory, time.time())
             self._last_round = time.monotonic()
             with transaction():
-                imported = import_round(self.directory)
-            if imported >= ROUND_RECORDS:  # behind: go on at once
+                done = _import(self.directory, ROUND_RECORDS)
+            if done.more:  # behind: go on at once
                 return {}, 0.0
             # While reads arrive, keep `seen` empty so the next round looks again.
-            return ({} if imported else sizes), ROUND_INTERVAL
+            return ({} if done.imported else sizes), ROUND_INTERVAL
         except Exception:  # a busy or broken store must not end the importer; readers import too
             log.warning("read journal import failed", exc_info=True)
             return {}, LEASE_RETRY

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from models import AuditEvent, AuditHead, database
+from models import AuditEvent, AuditHead, AuditReadIndex, database
 from service.audit import event_hash, flush_reads
 from service.clock import isoformat, parse_iso
 from tests.conftest import START, read_check
@@ -414,3 +414,93 @@ def test_a_database_made_before_read_buckets_gains_the_column(tmp_path):
     with db.connection_context():
         assert "read_bucket" in {column.name for column in db.get_columns("auditevent")}
         assert "auditevent_reads" in {index.name for index in db.get_indexes("auditevent")}
+
+
+# --- a request's several reads: one event in the chain, each read in its tenant's view ---
+
+
+@pytest.fixture
+def batch_reads(app, api, approved_request):
+    """One batch: eve reads contoso (granted) twice and fabrikam (advanced diagnostics on
+    a fabrikam ticket) once; a northwind check is denied. Returns the answers."""
+    ticket = api.post(
+        "/v1/support-requests",
+        "bob",
+        {"tenant_id": "fabrikam", "title": "slow sign-ins", "allow_advanced_diagnostics": True},
+    ).get_json()
+    assert (
+        api.post(f"/v1/support-requests/{ticket['id']}/assign", "eve", {"engineer": "eve"}).status_code == 200
+    )
+    checks = [
+        read_check(),
+        read_check(tenant_id="fabrikam"),
+        read_check(tenant_id="northwind"),
+        read_check(resource="diagnostics/auditLogs"),
+    ]
+    answer = api.post("/v1/decisions/batch", "diag-tool", {"checks": checks})
+    results = answer.get_json()["results"]
+    assert [r["allowed"] for r in results] == [True, True, False, True], results
+    with app.app_context(), database.connection_context():
+        flush_reads()
+    return results
+
+
+def rows_holding_reads() -> list[AuditEvent]:
+    return [event for event in events_in_db() if event.activity == "diagnostics.read"]
+
+
+def test_a_batchs_reads_are_one_chain_event_and_each_tenant_sees_its_own(api, runner, batch_reads):
+    [row] = rows_holding_reads()  # one row and one hash for the request's three reads
+    assert row.tenant_id is None and json.loads(row.visible_to) == ["contoso", "fabrikam"]
+    contoso = view(api, "alice", "contoso", activity="diagnostics.read")
+    assert [e["id"] for e in contoso] == [batch_reads[0]["decision_id"], batch_reads[3]["decision_id"]]
+    assert [e["target"] for e in contoso] == ["diagnostics/signInLogs", "diagnostics/auditLogs"]
+    for event in contoso:
+        assert set(event) >= EVENT_FIELDS and event["activity"] == "diagnostics.read"
+        assert event["actor"] == "diag-tool" and event["tenant_id"] == "contoso"
+        assert event["time"] == isoformat(START) and event["result"] == "success"
+        assert event["details"]["decision_id"] == event["id"] and event["details"]["reason"] == "granted"
+    fabrikam = view(api, "ops", "fabrikam", activity="diagnostics.read")
+    assert [e["id"] for e in fabrikam] == [batch_reads[1]["decision_id"]]
+    assert fabrikam[0]["details"]["reason"] == "advanced_diagnostics"
+    assert not view(api, "nina", "northwind", activity="diagnostics.read")
+    assert verify(runner).exit_code == 0
+
+
+def test_the_view_limit_counts_reads_not_rows(api, batch_reads):
+    first = view(api, "alice", "contoso", activity="diagnostics.read", limit=1)
+    assert [e["id"] for e in first] == [batch_reads[0]["decision_id"]]
+    everything = view(api, "alice", "contoso")
+    assert everything[-1]["id"] == batch_reads[3]["decision_id"]  # merged in chain order
+    assert [e["id"] for e in view(api, "alice", "contoso", limit=len(everything) - 1)] == [
+        e["id"] for e in everything[:-1]
+    ]
+
+
+def index_rows() -> list[tuple]:
+    with database.connection_context():
+        return list(AuditReadIndex.select().tuples())
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["delete", "other_tenant", "wrong_bucket", "stray_row"],
+)
+def test_verify_detects_a_read_hidden_from_or_shown_to_a_tenant(runner, batch_reads, tamper):
+    [row] = rows_holding_reads()
+    fabrikam = AuditReadIndex.tenant_id == "fabrikam"
+    with database.connection_context():
+        if tamper == "delete":  # fabrikam's view would no longer show its read
+            AuditReadIndex.delete().where(fabrikam).execute()
+        elif tamper == "other_tenant":
+            AuditReadIndex.update(tenant_id="northwind").where(fabrikam).execute()
+        elif tamper == "wrong_bucket":
+            AuditReadIndex.update(read_bucket=AuditReadIndex.read_bucket + 1).where(fabrikam).execute()
+        else:  # a row naming an event that is not in the log
+            AuditReadIndex.insert(read_bucket=1, event_seq=row.seq + 1000, tenant_id="northwind").execute()
+    assert len(index_rows()) == (1 if tamper == "delete" else 2 if tamper != "stray_row" else 3)
+    result = verify(runner)
+    assert result.exit_code != 0
+    assert "read index" in result.output, result.output
+    if tamper != "stray_row":
+        assert row.id in result.output, result.output

@@ -498,31 +498,38 @@ def test_read_records_are_the_audit_events_a_read_gets():
         ("contoso", "diagnostics/signInLogs", "d-1", "eng-1", "granted", "ar-1", "sr-1"),
         ('tenant "ü"', "diagnostics/auditLogs", "d-3", "eng-2", "advanced_diagnostics", None, "sr-2"),
     ]
-    expected = [
-        audit.as_record(
-            audit.build(
-                "diagnostics.read",
-                caller,
-                tenant,
-                [tenant],
-                resource,
-                {
-                    "decision_id": decision_id,
-                    "engineer": engineer,
-                    "action": "read",
-                    "reason": reason,
-                    "access_request_id": access_request_id,
-                    "support_request_id": support_request_id,
-                    "policy_version": "v1",
-                },
-                now,
-                event_id=decision_id,
-            )
+    as_built = [
+        audit.build(
+            "diagnostics.read",
+            caller,
+            tenant,
+            [tenant],
+            resource,
+            {
+                "decision_id": decision_id,
+                "engineer": engineer,
+                "action": "read",
+                "reason": reason,
+                "access_request_id": access_request_id,
+                "support_request_id": support_request_id,
+                "policy_version": "v1",
+            },
+            now,
+            event_id=decision_id,
         )
         for tenant, resource, decision_id, engineer, reason, access_request_id, support_request_id in reads
     ]
-    assert decisions.reads_to_record(answers, caller, now) == expected
-    assert len(expected) == 2
+    # One allowed read: one event, the very record audit.build gives.
+    assert decisions.reads_to_record(answers[:2], caller, now) == [audit.as_record(as_built[0])]
+    # Several: one record, whose row each tenant sees as its own reads' events.
+    [record] = decisions.reads_to_record(answers, caller, now)
+    columns = dict(zip(audit.RECORD_FIELDS, record, strict=True))
+    del columns["time_hashed"]
+    row = audit.AuditEvent(seq=7, **{**columns, "time": now})
+    assert audit.holds_reads(row) and json.loads(row.visible_to) == ["contoso", 'tenant "ü"']
+    for built in as_built:
+        assert [audit.to_json(e) for e in audit.expand(row, built.tenant_id)] == [audit.to_json(built)]
+    assert audit.expand(row, "fabrikam") == []
 
 
 def test_a_ticket_change_gives_every_worker_the_same_reason(app, api, approved_request, ticket, clock):

@@ -78,6 +78,27 @@ def test_a_partial_round_imports_the_oldest_reads_first(app):
     assert read_ids(chain(app)) == [f"d-{n}" for n in range(6)]
 
 
+def test_a_record_longer_than_a_rounds_read_is_imported_whole(app):
+    """A batch of 1,000 allowed reads is one record of ~300 KB: a round of one record
+    (a helping worker's are small) still takes all of it, not an empty prefix."""
+    reads = [
+        (f"d-{n}", "contoso", "diagnostics/signInLogs", {"decision_id": f"d-{n}", "pad": "x" * 200})
+        for n in range(1000)
+    ]
+    big = audit.reads_record("batch-1", audit.time_forms(START), ("diag-tool", None), reads)
+    directory = journal_dir(app)
+    write_records(directory, "1-1.jsonl", [big, *read_events(1)])
+    assert (
+        directory / "1-1.jsonl"
+    ).stat().st_size > 100 * read_journal.RECORD_BYTES_GUESS  # a round of 1 reads 1 KB
+    with app.app_context(), database.connection_context():
+        with transaction():
+            assert read_journal.import_round(directory, 1) == 1
+    assert read_ids(chain(app)) == [f"d-{n}" for n in range(1000)]
+    flush(app)
+    assert read_ids(chain(app))[-1] == "d-0" and len(read_ids(chain(app))) == 1001
+
+
 def test_flush_imports_everything_after_an_unreadable_line(app):
     path = write_records(journal_dir(app), "1-1.jsonl", read_events(read_journal.ROUND_RECORDS + 1))
     path.write_bytes(b"{garbage\n" + path.read_bytes())
@@ -164,10 +185,13 @@ def test_rounds_of_any_size_import_every_record_once_oldest_first(app, seed):
             time_of[records[-1][0]] = at
         write_records(directory, f"{100 + writer}-{writer}.jsonl", records)
     with app.app_context(), database.connection_context():
+        left = len(time_of)
         for _ in range(len(time_of) + 5):  # more than enough rounds of one record or more
             with transaction():
-                _, consumed = read_journal._import(directory, rng.randint(1, 5))
-            if consumed == 0:
+                done = read_journal._import(directory, rng.randint(1, 5))
+            left -= done.consumed
+            assert done.more == (left > 0)  # what tells the importer to go on at once
+            if done.consumed == 0:
                 break
         else:
             pytest.fail("the rounds did not end")
