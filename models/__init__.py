@@ -20,6 +20,7 @@ from peewee import (
     DateTimeField,
     ForeignKeyField,
     IntegerField,
+    IntegrityError,
     Model,
     OperationalError,
     ProgrammingError,
@@ -245,7 +246,12 @@ def connect_database(url: str, background_checkpoints: bool = False):
     AuditReadIndex._meta.without_rowid = is_sqlite(db)
     with db.connection_context():
         _add_new_columns(db)
-        db.create_tables(MODELS, safe=True)
+        try:
+            db.create_tables(MODELS, safe=True)
+        except (IntegrityError, OperationalError, ProgrammingError):
+            # Another process starting at the same moment created a new table first
+            # (PostgreSQL: a unique violation on its type): now it is there.
+            db.create_tables(MODELS, safe=True)
         AuditHead.insert(id=1, last_seq=0, last_hash="0" * 64).on_conflict_ignore().execute()
     return db
 
@@ -309,6 +315,16 @@ def transaction(wait: bool = True):
     finally:
         if lock is not None:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def snapshot():
+    """A read transaction that sees the database as it was at its first read, throughout
+    (SQLite in WAL mode: any transaction; PostgreSQL: REPEATABLE READ). For a reader that
+    checks several tables against each other while writers go on (`audit verify`)."""
+    db = database.obj
+    with db.atomic(**({} if is_sqlite(db) else {"isolation_level": "REPEATABLE READ"})):
+        yield
 
 
 # PostgreSQL: writers take this transaction-level advisory lock first, so they run one at

@@ -31,6 +31,7 @@ from models import (
     AuditVisibility,
     database,
     is_sqlite,
+    snapshot,
 )
 from service.clock import isoformat
 
@@ -154,15 +155,23 @@ _COLUMNS = ("seq", "id", "time", "activity", "actor", "actor_tenant_id", "tenant
 _COLUMNS += ("target", "result", "details", "prev_hash", "hash", "read_bucket")
 
 READ = "diagnostics.read"
+# An event of several reads holds at most this many (reads_record): to show a tenant its
+# reads in one, the view parses the whole event, so its size is bounded.
+READS_PER_EVENT = 50
 READ_BUCKETS = 256  # changing it needs every read's read_bucket recomputed
 
 
-@lru_cache(maxsize=65536)  # a tenant's reads all have the same three values
 def _bucket_of(activity: str, tenant_id: str | None, visible_to: str) -> int | None:
-    """An event's read_bucket: set for reads seen by their own tenant only."""
-    if activity == READ and tenant_id is not None and orjson.loads(visible_to) == [tenant_id]:
-        return read_bucket(tenant_id)
-    return None
+    """An event's read_bucket: set for reads seen by their own tenant only (not for an
+    event of several reads: each of its tenants has an AuditReadIndex row instead)."""
+    if activity != READ or tenant_id is None:
+        return None
+    return _own_read_bucket(tenant_id, visible_to)
+
+
+@lru_cache(maxsize=65536)  # a tenant's reads all have the same two values
+def _own_read_bucket(tenant_id: str, visible_to: str) -> int | None:
+    return read_bucket(tenant_id) if orjson.loads(visible_to) == [tenant_id] else None
 
 
 def read_bucket(tenant_id: str) -> int:
@@ -399,6 +408,11 @@ class ChainReport:
 def verify_chain(batch: int = 1000) -> ChainReport:
     """Walk the chain in order; report the first event whose hash or link is wrong."""
     flush_reads()
+    with snapshot():  # the events, the read index and the head as of one moment
+        return _walk_chain(batch)
+
+
+def _walk_chain(batch: int) -> ChainReport:
     prev_hash, checked, last_seq = GENESIS, 0, 0
     read_index = _ReadIndexRows()
     query = AuditEvent.select().order_by(AuditEvent.seq)
@@ -489,7 +503,11 @@ def view(
     several_reads = (
         AuditEvent.select()
         .join(AuditReadIndex, on=(AuditReadIndex.event_seq == AuditEvent.seq))
-        .where((AuditReadIndex.read_bucket == bucket) & (AuditReadIndex.tenant_id == tenant_id))
+        .where(
+            (AuditReadIndex.read_bucket == bucket)
+            & (AuditReadIndex.tenant_id == tenant_id)
+            & AuditEvent.tenant_id.is_null()  # only an event of several reads holds others' reads
+        )
     )
     parts = []
     for query in (shown, reads, several_reads):
@@ -505,5 +523,5 @@ def view(
             query = query.where(reduce(operator.or_, matches)) if matches else query.where(False)
         parts.append(query.order_by(AuditEvent.seq).limit(limit))
     # Each row of several reads holds one or more of the tenant's: `limit` rows are enough.
-    parts[2] = (read for event in parts[2] for read in expand(event, tenant_id))
+    parts[2] = (read for event in parts[2].iterator() for read in expand(event, tenant_id))
     return list(itertools.islice(heapq.merge(*parts, key=lambda event: event.seq), limit))

@@ -170,8 +170,8 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
 def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: datetime) -> list[list]:
     """The `diagnostics.read` audit events of the allowed decisions, as journal records
     (audit.RECORD_FIELDS order): one event per allowed decision, carrying its decision's
-    id. A request with several allowed reads records them as one record (one chain row
-    and hash for all: audit.reads_record)."""
+    id. A request's several allowed reads are one record per audit.READS_PER_EVENT of them
+    (one chain row and hash: audit.reads_record)."""
     reads = [
         (
             decision.decision_id,
@@ -193,10 +193,15 @@ def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: dateti
     if not reads:
         return []
     actor, times = audit.actor_fields(caller), audit.time_forms(now)
-    if len(reads) == 1:
-        event_id, tenant_id, target, details = reads[0]
-        return [audit.read_record(event_id, times, actor, tenant_id, target, details)]
-    return [audit.reads_record(new_id(), times, actor, reads)]
+    records = []
+    for start in range(0, len(reads), audit.READS_PER_EVENT):
+        chunk = reads[start : start + audit.READS_PER_EVENT]
+        if len(chunk) == 1:
+            event_id, tenant_id, target, details = chunk[0]
+            records.append(audit.read_record(event_id, times, actor, tenant_id, target, details))
+        else:
+            records.append(audit.reads_record(new_id(), times, actor, chunk))
+    return records
 
 
 def log_entries(decisions: list[tuple[Check, Decision]], now: datetime) -> list[dict[str, Any]]:

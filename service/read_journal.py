@@ -195,7 +195,7 @@ class _Slice:
     start: int  # the file's imported position
     lines: list[bytes]  # complete records from `start` on, each with its newline
     finished: bool  # no writer holds it and `lines` reach its end: it can go once imported
-    size: int  # the file's size when read
+    cut: bool  # the budget stopped the read before the file's end: records may follow
 
 
 def import_round(directory: Path, max_records: int | None = None) -> int:
@@ -238,7 +238,8 @@ def _import(directory: Path, budget: int) -> _Round:
     finished, more = [], False
     for n, piece in enumerate(slices):
         end = piece.start + sum(len(line) for line in piece.lines[: consumed[n]])
-        more = more or end < piece.size
+        # Records left over, not a live writer's unfinished tail: that would spin the importer.
+        more = more or piece.cut or consumed[n] < len(piece.lines)
         if end != piece.start or piece.name not in positions:
             _save_position(prefix + piece.name, end, piece.name in positions)
         if piece.finished and consumed[n] == len(piece.lines):
@@ -283,13 +284,14 @@ def _take(path: Path, start: int, budget: int) -> _Slice | None:
     complete = data.rfind(b"\n") + 1
     lines = data[:complete].splitlines(keepends=True)[:budget]
     taken = sum(len(line) for line in lines)
+    cut = taken < complete or start + len(data) < size
     finished = writer_gone and start + taken == size
     if writer_gone and taken == complete < len(data) and start + len(data) == size and len(lines) < budget:
         # A write that never finished (its process stopped; its answer was never sent).
         log.error("read journal %s: dropped an unfinished record of a writer that stopped", path.name)
         lines.append(data[complete:])  # consumed as an unreadable record
         finished = True
-    return _Slice(path.name, start, lines, finished, size)
+    return _Slice(path.name, start, lines, finished, cut)
 
 
 def _writer_gone(handle) -> bool:

@@ -3,6 +3,7 @@ several journal directories on one database, partial rounds, failures on the way
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import shutil
@@ -97,6 +98,26 @@ def test_a_record_longer_than_a_rounds_read_is_imported_whole(app):
     assert read_ids(chain(app)) == [f"d-{n}" for n in range(1000)]
     flush(app)
     assert read_ids(chain(app))[-1] == "d-0" and len(read_ids(chain(app))) == 1001
+
+
+def test_the_importer_waits_while_a_live_writer_finishes_a_record(app):
+    """A file ending in part of a record whose writer is alive: the rest is on its way.
+    The importer must not take it for records left over and go round again at once."""
+    directory = journal_dir(app)
+    path = write_records(directory, "1-1.jsonl", read_events(1), tail=b'["d-1","2026')
+    writer = os.open(path, os.O_RDONLY)
+    fcntl.flock(writer, fcntl.LOCK_SH)  # what a live writer holds
+    try:
+        with app.app_context(), database.connection_context():
+            importer = read_journal.Importer(directory, database.obj)
+            seen, intervals = {}, []
+            for _ in range(3):
+                seen, interval = importer.round(seen)
+                intervals.append(interval)
+        assert min(intervals) > 0, intervals
+        assert read_ids(chain(app)) == ["d-0"]
+    finally:
+        os.close(writer)
 
 
 def test_flush_imports_everything_after_an_unreadable_line(app):
