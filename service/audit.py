@@ -323,11 +323,9 @@ def append_records(records: list[list]) -> int:
         fields = (id_, hashed, activity, actor, actor_tenant, tenant, visible_to, target, result, details)
         digest = chain_hash(prev_hash, seq, fields)
         bucket = _bucket_of(activity, tenant, visible_to)
-        if bucket is not None:  # a read is found by its bucket instead of visibility rows
-            pass
-        elif activity == READ and tenant is None:  # several reads: by their tenants' buckets
+        if activity == READ and tenant is None:  # several reads: found by their tenants' buckets
             read_index += [(read_bucket(viewer), seq, viewer) for viewer in orjson.loads(visible_to)]
-        else:
+        elif bucket is None:  # a read is found by its bucket instead of visibility rows
             visibility += [(viewer, seq) for viewer in orjson.loads(visible_to)]
         row = (seq, id_, stored, activity, actor, actor_tenant, tenant, visible_to, target, result, details)
         rows.append((*row, prev_hash, digest, bucket))
