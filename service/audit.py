@@ -197,22 +197,7 @@ def read_record(
     """A `diagnostics.read` event seen by its own tenant, as a record: what
     as_record(build(READ, ...)) gives, without building the event first (this runs for
     every allowed read). `times` and `actor` as time_forms and actor_fields give them."""
-    stored, hashed = times
-    principal, actor_tenant = actor
-    visible_to = json_text([tenant_id])
-    return [
-        event_id,
-        stored,
-        hashed,
-        READ,
-        principal,
-        actor_tenant,
-        tenant_id,
-        visible_to,
-        target,
-        "success",
-        json_text(details),
-    ]
+    return _read_event(event_id, times, actor, tenant_id, [tenant_id], target, details)
 
 
 def reads_record(
@@ -229,10 +214,14 @@ def reads_record(
     The reads share the request's time, actor and result. A read is recorded this way or
     as one event (read_record) - both are shown alike: the chain's cost per read is what
     keeps up with batch decisions."""
-    stored, hashed = times
-    principal, actor_tenant = actor
     tenants = sorted({tenant for _, tenant, _, _ in reads})
     entries = [{"id": id_, "tenant_id": t, "target": r, "details": d} for id_, t, r, d in reads]
+    return _read_event(event_id, times, actor, None, tenants, None, {"reads": entries})
+
+
+def _read_event(event_id, times, actor, tenant_id, visible_to: list, target, details: dict) -> list:
+    """A `diagnostics.read` record (RECORD_FIELDS order) from its parts."""
+    (stored, hashed), (principal, actor_tenant) = times, actor
     return [
         event_id,
         stored,
@@ -240,11 +229,11 @@ def reads_record(
         READ,
         principal,
         actor_tenant,
-        None,
-        json_text(tenants),
-        None,
+        tenant_id,
+        json_text(visible_to),
+        target,
         "success",
-        json_text({"reads": entries}),
+        json_text(details),
     ]
 
 
