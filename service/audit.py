@@ -237,9 +237,9 @@ def _read_event(event_id, times, actor, tenant_id, visible_to: list, target, det
     ]
 
 
-def holds_reads(event: AuditEvent) -> bool:
-    """A row of several reads (reads_record)."""
-    return event.activity == READ and event.tenant_id is None
+def holds_reads(activity: str, tenant_id: str | None) -> bool:
+    """An event of several reads (reads_record): a read without a tenant of its own."""
+    return activity == READ and tenant_id is None
 
 
 def expand(event: AuditEvent, tenant_id: str) -> list[AuditEvent]:
@@ -312,7 +312,7 @@ def append_records(records: list[list]) -> int:
         fields = (id_, hashed, activity, actor, actor_tenant, tenant, visible_to, target, result, details)
         digest = chain_hash(prev_hash, seq, fields)
         bucket = _bucket_of(activity, tenant, visible_to)
-        if activity == READ and tenant is None:  # several reads: found by their tenants' buckets
+        if holds_reads(activity, tenant):  # found by its tenants' buckets
             read_index += [(read_bucket(viewer), seq, viewer) for viewer in orjson.loads(visible_to)]
         elif bucket is None:  # a read is found by its bucket instead of visibility rows
             visibility += [(viewer, seq) for viewer in orjson.loads(visible_to)]
@@ -412,7 +412,7 @@ def _walk_chain(batch: int) -> ChainReport:
             return ChainReport(False, checked, "contents altered: hash does not match", where)
         if event.read_bucket != _bucket_of(event.activity, event.tenant_id, event.visible_to):
             return ChainReport(False, checked, "visibility altered: read_bucket does not match", where)
-        tenants = orjson.loads(event.visible_to) if holds_reads(event) else []
+        tenants = orjson.loads(event.visible_to) if holds_reads(event.activity, event.tenant_id) else []
         if read_index.take(event.seq) != sorted((read_bucket(t), t) for t in tenants):
             return ChainReport(False, checked, "visibility altered: the read index does not match", where)
         prev_hash, last_seq, checked = event.hash, event.seq, checked + 1
@@ -493,7 +493,9 @@ def view(
         .where(
             (AuditReadIndex.read_bucket == bucket)
             & (AuditReadIndex.tenant_id == tenant_id)
-            & AuditEvent.tenant_id.is_null()  # only an event of several reads holds others' reads
+            # only an event of several reads holds others' reads (holds_reads)
+            & (AuditEvent.activity == READ)
+            & AuditEvent.tenant_id.is_null()
         )
     )
     parts = []

@@ -526,7 +526,8 @@ def test_read_records_are_the_audit_events_a_read_gets():
     columns = dict(zip(audit.RECORD_FIELDS, record, strict=True))
     del columns["time_hashed"]
     row = audit.AuditEvent(seq=7, **{**columns, "time": now})
-    assert audit.holds_reads(row) and json.loads(row.visible_to) == ["contoso", 'tenant "ü"']
+    assert audit.holds_reads(row.activity, row.tenant_id)
+    assert json.loads(row.visible_to) == ["contoso", 'tenant "ü"']
     for built in as_built:
         assert [audit.to_json(e) for e in audit.expand(row, built.tenant_id)] == [audit.to_json(built)]
     assert audit.expand(row, "fabrikam") == []

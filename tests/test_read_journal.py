@@ -51,7 +51,7 @@ def read_ids(events) -> list[str]:
     """The decision ids of the reads the events hold, in order (an event may hold several)."""
     ids = []
     for event in events:
-        if audit.holds_reads(event):
+        if audit.holds_reads(event.activity, event.tenant_id):
             ids += [read["id"] for read in json.loads(event.details)["reads"]]
         elif event.activity == "diagnostics.read":
             ids.append(json.loads(event.details)["decision_id"])
