@@ -136,17 +136,20 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
     closed = expired = False
     wanted = check.support_request_id
     principal = check.principal
-    for grant in index.grants.get(principal, EMPTY).get(check.tenant_id, ()):
+    grant = index.grants.get(principal, EMPTY).get(check.tenant_id)
+    while grant is not None:
+        expires_at = grant  # a Grant is its expiry time: one object read, not two (see Grant)
         if wanted is not None and grant.ticket_id != wanted:
-            continue
-        if (grant.finished_at or grant.access_expires_at) < recent:
-            continue  # ended before the retention period: explains nothing (as if not indexed)
-        if grant.ticket_status != "open":
+            pass  # another ticket's grant
+        elif (grant.finished_at or expires_at) < recent:
+            pass  # ended before the retention period: explains nothing (as if not indexed)
+        elif grant.ticket_status != "open":
             closed = closed or grant.ticket_closed_at >= recent
-        elif grant.access_expires_at <= (grant.finished_at or now):
+        elif expires_at <= (grant.finished_at or now):
             expired = True
         elif grant.status == "approved" and grant.ticket_engineer == principal:
             links.append(Link(GRANT, grant.id, grant.ticket_id))
+        grant = grant.next_grant
     for ticket_id in index.advanced.get(principal, EMPTY).get(check.tenant_id, ()):
         if wanted is not None and ticket_id != wanted:
             continue

@@ -1,0 +1,81 @@
+"""The decision index's grants: one object per grant, chained per engineer and tenant
+(service/decision_index.py, Grant). What decisions depend on: a grant is never mistaken
+for another or for a number, and every live grant of an engineer in a tenant counts, in
+the order they were granted, after any of them is revoked."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.decision_index import Grant, chain, chained
+from tests.conftest import read_check
+from tests.test_decisions import CLIENT, DECIDE, assign, new_ticket
+
+
+def grant(request_id: str, expires_at: float = 1000.0) -> Grant:
+    return Grant(request_id, "sr-" + request_id, "approved", expires_at, None, "open", "eve", None)
+
+
+def test_a_grant_is_its_expiry_time_and_equal_only_to_itself():
+    first, twin = grant("ar-1"), grant("ar-2")
+    assert first.access_expires_at == 1000.0 and first < 1000.5 and not first <= 999.0
+    assert first != twin and first == first
+    assert first != 1000.0 and 1000.0 != first  # never equal as a number, either way round
+    assert len({first, twin}) == 2
+    assert "ar-1" in repr(first)
+
+
+def test_a_grant_is_never_changed_in_place():
+    live = grant("ar-1")
+    with pytest.raises(AttributeError):
+        live.status = "revoked"
+    with pytest.raises(AttributeError):
+        live.next_grant = grant("ar-2")
+    assert live.status == "approved" and live.next_grant is None
+
+
+def test_a_chain_keeps_its_grants_in_order_and_reuses_a_lone_grant():
+    lone = grant("ar-1")
+    assert chain([lone]) is lone and chain([]) is None
+    grants = [grant("ar-1", 1.0), grant("ar-2", 2.0), grant("ar-3", 3.0)]
+    linked = chained(chain(grants))
+    assert [g.id for g in linked] == ["ar-1", "ar-2", "ar-3"]
+    assert [g.access_expires_at for g in linked] == [1.0, 2.0, 3.0]
+    kept = chained(chain([g for g in linked if g.id != "ar-2"]))
+    assert [g.id for g in kept] == ["ar-1", "ar-3"]
+    assert all(g.next_grant is None for g in grants)  # chaining copies: the originals stay as they were
+
+
+def live_grant(api) -> str:
+    """A same-tenant ticket in contoso, assigned to eve, and her approved access request."""
+    ticket = assign(api, new_ticket(api, "alice", "contoso"))
+    body = {"support_request_id": ticket["id"], "justification": "read sign-in logs"}
+    created = api.post("/v1/access-requests", "eve", body)
+    assert created.status_code == 201, created.get_json()
+    url = f"/v1/access-requests/{created.get_json()['id']}/approve"
+    approved = api.post(url, "alice", {"tenant_id": "contoso"})
+    assert approved.get_json()["status"] == "approved", approved.get_json()
+    return approved.get_json()["id"]
+
+
+def granting_request(api) -> str | None:
+    """The access request that the decision for eve reading contoso rests on (None: denied)."""
+    answer = api.post(DECIDE, CLIENT, read_check(explain=True))
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    if not body["allowed"]:
+        return None
+    return next(entry["access_request_id"] for entry in body["explain"] if entry["effect"] == "allow")
+
+
+@pytest.mark.parametrize("revoked_first", [0, 1, 2])
+def test_every_live_grant_counts_after_any_other_is_revoked(api, revoked_first):
+    grants = [live_grant(api) for _ in range(3)]
+    assert granting_request(api) == grants[0]  # the earliest grant answers, as it always did
+    revoked = api.post(f"/v1/access-requests/{grants[revoked_first]}/revoke", "alice")
+    assert revoked.status_code == 200, revoked.get_json()
+    left = [g for g in grants if g != grants[revoked_first]]
+    assert granting_request(api) == left[0]
+    for request_id in left:
+        assert api.post(f"/v1/access-requests/{request_id}/revoke", "alice").status_code == 200
+    assert granting_request(api) is None
