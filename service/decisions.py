@@ -138,7 +138,9 @@ def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tup
     principal = check.principal
     grant = index.grants.get(principal, EMPTY).get(check.tenant_id)
     while grant is not None:
-        expires_at = grant  # a Grant is its expiry time: one object read, not two (see Grant)
+        # A Grant is its expiry time, read from the grant itself (see Grant). float() makes
+        # it a plain float, whose comparisons are a C call: a Grant's go through Python.
+        expires_at = float(grant)
         if wanted is not None and grant.ticket_id != wanted:
             pass  # another ticket's grant
         elif (grant.finished_at or expires_at) < recent:
