@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 
-.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench
+.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-cache
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ bench: $(STAMP)
 	$(BIN)/pip install --disable-pip-version-check -q -r bench/requirements.txt \
 		|| echo "bench: could not install bench/requirements.txt (cedarpy); that peer will be skipped"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Why large-set decisions take longer: instructions and cache misses per decision, small vs
+# large, counted by valgrind's cachegrind (~4 minutes; not part of `make bench`).
+bench-cache: $(STAMP)
+	$(BIN)/python -m bench.cache_profile
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
