@@ -387,11 +387,16 @@ class DecisionIndex:
         ticket = self.tickets.get(ticket_id)
         if ticket is None:  # a ticket closed before retention: the grant explains nothing
             return
+        expires = seconds(expires_at)
+        if expires is None:
+            # Approval always sets it. A row without one (edited by hand) must neither stop
+            # the index loading nor ever allow: -inf ended before any retention period.
+            expires = float("-inf")
         grant = Grant(
             _intern(request_id),
             ticket.id,
             _intern(status),
-            seconds(expires_at),
+            expires,
             seconds(finished_at),
             ticket.status,
             ticket.engineer,

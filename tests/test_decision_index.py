@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.decision_index import Grant, chain, chained
+from models import AccessRequest
+from service.decision_index import DecisionIndex, Grant, chain, chained
+from service.decisions import Check, decide
+from service.state_signal import ProcessCounter
 from tests.conftest import read_check
 from tests.test_decisions import CLIENT, DECIDE, assign, new_ticket
 
@@ -79,3 +82,16 @@ def test_every_live_grant_counts_after_any_other_is_revoked(api, revoked_first):
     for request_id in left:
         assert api.post(f"/v1/access-requests/{request_id}/revoke", "alice").status_code == 200
     assert granting_request(api) is None
+
+
+def test_a_grant_without_an_expiry_never_allows_and_the_index_still_loads(app, api, clock):
+    request_id = live_grant(api)
+    assert granting_request(api) == request_id
+    with app.app_context():
+        # Approval always sets the expiry: this is a row edited by hand.
+        AccessRequest.update(access_expires_at=None).where(AccessRequest.id == request_id).execute()
+        policy = app.extensions["policy_store"].current
+        fresh = DecisionIndex(ProcessCounter(), policy.timing.retention)
+        fresh.load(clock())
+        answer = decide(policy, fresh, Check(**read_check()), clock(), app.config["PROVIDER_TENANT"])
+    assert (answer.allowed, answer.reason) == (False, "no_active_grant")
