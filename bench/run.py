@@ -773,6 +773,29 @@ def load_average() -> str:
         return "?"
 
 
+def cpu_ticks() -> list[int] | None:
+    """The machine's CPU time so far (/proc/stat): user nice system idle iowait irq softirq steal."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+        return [int(f) for f in fields]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_shares(before: list[int] | None, after: list[int] | None) -> tuple[float, float] | None:
+    """The share of the CPU time between two samples that was busy, and the share stolen
+    by the hypervisor for other virtual machines on the host. Unlike the load average,
+    which still counts a run that ended a minute ago, this is the machine right then."""
+    if before is None or after is None:
+        return None
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent)
+    if total <= 0:
+        return None
+    idle = spent[3] + spent[4]
+    return (total - idle) / total, spent[7] / total
+
+
 def _commit() -> str:
     try:
         head = subprocess.run(
@@ -961,7 +984,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cfg = settings(args)
-    load_at_start = load_average()
+    load_at_start, ticks_before = load_average(), cpu_ticks()
+    time.sleep(1.0)
+    ticks_at_start = cpu_ticks()
+    cpu_at_start = cpu_shares(ticks_before, ticks_at_start)
     for sub in ("data", "logs", "bodies"):
         (WORK / sub).mkdir(parents=True, exist_ok=True)
 
@@ -1031,16 +1057,20 @@ def main(argv: list[str] | None = None) -> int:
 
     load_at_end = load_average()
     results.machine.append(("load average (1/5/15 min)", f"at start {load_at_start}, at end {load_at_end}"))
-    try:
-        busy = float(load_at_start.split()[0])
-    except (ValueError, IndexError):
-        busy = 0.0
-    if busy > 0.5 * (os.cpu_count() or 1):
-        results.note(
-            f"The machine was busy with other work when this run started (1-minute load average "
-            f"{busy:.2f} on {os.cpu_count()} cores): figures are lower and noisier than on an idle "
-            "machine. (The load at the end includes this run's own HTTP loads.)"
+    cpu_in_run = cpu_shares(ticks_at_start, cpu_ticks())
+    if cpu_at_start is not None:
+        busy, steal = cpu_at_start
+        results.machine.append(
+            ("CPU in the second before the run", f"{busy:.0%} busy, of which {steal:.0%} stolen by other VMs")
         )
+    if cpu_in_run is not None:
+        results.machine.append(("CPU stolen by other VMs during the run", f"{cpu_in_run[1]:.1%}"))
+        if busy > 0.25 or steal > 0.05:
+            results.note(
+                f"The machine was not idle when this run started ({busy:.0%} of its CPU busy, "
+                f"{steal:.0%} stolen by other virtual machines, in the second before): figures "
+                "are lower and noisier than on an idle machine."
+            )
     _static_notes(results, cfg)
     for text in args.note:
         results.note(text)
