@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 
-.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-cache
+.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-cache bench-lookups
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ bench: $(STAMP)
 # large, counted by valgrind's cachegrind (~4 minutes; not part of `make bench`).
 bench-cache: $(STAMP)
 	$(BIN)/python -m bench.cache_profile
+
+# How much of a large-set decision's extra time is the index's dictionary reads (~1 minute).
+bench-lookups: $(STAMP)
+	$(BIN)/python -m bench.lookup_cost
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
