@@ -289,7 +289,10 @@ def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_rea
     with transaction():
         request = _locked(AccessRequest, request.id)
         if request.status != PENDING:
-            raise Conflict(f"the access request is {request.status}", code="not_pending")
+            # In the acting tenant's view: the support request tenant must not learn of a
+            # revocation from a refusal either (SPEC §5).
+            seen = view_status(request, party)
+            raise Conflict(f"the access request is {seen}", code="not_pending")
         if reject_reason is not None:
             details = {"tenant_id": tenant_id, "party": party, "reason": reject_reason}
             request.rejection_reason = reject_reason

@@ -571,6 +571,30 @@ def test_revocation_is_hidden_from_the_support_request_tenant(api, revoked_reque
     assert listed(api, "alice", "?tenant_id=contoso&status=approved") == {}
 
 
+@pytest.mark.parametrize("action", ["approve", "reject"])
+def test_refusing_to_decide_a_revoked_request_does_not_reveal_the_revocation(
+    api, revoked_request, ticket, clock, action
+):
+    def refusal(who: str, tenant_id: str) -> dict:
+        answer = api.post(url(revoked_request, action), who, {"tenant_id": tenant_id})
+        assert answer.status_code == 409
+        return error_of(answer)
+
+    bob_sees = refusal("bob", "fabrikam")
+    assert bob_sees["code"] == "not_pending"
+    assert "revok" not in bob_sees["message"].lower()
+    assert "approved" in bob_sees["message"]
+    assert "revoked" in refusal("alice2", "contoso")["message"]
+    # dana administers both: acting for fabrikam, she gets fabrikam's view.
+    assert "revok" not in refusal("dana", "fabrikam")["message"].lower()
+
+    clock.advance(hours=1)
+    assert api.post(f"{TICKETS}/{ticket['id']}/close", "bob").status_code == 200
+    bob_sees = refusal("bob", "fabrikam")
+    assert "completed" in bob_sees["message"]
+    assert "revok" not in bob_sees["message"].lower()
+
+
 def test_admin_of_both_tenants_gets_each_view_on_request(api, revoked_request):
     assert status_seen_by(api, revoked_request, "dana") == "revoked"
     assert status_seen_by(api, revoked_request, "dana", "?tenant_id=contoso") == "revoked"
