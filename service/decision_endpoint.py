@@ -18,13 +18,14 @@ import msgspec
 import orjson
 from flask import Flask
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
 
 from service import decisions, fast_bodies
 from service.auth import Caller, caller_from_header
-from service.errors import ApiError, BadRequest, Forbidden
+from service.errors import ApiError, Forbidden
 from service.errors_http import error_for
 from service.policy import Policy
-from service.validation import validate
+from service.validation import json_object, read_body, validate
 
 ROUTES = {"/v1/decisions": ("DecisionRequest", False), "/v1/decisions/batch": ("DecisionBatch", True)}
 
@@ -99,7 +100,7 @@ class FastDecisions:
             body = fast_bodies.decode(schema, raw)
             checks = [_check(item) for item in (body.checks if many else [body])]
         except Exception:  # not a valid body: the reference path names the problem
-            body = validate(schema, _json_object(raw))
+            body = validate(schema, json_object(raw))
             checks = checks_of(body, many)
         return service.answer(policy, caller, checks, many)
 
@@ -109,24 +110,11 @@ class FastDecisions:
             message = "the body must be JSON (Content-Type: application/json)"
             raise ApiError(message, code="unsupported_media_type", status=415)
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise BadRequest("Content-Length: not a number", code="bad_request") from None
-        if length > self.max_body:
-            raise ApiError(RequestEntityTooLarge.description, code="body_too_large", status=413)
-        return environ["wsgi.input"].read(length) if length > 0 else b""
-
-
-def _json_object(raw: bytes) -> dict:
-    if not raw:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("body: not valid JSON", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body: must be a JSON object", code="invalid_json")
-    return body
+            # As Flask reads a body: up to Content-Length, or to the end of a chunked
+            # body when the server terminates the stream; past the limit, a 413.
+            return read_body(get_input_stream(environ, max_content_length=self.max_body), self.max_body)
+        except RequestEntityTooLarge:
+            raise ApiError(RequestEntityTooLarge.description, code="body_too_large", status=413) from None
 
 
 def checks_of(body: dict, many: bool) -> list[decisions.Check]:

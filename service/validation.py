@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import fastjsonschema
 import jsonschema
+import orjson
 import yaml
 
 from service.errors import BadRequest
@@ -30,6 +31,37 @@ def openapi_document() -> dict[str, Any]:
 def _validator(name: str):
     components = openapi_document()["components"]
     return fastjsonschema.compile({"$ref": f"#/components/schemas/{name}", "components": components})
+
+
+def read_body(stream: IO[bytes], limit: int) -> bytes:
+    """The whole body from Werkzeug's input stream (`get_input_stream`, `request.stream`),
+    which stops at Content-Length, or for a chunked body at `limit`. Werkzeug raises
+    RequestEntityTooLarge (413) only on a read past the limit, so a chunked body that
+    reaches it is read once more: a longer one must be refused, not cut short."""
+    raw = stream.read()
+    if len(raw) >= limit:
+        stream.read(1)
+    return raw
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body as the JSON object it must be (API.md "Errors"), for both the Flask
+    routes and the decision fast path. An empty body is {}: an action whose body may be
+    left out gets its missing fields named by `validate`."""
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body: not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        kind = (
+            "null"
+            if body is None
+            else {list: "an array", str: "a string", bool: "a boolean"}.get(type(body), "a number")
+        )
+        raise BadRequest(f"body: must be a JSON object, not {kind}", code="invalid_json")
+    return body
 
 
 def validate(name: str, value: Any) -> dict[str, Any]:

@@ -91,6 +91,66 @@ def test_invalid_json_is_400(client, data):
     assert_error_body(answer, 400)
 
 
+@pytest.mark.parametrize(
+    ("url", "who", "data"),
+    [
+        ("/v1/decisions", "diag-tool", "null"),
+        ("/v1/decisions", "diag-tool", "[]"),
+        ("/v1/decisions/batch", "diag-tool", '"checks"'),
+        ("/v1/support-requests", "bob", "null"),
+        ("/v1/support-requests", "bob", "[1]"),
+    ],
+)
+def test_json_that_is_not_an_object_is_400_saying_so(client, url, who, data):
+    answer = client.post(url, data=data, content_type="application/json", headers=auth(who, "fabrikam"))
+    error = assert_error_body(answer, 400)
+    assert "must be a JSON object" in error["message"]
+
+
+def _post_chunked(client, url: str, who: str, data: str, tenant: str = "provider"):
+    """A chunked body has no Content-Length: the server reads it to its end and says so
+    with wsgi.input_terminated, as granian and Werkzeug's server do."""
+    return client.post(
+        url,
+        data=data,
+        content_type="application/json",
+        headers={**auth(who, tenant), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
+
+
+def test_chunked_bodies_are_read_on_every_route(client):
+    answer = _post_chunked(client, "/v1/decisions", "diag-tool", json.dumps(read_check()))
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["reason"] == "no_active_grant"
+
+    batch = json.dumps({"checks": [read_check(), read_check(action="write")]})
+    answer = _post_chunked(client, "/v1/decisions/batch", "diag-tool", batch)
+    assert answer.status_code == 200, answer.get_json()
+    assert [r["reason"] for r in answer.get_json()["results"]] == ["no_active_grant", "read_only"]
+
+    ticket = json.dumps({"tenant_id": "fabrikam", "title": "chunked"})
+    answer = _post_chunked(client, "/v1/support-requests", "bob", ticket, "fabrikam")
+    assert answer.status_code == 201, answer.get_json()
+
+
+@pytest.mark.parametrize(("url", "who"), [("/v1/decisions", "diag-tool"), ("/v1/support-requests", "bob")])
+def test_a_chunked_body_over_the_limit_is_413(app, client, url, who):
+    padding = "x" * (app.config["MAX_CONTENT_LENGTH"] + 10)
+    answer = _post_chunked(client, url, who, '{"title": "' + padding + '"}', "fabrikam")
+    assert_error_body(answer, 413)
+
+
+def test_an_action_whose_body_may_be_left_out_still_refuses_unknown_fields(api, ticket):
+    url = f"/v1/support-requests/{ticket['id']}/close"
+    answer = api.post(url, "bob", {"reason": "done"})
+    error = assert_error_body(answer, 400)
+    assert "reason" in error["message"]
+    answer = _post_chunked(api.client, url, "bob", json.dumps({"reason": "done"}), "fabrikam")
+    assert "reason" in assert_error_body(answer, 400)["message"]
+    assert api.post(url, "bob").status_code == 200  # no body at all
+
+
 def test_empty_json_body_is_400_naming_a_required_field(client):
     headers = auth("diag-tool")
     answer = client.post("/v1/decisions", data="", content_type="application/json", headers=headers)

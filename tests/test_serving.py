@@ -157,3 +157,27 @@ def test_the_importer_ends_with_the_server_even_when_it_stops_at_once(tmp_path, 
     ):
         assert time.monotonic() < deadline, "the importer outlived its server"
         time.sleep(0.1)
+
+
+def test_chunked_bodies_are_read_by_the_served_app(tmp_path, database_url):
+    """A client that streams its body (Transfer-Encoding: chunked, no Content-Length)
+    gets the same answers from the decision fast path and the Flask routes."""
+
+    def post_chunked(port: int, path: str, who: str, body: dict, tenant: str = "provider"):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        headers = {"Content-Type": "application/json", **auth(who, tenant)}
+        chunks = iter([json.dumps(body).encode()[:10], json.dumps(body).encode()[10:]])
+        connection.request("POST", path, chunks, headers, encode_chunked=True)
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read())
+
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=1) as (port, _):
+        status, answer = post_chunked(port, "/v1/decisions", "diag-tool", read_check())
+        assert (status, answer["reason"]) == (200, "no_active_grant"), answer
+        batch = {"checks": [read_check(), read_check(action="write")]}
+        status, answer = post_chunked(port, "/v1/decisions/batch", "diag-tool", batch)
+        assert status == 200, answer
+        assert [r["reason"] for r in answer["results"]] == ["no_active_grant", "read_only"]
+        ticket = {"tenant_id": "fabrikam", "title": "streamed"}
+        status, answer = post_chunked(port, "/v1/support-requests", "bob", ticket, "fabrikam")
+        assert (status, answer["title"]) == (201, "streamed"), answer

@@ -10,7 +10,7 @@ from service import clock
 from service.auth import current_caller
 from service.errors import BadRequest, Forbidden
 from service.policy import Policy
-from service.validation import validate
+from service.validation import json_object, read_body, validate
 from service.viewer import Viewer, viewer_for
 
 PUBLIC_ENDPOINTS = {"health.openapi"}  # the API description itself needs no token
@@ -41,26 +41,29 @@ def register_blueprints(app: Flask) -> None:
 
 
 def json_body(schema: str) -> dict[str, Any]:
-    """The request's JSON object, validated against an OpenAPI schema (400/415 if not)."""
-    if not request.is_json:
-        from werkzeug.exceptions import UnsupportedMediaType
-
-        raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if body is None and request.get_data():
-        raise BadRequest("body: not valid JSON", code="invalid_json")
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise BadRequest("body: must be a JSON object", code="invalid_json")
-    return validate(schema, body)
+    """The request's JSON object, validated against an OpenAPI schema (400/413/415 if not)."""
+    _require_json()
+    return validate(schema, json_object(_raw_body()))
 
 
 def optional_body(schema: str) -> dict[str, Any]:
     """For actions whose body may be left out entirely."""
-    if not request.get_data():
+    raw = _raw_body()
+    if not raw:
         return {}
-    return json_body(schema)
+    _require_json()
+    return validate(schema, json_object(raw))
+
+
+def _require_json() -> None:
+    if not request.is_json:
+        from werkzeug.exceptions import UnsupportedMediaType
+
+        raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
+
+
+def _raw_body() -> bytes:
+    return read_body(request.stream, current_app.config["MAX_CONTENT_LENGTH"])
 
 
 def policy() -> Policy:
