@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import jsonschema
+import prometheus_client
 import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -390,7 +391,10 @@ def test_every_operation_answers_as_documented(app, api, contract, document):
     # health, metrics and the document itself: no token
     call("GET", "/healthz", None, status=200)
     call("GET", "/readyz", None, status=200)
-    assert api.get("/metrics", None).mimetype == "text/plain"
+    # Prometheus refuses a scrape whose Content-Type it cannot parse (e.g. two charsets).
+    content_type = api.get("/metrics", None).headers["Content-Type"]
+    assert content_type == prometheus_client.CONTENT_TYPE_LATEST
+    assert content_type.count("charset") == 1
     call("GET", "/metrics", None, status=200)
     call("GET", "/v1/openapi.json", None, status=200)
 

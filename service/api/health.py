@@ -36,7 +36,8 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask would append a second charset to it.
+    return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/v1/openapi.json")
