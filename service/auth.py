@@ -14,6 +14,7 @@ from flask import Flask, current_app, g, request
 from service.errors import ConfigError, Unauthorized
 
 AUDIENCE = "support-access"
+TIME_CLAIMS = ("exp", "nbf", "iat")
 VERIFIED_CACHE_SIZE = 10_000
 ASYMMETRIC = ["RS256", "ES256"]
 
@@ -71,8 +72,15 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthorized("invalid token: 'sub' must be a non-empty string", code="invalid_token")
+        for name in TIME_CLAIMS:
+            # PyJWT takes "9999999999" too; RFC 7519 times are JSON numbers.
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise Unauthorized(f"invalid token: {name!r} must be a number", code="invalid_token")
         tid = claims.get("tid")
-        return Caller(subject, tid if isinstance(tid, str) else None), float(claims["exp"])
+        if tid is not None and not isinstance(tid, str):
+            raise Unauthorized("invalid token: 'tid' must be a string", code="invalid_token")
+        return Caller(subject, tid), float(claims["exp"])
 
     def _key_for(self, token: str):
         header = jwt.get_unverified_header(token)

@@ -121,6 +121,25 @@ def test_missing_required_claim_is_401(client, missing):
     assert_401(client.get(POLICY, headers=bearer(jwt.encode(body, SECRET, algorithm="HS256"))))
 
 
+@pytest.mark.parametrize(
+    "claim",
+    [
+        {"exp": "9999999999"},
+        {"exp": True},
+        {"nbf": "0"},
+        {"iat": [1]},
+        {"tid": 7},
+        {"tid": ["provider"]},
+    ],
+)
+def test_malformed_claims_are_401(client, claim):
+    assert_401(client.get(POLICY, headers=bearer(hs256(**claim))))
+
+
+def test_a_token_without_tid_is_accepted(client):
+    assert client.get(POLICY, headers=bearer(hs256(tid=None))).status_code == 200
+
+
 @pytest.mark.parametrize("subject", ["", 123, ["ops"]])
 def test_subject_must_be_a_non_empty_string(client, subject):
     assert_401(client.get(POLICY, headers=bearer(hs256(sub=subject))))
