@@ -18,6 +18,7 @@ from models import RoleAssignment, Tenant, transaction
 from service import audit
 from service.errors import BadRequest
 from service.policy import Policy
+from service.validation import openapi_document
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,15 @@ class DirectoryFile:
     provider_tenant: str
     tenants: dict[str, str]  # id -> name
     assignments: set[tuple[str, str, str]]  # (tenant, principal, role)
+
+
+def check_tenant_id(tenant_id: str, field: str) -> None:
+    """Refuse (400) a tenant id that no endpoint would take: every body and path bounds
+    tenant_id as the OpenAPI document's TenantIdPath does."""
+    schema = openapi_document()["components"]["parameters"]["TenantIdPath"]["schema"]
+    low, high = schema["minLength"], schema["maxLength"]
+    if not low <= len(tenant_id) <= high:
+        raise BadRequest(f"{field}: must have {low} to {high} characters", code="invalid_field")
 
 
 def tenant_exists(tenant_id: str) -> bool:
@@ -127,6 +137,7 @@ def read_directory_file(path: str | Path, policy: Policy, provider: str) -> Dire
     tenants = {provider: "Support provider"}
     for index, entry in enumerate(document.get("tenants") or []):
         tenant_id, name = _fields(path, f"tenants[{index}]", entry, ("id", "name"))
+        check_tenant_id(tenant_id, f"{path}: tenants[{index}].id")
         tenants[tenant_id] = name
     assignments = set()
     for index, entry in enumerate(document.get("role_assignments") or []):

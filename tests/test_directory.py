@@ -141,6 +141,15 @@ def test_assignment_to_unknown_tenant_is_refused(runner, tmp_path):
     bad_import(runner, tmp_path, entry, f"role_assignments[{index}]", "atlantis")
 
 
+def test_import_refuses_a_tenant_id_no_endpoint_would_take(runner, api, tmp_path):
+    document = base_document()
+    index = len(document["tenants"])
+    document["tenants"].append({"id": "t" * 129, "name": "Too Long"})
+    result = run_import(runner, write_directory(tmp_path, document))
+    assert result.exit_code != 0, result.output
+    assert f"tenants[{index}].id" in result.output and "128" in result.output
+
+
 def test_removed_assignment_stays_without_prune(runner, api, tmp_path):
     document = base_document()
     document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "frank"]
@@ -258,6 +267,15 @@ def test_put_tenant_validates_body(api, body, field):
     answer = api.put("/v1/tenants/acme", "ops", body)
     assert answer.status_code == 400
     assert field in answer.get_json()["error"]["message"]
+
+
+def test_put_tenant_refuses_an_id_that_other_endpoints_would_refuse(api):
+    answer = api.put("/v1/tenants/" + "t" * 129, "ops", {"name": "Too Long"})
+    assert answer.status_code == 400
+    assert "tenant_id" in answer.get_json()["error"]["message"]
+    assert api.put("/v1/tenants/" + "t" * 128, "ops", {"name": "Just Fits"}).status_code == 201
+    ticket = {"tenant_id": "t" * 128, "title": "the longest id is usable"}
+    assert api.post("/v1/support-requests", "ops", ticket).status_code != 400
 
 
 # --- HTTP: role assignments ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ bp = Blueprint("tenants", __name__, url_prefix="/v1/tenants")
 @bp.put("/<tenant_id>")
 def put_tenant(tenant_id: str):
     operator = require_operator()
+    directory.check_tenant_id(tenant_id, "tenant_id")
     body = json_body("TenantPut")
     created = directory.put_tenant(tenant_id, body["name"], operator.caller, now())
     tenant = Tenant.get_by_id(tenant_id)
