@@ -31,6 +31,7 @@ from models import AccessRequest, Tenant
 from service import clock, workflow
 from service.api import policy, provider
 from service.errors import ApiError, BadRequest, SupportAccessError, Unauthorized
+from service.validation import refuse_nul_characters
 from service.viewer import Viewer, viewer_for
 
 log = logging.getLogger("support_access")
@@ -182,6 +183,7 @@ def _check_csrf() -> None:
     expected = session.get(CSRF_KEY, "").encode()
     if not expected or not hmac.compare_digest(sent, expected):
         abort(400, "The form is out of date or did not come from this page. Reload the page and try again.")
+    refuse_nul_characters(request.path, request.form.items(multi=True))
 
 
 @bp.after_request

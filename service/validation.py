@@ -7,6 +7,7 @@ interpreting them, which matters for a batch of 1,000 decision checks.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import IO, Any
@@ -70,7 +71,32 @@ def validate(name: str, value: Any) -> dict[str, Any]:
         _validator(name)(value)
     except fastjsonschema.JsonSchemaValueException:
         raise BadRequest(_first_problem(name, value), code="invalid_field") from None
+    nul = _nul_at(value, [])
+    if nul is not None:
+        raise BadRequest(f"{json_path(nul)}: must not contain a NUL character", code="invalid_field")
     return value
+
+
+def _nul_at(value: Any, path: list) -> list | None:
+    """Where a string holds U+0000, which PostgreSQL cannot store in text (psycopg2
+    refuses it), so it is refused on every database alike."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _nul_at(item, [*path, key])
+        if found is not None:
+            return found
+    return None
+
+
+def refuse_nul_characters(path: str, parameters: Iterable[tuple[str, str]]) -> None:
+    """A 400 for U+0000 in a URL's path, or in query or form parameters (see _nul_at)."""
+    if "\x00" in path:
+        raise BadRequest("path: must not contain a NUL character", code="invalid_field")
+    for name, value in parameters:
+        if "\x00" in value:
+            raise BadRequest(f"{name}: must not contain a NUL character", code="invalid_query")
 
 
 @cache

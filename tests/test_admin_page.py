@@ -287,6 +287,22 @@ def test_missing_tenant_is_400(app, access_request):
     assert answer.status_code == 400 and "tenant_id" in answer.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("{id}%00/reject", {"tenant_id": "contoso"}),
+        ("{id}/reject", {"tenant_id": "contoso", "reason": "no\u0000"}),
+        ("{id}/approve", {"tenant_id": "con\u0000toso"}),
+    ],
+)
+def test_a_nul_character_in_a_form_is_400_and_changes_nothing(app, api, access_request, path, fields):
+    alice = Browser(app, "alice", "contoso")
+    url = "/admin/requests/" + path.format(id=access_request["id"])
+    answer = alice.client.post(url, data={**fields, "csrf_token": alice.csrf()})
+    assert answer.status_code == 400 and "NUL" in answer.get_data(as_text=True)
+    assert status_for(api, access_request["id"], "alice", "contoso") == "pending"
+
+
 def test_an_unexpected_error_is_a_plain_500_page(app, access_request, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals")

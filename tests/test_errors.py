@@ -151,6 +151,42 @@ def test_an_action_whose_body_may_be_left_out_still_refuses_unknown_fields(api, 
     assert api.post(url, "bob").status_code == 200  # no body at all
 
 
+@pytest.mark.parametrize(
+    ("url", "who", "body", "field"),
+    [
+        ("/v1/support-requests", "bob", {"tenant_id": "fabrikam", "title": "a\u0000b"}, "title"),
+        ("/v1/support-requests", "bob", {"tenant_id": "fab\u0000rikam", "title": "t"}, "tenant_id"),
+        (
+            "/v1/tenants/acme/role-assignments",
+            "ops",
+            {"principal": "x\u0000", "role": "Global Reader"},
+            "principal",
+        ),
+    ],
+)
+def test_a_nul_character_in_a_body_is_400_naming_the_field(client, url, who, body, field):
+    method = client.put if "role-assignments" in url else client.post
+    client.put("/v1/tenants/acme", json={"name": "Acme"}, headers=auth("ops"))
+    answer = method(url, json=body, headers=auth(who, "fabrikam"))
+    error = assert_error_body(answer, 400)
+    assert error["message"].startswith(f"{field}: must not contain a NUL")
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("GET", "/v1/support-requests/a%00b"),
+        ("PUT", "/v1/tenants/a%00b"),
+        ("GET", "/v1/access-requests?tenant_id=fab%00rikam"),
+        ("GET", "/v1/audit-events?tenant_id=fabrikam&activity=x%00"),
+    ],
+)
+def test_a_nul_character_in_a_url_is_400(client, method, url):
+    body = {"name": "A"} if method == "PUT" else None
+    answer = client.open(url, method=method, json=body, headers=auth("ops"))
+    assert_error_body(answer, 400)
+
+
 def test_empty_json_body_is_400_naming_a_required_field(client):
     headers = auth("diag-tool")
     answer = client.post("/v1/decisions", data="", content_type="application/json", headers=headers)

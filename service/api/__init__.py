@@ -10,7 +10,7 @@ from service import clock
 from service.auth import current_caller
 from service.errors import BadRequest, Forbidden
 from service.policy import Policy
-from service.validation import json_object, read_body, validate
+from service.validation import json_object, read_body, refuse_nul_characters, validate
 from service.viewer import Viewer, viewer_for
 
 PUBLIC_ENDPOINTS = {"health.openapi"}  # the API description itself needs no token
@@ -38,6 +38,7 @@ def register_blueprints(app: Flask) -> None:
         caller without a valid token learns nothing (401) from a bad body or query."""
         if request.path.startswith("/v1/") and request.endpoint not in PUBLIC_ENDPOINTS:
             current_caller()
+            refuse_nul_characters(request.path, request.args.items(multi=True))
 
 
 def json_body(schema: str) -> dict[str, Any]:
