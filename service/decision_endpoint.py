@@ -109,9 +109,16 @@ class FastDecisions:
         if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
             message = "the body must be JSON (Content-Type: application/json)"
             raise ApiError(message, code="unsupported_media_type", status=415)
+        length = environ.get("CONTENT_LENGTH", "")
+        if length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ:
+            # The usual request, read directly: Werkzeug's stream wrapper would cost
+            # ~2.5 µs, a quarter of this path's own time.
+            if int(length) > self.max_body:
+                raise ApiError(RequestEntityTooLarge.description, code="body_too_large", status=413)
+            return environ["wsgi.input"].read(int(length))
         try:
-            # As Flask reads a body: up to Content-Length, or to the end of a chunked
-            # body when the server terminates the stream; past the limit, a 413.
+            # Anything else as Flask reads it: to the end of a chunked body when the
+            # server terminates the stream, nothing when it cannot; past the limit, a 413.
             return read_body(get_input_stream(environ, max_content_length=self.max_body), self.max_body)
         except RequestEntityTooLarge:
             raise ApiError(RequestEntityTooLarge.description, code="body_too_large", status=413) from None
