@@ -74,8 +74,8 @@ class TokenVerifier:
             raise Unauthorized("invalid token: 'sub' must be a non-empty string", code="invalid_token")
         for name in TIME_CLAIMS:
             # PyJWT takes "9999999999" too; RFC 7519 times are JSON numbers.
-            value = claims.get(name)
-            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            value = claims.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 raise Unauthorized(f"invalid token: {name!r} must be a number", code="invalid_token")
         tid = claims.get("tid")
         if tid is not None and not isinstance(tid, str):

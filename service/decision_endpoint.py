@@ -27,6 +27,9 @@ from service.errors_http import error_for
 from service.policy import Policy
 from service.validation import json_object, read_body, validate
 
+# JSON writes U+0000 only as this escape; `validate` refuses it (service/validation.py),
+# and the fast decoder does not check for it.
+NUL_ESCAPE = b"\\u0000"
 ROUTES = {"/v1/decisions": ("DecisionRequest", False), "/v1/decisions/batch": ("DecisionBatch", True)}
 
 
@@ -97,11 +100,12 @@ class FastDecisions:
         policy = service.begin(caller)
         raw = self._raw_json(environ)
         try:
+            if NUL_ESCAPE in raw:
+                raise ValueError("a NUL character")
             body = fast_bodies.decode(schema, raw)
             checks = [_check(item) for item in (body.checks if many else [body])]
-        except Exception:  # not a valid body: the reference path names the problem
-            body = validate(schema, json_object(raw))
-            checks = checks_of(body, many)
+        except Exception:  # not a valid body, or a NUL: the reference path names the problem
+            checks = checks_of(validate(schema, json_object(raw)), many)
         return service.answer(policy, caller, checks, many)
 
     def _raw_json(self, environ) -> bytes:
