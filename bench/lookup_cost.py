@@ -35,9 +35,9 @@ EMPTY: dict = {}
 
 def index_reads(index, c: Check) -> bool:
     """What a decision reads of the index for one check (service/decisions.py)."""
+    grant = index.grants.get(c.principal, EMPTY).get(c.tenant_id)
     known = c.tenant_id in index.tenants
     roles = index.roles.get(c.principal)
-    grant = index.grants.get(c.principal, EMPTY).get(c.tenant_id)
     advanced = index.advanced.get(c.principal, EMPTY).get(c.tenant_id)
     live = grant is not None and float(grant) > 0 and grant.status == "approved" and grant.next_grant is None
     return known and bool(roles) and (live or bool(advanced))

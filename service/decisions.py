@@ -15,7 +15,7 @@ from typing import Any
 
 from service import audit
 from service.clock import isoformat
-from service.decision_index import DecisionIndex
+from service.decision_index import DecisionIndex, Grant
 from service.ids import new_id
 from service.policy import Policy
 
@@ -80,6 +80,10 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
     if check.action not in policy.allowed_actions:
         allowed = ", ".join(sorted(policy.allowed_actions))
         return deny("read_only", "access.yaml allowed_actions", f"only {allowed} can be allowed")
+    # The grant is looked up before the tenant check, which then finds the tenant's
+    # string in cache (the grant dictionary's key is the same object): at 100,000 grants
+    # one cache miss less per decision (README "Performance", decision time flat).
+    first_grant = index.grants.get(check.principal, EMPTY).get(check.tenant_id)
     if check.tenant_id not in index.tenants:
         return deny("unknown_tenant", "directory", f"no tenant {check.tenant_id!r}")
     roles = index.roles.get(check.principal)
@@ -94,7 +98,7 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
         return deny("not_support_engineer", "workflow.yaml permissions.read_diagnostics", detail)
 
     links, closed, expired = _links(
-        index, check, now.timestamp(), (now - policy.timing.retention).timestamp()
+        index, check, first_grant, now.timestamp(), (now - policy.timing.retention).timestamp()
     )
     for link in links:
         rule = policy.access_allows(link.kind, check.resource, check.action)
@@ -128,15 +132,17 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
     return deny("no_active_grant", "access.conf", "no live grant or advanced-diagnostics ticket")
 
 
-def _links(index: DecisionIndex, check: Check, now: float, recent: float) -> tuple[list[Link], bool, bool]:
+def _links(
+    index: DecisionIndex, check: Check, grant: Grant | None, now: float, recent: float
+) -> tuple[list[Link], bool, bool]:
     """The principal's live role links in the tenant (access.conf's g), and whether a
-    ticket closed since `recent` or an expired grant explains their absence. Times are
-    POSIX seconds, as the index keeps them."""
+    ticket closed since `recent` or an expired grant explains their absence. `grant` is
+    the first of the principal's grants in the tenant (a chain: Grant.next_grant). Times
+    are POSIX seconds, as the index keeps them."""
     links: list[Link] = []
     closed = expired = False
     wanted = check.support_request_id
     principal = check.principal
-    grant = index.grants.get(principal, EMPTY).get(check.tenant_id)
     while grant is not None:
         # A Grant is its expiry time, read from the grant itself (see Grant). float() makes
         # it a plain float, whose comparisons are a C call: a Grant's go through Python.
