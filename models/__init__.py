@@ -28,6 +28,7 @@ from peewee import (
     TextField,
 )
 from playhouse.db_url import connect, parse
+from playhouse.migrate import SchemaMigrator, migrate
 
 database = DatabaseProxy()
 
@@ -102,8 +103,9 @@ class AccessRequest(BaseModel):
     finished_at = UTCDateTimeField(null=True)  # any final state
     finished_by = CharField(max_length=256, null=True)
     # What the support request tenant is shown: a revocation there stays "approved"
-    # until the ticket closes (SPEC §5).
+    # until the access would have ended without it (SPEC §5), and when that was.
     support_request_view_status = CharField(max_length=16)
+    support_request_view_finished_at = UTCDateTimeField(null=True)
     rejection_reason = TextField(null=True)
 
     class Meta:
@@ -257,14 +259,18 @@ def connect_database(url: str, background_checkpoints: bool = False):
 
 
 def _add_new_columns(db) -> None:
-    """Columns added after a database was created (create_tables adds tables only)."""
-    table = AuditEvent._meta.table_name
-    if db.table_exists(table) and "read_bucket" not in {c.name for c in db.get_columns(table)}:
+    """Columns added after a database was created (create_tables adds tables only).
+    Each is nullable: rows written before it hold NULL, which the code reading it handles."""
+    migrator = SchemaMigrator.from_database(db)
+    for field in (AuditEvent.read_bucket, AccessRequest.support_request_view_finished_at):
+        table, column = field.model._meta.table_name, field.column_name
+        if not db.table_exists(table) or column in {c.name for c in db.get_columns(table)}:
+            continue
         try:
-            db.execute_sql(f"ALTER TABLE {table} ADD COLUMN read_bucket INTEGER")
+            migrate(migrator.add_column(table, column, type(field)(null=True)))
         except (OperationalError, ProgrammingError):
             # Another process starting at the same moment added it first.
-            if "read_bucket" not in {c.name for c in db.get_columns(table)}:
+            if column not in {c.name for c in db.get_columns(table)}:
                 raise
 
 

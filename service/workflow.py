@@ -163,7 +163,7 @@ def _finish_for_ticket_end(request: AccessRequest, actor, now: datetime, why: st
     elif request.status == APPROVED:
         _transition(request, COMPLETED, actor, now, "access_request.completed", {"reason": why})
     elif request.status == REVOKED and request.support_request_view_status == APPROVED:
-        _close_requester_view(request, actor, now, {"reason": why})
+        _close_requester_view(request, actor, now, {"reason": why}, ended_at=now)
 
 
 # --- access requests -------------------------------------------------------------
@@ -261,6 +261,9 @@ def finished_at_in_view(request: AccessRequest, view: str) -> datetime | None:
     if view == "support_request" and request.status == REVOKED:
         if request.support_request_view_status != COMPLETED:
             return None
+        if request.support_request_view_finished_at is not None:
+            return request.support_request_view_finished_at
+        # Rows completed before that column existed: the close or the expiry.
         ends = [t for t in (request.support_request.closed_at, request.access_expires_at) if t]
         return min(ends)
     return request.finished_at
@@ -428,10 +431,12 @@ def _transition(
     _event(activity, actor, request, tenants, details, now)
 
 
-def _close_requester_view(request: AccessRequest, actor, now: datetime, details: dict) -> None:
-    """A revoked request reaches its natural end: the support request tenant now sees
-    it as completed, with the same event an unrevoked request would have produced."""
+def _close_requester_view(request: AccessRequest, actor, now: datetime, details: dict, ended_at) -> None:
+    """A revoked request reaches its natural end (`ended_at`): the support request tenant
+    now sees it as completed then, with the same event an unrevoked request would have
+    produced."""
     request.support_request_view_status = COMPLETED
+    request.support_request_view_finished_at = ended_at
     request.save()
     tenants = [request.support_request_tenant_id]
     _event("access_request.completed", actor, request, tenants, details, now)
@@ -467,8 +472,9 @@ def sweep(now: datetime) -> int:
                     request, COMPLETED, SYSTEM, now, "access_request.completed", details, finished_at=at
                 )
             elif request.status == REVOKED and request.support_request_view_status == APPROVED:
-                details = {"reason": "grant_expired", "expired_at": isoformat(request.access_expires_at)}
-                _close_requester_view(request, SYSTEM, now, details)
+                at = request.access_expires_at
+                details = {"reason": "grant_expired", "expired_at": isoformat(at)}
+                _close_requester_view(request, SYSTEM, now, details, ended_at=at)
     return len(ids)
 
 

@@ -672,6 +672,8 @@ def _bob_sees(api, request) -> tuple[dict, list]:
         "ticket_closed",
         "grant_time_ends",
         "ticket_closed_after_grant_time",
+        "ticket_reassigned",
+        "ticket_reassigned_then_closed",
     ],
 )
 def test_support_request_tenant_cannot_tell_a_revoked_request_from_an_unrevoked_one(api, clock, ending):
@@ -684,17 +686,23 @@ def test_support_request_tenant_cannot_tell_a_revoked_request_from_an_unrevoked_
     assert api.post(url(removed, "revoke"), "alice").status_code == 200
     assert _bob_sees(api, kept) == _bob_sees(api, removed)
 
-    if ending == "ticket_closed":
-        clock.advance(hours=1)
-    else:
+    if ending == "grant_time_ends" or ending == "ticket_closed_after_grant_time":
         clock.advance(hours=8)
-    if ending != "grant_time_ends":
+    else:
+        clock.advance(hours=1)
+    if ending.startswith("ticket_reassigned"):  # which ends the engineer's access too
+        for ticket in tickets:
+            answer = api.post(f"{TICKETS}/{ticket['id']}/assign", "ops", {"engineer": "frank"})
+            assert answer.status_code == 200
+        clock.advance(minutes=30)
+    if ending.endswith("closed"):
         for ticket in tickets:
             assert api.post(f"{TICKETS}/{ticket['id']}/close", "bob").status_code == 200
 
     kept_view, removed_view = _bob_sees(api, kept), _bob_sees(api, removed)
     assert kept_view[0]["status"] == "completed"
     assert kept_view == removed_view
+    assert parse_time(removed_view[0]["finished_at"]) <= clock()  # never in the future
     assert status_seen_by(api, removed, "alice") == "revoked"
 
 

@@ -400,20 +400,23 @@ def test_the_support_trail_is_policy_data(tmp_path):
     assert [e["activity"] for e in answer.get_json()["items"]] == ["support_request.created"]
 
 
-def test_a_database_made_before_read_buckets_gains_the_column(tmp_path):
+def test_a_database_made_before_newer_columns_gains_them(tmp_path):
     import sqlite3
 
     from models import connect_database
 
     path = tmp_path / "older.db"
     connect_database(f"sqlite:///{path}").close()
-    with sqlite3.connect(path) as older:  # as the schema was before the column existed
+    with sqlite3.connect(path) as older:  # as the schema was before the columns existed
         older.execute("DROP INDEX auditevent_reads")
         older.execute("ALTER TABLE auditevent DROP COLUMN read_bucket")
+        older.execute("ALTER TABLE accessrequest DROP COLUMN support_request_view_finished_at")
     db = connect_database(f"sqlite:///{path}")
     with db.connection_context():
         assert "read_bucket" in {column.name for column in db.get_columns("auditevent")}
         assert "auditevent_reads" in {index.name for index in db.get_indexes("auditevent")}
+        columns = {column.name for column in db.get_columns("accessrequest")}
+        assert "support_request_view_finished_at" in columns
 
 
 # --- a request's several reads: one event in the chain, each read in its tenant's view ---
