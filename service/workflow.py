@@ -301,11 +301,20 @@ def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_rea
             request.rejection_reason = reject_reason
             _transition(request, REJECTED, viewer.caller, now, "access_request.rejected", details)
             return request
-        _add_approval(policy, viewer, request, tenant_id, party, now)
+        details = {}
+        if any(_missing(policy, request).values()):
+            _add_approval(policy, viewer, request, tenant_id, party, now)
+        else:
+            # The approvals already given cover every party again: an approver whose
+            # role had lapsed (its approval stopped counting, SPEC §3) holds one again.
+            # Adding an approval would be refused as already given, so without this the
+            # request could never move on. An eligible approver's call completes it.
+            _check_eligible(policy, viewer, request, tenant_id, party)
+            details["reason"] = "approvals_count_again"
         if not any(_missing(policy, request).values()):
             request.approved_at = now
             request.access_expires_at = now + _timing(policy, "max_grant_duration")
-            details = {"access_expires_at": isoformat(request.access_expires_at)}
+            details = {"access_expires_at": isoformat(request.access_expires_at), **details}
             _transition(request, APPROVED, viewer.caller, now, "access_request.approved", details)
     return request
 
@@ -329,12 +338,7 @@ def _add_approval(policy, viewer: Viewer, request, tenant_id: str, party: str, n
         raise Conflict(f"you already approved for the {party} party", code="already_approved")
     if _missing(policy, request).get(party, 0) == 0:
         raise Conflict(f"the {party} party has already approved", code="already_approved")
-    requirement = next(r for r in json.loads(request.requirements) if r["party"] == party)
-    if not _eligible(policy, viewer.principal, tenant_id, requirement.get("approver_roles") or []):
-        message = (
-            f"the policy lets only {', '.join(requirement['approver_roles'])} approve for the {party} party"
-        )
-        raise Forbidden(message, code="not_eligible_approver")
+    _check_eligible(policy, viewer, request, tenant_id, party)
     policy.hit("approval:distinct_approvers_across_parties")
     if policy.distinct_approvers_across_parties and any(a.approver == viewer.principal for a in approvals):
         message = "the policy requires a different approver for each party"
@@ -344,6 +348,15 @@ def _add_approval(policy, viewer: Viewer, request, tenant_id: str, party: str, n
     )
     details = {"tenant_id": tenant_id, "party": party}
     _event("access_request.approval_added", viewer.caller, request, _parties(request), details, now)
+
+
+def _check_eligible(policy, viewer: Viewer, request, tenant_id: str, party: str) -> None:
+    requirement = next(r for r in json.loads(request.requirements) if r["party"] == party)
+    if not _eligible(policy, viewer.principal, tenant_id, requirement.get("approver_roles") or []):
+        message = (
+            f"the policy lets only {', '.join(requirement['approver_roles'])} approve for the {party} party"
+        )
+        raise Forbidden(message, code="not_eligible_approver")
 
 
 def _missing(policy: Policy, request: AccessRequest) -> dict[str, int]:

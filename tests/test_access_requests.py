@@ -438,6 +438,49 @@ def test_approval_of_an_approver_who_lost_its_role_no_longer_counts(api, access_
     assert decide(api)["allowed"] is True
 
 
+@pytest.mark.parametrize(
+    ("who", "tenant_id"), [("bob", "fabrikam"), ("alice", "contoso"), ("alice2", "contoso")]
+)
+def test_a_request_whose_lapsed_approval_counts_again_can_still_be_approved(
+    api, access_request, who, tenant_id
+):
+    """alice approves, loses her role, bob approves (still pending), alice gets her role
+    back: both approvals count again, and no approval can be added. The request must not
+    be stuck: the next eligible approver's call approves it."""
+    role = "/v1/tenants/contoso/role-assignments"
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+    assert api.delete(f"{role}/alice/Global%20Administrator", "ops").status_code == 204
+    assert approve(api, access_request, "bob", "fabrikam").get_json()["status"] == "pending"
+    restored = api.put(role, "ops", {"principal": "alice", "role": "Global Administrator"})
+    assert restored.status_code in (200, 201)
+    assert decide(api)["allowed"] is False  # covered again, but nobody approved it since
+
+    answer = approve(api, access_request, who, tenant_id)
+
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "approved"
+    assert [(a["approver"], a["party"]) for a in answer.get_json()["approvals"]] == [
+        ("alice", "resource"),
+        ("bob", "support_request"),
+    ]
+    assert decide(api)["allowed"] is True
+    approved = audit_events(api, "contoso", "alice", "access_request.approved")
+    assert [(e["actor"], e["details"]["reason"]) for e in approved] == [(who, "approvals_count_again")]
+
+
+def test_completing_a_covered_request_still_needs_an_eligible_approver(api, access_request):
+    role = "/v1/tenants/contoso/role-assignments"
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+    assert api.delete(f"{role}/alice/Global%20Administrator", "ops").status_code == 204
+    assert approve(api, access_request, "bob", "fabrikam").status_code == 200
+    api.put(role, "ops", {"principal": "alice", "role": "Global Administrator"})
+
+    assert approve(api, access_request, "eve", "contoso").status_code in (403, 404)  # the requester
+    assert approve(api, access_request, "carol", "contoso").status_code in (403, 404)  # Global Reader
+    assert status_seen_by(api, access_request, "alice") == "pending"
+    assert decide(api)["allowed"] is False
+
+
 # --- reject ------------------------------------------------------------------------------
 
 
