@@ -11,12 +11,15 @@ from datetime import datetime, timedelta
 import jwt
 from flask import Flask, current_app, g, request
 
-from service.errors import ConfigError, Unauthorized
+from service.errors import ConfigError, Unauthorized, Unavailable
 
 AUDIENCE = "support-access"
 TIME_CLAIMS = ("exp", "nbf", "iat")
 VERIFIED_CACHE_SIZE = 10_000
-ASYMMETRIC = ["RS256", "ES256"]
+ASYMMETRIC = ("RS256", "ES256")
+# The audit log's columns for the caller (models.AuditEvent): a longer claim could not be
+# recorded, and an allowed read must be (SPEC §6).
+CLAIM_LENGTHS = {"sub": 256, "tid": 128}
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,10 @@ class TokenVerifier:
 
     def _verify(self, token: str) -> tuple[Caller, float]:
         try:
-            key, algorithms = self._key_for(token)
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=algorithms,
-                audience=AUDIENCE,
-                options={"require": ["exp", "sub", "aud"]},
-                leeway=0,
-            )
+            claims = self._claims(token)
+        except jwt.PyJWKClientConnectionError as exc:
+            # The keys' server is down: not the caller's fault, and no detail of ours to show.
+            raise Unavailable("the signing keys (SUPPORT_ACCESS_JWKS) cannot be fetched now") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from exc
         subject = claims.get("sub")
@@ -80,22 +78,55 @@ class TokenVerifier:
         tid = claims.get("tid")
         if tid is not None and not isinstance(tid, str):
             raise Unauthorized("invalid token: 'tid' must be a string", code="invalid_token")
+        for name, longest in CLAIM_LENGTHS.items():
+            if len(claims.get(name) or "") > longest:
+                message = f"invalid token: {name!r} must have at most {longest} characters"
+                raise Unauthorized(message, code="invalid_token")
         return Caller(subject, tid), float(claims["exp"])
 
-    def _key_for(self, token: str):
+    def _claims(self, token: str) -> dict:
+        """The token's claims, once its signature checks out with one of our keys."""
         header = jwt.get_unverified_header(token)
         algorithm = header.get("alg")
         if algorithm == "HS256" and self.secret:
-            return self.secret, ["HS256"]
-        if algorithm in ASYMMETRIC and self.jwk_client:
-            return self.jwk_client.get_signing_key_from_jwt(token).key, ASYMMETRIC
-        if algorithm in ASYMMETRIC and self.jwk_set:
-            kid = header.get("kid")
-            keys = [k for k in self.jwk_set.keys if kid is None or k.key_id == kid]
-            if not keys:
-                raise jwt.InvalidTokenError(f"no key with kid {kid!r}")
-            return keys[0].key, ASYMMETRIC
-        raise jwt.InvalidAlgorithmError(f"algorithm {algorithm!r} is not accepted")
+            return self._decode(token, self.secret, algorithm)
+        if algorithm not in ASYMMETRIC or not (self.jwk_client or self.jwk_set):
+            raise jwt.InvalidAlgorithmError(f"algorithm {algorithm!r} is not accepted")
+        keys = self._keys_for(algorithm, header.get("kid"))
+        if not keys:
+            raise jwt.InvalidTokenError(f"no {algorithm} key with kid {header.get('kid')!r}")
+        # Without a kid, any key of the token's algorithm may have signed it.
+        for key in keys[:-1]:
+            try:
+                return self._decode(token, key.key, algorithm)
+            except jwt.InvalidSignatureError:
+                continue
+        return self._decode(token, keys[-1].key, algorithm)
+
+    def _keys_for(self, algorithm: str, kid: str | None) -> list[jwt.PyJWK]:
+        """The JWKS keys that can check `algorithm` (an RSA key cannot check ES256), with
+        that kid if the token names one."""
+
+        def matching(keys: list[jwt.PyJWK]) -> list[jwt.PyJWK]:
+            return [k for k in keys if k.algorithm_name == algorithm and kid in (None, k.key_id)]
+
+        if self.jwk_set:
+            return matching(self.jwk_set.keys)
+        keys = matching(self.jwk_client.get_signing_keys())
+        if not keys and kid is not None:  # perhaps a key rotated in since the last fetch
+            keys = matching(self.jwk_client.get_signing_keys(refresh=True))
+        return keys
+
+    @staticmethod
+    def _decode(token: str, key, algorithm: str) -> dict:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=AUDIENCE,
+            options={"require": ["exp", "sub", "aud"]},
+            leeway=0,
+        )
 
 
 def mint_token(secret: str, subject: str, tenant: str, ttl: timedelta, now: datetime) -> str:

@@ -313,6 +313,83 @@ def test_jwks_app_refuses_public_key_used_as_hmac_secret(jwks_app, rsa_keys):
     assert_401(jwks_app.test_client().get(POLICY, headers=bearer(forged)))
 
 
+def test_jwks_token_without_kid_is_checked_with_every_key_of_its_algorithm(tmp_path, rsa_keys, ec_key):
+    first, second = rsa_keys
+    path = write_jwks(
+        tmp_path / "jwks.json", [("e1", ec_key, "ES256"), ("r1", first, "RS256"), ("r2", second, "RS256")]
+    )
+    keys = json.loads(path.read_text(encoding="utf-8"))
+    for entry in keys["keys"]:  # as many identity providers publish them: no "alg"
+        del entry["alg"]
+    path.write_text(json.dumps(keys), encoding="utf-8")
+    client = create_app(base_config(tmp_path, JWKS=str(path))).test_client()
+
+    for key, algorithm in ((first, "RS256"), (second, "RS256"), (ec_key, "ES256")):
+        signed = jwt.encode(claims(), key, algorithm=algorithm)  # no kid
+        answer = client.get(POLICY, headers=bearer(signed))
+        assert answer.status_code != 401, (algorithm, answer.get_json())
+    assert_401(client.get(POLICY, headers=bearer(jwt.encode(claims(), rsa_key(), algorithm="RS256"))))
+
+
+@pytest.mark.parametrize(("algorithm", "kid"), [("RS256", "k2"), ("ES256", "k1")])
+def test_jwks_token_naming_a_key_of_another_type_is_refused(jwks_app, rsa_keys, ec_key, algorithm, kid):
+    """k1 is RSA and k2 EC: a token naming the wrong one is a bad token (401), not a 500."""
+    key = rsa_keys[0] if algorithm == "RS256" else ec_key
+    signed = jwt.encode(claims(), key, algorithm=algorithm, headers={"kid": kid})
+    assert_401(jwks_app.test_client().get(POLICY, headers=bearer(signed)))
+    assert_401(jwks_app.test_client().post("/v1/decisions", json={}, headers=bearer(signed)))
+
+
+@pytest.fixture
+def jwks_server(tmp_path, rsa_keys):
+    """A JWKS served over HTTP on 127.0.0.1 (k1, RS256); yields its URL."""
+    import http.server
+    import threading
+
+    write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/jwks.json"
+    server.shutdown()
+    server.server_close()
+
+
+def test_jwks_url_keys_are_used_with_or_without_kid(tmp_path, jwks_server, rsa_keys, ec_key):
+    client = create_app(base_config(tmp_path, JWKS=jwks_server)).test_client()
+    good, stranger = rsa_keys
+    for headers in ({"kid": "k1"}, None):
+        signed = jwt.encode(claims(), good, algorithm="RS256", headers=headers)
+        assert client.get(POLICY, headers=bearer(signed)).status_code != 401
+    assert_401(client.get(POLICY, headers=bearer(jwt.encode(claims(), stranger, algorithm="RS256"))))
+    wrong_type = jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "k1"})
+    assert_401(client.get(POLICY, headers=bearer(wrong_type)))
+
+
+def test_jwks_url_that_cannot_be_reached_is_503_not_a_bad_token(tmp_path, rsa_keys):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = create_app(base_config(tmp_path, JWKS=f"http://127.0.0.1:{port}/jwks.json")).test_client()
+    signed = jwt.encode(claims(), rsa_keys[0], algorithm="RS256", headers={"kid": "k1"})
+
+    answer = client.get(POLICY, headers=bearer(signed))
+
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "unavailable"
+    assert str(port) not in answer.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("claim", "longest"), [("sub", 256), ("tid", 128)])
+def test_claims_longer_than_the_audit_log_holds_are_refused(client, claim, longest):
+    """The audit log records sub and tid (API.md "Identity"); PostgreSQL would refuse a
+    longer value, and an allowed read that cannot be recorded must not happen."""
+    assert client.get(POLICY, headers=bearer(hs256(**{claim: "o" * longest}))).status_code != 401
+    assert_401(client.get(POLICY, headers=bearer(hs256(**{claim: "o" * (longest + 1)}))))
+
+
 # --- the token CLI -------------------------------------------------------------------------
 
 
