@@ -31,9 +31,20 @@ class DirectoryFile:
 def check_tenant_id(tenant_id: str, field: str) -> None:
     """Refuse (400) a tenant id that no endpoint would take: every body and path bounds
     tenant_id as the OpenAPI document's TenantIdPath does."""
-    schema = openapi_document()["components"]["parameters"]["TenantIdPath"]["schema"]
+    components = openapi_document()["components"]
+    _check_length(tenant_id, components["parameters"]["TenantIdPath"]["schema"], field)
+
+
+def check_principal(principal: str, field: str) -> None:
+    """Refuse (400) a principal longer than a role assignment holds, as the OpenAPI
+    document's RoleAssignmentPut does (PostgreSQL would refuse it: a 500)."""
+    components = openapi_document()["components"]
+    _check_length(principal, components["schemas"]["RoleAssignmentPut"]["properties"]["principal"], field)
+
+
+def _check_length(value: str, schema: dict, field: str) -> None:
     low, high = schema["minLength"], schema["maxLength"]
-    if not low <= len(tenant_id) <= high:
+    if not low <= len(value) <= high:
         raise BadRequest(f"{field}: must have {low} to {high} characters", code="invalid_field")
 
 
@@ -143,6 +154,7 @@ def read_directory_file(path: str | Path, policy: Policy, provider: str) -> Dire
     for index, entry in enumerate(document.get("role_assignments") or []):
         place = f"role_assignments[{index}]"
         tenant, principal, role = _fields(path, place, entry, ("tenant", "principal", "role"))
+        check_principal(principal, f"{path}: {place}.principal")
         if tenant not in tenants:
             raise BadRequest(f"{path}: {place}.tenant: unknown tenant {tenant!r}")
         canonical = check_role(policy, provider, tenant, role, f"{path}: {place}.role")

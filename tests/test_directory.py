@@ -150,6 +150,12 @@ def test_import_refuses_a_tenant_id_no_endpoint_would_take(runner, api, tmp_path
     assert f"tenants[{index}].id" in result.output and "128" in result.output
 
 
+def test_import_refuses_a_principal_longer_than_an_assignment_holds(runner, api, tmp_path):
+    index = len(base_document()["role_assignments"])
+    entry = {"tenant": "contoso", "principal": "p" * 257, "role": "Global Administrator"}
+    bad_import(runner, tmp_path, entry, f"role_assignments[{index}].principal", "256")
+
+
 def test_removed_assignment_stays_without_prune(runner, api, tmp_path):
     document = base_document()
     document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "frank"]
@@ -353,6 +359,26 @@ def test_delete_role_assignment_then_404(api):
     assert second.status_code == 404
     assert set(second.get_json()["error"]) == {"code", "message"}
     assert file_ticket(api, "alice", "contoso").status_code == 403
+
+
+def test_a_delete_answer_has_no_body_and_no_content_type(api):
+    answer = api.delete("/v1/tenants/contoso/role-assignments/sam/" + quote("Security Reader"), "ops")
+    assert answer.status_code == 204
+    assert answer.get_data() == b"" and "Content-Type" not in answer.headers
+
+
+@pytest.mark.parametrize("principal", ["svc/bot", "spiffe://example.org/ns/diag", "a/b/c"])
+def test_a_principal_holding_a_slash_can_be_removed_as_it_was_added(api, principal):
+    body = {"principal": principal, "role": "Security Reader"}
+    assert api.put("/v1/tenants/contoso/role-assignments", "ops", body).status_code == 201
+    assert api.get("/v1/audit-events?tenant_id=contoso", principal).status_code == 200
+    url = f"/v1/tenants/contoso/role-assignments/{quote(principal, safe='')}/" + quote("Security Reader")
+
+    assert api.delete(url, "ops").status_code == 204
+
+    assert api.get("/v1/audit-events?tenant_id=contoso", principal).status_code == 404
+    assert api.delete(url, "ops").status_code == 404
+    assert api.get("/v1/audit-events?tenant_id=contoso", "sam").status_code == 200  # others kept
 
 
 def test_delete_role_assignment_by_template_id(api):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
 from models import Tenant
 from service import directory
@@ -39,9 +39,23 @@ def put_role_assignment(tenant_id: str):
     return jsonify(answer), 201 if created else 200
 
 
-@bp.delete("/<tenant_id>/role-assignments/<principal>/<path:role>")
-def delete_role_assignment(tenant_id: str, principal: str, role: str):
+@bp.delete("/<tenant_id>/role-assignments/<path:assignment>")
+def delete_role_assignment(tenant_id: str, assignment: str):
+    """`assignment` is `{principal}/{role}`. Werkzeug decodes `%2F` before routing, so a
+    `/` inside the principal or the role cannot be told from the one between them: each
+    split is tried, the shortest principal first, and the one naming an assignment that
+    exists is removed."""
     operator = require_operator()
-    if not directory.delete_role_assignment(policy(), tenant_id, principal, role, operator.caller, now()):
-        raise NotFound(f"no role {role!r} for {principal!r} in tenant {tenant_id!r}")
-    return "", 204
+    parts = assignment.split("/")
+    splits = [("/".join(parts[:i]), "/".join(parts[i:])) for i in range(1, len(parts))]
+    for principal, role in splits:
+        if directory.delete_role_assignment(policy(), tenant_id, principal, role, operator.caller, now()):
+            return no_content()
+    principal, role = splits[0] if splits else (assignment, "")
+    raise NotFound(f"no role {role!r} for {principal!r} in tenant {tenant_id!r}")
+
+
+def no_content() -> Response:
+    response = Response(status=204)
+    del response.headers["Content-Type"]  # there is no body to describe
+    return response
