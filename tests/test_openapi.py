@@ -490,6 +490,11 @@ def test_error_responses_match_the_document(app, api, client, contract, ticket, 
     assert "resource" in error["message"]
     expect(400, "GET", "/v1/audit-events", "alice")
     expect(400, "GET", "/v1/access-requests?status=bogus", "eve")
+    # A NUL character in the path or a query parameter, on operations with no body
+    assert expect(400, "GET", "/v1/support-requests/sr-%00", "bob")["code"] == "invalid_field"
+    assert expect(400, "GET", f"{request_url}?tenant_id=%00", "alice")["code"] == "invalid_query"
+    assert expect(400, "GET", "/v1/policy?x=%00", "ops")["code"] == "invalid_query"
+    expect(400, "DELETE", "/v1/tenants/contoso/role-assignments/a%00/Global%20Reader", "ops")
 
     url = "/v1/support-requests"
     response = client.post(url, data="title=x", headers=auth("bob"), content_type="text/plain")

@@ -39,19 +39,17 @@ def put_role_assignment(tenant_id: str):
     return jsonify(answer), 201 if created else 200
 
 
-@bp.delete("/<tenant_id>/role-assignments/<path:assignment>")
-def delete_role_assignment(tenant_id: str, assignment: str):
-    """`assignment` is `{principal}/{role}`. Werkzeug decodes `%2F` before routing, so a
-    `/` inside the principal or the role cannot be told from the one between them: each
-    split is tried, the shortest principal first, and the one naming an assignment that
-    exists is removed."""
+@bp.delete("/<tenant_id>/role-assignments/<path:principal>/<path:role>")
+def delete_role_assignment(tenant_id: str, principal: str, role: str):
+    """Werkzeug decodes `%2F` before routing, so a `/` inside the principal or the role
+    cannot be told from the one between them: each split is tried, the shortest
+    principal first, and the one naming an assignment that exists is removed."""
     operator = require_operator()
-    parts = assignment.split("/")
+    parts = f"{principal}/{role}".split("/")
     splits = [("/".join(parts[:i]), "/".join(parts[i:])) for i in range(1, len(parts))]
     for principal, role in splits:
         if directory.delete_role_assignment(policy(), tenant_id, principal, role, operator.caller, now()):
             return no_content()
-    principal, role = splits[0] if splits else (assignment, "")
     raise NotFound(f"no role {role!r} for {principal!r} in tenant {tenant_id!r}")
 
 
