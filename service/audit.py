@@ -243,8 +243,9 @@ def holds_reads(activity: str, tenant_id: str | None) -> bool:
 
 
 def expand(event: AuditEvent, tenant_id: str) -> list[AuditEvent]:
-    """The reads of `tenant_id` an event of several reads holds, each as its own event."""
-    return [
+    """The reads of `tenant_id` an event of several reads holds, each as its own event
+    (`part` numbers them within it, for their `position`)."""
+    reads = [
         AuditEvent(
             seq=event.seq,
             id=entry["id"],
@@ -260,6 +261,23 @@ def expand(event: AuditEvent, tenant_id: str) -> list[AuditEvent]:
         for entry in orjson.loads(event.details)["reads"]
         if entry["tenant_id"] == tenant_id
     ]
+    for part, read in enumerate(reads):
+        read.part = part
+    return reads
+
+
+def position(event: AuditEvent) -> str:
+    """Where an event stands in the log, as `after` takes it: its chain row, and which of
+    the tenant's reads in that row it is (several share one row, and one time)."""
+    return f"{event.seq}.{getattr(event, 'part', 0)}"
+
+
+def parse_position(text: str) -> tuple[int, int]:
+    """A `position` back as (seq, part); ValueError if it is not one."""
+    seq, dot, part = text.partition(".")
+    if not (seq.isdigit() and dot and part.isdigit()):
+        raise ValueError("not an event position")
+    return int(seq), int(part)
 
 
 def time_forms(time: datetime) -> tuple[str, str]:
@@ -465,6 +483,7 @@ def to_json(event: AuditEvent) -> dict[str, Any]:
         "target": event.target,
         "result": event.result,
         "details": json.loads(event.details),
+        "position": position(event),
     }
 
 
@@ -474,9 +493,11 @@ def view(
     activity: str | None,
     limit: int,
     only: tuple[str, ...] | None = None,
+    after: tuple[int, int] | None = None,
 ) -> list:
     """Events tenant `tenant_id` may see, oldest first; with `only`, just the activities
-    those patterns name (`x.y`, or `x.*` for a family)."""
+    those patterns name (`x.y`, or `x.*` for a family); with `after` (a `position`), just
+    those after that event."""
     flush_reads()
     shown = (
         AuditEvent.select()
@@ -502,6 +523,8 @@ def view(
     for query in (shown, reads, several_reads):
         if since is not None:
             query = query.where(AuditEvent.time >= since)
+        if after is not None:
+            query = query.where(AuditEvent.seq >= after[0])
         if activity:
             query = query.where(AuditEvent.activity == activity)
         if only is not None:
@@ -510,7 +533,11 @@ def view(
                 for p in only
             ]
             query = query.where(reduce(operator.or_, matches)) if matches else query.where(False)
-        parts.append(query.order_by(AuditEvent.seq).limit(limit))
+        # One row more than `limit`: the row `after` names may yield nothing new.
+        parts.append(query.order_by(AuditEvent.seq).limit(limit + 1))
     # Each row of several reads holds one or more of the tenant's: `limit` rows are enough.
     parts[2] = (read for event in parts[2].iterator() for read in expand(event, tenant_id))
-    return list(itertools.islice(heapq.merge(*parts, key=lambda event: event.seq), limit))
+    events = heapq.merge(*parts, key=lambda event: event.seq)
+    if after is not None:
+        events = (e for e in events if (e.seq, getattr(e, "part", 0)) > after)
+    return list(itertools.islice(events, limit))

@@ -234,6 +234,38 @@ def test_limit_takes_the_oldest_events_whatever_their_kind(api, approved_request
     assert view(api, "alice", "contoso", since=since, limit=3) == full[-4:-1]
 
 
+@pytest.mark.parametrize("limit", [1, 2, 5, 7])
+def test_paging_with_after_returns_every_event_once_even_when_times_tie(api, approved_request, limit):
+    """A batch's reads share one time (and one chain row), so `since` cannot page through
+    them; `after`, set to the last event's `position`, does, for any page size."""
+    checks = [read_check(resource=f"diagnostics/{c}") for c in ("signInLogs", "auditLogs")] * 6
+    assert api.put("/v1/tenants/contoso", "ops", {"name": "Contoso again"}).status_code == 200
+    answer = api.post("/v1/decisions/batch", "diag-tool", {"checks": checks})
+    assert all(r["allowed"] for r in answer.get_json()["results"])
+    assert api.put("/v1/tenants/contoso", "ops", {"name": "Contoso"}).status_code == 200
+    everything = view(api, "alice", "contoso")
+    assert len({e["time"] for e in everything if e["activity"] == "diagnostics.read"}) == 1
+
+    pages, after = [], None
+    for _ in range(len(everything) + 1):  # bounded: a broken `after` would page forever
+        page = view(api, "alice", "contoso", limit=limit, **({"after": after} if after else {}))
+        pages.append(page)
+        if len(page) < limit:
+            break
+        after = page[-1]["position"]
+
+    assert [e for page in pages for e in page] == everything
+    assert len(pages) == len(everything) // limit + 1
+
+
+@pytest.mark.parametrize("after", ["", "12", "a.0", "1.b", "-1.0", "1.0.0"])
+def test_a_bad_after_is_a_400(api, after):
+    answer = api.get(f"/v1/audit-events?tenant_id=contoso&after={after}", "alice")
+    assert answer.status_code == 400
+    assert answer.get_json()["error"]["code"] == "invalid_query"
+    assert "after" in answer.get_json()["error"]["message"]
+
+
 def test_view_shows_the_support_access_story(api, history):
     activities = [item["activity"] for item in view(api, "alice", "contoso")]
     for expected in (

@@ -22,6 +22,7 @@ def list_events():
         raise NotFound(f"tenant {tenant_id!r} not found")
     since = query_time("since")
     limit = query_int("limit", 1000, 1, 10000)
+    after = query_position("after")
     workflow.sweep(now())
     only = None
     if tenant_id not in current.log_reader_of and not current.is_operator:
@@ -29,5 +30,16 @@ def list_events():
         current_policy = policy()
         current_policy.hit("audit:support_trail")
         only = current_policy.support_trail
-    events = audit.view(tenant_id, since, request.args.get("activity") or None, limit, only)
+    events = audit.view(tenant_id, since, request.args.get("activity") or None, limit, only, after)
     return jsonify({"items": [audit.to_json(e) for e in events]})
+
+
+def query_position(name: str) -> tuple[int, int] | None:
+    value = request.args.get(name)
+    if value is None:
+        return None
+    try:
+        return audit.parse_position(value)
+    except ValueError as exc:
+        message = f"{name}: not an event position (an event's `position`, e.g. 1234.0)"
+        raise BadRequest(message, code="invalid_query") from exc
