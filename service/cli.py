@@ -20,6 +20,7 @@ EXIT_BAD_INPUT = 2
 EXIT_INVALID_POLICY = 3
 EXIT_CASE_FAILED = 4
 EXIT_COVERAGE = 5
+EXIT_NO_CASES = 6
 
 
 @directory_cli.command("import")
@@ -73,7 +74,8 @@ def policy_test(path: str | None, text: str | None, coverage: bool, threshold: f
     """Validate the policies and run their YAML test suites (policies/tests/*_test.yaml).
 
     Exit codes: 0 all pass, 3 invalid policy or suite, 4 a case failed, 5 coverage below
-    the threshold.
+    the threshold, 6 no case ran (no suite, or --filter matched none: a typo in CI
+    must not pass).
     """
     from service.errors import PolicyError
     from service.policy_tests import SuiteRunner, coverage_report, load_suite, suite_paths
@@ -112,6 +114,10 @@ def policy_test(path: str | None, text: str | None, coverage: bool, threshold: f
             click.echo(f"  {line}")
     if failed:
         sys.exit(EXIT_CASE_FAILED)
+    if not passed:
+        where = f"matches --filter {text!r}" if text else f"is in {directory}/tests"
+        click.echo(f"no test case ran: none {where}", err=True)
+        sys.exit(EXIT_NO_CASES)
     if threshold is not None and percent < threshold:
         click.echo(f"coverage {percent:.1f}% is below the threshold {threshold:g}%", err=True)
         sys.exit(EXIT_COVERAGE)
@@ -164,11 +170,18 @@ def _load_or_exit(directory):
 
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Check the audit log's hash chain; exit 1 naming the first bad event."""
+    """Check the audit log's hash chain; exit 1 naming the first bad event, 2 if the
+    store cannot be read (which says nothing about the chain)."""
+    import peewee
+
     from service.audit import verify_chain
 
-    with database.connection_context():
-        report = verify_chain()
+    try:
+        with database.connection_context():
+            report = verify_chain()
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        click.echo(f"cannot read the audit log: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     if report.ok:
         click.echo(f"ok: {report.checked} events, chain intact")
         return
@@ -181,7 +194,9 @@ def audit_verify() -> None:
 @with_appcontext
 @click.option("--sub", required=True, help="Principal id (the directory's principal).")
 @click.option("--tenant", "tenant", required=True, help="The tenant signed in to (tid).")
-@click.option("--ttl", default=3600, show_default=True, help="Lifetime in seconds.")
+@click.option(
+    "--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="Lifetime in seconds."
+)
 def token(sub: str, tenant: str, ttl: int) -> None:
     """Mint a development HS256 token (needs SUPPORT_ACCESS_JWT_SECRET)."""
     from service.auth import mint_token
@@ -189,6 +204,8 @@ def token(sub: str, tenant: str, ttl: int) -> None:
     secret = current_app.config["JWT_SECRET"]
     if not secret:
         raise click.ClickException("SUPPORT_ACCESS_JWT_SECRET is not set")
+    if not sub.strip():
+        raise click.BadParameter("must not be empty (the service refuses such a token)", param_hint="--sub")
     click.echo(mint_token(secret, sub, tenant, timedelta(seconds=ttl), system_now()))
 
 

@@ -155,7 +155,7 @@ def read_directory_file(path: str | Path, policy: Policy, provider: str) -> Dire
         place = f"role_assignments[{index}]"
         tenant, principal, role = _fields(path, place, entry, ("tenant", "principal", "role"))
         check_principal(principal, f"{path}: {place}.principal")
-        if tenant not in tenants:
+        if tenant not in tenants and not tenant_exists(tenant):  # a file may add to the directory
             raise BadRequest(f"{path}: {place}.tenant: unknown tenant {tenant!r}")
         canonical = check_role(policy, provider, tenant, role, f"{path}: {place}.role")
         assignments.add((tenant, principal, canonical))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,20 @@ def history(app, api, approved_request):
 def test_verify_passes_on_an_intact_log(runner, history):
     result = verify(runner)
     assert result.exit_code == 0, result.output
+
+
+def test_verify_tells_an_unreadable_store_from_a_tampered_log(app, runner, tmp_path, database_url):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("makes the SQLite file unopenable")
+    path = tmp_path / "test.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.mkdir()  # a directory where the database file was: it cannot be opened
+
+    result = verify(runner)
+
+    assert result.exit_code == 2, result.output
+    assert "cannot read the audit log" in result.output and "tampered" not in result.output
 
 
 def test_verify_passes_on_the_initial_log(runner):

@@ -410,6 +410,15 @@ def test_token_cli_mints_an_accepted_token(app, runner, client):
     assert decoded["sub"] == "ops" and decoded["tid"] == "provider"
 
 
+@pytest.mark.parametrize(
+    "args", [["--sub", "", "--tenant", "provider"], ["--sub", "ops", "--tenant", "p", "--ttl", "0"]]
+)
+def test_token_cli_refuses_a_token_the_service_would_refuse(app, runner, args):
+    with app.app_context():
+        result = runner.invoke(args=["token", *args])
+    assert result.exit_code != 0 and "eyJ" not in result.output, result.output
+
+
 def test_token_cli_ttl_is_honoured(app, runner):
     minted = mint(app, runner, "--sub", "ops", "--tenant", "provider", "--ttl", "60")
     decoded = jwt.decode(minted, SECRET, algorithms=["HS256"], audience="support-access")

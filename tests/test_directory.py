@@ -150,6 +150,13 @@ def test_import_refuses_a_tenant_id_no_endpoint_would_take(runner, api, tmp_path
     assert f"tenants[{index}].id" in result.output and "128" in result.output
 
 
+def test_a_file_may_assign_roles_in_tenants_imported_before(runner, api, tmp_path):
+    document = {"role_assignments": [{"tenant": "contoso", "principal": "zoe", "role": "Security Reader"}]}
+    result = run_import(runner, write_directory(tmp_path, document))
+    assert result.exit_code == 0, result.output
+    assert api.get("/v1/audit-events?tenant_id=contoso", "zoe").status_code == 200
+
+
 def test_import_refuses_a_principal_longer_than_an_assignment_holds(runner, api, tmp_path):
     index = len(base_document()["role_assignments"])
     entry = {"tenant": "contoso", "principal": "p" * 257, "role": "Global Administrator"}

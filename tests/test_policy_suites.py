@@ -260,9 +260,20 @@ def test_filter_leaves_a_failing_case_out(runner, tmp_path):
     assert counts(result.output) == (1, 0)
 
 
-def test_filter_matching_nothing_runs_nothing(runner):
+def test_filter_matching_nothing_runs_nothing_and_fails(runner):
+    """A typo in a CI job's --filter must not pass silently."""
     result = runner.invoke(args=["policy", "test", "--filter", "no case is called like this"])
     assert counts(result.output) == (0, 0)
+    assert result.exit_code == 6, result.output
+    assert "no case is called like this" in result.output
+
+
+def test_a_policy_directory_without_suites_fails_the_test_command(runner, tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    for suite in (policy_dir / "tests").glob("*_test.yaml"):
+        suite.unlink()
+    result = runner.invoke(args=["policy", "test", str(policy_dir)])
+    assert result.exit_code == 6, result.output
 
 
 # --- invalid suites ------------------------------------------------------------------
