@@ -483,7 +483,6 @@ def to_json(event: AuditEvent) -> dict[str, Any]:
         "target": event.target,
         "result": event.result,
         "details": json.loads(event.details),
-        "position": position(event),
     }
 
 

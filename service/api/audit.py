@@ -31,7 +31,7 @@ def list_events():
         current_policy.hit("audit:support_trail")
         only = current_policy.support_trail
     events = audit.view(tenant_id, since, request.args.get("activity") or None, limit, only, after)
-    return jsonify({"items": [audit.to_json(e) for e in events]})
+    return jsonify({"items": [{**audit.to_json(e), "position": audit.position(e)} for e in events]})
 
 
 def query_position(name: str) -> tuple[int, int] | None:
