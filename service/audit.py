@@ -276,7 +276,7 @@ def parse_position(text: str) -> tuple[int, int]:
     """A `position` back as (seq, part); ValueError if it is not one."""
     seq, dot, part = text.partition(".")
     if not (seq.isdigit() and dot and part.isdigit()):
-        raise ValueError("not an event position")
+        raise ValueError("expected <row>.<part>, as in 1234.0")
     return int(seq), int(part)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, request
 
@@ -12,6 +13,8 @@ from service.errors import BadRequest, Forbidden
 from service.policy import Policy
 from service.validation import json_object, read_body, refuse_nul_characters, validate
 from service.viewer import Viewer, viewer_for
+
+T = TypeVar("T")
 
 PUBLIC_ENDPOINTS = {"health.openapi"}  # the API description itself needs no token
 
@@ -92,14 +95,20 @@ def require_operator() -> Viewer:
     return current
 
 
-def query_time(name: str):
+def query_parsed(name: str, parse: Callable[[str], T], expected: str) -> T | None:
+    """Query parameter `name` through `parse` (None if absent); a 400 naming what was
+    expected if `parse` raises ValueError."""
     value = request.args.get(name)
     if value is None:
         return None
     try:
-        return clock.parse_iso(value)
+        return parse(value)
     except ValueError as exc:
-        raise BadRequest(f"{name}: not an ISO 8601 UTC time ({exc})", code="invalid_query") from exc
+        raise BadRequest(f"{name}: not {expected} ({exc})", code="invalid_query") from exc
+
+
+def query_time(name: str):
+    return query_parsed(name, clock.parse_iso, "an ISO 8601 UTC time")
 
 
 def query_choice(name: str, choices: tuple[str, ...]) -> str | None:

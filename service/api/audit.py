@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from service import audit, workflow
-from service.api import now, policy, query_int, query_time, viewer
+from service.api import now, policy, query_int, query_parsed, query_time, viewer
 from service.errors import BadRequest, NotFound
 
 bp = Blueprint("audit", __name__, url_prefix="/v1/audit-events")
@@ -22,7 +22,7 @@ def list_events():
         raise NotFound(f"tenant {tenant_id!r} not found")
     since = query_time("since")
     limit = query_int("limit", 1000, 1, 10000)
-    after = query_position("after")
+    after = query_parsed("after", audit.parse_position, "an event's position")
     workflow.sweep(now())
     only = None
     if tenant_id not in current.log_reader_of and not current.is_operator:
@@ -32,14 +32,3 @@ def list_events():
         only = current_policy.support_trail
     events = audit.view(tenant_id, since, request.args.get("activity") or None, limit, only, after)
     return jsonify({"items": [{**audit.to_json(e), "position": audit.position(e)} for e in events]})
-
-
-def query_position(name: str) -> tuple[int, int] | None:
-    value = request.args.get(name)
-    if value is None:
-        return None
-    try:
-        return audit.parse_position(value)
-    except ValueError as exc:
-        message = f"{name}: not an event position (an event's `position`, e.g. 1234.0)"
-        raise BadRequest(message, code="invalid_query") from exc
