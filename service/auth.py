@@ -17,8 +17,9 @@ AUDIENCE = "support-access"
 TIME_CLAIMS = ("exp", "nbf", "iat")
 VERIFIED_CACHE_SIZE = 10_000
 ASYMMETRIC = ("RS256", "ES256")
-# The audit log's columns for the caller (models.AuditEvent): a longer claim could not be
-# recorded, and an allowed read must be (SPEC §6).
+JWKS_FETCH_TIMEOUT = 5  # seconds
+# The audit log's columns for the caller (models.AuditEvent): a longer claim (or one
+# holding a NUL) could not be recorded, and an allowed read must be (SPEC §6).
 CLAIM_LENGTHS = {"sub": 256, "tid": 128}
 
 
@@ -39,7 +40,8 @@ class TokenVerifier:
         self.jwk_client = None
         self.jwk_set = None
         if jwks and jwks.startswith(("http://", "https://")):
-            self.jwk_client = jwt.PyJWKClient(jwks, cache_keys=True)
+            # A short timeout: a worker waiting on an unreachable key server answers nobody.
+            self.jwk_client = jwt.PyJWKClient(jwks, cache_keys=True, timeout=JWKS_FETCH_TIMEOUT)
         elif jwks:
             try:
                 with open(jwks, encoding="utf-8") as handle:
@@ -82,6 +84,8 @@ class TokenVerifier:
             if len(claims.get(name) or "") > longest:
                 message = f"invalid token: {name!r} must have at most {longest} characters"
                 raise Unauthorized(message, code="invalid_token")
+            if "\x00" in (claims.get(name) or ""):  # PostgreSQL text cannot hold it
+                raise Unauthorized(f"invalid token: {name!r} holds a NUL character", code="invalid_token")
         return Caller(subject, tid), float(claims["exp"])
 
     def _claims(self, token: str) -> dict:
@@ -104,18 +108,16 @@ class TokenVerifier:
         return self._decode(token, keys[-1].key, algorithm)
 
     def _keys_for(self, algorithm: str, kid: str | None) -> list[jwt.PyJWK]:
-        """The JWKS keys that can check `algorithm` (an RSA key cannot check ES256), with
-        that kid if the token names one."""
-
-        def matching(keys: list[jwt.PyJWK]) -> list[jwt.PyJWK]:
-            return [k for k in keys if k.algorithm_name == algorithm and kid in (None, k.key_id)]
-
-        if self.jwk_set:
-            return matching(self.jwk_set.keys)
-        keys = matching(self.jwk_client.get_signing_keys())
-        if not keys and kid is not None:  # perhaps a key rotated in since the last fetch
-            keys = matching(self.jwk_client.get_signing_keys(refresh=True))
-        return keys
+        """The JWKS signing keys that can check `algorithm` (an RSA key cannot check
+        ES256), with that kid if the token names one."""
+        if self.jwk_client and kid is not None:
+            # The client fetches the set again for a kid it does not know (a rotated
+            # key), at most once per cooldown whatever the tokens it is shown.
+            keys = [self.jwk_client.get_signing_key(kid)]
+        else:
+            jwk_set = self.jwk_set or self.jwk_client.get_jwk_set()
+            keys = [k for k in jwk_set.keys if kid in (None, k.key_id)]
+        return [k for k in keys if k.algorithm_name == algorithm and k.public_key_use in ("sig", None)]
 
     @staticmethod
     def _decode(token: str, key, algorithm: str) -> dict:

@@ -340,23 +340,48 @@ def test_jwks_token_naming_a_key_of_another_type_is_refused(jwks_app, rsa_keys, 
     assert_401(jwks_app.test_client().post("/v1/decisions", json={}, headers=bearer(signed)))
 
 
+class JwksServer:
+    """A JWKS served over HTTP on 127.0.0.1 from `path`, counting the fetches."""
+
+    def __init__(self, path: Path):
+        import http.server
+        import threading
+
+        self.path, self.fetches = path, 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.fetches += 1
+                body = outer.path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/jwks.json"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture
 def jwks_server(tmp_path, rsa_keys):
-    """A JWKS served over HTTP on 127.0.0.1 (k1, RS256); yields its URL."""
-    import http.server
-    import threading
-
-    write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/jwks.json"
-    server.shutdown()
-    server.server_close()
+    """k1 (RS256) served over HTTP."""
+    server = JwksServer(write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")]))
+    yield server
+    server.close()
 
 
 def test_jwks_url_keys_are_used_with_or_without_kid(tmp_path, jwks_server, rsa_keys, ec_key):
-    client = create_app(base_config(tmp_path, JWKS=jwks_server)).test_client()
+    client = create_app(base_config(tmp_path, JWKS=jwks_server.url)).test_client()
     good, stranger = rsa_keys
     for headers in ({"kid": "k1"}, None):
         signed = jwt.encode(claims(), good, algorithm="RS256", headers=headers)
@@ -364,6 +389,38 @@ def test_jwks_url_keys_are_used_with_or_without_kid(tmp_path, jwks_server, rsa_k
     assert_401(client.get(POLICY, headers=bearer(jwt.encode(claims(), stranger, algorithm="RS256"))))
     wrong_type = jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "k1"})
     assert_401(client.get(POLICY, headers=bearer(wrong_type)))
+
+
+def test_jwks_url_keys_without_kid_check_tokens_without_kid(tmp_path, rsa_keys):
+    path = write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
+    keys = json.loads(path.read_text(encoding="utf-8"))
+    del keys["keys"][0]["kid"]
+    path.write_text(json.dumps(keys), encoding="utf-8")
+    server = JwksServer(path)
+    try:
+        client = create_app(base_config(tmp_path, JWKS=server.url)).test_client()
+        signed = jwt.encode(claims(), rsa_keys[0], algorithm="RS256")
+        assert client.get(POLICY, headers=bearer(signed)).status_code != 401
+    finally:
+        server.close()
+
+
+def test_tokens_naming_unknown_keys_do_not_make_the_service_fetch_the_keys_each_time(
+    tmp_path, jwks_server, rsa_keys
+):
+    """Anyone can send a token with a made-up kid; each must not cost a fetch of the
+    key server (PyJWKClient refreshes for an unknown kid at most once per cooldown)."""
+    client = create_app(base_config(tmp_path, JWKS=jwks_server.url)).test_client()
+    assert (
+        client.get(
+            POLICY, headers=bearer(jwt.encode(claims(), rsa_keys[0], "RS256", {"kid": "k1"}))
+        ).status_code
+        != 401
+    )
+    for n in range(20):
+        forged = jwt.encode(claims(), rsa_keys[1], algorithm="RS256", headers={"kid": f"made-up-{n}"})
+        assert_401(client.get(POLICY, headers=bearer(forged)))
+    assert jwks_server.fetches <= 2
 
 
 def test_jwks_url_that_cannot_be_reached_is_503_not_a_bad_token(tmp_path, rsa_keys):
@@ -380,6 +437,12 @@ def test_jwks_url_that_cannot_be_reached_is_503_not_a_bad_token(tmp_path, rsa_ke
     assert answer.status_code == 503
     assert answer.get_json()["error"]["code"] == "unavailable"
     assert str(port) not in answer.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("claim", ["sub", "tid"])
+def test_claims_holding_a_nul_character_are_refused(client, claim):
+    """PostgreSQL cannot store U+0000 in the audit log, where sub and tid are recorded."""
+    assert_401(client.get(POLICY, headers=bearer(hs256(**{claim: "ops\u0000"}))))
 
 
 @pytest.mark.parametrize(("claim", "longest"), [("sub", 256), ("tid", 128)])
