@@ -266,18 +266,10 @@ def expand(event: AuditEvent, tenant_id: str) -> list[AuditEvent]:
     return reads
 
 
-def position(event: AuditEvent) -> str:
-    """Where an event stands in the log, as `after` takes it: its chain row, and which of
-    the tenant's reads in that row it is (several share one row, and one time)."""
-    return f"{event.seq}.{getattr(event, 'part', 0)}"
-
-
-def parse_position(text: str) -> tuple[int, int]:
-    """A `position` back as (seq, part); ValueError if it is not one."""
-    seq, dot, part = text.partition(".")
-    if not (seq.isdigit() and dot and part.isdigit()):
-        raise ValueError("expected <row>.<part>, as in 1234.0")
-    return int(seq), int(part)
+def position(event: AuditEvent) -> tuple[int, int]:
+    """Where an event stands in the log: its chain row, and which of the tenant's reads in
+    that row it is (several share one row, and one time)."""
+    return event.seq, getattr(event, "part", 0)
 
 
 def time_forms(time: datetime) -> tuple[str, str]:

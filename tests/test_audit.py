@@ -252,7 +252,7 @@ def test_limit_takes_the_oldest_events_whatever_their_kind(api, approved_request
 @pytest.mark.parametrize("limit", [1, 2, 5, 7])
 def test_paging_with_after_returns_every_event_once_even_when_times_tie(api, approved_request, limit):
     """A batch's reads share one time (and one chain row), so `since` cannot page through
-    them; `after`, set to the last event's `position`, does, for any page size."""
+    them; `after`, set to the answer's `next_after`, does, for any page size."""
     checks = [read_check(resource=f"diagnostics/{c}") for c in ("signInLogs", "auditLogs")] * 6
     assert api.put("/v1/tenants/contoso", "ops", {"name": "Contoso again"}).status_code == 200
     answer = api.post("/v1/decisions/batch", "diag-tool", {"checks": checks})
@@ -263,17 +263,31 @@ def test_paging_with_after_returns_every_event_once_even_when_times_tie(api, app
 
     pages, after = [], None
     for _ in range(len(everything) + 1):  # bounded: a broken `after` would page forever
-        page = view(api, "alice", "contoso", limit=limit, **({"after": after} if after else {}))
-        pages.append(page)
-        if len(page) < limit:
+        query = f"tenant_id=contoso&limit={limit}" + (f"&after={after}" if after else "")
+        answer = api.get(f"/v1/audit-events?{query}", "alice").get_json()
+        pages.append(answer["items"])
+        if len(answer["items"]) < limit:
             break
-        after = page[-1]["position"]
+        after = answer["next_after"]
 
     assert [e for page in pages for e in page] == everything
     assert len(pages) == len(everything) // limit + 1
 
 
-@pytest.mark.parametrize("after", ["", "12", "a.0", "1.b", "-1.0", "1.0.0"])
+def test_next_after_shows_nothing_of_the_log_and_polls_on_from_the_end(api, approved_request):
+    first = api.get("/v1/audit-events?tenant_id=contoso", "alice").get_json()
+    token = first["next_after"]
+    assert token and not re.search(r"[0-9]+\.[0-9]+", token)  # opaque: no row number to read
+    assert api.get(f"/v1/audit-events?tenant_id=contoso&after={token}", "alice").get_json() == {
+        "items": [],
+        "next_after": token,  # nothing new: poll on from the same place
+    }
+    assert api.put("/v1/tenants/contoso", "ops", {"name": "Contoso renamed"}).status_code == 200
+    new = api.get(f"/v1/audit-events?tenant_id=contoso&after={token}", "alice").get_json()
+    assert [e["activity"] for e in new["items"]] == ["directory.changed"]
+
+
+@pytest.mark.parametrize("after", ["", "12", "1.0", "99999999999999999999.0", "gAAAAAB-not-a-token"])
 def test_a_bad_after_is_a_400(api, after):
     answer = api.get(f"/v1/audit-events?tenant_id=contoso&after={after}", "alice")
     assert answer.status_code == 400
