@@ -301,20 +301,12 @@ def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_rea
             request.rejection_reason = reject_reason
             _transition(request, REJECTED, viewer.caller, now, "access_request.rejected", details)
             return request
-        details = {}
-        if any(_missing(policy, request).values()):
-            _add_approval(policy, viewer, request, tenant_id, party, now)
-        else:
-            # The approvals already given cover every party again: an approver whose
-            # role had lapsed (its approval stopped counting, SPEC §3) holds one again.
-            # Adding an approval would be refused as already given, so without this the
-            # request could never move on. An eligible approver's call completes it.
-            _check_eligible(policy, viewer, request, tenant_id, party)
-            details["reason"] = "approvals_count_again"
+        _drop_lapsed_approvals(policy, request, now)
+        _add_approval(policy, viewer, request, tenant_id, party, now)
         if not any(_missing(policy, request).values()):
             request.approved_at = now
             request.access_expires_at = now + _timing(policy, "max_grant_duration")
-            details = {"access_expires_at": isoformat(request.access_expires_at), **details}
+            details = {"access_expires_at": isoformat(request.access_expires_at)}
             _transition(request, APPROVED, viewer.caller, now, "access_request.approved", details)
     return request
 
@@ -350,12 +342,30 @@ def _add_approval(policy, viewer: Viewer, request, tenant_id: str, party: str, n
     _event("access_request.approval_added", viewer.caller, request, _parties(request), details, now)
 
 
-def _check_eligible(policy, viewer: Viewer, request, tenant_id: str, party: str) -> None:
+def _drop_lapsed_approvals(policy: Policy, request: AccessRequest, now: datetime) -> None:
+    """An approval whose approver no longer holds a qualifying role no longer counts
+    (SPEC §3), and it stays void if the role comes back: the party must approve again.
+    Kept, it would count again then, with every party covered and yet no approval left
+    to give that would move the request on. Audited like the approval it undoes."""
+    for approval in list(request.approvals):
+        tenant = _tenant_of(request, approval.party)
+        if _eligible(policy, approval.approver, tenant, _approver_roles(request, approval.party)):
+            continue
+        approval.delete_instance()
+        details = {"tenant_id": tenant, "party": approval.party, "approver": approval.approver}
+        details["reason"] = "approver_role_lost"
+        _event("access_request.approval_lapsed", SYSTEM, request, _parties(request), details, now)
+
+
+def _approver_roles(request: AccessRequest, party: str) -> list[str]:
     requirement = next(r for r in json.loads(request.requirements) if r["party"] == party)
-    if not _eligible(policy, viewer.principal, tenant_id, requirement.get("approver_roles") or []):
-        message = (
-            f"the policy lets only {', '.join(requirement['approver_roles'])} approve for the {party} party"
-        )
+    return requirement.get("approver_roles") or []
+
+
+def _check_eligible(policy, viewer: Viewer, request, tenant_id: str, party: str) -> None:
+    roles = _approver_roles(request, party)
+    if not _eligible(policy, viewer.principal, tenant_id, roles):
+        message = f"the policy lets only {', '.join(roles)} approve for the {party} party"
         raise Forbidden(message, code="not_eligible_approver")
 
 
