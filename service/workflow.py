@@ -110,7 +110,7 @@ def assign_ticket(policy: Policy, viewer: Viewer, ticket_id: str, engineer: str,
         ticket.assigned_engineer = engineer
         ticket.save()
         if previous:  # the old engineer's access ends with its assignment
-            for request in ticket.access_requests.where(AccessRequest.engineer == previous):
+            for request in _locked_requests(ticket, AccessRequest.engineer == previous):
                 _finish_for_ticket_end(request, viewer, now, "reassigned")
         details = {"engineer": engineer, "previous_engineer": previous}
         _ticket_event("support_request.assigned", viewer, ticket, details, now)
@@ -146,13 +146,22 @@ def close_ticket(viewer: Viewer, ticket_id: str, now: datetime) -> SupportReques
             raise Conflict("the support request is already closed", code="support_request_closed")
         ticket.status, ticket.closed_at = "closed", now
         ticket.save()
-        for request in ticket.access_requests:
+        for request in _locked_requests(ticket):
             _finish_for_ticket_end(request, viewer, now, "support_request_closed")
         tenants = {ticket.tenant_id}
         if ticket.access_requests.exists():
             tenants.add(ticket.resource_tenant_id)
         audit.record("support_request.closed", viewer.caller, ticket.tenant_id, tenants, ticket.id, {}, now)
     return ticket
+
+
+def _locked_requests(ticket: SupportRequest, *conditions) -> list[AccessRequest]:
+    """The ticket's access requests, locked (PostgreSQL) like every other transition's
+    row: a revoke or expiry committed meanwhile is then seen, not overwritten."""
+    query = AccessRequest.select().where(AccessRequest.support_request == ticket.id, *conditions)
+    if not is_sqlite(database.obj):
+        query = query.order_by(AccessRequest.id).for_update()
+    return list(query)
 
 
 def _finish_for_ticket_end(request: AccessRequest, actor, now: datetime, why: str) -> None:

@@ -953,6 +953,31 @@ def test_concurrent_approvals_for_both_parties_end_approved_once(app, api):
         assert decide(api, support_request_id=ticket["id"])["allowed"] is True
 
 
+@pytest.mark.parametrize("ending", ["close", "reassign"])
+def test_a_revoke_racing_the_tickets_end_is_never_overwritten(app, api, ending):
+    """Both commit: the request ends revoked for the resource tenant (and completed for
+    the support request tenant), never completed over a revoke that answered 200."""
+    for round_number in range(10):
+        ticket = new_ticket(api, title=f"race {round_number}")
+        request = new_request(api, ticket)
+        assert approve(api, request, "alice", "contoso").status_code == 200
+        assert approve(api, request, "bob", "fabrikam").get_json()["status"] == "approved"
+        end = (
+            ("bob", "POST", f"{TICKETS}/{ticket['id']}/close", None)
+            if ending == "close"
+            else ("ops", "POST", f"{TICKETS}/{ticket['id']}/assign", {"engineer": "frank"})
+        )
+
+        results = _race(app, [("alice", "POST", url(request, "revoke"), None), end])
+
+        (revoke_status, _), (end_status, _) = results
+        assert end_status == 200, results
+        assert revoke_status in (200, 409), results
+        seen_by_resource = status_seen_by(api, request, "alice")
+        assert seen_by_resource == ("revoked" if revoke_status == 200 else "completed"), results
+        assert status_seen_by(api, request, "bob") == "completed"
+
+
 def test_final_approval_racing_a_ticket_close_never_leaves_access(app, api):
     for round_number in range(10):
         ticket = new_ticket(api, title=f"race {round_number}")
