@@ -526,7 +526,7 @@ def view(
             query = query.where(reduce(operator.or_, matches)) if matches else query.where(False)
         # One row more than `limit`: the row `after` names may yield nothing new.
         parts.append(query.order_by(AuditEvent.seq).limit(limit + 1))
-    # Each row of several reads holds one or more of the tenant's: `limit` rows are enough.
+    # Each row of several reads holds one or more of the tenant's: `limit` + 1 rows are enough.
     parts[2] = (read for event in parts[2].iterator() for read in expand(event, tenant_id))
     events = heapq.merge(*parts, key=lambda event: event.seq)
     if after is not None:

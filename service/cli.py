@@ -35,7 +35,7 @@ def directory_import(file: str, prune: bool) -> None:
     provider = current_app.config["PROVIDER_TENANT"]
     with database.connection_context():
         try:
-            parsed = directory.read_directory_file(file, store.current, provider)
+            parsed = directory.read_directory_file(file, store.current, provider, complete=prune)
         except BadRequest as exc:
             raise click.ClickException(exc.message) from exc
         counts = directory.import_directory(

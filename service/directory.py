@@ -97,6 +97,20 @@ def put_role_assignment(
         return True
 
 
+def holds_role(policy: Policy, tenant_id: str, principal: str, role: str) -> bool:
+    """Does `principal` hold `role` (display name or template id) in `tenant_id`?"""
+    canonical = policy.canonical_role(role) or role
+    return (
+        RoleAssignment.select()
+        .where(
+            (RoleAssignment.tenant_id == tenant_id)
+            & (RoleAssignment.principal == principal)
+            & (RoleAssignment.role == canonical)
+        )
+        .exists()
+    )
+
+
 def delete_role_assignment(
     policy: Policy, tenant_id: str, principal: str, role: str, actor, now: datetime
 ) -> bool:
@@ -130,8 +144,12 @@ def check_role(policy: Policy, provider: str, tenant_id: str, role: str, field: 
 # --- the directory file ------------------------------------------------------------
 
 
-def read_directory_file(path: str | Path, policy: Policy, provider: str) -> DirectoryFile:
-    """Parse and validate a directory YAML file (API.md "Directory")."""
+def read_directory_file(
+    path: str | Path, policy: Policy, provider: str, complete: bool = False
+) -> DirectoryFile:
+    """Parse and validate a directory YAML file (API.md "Directory"). A file may assign
+    roles in tenants imported before, unless it is to be `complete` (imported with
+    --prune, which removes what it does not list): then it must list them."""
     try:
         document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -155,8 +173,9 @@ def read_directory_file(path: str | Path, policy: Policy, provider: str) -> Dire
         place = f"role_assignments[{index}]"
         tenant, principal, role = _fields(path, place, entry, ("tenant", "principal", "role"))
         check_principal(principal, f"{path}: {place}.principal")
-        if tenant not in tenants and not tenant_exists(tenant):  # a file may add to the directory
-            raise BadRequest(f"{path}: {place}.tenant: unknown tenant {tenant!r}")
+        if tenant not in tenants and (complete or not tenant_exists(tenant)):
+            listed = " (with --prune the file is the whole directory: list it)" if complete else ""
+            raise BadRequest(f"{path}: {place}.tenant: unknown tenant {tenant!r}{listed}")
         canonical = check_role(policy, provider, tenant, role, f"{path}: {place}.role")
         assignments.add((tenant, principal, canonical))
     return DirectoryFile(provider, tenants, assignments)

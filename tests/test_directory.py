@@ -157,6 +157,15 @@ def test_a_file_may_assign_roles_in_tenants_imported_before(runner, api, tmp_pat
     assert api.get("/v1/audit-events?tenant_id=contoso", "zoe").status_code == 200
 
 
+def test_a_file_pruning_the_directory_must_list_the_tenants_it_assigns_in(runner, api, tmp_path):
+    """With --prune the file is the whole directory: one listing no tenants would remove
+    every assignment but its own, operators' included."""
+    document = {"role_assignments": [{"tenant": "contoso", "principal": "zoe", "role": "Security Reader"}]}
+    result = runner.invoke(args=["directory", "import", str(write_directory(tmp_path, document)), "--prune"])
+    assert result.exit_code != 0 and "contoso" in result.output and "--prune" in result.output
+    assert api.get("/v1/audit-events?tenant_id=contoso", "alice").status_code == 200  # nothing removed
+
+
 def test_import_refuses_a_principal_longer_than_an_assignment_holds(runner, api, tmp_path):
     index = len(base_document()["role_assignments"])
     entry = {"tenant": "contoso", "principal": "p" * 257, "role": "Global Administrator"}

@@ -45,12 +45,13 @@ def delete_role_assignment(tenant_id: str, principal: str, role: str):
     cannot be told from the one between them: each split is tried, the shortest
     principal first, and the one naming an assignment that exists is removed."""
     operator = require_operator()
+    current = policy()
     parts = f"{principal}/{role}".split("/")
     splits = [("/".join(parts[:i]), "/".join(parts[i:])) for i in range(1, len(parts))]
-    for principal, role in splits:
-        if directory.delete_role_assignment(policy(), tenant_id, principal, role, operator.caller, now()):
-            return no_content()
-    raise NotFound(f"no role {role!r} for {principal!r} in tenant {tenant_id!r}")
+    held = [(p, r) for p, r in splits if directory.holds_role(current, tenant_id, p, r)]
+    if not held or not directory.delete_role_assignment(current, tenant_id, *held[0], operator.caller, now()):
+        raise NotFound(f"no role assignment {'/'.join(parts)!r} (principal/role) in tenant {tenant_id!r}")
+    return no_content()
 
 
 def no_content() -> Response:
