@@ -171,7 +171,8 @@ def _load_or_exit(directory):
 @audit_cli.command("verify")
 def audit_verify() -> None:
     """Check the audit log's hash chain; exit 1 naming the first bad event, 2 if the
-    store cannot be read (which says nothing about the chain)."""
+    store fails while the chain is read (which says nothing about the chain). A store
+    that cannot be opened at all stops every command before it starts (exit 1)."""
     import peewee
 
     from service.audit import verify_chain
@@ -204,8 +205,14 @@ def token(sub: str, tenant: str, ttl: int) -> None:
     secret = current_app.config["JWT_SECRET"]
     if not secret:
         raise click.ClickException("SUPPORT_ACCESS_JWT_SECRET is not set")
+    from service.auth import CLAIM_LENGTHS
+
     if not sub.strip():
         raise click.BadParameter("must not be empty (the service refuses such a token)", param_hint="--sub")
+    for option, value, claim in (("--sub", sub, "sub"), ("--tenant", tenant, "tid")):
+        if len(value) > CLAIM_LENGTHS[claim]:
+            message = f"at most {CLAIM_LENGTHS[claim]} characters (the service refuses more)"
+            raise click.BadParameter(message, param_hint=option)
     click.echo(mint_token(secret, sub, tenant, timedelta(seconds=ttl), system_now()))
 
 

@@ -57,6 +57,8 @@ def test_verify_passes_on_an_intact_log(runner, history):
 
 
 def test_verify_tells_an_unreadable_store_from_a_tampered_log(app, runner, tmp_path, database_url):
+    """The store goes away after the command started (as a PostgreSQL restart during a
+    long verify would): exit 2, not the 1 of a tampered log."""
     if not database_url.startswith("sqlite"):
         pytest.skip("makes the SQLite file unopenable")
     path = tmp_path / "test.db"

@@ -474,7 +474,13 @@ def test_token_cli_mints_an_accepted_token(app, runner, client):
 
 
 @pytest.mark.parametrize(
-    "args", [["--sub", "", "--tenant", "provider"], ["--sub", "ops", "--tenant", "p", "--ttl", "0"]]
+    "args",
+    [
+        ["--sub", "", "--tenant", "provider"],
+        ["--sub", "ops", "--tenant", "p", "--ttl", "0"],
+        ["--sub", "o" * 257, "--tenant", "provider"],
+        ["--sub", "ops", "--tenant", "p" * 129],
+    ],
 )
 def test_token_cli_refuses_a_token_the_service_would_refuse(app, runner, args):
     with app.app_context():
