@@ -99,16 +99,7 @@ def put_role_assignment(
 
 def holds_role(policy: Policy, tenant_id: str, principal: str, role: str) -> bool:
     """Does `principal` hold `role` (display name or template id) in `tenant_id`?"""
-    canonical = policy.canonical_role(role) or role
-    return (
-        RoleAssignment.select()
-        .where(
-            (RoleAssignment.tenant_id == tenant_id)
-            & (RoleAssignment.principal == principal)
-            & (RoleAssignment.role == canonical)
-        )
-        .exists()
-    )
+    return RoleAssignment.select().where(_assignment(policy, tenant_id, principal, role)).exists()
 
 
 def delete_role_assignment(
@@ -116,19 +107,22 @@ def delete_role_assignment(
 ) -> bool:
     canonical = policy.canonical_role(role) or role
     with transaction():
-        deleted = (
-            RoleAssignment.delete()
-            .where(
-                (RoleAssignment.tenant_id == tenant_id)
-                & (RoleAssignment.principal == principal)
-                & (RoleAssignment.role == canonical)
-            )
-            .execute()
-        )
+        deleted = RoleAssignment.delete().where(_assignment(policy, tenant_id, principal, role)).execute()
         if deleted:
             details = {"change": "role_assignment.removed", "principal": principal, "role": canonical}
             audit.record("directory.changed", actor, tenant_id, [tenant_id], principal, details, now)
         return bool(deleted)
+
+
+def _assignment(policy: Policy, tenant_id: str, principal: str, role: str):
+    """The role assignment row(s), the role given by display name or template id (a role
+    the policy no longer knows by its stored name)."""
+    canonical = policy.canonical_role(role) or role
+    return (
+        (RoleAssignment.tenant_id == tenant_id)
+        & (RoleAssignment.principal == principal)
+        & (RoleAssignment.role == canonical)
+    )
 
 
 def check_role(policy: Policy, provider: str, tenant_id: str, role: str, field: str) -> str:
