@@ -49,6 +49,17 @@ class TokenVerifier:
             except (OSError, ValueError, jwt.PyJWTError) as exc:
                 raise ConfigError(f"SUPPORT_ACCESS_JWKS: cannot load {jwks}: {exc}") from exc
 
+    def keys_reachable(self) -> bool:
+        """Can tokens be checked now? Only a JWKS URL can be out of reach (its keys are
+        cached for minutes, so this fetches rarely)."""
+        if self.jwk_client is None:
+            return True
+        try:
+            self.jwk_client.get_jwk_set()
+        except jwt.PyJWKClientError:
+            return False
+        return True
+
     def verify(self, token: str) -> Caller:
         """The caller a token names; verified tokens are remembered until they expire, so
         a client reusing its token pays for the signature check once."""

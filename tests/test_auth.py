@@ -445,6 +445,23 @@ def test_claims_holding_a_nul_character_are_refused(client, claim):
     assert_401(client.get(POLICY, headers=bearer(hs256(**{claim: "ops\u0000"}))))
 
 
+def test_readyz_says_not_ready_while_the_jwks_url_cannot_be_fetched(tmp_path, rsa_keys):
+    """Every /v1 call would answer 503 then: a load balancer should send calls elsewhere."""
+    path = write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
+    server = JwksServer(path)
+    app = create_app(base_config(tmp_path, JWKS=server.url))
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    server.close()
+    app.extensions["token_verifier"].jwk_client.jwk_set_cache = None  # as when the cache runs out
+
+    answer = client.get("/readyz")
+
+    assert answer.status_code == 503
+    assert "signing keys" in answer.get_json()["error"]["message"]
+    assert client.get("/healthz").status_code == 200
+
+
 @pytest.mark.parametrize(("claim", "longest"), [("sub", 256), ("tid", 128)])
 def test_claims_longer_than_the_audit_log_holds_are_refused(client, claim, longest):
     """The audit log records sub and tid (API.md "Identity"); PostgreSQL would refuse a

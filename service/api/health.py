@@ -28,6 +28,8 @@ def readyz():
         problems.append("store unreachable")
     if not current_app.extensions["policy_store"].loaded:
         problems.append("no policy loaded")
+    if not current_app.extensions["token_verifier"].keys_reachable():
+        problems.append("signing keys (SUPPORT_ACCESS_JWKS) cannot be fetched")
     if problems:
         body = {"error": {"code": "not_ready", "message": "; ".join(problems)}}
         return jsonify(body), 503
