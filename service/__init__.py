@@ -21,6 +21,20 @@ ENV_PREFIX = "SUPPORT_ACCESS_"
 
 
 def create_app(test_config: dict | None = None) -> Flask:
+    """The app; while the store cannot be opened, a stand-in that is up but not ready and
+    builds the app once it can (service/starting.py)."""
+    from service.starting import STORE_ERRORS, waiting_app
+
+    try:
+        return _create_app(test_config)
+    except STORE_ERRORS as exc:
+        config = configured_app(test_config).config
+        app = waiting_app(config, lambda: _create_app(test_config), exc)
+        cli.init_app(app)  # audit verify then says the store cannot be read (exit 2)
+        return app
+
+
+def _create_app(test_config: dict | None) -> Flask:
     app = configured_app(test_config)
     app.json = OrjsonProvider(app)
     auth.init_app(app)

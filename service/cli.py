@@ -171,8 +171,8 @@ def _load_or_exit(directory):
 @audit_cli.command("verify")
 def audit_verify() -> None:
     """Check the audit log's hash chain; exit 1 naming the first bad event, 2 if the
-    store fails while the chain is read (which says nothing about the chain). A store
-    that cannot be opened at all stops every command before it starts (exit 1)."""
+    store cannot be opened or fails while the chain is read (which says nothing about
+    the chain)."""
     import peewee
 
     from service.audit import verify_chain

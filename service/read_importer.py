@@ -12,26 +12,42 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 
 from models import connect_database
 from service import configured_app, read_journal_directory
 from service.read_journal import Importer
+from service.starting import STORE_ERRORS
+
+STORE_RETRY = 1.0  # seconds between attempts to open the store
 
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="[importer] %(levelname)s %(message)s")
     app = configured_app()
-    db = connect_database(app.config["DATABASE_URL"], background_checkpoints=True)
     # The server that started us (service/serve.py says which): we end when it has, also
     # if that happened before we got here (then our parent is no longer it).
     server = int(os.environ.get("SUPPORT_ACCESS_SERVER_PID") or os.getppid())
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+
+    def keep_going() -> bool:
+        return not stopping and os.getppid() == server
+
+    db = None
+    while db is None and keep_going():
+        try:
+            db = connect_database(app.config["DATABASE_URL"], background_checkpoints=True)
+        except STORE_ERRORS as exc:  # the workers wait too (service/starting.py)
+            logging.warning("the data store cannot be opened, retrying: %s", exc)
+            time.sleep(STORE_RETRY)
+    if db is None:
+        return
     directory = read_journal_directory(app)
     directory.mkdir(parents=True, exist_ok=True)
     with db.connection_context():
-        Importer(directory, db).run(lambda: not stopping and os.getppid() == server)
+        Importer(directory, db).run(keep_going)
 
 
 if __name__ == "__main__":

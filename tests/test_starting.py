@@ -1,0 +1,61 @@
+"""A store that cannot be opened at start (API.md: /healthz is up, /readyz is not)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import create_app, starting
+from tests.conftest import DIRECTORY_FILE, SECRET, auth, read_check
+
+
+@pytest.fixture
+def unopenable(tmp_path, monkeypatch):
+    """An app whose SQLite file lies in a folder that does not exist yet; retries at once."""
+    monkeypatch.setattr(starting, "RETRY_INTERVAL", 0.0)
+    folder = tmp_path / "not-yet"
+    config = {
+        "TESTING": True,
+        "DATABASE_URL": f"sqlite:///{folder / 'store.db'}",
+        "JWT_SECRET": SECRET,
+        "DECISION_LOG": str(tmp_path / "decisions.log"),
+        "READ_JOURNAL_DIR": str(tmp_path / "journal"),
+    }
+    return create_app(config), folder, config
+
+
+def test_the_process_is_up_but_not_ready_while_the_store_cannot_be_opened(unopenable):
+    app, _, _ = unopenable
+    client = app.test_client()
+
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["error"]["code"] == "not_ready"
+    for answer in (
+        client.get("/v1/support-requests", headers=auth("bob")),
+        client.post("/v1/decisions", json=read_check(), headers=auth("diag-tool")),
+    ):
+        assert answer.status_code == 503, answer.get_data(as_text=True)
+        assert answer.get_json()["error"]["code"] == "store_unavailable"
+        assert "not-yet" not in answer.get_json()["error"]["message"]  # no paths or hosts
+
+
+def test_once_the_store_can_be_opened_the_service_answers(unopenable):
+    app, folder, config = unopenable
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 503
+
+    folder.mkdir()
+
+    assert client.get("/readyz").status_code == 200
+    importer = create_app(config).test_cli_runner()  # as an operator's command would
+    assert importer.invoke(args=["directory", "import", str(DIRECTORY_FILE)]).exit_code == 0
+    assert client.get("/v1/support-requests", headers=auth("bob")).status_code == 200
+    decision = client.post("/v1/decisions", json=read_check(), headers=auth("diag-tool"))
+    assert decision.status_code == 200 and decision.get_json()["allowed"] is False
+
+
+def test_audit_verify_says_the_store_cannot_be_read(unopenable):
+    app, _, _ = unopenable
+    result = app.test_cli_runner().invoke(args=["audit", "verify"])
+    assert result.exit_code == 2, result.output
+    assert "cannot read the audit log" in result.output
