@@ -12,7 +12,7 @@ from flask import Flask
 from models import connect_database, database, is_sqlite
 from service import auth, cli, errors_http
 from service.clock import system_now
-from service.errors import ConfigError, PolicyError
+from service.errors import PolicyError, PolicyNotLoaded
 from service.json_provider import OrjsonProvider
 from service.policy import REPO_POLICY_DIR
 from service.policy_store import PolicyStore
@@ -21,13 +21,13 @@ ENV_PREFIX = "SUPPORT_ACCESS_"
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """The app; while the store cannot be opened, a stand-in that is up but not ready and
-    builds the app once it can (service/starting.py)."""
-    from service.starting import STORE_ERRORS, waiting_app
+    """The app; while the store cannot be opened or no policy loads, a stand-in that is up
+    but not ready and builds the app once it can (service/starting.py)."""
+    from service.starting import NOT_READY, waiting_app
 
     try:
         return _create_app(test_config)
-    except STORE_ERRORS as exc:
+    except NOT_READY as exc:
         config = configured_app(test_config).config
         app = waiting_app(config, lambda: _create_app(test_config), exc)
         cli.init_app(app)  # audit verify then says the store cannot be read (exit 2)
@@ -134,13 +134,14 @@ def _init_database(app: Flask) -> None:
 
 
 def _init_policy(app: Flask) -> None:
-    """Refuse to start without a good policy: a half-loaded policy is never served."""
+    """No start without a good policy (a half-loaded one is never served): without one,
+    and without a last good copy, the worker waits up but not ready (service/starting.py)."""
     store = PolicyStore(app.config["POLICY_DIR"], app.config["POLICY_SNAPSHOT_DIR"])
     try:
         store.reload(app.config["CLOCK"]())
     except PolicyError as exc:
         if not store.start_from_snapshot(app.config["CLOCK"](), exc):
-            raise ConfigError(f"policy in {store.directory} does not load: {exc.message}") from exc
+            raise PolicyNotLoaded(f"policy in {store.directory} does not load: {exc.message}") from exc
     app.extensions["policy_store"] = store
     if app.config.get("TESTING"):
         return

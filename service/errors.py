@@ -72,3 +72,8 @@ class PolicyValidationError(PolicyError):
 
 class ConfigError(SupportAccessError):
     """The service is configured in a way it cannot start with."""
+
+
+class PolicyNotLoaded(ConfigError):
+    """No policy loads at start, and there is no last good copy: the worker is up but
+    not ready until one does (service/starting.py)."""

@@ -1,16 +1,20 @@
-"""Up but not ready: the app served while the store cannot be opened at start.
+"""Up but not ready: the app served while a worker cannot start for want of its store or
+of a good policy.
 
 API.md: `/healthz` answers 200 once the process is up, `/readyz` 200 only when the store
-is reachable. A worker whose database is down when it starts (PostgreSQL still booting,
-a network partition) therefore serves this small app instead of exiting: `/healthz` 200,
-`/readyz` 503, every other call 503 `store_unavailable`. Each such call (at most one a
-second) tries to build the real app again; once that works, the real app answers every
-call from then on.
+is reachable and a policy is loaded. A worker whose database cannot be opened when it
+starts (PostgreSQL still booting, a network partition), or that finds the policy files
+broken with no last good copy, therefore serves this small app instead of exiting:
+`/healthz` 200, `/readyz` 503, every other call 503 (`store_unavailable` or
+`policy_unavailable`: a policy that does not load is never served, not even in part).
+Calls (at most one a second) try to build the real app again; once that works, the
+real app answers every call from then on.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,19 +22,21 @@ from collections.abc import Callable
 import peewee
 from flask import Flask, jsonify
 
+from service.errors import PolicyNotLoaded
 from service.errors_http import error_response
 
 log = logging.getLogger("support_access")
 RETRY_INTERVAL = 1.0  # seconds between attempts to build the real app
 STORE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+NOT_READY = (*STORE_ERRORS, PolicyNotLoaded)
 
 
 def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception) -> Flask:
     app = Flask(__name__)
     app.config.update(config)
-    state = {"tried_at": time.monotonic()}
+    state = {"tried_at": time.monotonic(), "error": first_error}
     lock = threading.Lock()
-    log.error("the data store cannot be opened; not ready, retrying: %s", first_error)
+    log.error("not ready, retrying: %s", first_error)
 
     def real_app() -> Flask | None:
         """The real app if it can be built now (one attempt a second, one at a time)."""
@@ -39,9 +45,10 @@ def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception
                 state["tried_at"] = time.monotonic()
                 try:
                     state["app"] = build()
-                    log.warning("the store is reachable: serving")
-                except STORE_ERRORS as exc:
-                    log.error("the data store still cannot be opened: %s", exc)
+                    log.warning("ready: serving")
+                except NOT_READY as exc:
+                    state["error"] = exc
+                    log.error("still not ready: %s", exc)
             return state.get("app")
 
     def wsgi(environ, start_response):
@@ -52,13 +59,18 @@ def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception
 
     @app.get("/healthz")
     def healthz():
-        return jsonify({"status": "ok"})
+        return jsonify({"status": "ok", "pid": os.getpid()})
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     @app.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def not_ready(path: str):
-        code = "not_ready" if path == "readyz" else "store_unavailable"
-        return error_response(503, code, "the data store cannot be opened; see the service log")
+        # The causes stay in the service log: a caller learns no host, path or policy text.
+        if isinstance(state["error"], PolicyNotLoaded):
+            code, problem = "policy_unavailable", "no policy is loaded"
+        else:
+            code, problem = "store_unavailable", "the data store cannot be opened"
+        code = "not_ready" if path == "readyz" else code
+        return error_response(503, code, f"{problem}; see the service log")
 
     waiting_wsgi = app.wsgi_app
     app.wsgi_app = wsgi

@@ -12,10 +12,10 @@ import yaml
 
 from service import create_app
 from service import policy as policy_module
-from service.errors import ConfigError, PolicyError
+from service.errors import PolicyError
 from service.policy import REPO_POLICY_DIR, load_policy
 from service.policy_store import PolicyStore
-from tests.conftest import SECRET, START, read_check
+from tests.conftest import SECRET, START, auth, read_check
 
 ROLES_TSV = Path(__file__).with_name("data") / "support-ticket-roles.tsv"
 MANAGE = "manage_support_access"
@@ -368,12 +368,32 @@ def app_config(tmp_path: Path, policy_dir: Path) -> dict:
     }
 
 
-def test_app_refuses_to_start_on_invalid_policy(tmp_path):
+def test_an_app_starting_on_an_invalid_policy_is_up_but_serves_nothing_until_it_loads(
+    tmp_path, monkeypatch, caplog
+):
+    """No last good copy either: nothing of the policy is served, /readyz says not ready,
+    the log says what is wrong, and a fixed file is picked up without a restart."""
+    from service import starting
+
+    monkeypatch.setattr(starting, "RETRY_INTERVAL", 0.0)
     directory = copy_policies(tmp_path)
+    good = (directory / "access.yaml").read_text(encoding="utf-8")
     edit_yaml(directory, "access.yaml", lambda d: d["rules"].append(["grant", "diagnostics/*", "write"]))
-    with pytest.raises(ConfigError) as caught:
-        create_app(app_config(tmp_path, directory))
-    assert "access.yaml" in caught.value.message and "write" in caught.value.message
+
+    client = create_app(app_config(tmp_path, directory)).test_client()
+
+    assert "access.yaml" in caplog.text and "write" in caplog.text
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 503
+    answer = client.post("/v1/decisions", json={}, headers=auth("diag-tool"))
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "policy_unavailable"
+    assert "access.yaml" not in answer.get_data(as_text=True)  # the cause stays in the log
+
+    (directory / "access.yaml").write_text(good, encoding="utf-8")
+
+    assert client.get("/readyz").status_code == 200
+    served = client.post("/v1/decisions", json={}, headers=auth("diag-tool"))
+    assert served.status_code == 403  # answered by the policy now (no directory here: no role)
 
 
 def test_app_starts_on_a_good_copy(tmp_path):
