@@ -46,9 +46,9 @@ def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception
                 try:
                     state["app"] = build()
                     log.warning("ready: serving")
-                except NOT_READY as exc:
+                except Exception as exc:  # fail closed: still not ready, never a 500 page
                     state["error"] = exc
-                    log.error("still not ready: %s", exc)
+                    log.error("still not ready: %s", exc, exc_info=not isinstance(exc, NOT_READY))
             return state.get("app")
 
     def wsgi(environ, start_response):
@@ -67,8 +67,10 @@ def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception
         # The causes stay in the service log: a caller learns no host, path or policy text.
         if isinstance(state["error"], PolicyNotLoaded):
             code, problem = "policy_unavailable", "no policy is loaded"
-        else:
+        elif isinstance(state["error"], STORE_ERRORS):
             code, problem = "store_unavailable", "the data store cannot be opened"
+        else:
+            code, problem = "unavailable", "the service cannot start"
         code = "not_ready" if path == "readyz" else code
         return error_response(503, code, f"{problem}; see the service log")
 

@@ -59,3 +59,21 @@ def test_audit_verify_says_the_store_cannot_be_read(unopenable):
     result = app.test_cli_runner().invoke(args=["audit", "verify"])
     assert result.exit_code == 2, result.output
     assert "cannot read the audit log" in result.output
+
+
+def test_an_unexpected_error_while_building_the_app_again_stays_a_503(unopenable, monkeypatch):
+    import service
+
+    app, folder, _ = unopenable
+    folder.mkdir()
+
+    def broken(_config):
+        raise RuntimeError("a bug while building the app")
+
+    monkeypatch.setattr(service, "_create_app", broken)
+
+    answer = app.test_client().get("/v1/support-requests", headers=auth("bob"))
+
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "unavailable"
+    assert "bug" not in answer.get_data(as_text=True)
+    assert app.test_client().get("/healthz").status_code == 200
