@@ -26,15 +26,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     from service.starting import NOT_READY, waiting_app
 
     try:
-        return _create_app(test_config)
+        return build_app(test_config)
     except NOT_READY as exc:
         config = configured_app(test_config).config
-        app = waiting_app(config, lambda: _create_app(test_config), exc)
+        app = waiting_app(config, lambda: build_app(test_config), exc)
         cli.init_app(app)  # audit verify then says the store cannot be read (exit 2)
         return app
 
 
-def _create_app(test_config: dict | None) -> Flask:
+def build_app(test_config: dict | None = None) -> Flask:
+    """The app, or the error that stops it: for tools that build one in process (policy
+    test suites, the benchmark), where a stand-in would only hide why."""
     app = configured_app(test_config)
     app.json = OrjsonProvider(app)
     auth.init_app(app)

@@ -530,5 +530,5 @@ def view(
     parts[2] = (read for event in parts[2].iterator() for read in expand(event, tenant_id))
     events = heapq.merge(*parts, key=lambda event: event.seq)
     if after is not None:
-        events = (e for e in events if (e.seq, getattr(e, "part", 0)) > after)
+        events = (e for e in events if position(e) > after)
     return list(itertools.islice(events, limit))

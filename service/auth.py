@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import jwt
 from flask import Flask, current_app, g, request
 
+from models import AuditEvent
 from service.errors import ConfigError, Unauthorized, Unavailable
 
 AUDIENCE = "support-access"
@@ -20,7 +21,7 @@ ASYMMETRIC = ("RS256", "ES256")
 JWKS_FETCH_TIMEOUT = 5  # seconds
 # The audit log's columns for the caller (models.AuditEvent): a longer claim (or one
 # holding a NUL) could not be recorded, and an allowed read must be (SPEC §6).
-CLAIM_LENGTHS = {"sub": 256, "tid": 128}
+CLAIM_LENGTHS = {"sub": AuditEvent.actor.max_length, "tid": AuditEvent.actor_tenant_id.max_length}
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class TokenVerifier:
             return True
         try:
             self.jwk_client.get_jwk_set()
-        except jwt.PyJWKClientError:
+        except Exception:  # any failure to fetch them means not ready, never a 500
             return False
         return True
 

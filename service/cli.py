@@ -173,14 +173,13 @@ def audit_verify() -> None:
     """Check the audit log's hash chain; exit 1 naming the first bad event, 2 if the
     store cannot be opened or fails while the chain is read (which says nothing about
     the chain)."""
-    import peewee
-
     from service.audit import verify_chain
+    from service.starting import STORE_ERRORS
 
     try:
         with database.connection_context():
             report = verify_chain()
-    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+    except STORE_ERRORS as exc:
         click.echo(f"cannot read the audit log: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     if report.ok:
@@ -200,13 +199,11 @@ def audit_verify() -> None:
 )
 def token(sub: str, tenant: str, ttl: int) -> None:
     """Mint a development HS256 token (needs SUPPORT_ACCESS_JWT_SECRET)."""
-    from service.auth import mint_token
+    from service.auth import CLAIM_LENGTHS, mint_token
 
     secret = current_app.config["JWT_SECRET"]
     if not secret:
         raise click.ClickException("SUPPORT_ACCESS_JWT_SECRET is not set")
-    from service.auth import CLAIM_LENGTHS
-
     if not sub.strip():
         raise click.BadParameter("must not be empty (the service refuses such a token)", param_hint="--sub")
     for option, value, claim in (("--sub", sub, "sub"), ("--tenant", tenant, "tid")):

@@ -62,6 +62,11 @@ class PolicyLoadError(PolicyError):
     """A file is missing, unreadable or not valid YAML / Casbin model syntax."""
 
 
+class PolicyNotLoaded(PolicyError):
+    """No policy loads at start, and there is no last good copy: the worker is up but
+    not ready until one does (service/starting.py)."""
+
+
 class PolicyValidationError(PolicyError):
     """A file parsed but breaks the schema or a rule that spans files."""
 
@@ -72,8 +77,3 @@ class PolicyValidationError(PolicyError):
 
 class ConfigError(SupportAccessError):
     """The service is configured in a way it cannot start with."""
-
-
-class PolicyNotLoaded(ConfigError):
-    """No policy loads at start, and there is no last good copy: the worker is up but
-    not ready until one does (service/starting.py)."""

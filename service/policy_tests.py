@@ -110,12 +110,12 @@ class SuiteRunner:
     """Runs cases against one policy directory with one app; a fresh database per case."""
 
     def __init__(self, policy_dir: str | Path, record_coverage: bool = False):
-        from service import create_app
+        from service import build_app
 
         self.workdir = tempfile.TemporaryDirectory(prefix="policy-test-")
         self.secret = secrets.token_urlsafe(32)
         self.clock = FakeClock(parse_iso(DEFAULT_NOW))
-        self.app = create_app(
+        self.app = build_app(
             {
                 "TESTING": True,
                 "DATABASE_URL": f"sqlite:///{self.workdir.name}/app.db",

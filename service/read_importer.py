@@ -17,9 +17,7 @@ import time
 from models import connect_database
 from service import configured_app, read_journal_directory
 from service.read_journal import Importer
-from service.starting import STORE_ERRORS
-
-STORE_RETRY = 1.0  # seconds between attempts to open the store
+from service.starting import RETRY_INTERVAL, STORE_ERRORS
 
 
 def main() -> None:
@@ -41,7 +39,7 @@ def main() -> None:
             db = connect_database(app.config["DATABASE_URL"], background_checkpoints=True)
         except STORE_ERRORS as exc:  # the workers wait too (service/starting.py)
             logging.warning("the data store cannot be opened, retrying: %s", exc)
-            time.sleep(STORE_RETRY)
+            time.sleep(RETRY_INTERVAL)
     if db is None:
         return
     directory = read_journal_directory(app)

@@ -70,7 +70,7 @@ def test_an_unexpected_error_while_building_the_app_again_stays_a_503(unopenable
     def broken(_config):
         raise RuntimeError("a bug while building the app")
 
-    monkeypatch.setattr(service, "_create_app", broken)
+    monkeypatch.setattr(service, "build_app", broken)
 
     answer = app.test_client().get("/v1/support-requests", headers=auth("bob"))
 

@@ -21,11 +21,11 @@ NAME = "ours"
 class OursEngine:
     def __init__(self, db_path: Path, scratch: Path, secret: str):
         from models import database
-        from service import create_app
+        from service import build_app
         from service.decisions import Check as ServiceCheck
         from service.decisions import decide
 
-        self.app = create_app(
+        self.app = build_app(
             {
                 "DATABASE_URL": f"sqlite:///{db_path}",
                 "JWT_SECRET": secret,
