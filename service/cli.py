@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 
 import click
@@ -16,16 +18,46 @@ directory_cli = AppGroup("directory", help="Tenants and role assignments.")
 policy_cli = AppGroup("policy", help="Check the policies under policies/.")
 audit_cli = AppGroup("audit", help="The audit log.")
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = 2  # also: the store cannot be opened, or no policy loads (_needs_store)
 EXIT_INVALID_POLICY = 3
 EXIT_CASE_FAILED = 4
 EXIT_COVERAGE = 5
 EXIT_NO_CASES = 6
 
 
+def _needs_store(what: str, needs_policy: bool = False) -> Callable:
+    """For a command that works on the store: when the store cannot be opened (or, with
+    `needs_policy`, the configured policy does not load), say so in a line and exit 2,
+    never a traceback (an operator's script tells that from a failing check by the code).
+    Under create_app's stand-in (service/starting.py) the error is already known."""
+    from service.errors import PolicyNotLoaded
+    from service.starting import STORE_ERRORS
+
+    def unavailable(exc: Exception) -> None:
+        reason = getattr(exc, "message", None) or str(exc).strip().splitlines()[0]
+        click.echo(f"{what}: {reason}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            start_error = current_app.extensions.get("start_error")
+            if start_error is not None and (needs_policy or not isinstance(start_error, PolicyNotLoaded)):
+                unavailable(start_error)
+            try:
+                return command(*args, **kwargs)
+            except STORE_ERRORS as exc:
+                unavailable(exc)
+
+        return run
+
+    return decorate
+
+
 @directory_cli.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--prune", is_flag=True, help="Also remove assignments the file no longer lists.")
+@_needs_store("cannot import the directory", needs_policy=True)
 def directory_import(file: str, prune: bool) -> None:
     """Import tenants and role assignments from a YAML file (idempotent)."""
     from service import directory
@@ -132,10 +164,12 @@ def policy_test(path: str | None, text: str | None, coverage: bool, threshold: f
     type=click.Path(dir_okay=False, exists=True),
     help="Decision log (JSON lines) or a YAML/JSON list of requests; default: the decision log.",
 )
+@_needs_store("cannot replay the decisions")
 def policy_diff(old_dir: str, new_dir: str, log_file: str | None) -> None:
     """Replay recorded decisions under OLD_DIR and NEW_DIR and print every change.
 
-    Exit code 0 no change, 1 changes found, 2 unusable requests file, 3 a policy is invalid.
+    Exit code 0 no change, 1 changes found, 2 unusable requests file or the store cannot
+    be opened, 3 a policy is invalid.
     """
     from service.errors import BadRequest
     from service.policy_diff import format_changes, read_requests, replay
@@ -169,19 +203,15 @@ def _load_or_exit(directory):
 
 
 @audit_cli.command("verify")
+@_needs_store("cannot read the audit log")
 def audit_verify() -> None:
     """Check the audit log's hash chain; exit 1 naming the first bad event, 2 if the
     store cannot be opened or fails while the chain is read (which says nothing about
     the chain)."""
     from service.audit import verify_chain
-    from service.starting import STORE_ERRORS
 
-    try:
-        with database.connection_context():
-            report = verify_chain()
-    except STORE_ERRORS as exc:
-        click.echo(f"cannot read the audit log: {exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    with database.connection_context():
+        report = verify_chain()
     if report.ok:
         click.echo(f"ok: {report.checked} events, chain intact")
         return
@@ -215,6 +245,7 @@ def token(sub: str, tenant: str, ttl: int) -> None:
 
 @click.command("sweep")
 @with_appcontext
+@_needs_store("cannot sweep")
 def sweep() -> None:
     """Apply due expiries now (decisions never wait for this)."""
     from service.workflow import sweep as run_sweep

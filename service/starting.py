@@ -34,6 +34,7 @@ NOT_READY = (*STORE_ERRORS, PolicyNotLoaded)
 def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception) -> Flask:
     app = Flask(__name__)
     app.config.update(config)
+    app.extensions["start_error"] = first_error  # what CLI commands report (service/cli.py)
     state = {"tried_at": time.monotonic(), "error": first_error}
     lock = threading.Lock()
     log.error("not ready, retrying: %s", first_error)

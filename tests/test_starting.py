@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from service import create_app, starting
+from service.policy import REPO_POLICY_DIR
 from tests.conftest import DIRECTORY_FILE, SECRET, auth, read_check
 
 
@@ -54,11 +57,50 @@ def test_once_the_store_can_be_opened_the_service_answers(unopenable):
     assert decision.status_code == 200 and decision.get_json()["allowed"] is False
 
 
-def test_audit_verify_says_the_store_cannot_be_read(unopenable):
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["audit", "verify"], "cannot read the audit log"),
+        (["directory", "import", str(DIRECTORY_FILE)], "cannot import the directory"),
+        (["sweep"], "cannot sweep"),
+        (["policy", "diff", str(REPO_POLICY_DIR), str(REPO_POLICY_DIR)], "cannot replay the decisions"),
+    ],
+)
+def test_commands_on_the_store_say_it_cannot_be_opened(unopenable, args, says):
+    """A line and exit 2 (as audit verify's "cannot read"), never a traceback."""
     app, _, _ = unopenable
-    result = app.test_cli_runner().invoke(args=["audit", "verify"])
+    result = app.test_cli_runner().invoke(args=args)
     assert result.exit_code == 2, result.output
-    assert "cannot read the audit log" in result.output
+    assert says in result.output and "unable to open database file" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_directory_import_refuses_while_no_policy_loads(tmp_path, monkeypatch):
+    """Role names are checked against the policy: with none loaded nothing is imported,
+    and the message names the broken file. Commands that need no policy still run."""
+    monkeypatch.setattr(starting, "RETRY_INTERVAL", 0.0)
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO_POLICY_DIR, policies)
+    with (policies / "access.yaml").open("a", encoding="utf-8") as file:
+        file.write("rules: [[\n")
+    config = {
+        "TESTING": True,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "JWT_SECRET": SECRET,
+        "POLICY_DIR": str(policies),
+        "DECISION_LOG": str(tmp_path / "decisions.log"),
+    }
+    runner = create_app(config).test_cli_runner()
+
+    refused = runner.invoke(args=["directory", "import", str(DIRECTORY_FILE)])
+    assert refused.exit_code == 2, refused.output
+    assert "cannot import the directory" in refused.output and "access.yaml" in refused.output
+    assert runner.invoke(args=["sweep"]).exit_code == 0
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+
+    shutil.copy(REPO_POLICY_DIR / "access.yaml", policies / "access.yaml")
+    imported = create_app(config).test_cli_runner().invoke(args=["directory", "import", str(DIRECTORY_FILE)])
+    assert imported.exit_code == 0, imported.output
 
 
 def test_an_unexpected_error_while_building_the_app_again_stays_a_503(unopenable, monkeypatch):
