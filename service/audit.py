@@ -481,12 +481,13 @@ def to_json(event: AuditEvent) -> dict[str, Any]:
 def view(
     tenant_id: str,
     since: datetime | None,
-    activity: str | None,
+    activities: tuple[str, ...] | None,
     limit: int,
     only: tuple[str, ...] | None = None,
     after: tuple[int, int] | None = None,
 ) -> list:
-    """Events tenant `tenant_id` may see, oldest first; with `only`, just the activities
+    """Events tenant `tenant_id` may see, oldest first; with `activities`, just events of
+    one of them (exact names); with `only`, just the activities
     those patterns name (`x.y`, or `x.*` for a family); with `after` (a `position`), just
     those after that event."""
     flush_reads()
@@ -516,8 +517,8 @@ def view(
             query = query.where(AuditEvent.time >= since)
         if after is not None:
             query = query.where(AuditEvent.seq >= after[0])
-        if activity:
-            query = query.where(AuditEvent.activity == activity)
+        if activities:
+            query = query.where(AuditEvent.activity.in_(activities))
         if only is not None:
             matches = [
                 AuditEvent.activity.startswith(p[:-1]) if p.endswith("*") else AuditEvent.activity == p

@@ -347,6 +347,18 @@ def test_activity_filter(api, history):
     assert view(api, "alice", "contoso", activity="no.such.activity") == []
 
 
+def test_a_repeated_activity_filter_shows_events_of_each(api, history):
+    """`activity=a&activity=b`: both kinds, in log order (not just the first one named)."""
+    answer = api.get(
+        "/v1/audit-events?tenant_id=contoso&activity=diagnostics.read"
+        "&activity=access_request.approval_added&activity=no.such.activity",
+        "alice",
+    )
+    assert answer.status_code == 200, answer.get_json()
+    kinds = [e["activity"] for e in answer.get_json()["items"]]
+    assert kinds == ["access_request.approval_added"] * 2 + ["diagnostics.read"]
+
+
 def test_since_and_activity_combine(api, approved_request, clock):
     api.post("/v1/decisions", "diag-tool", read_check())
     clock.advance(hours=1)

@@ -34,7 +34,9 @@ def list_events():
         current_policy = policy()
         current_policy.hit("audit:support_trail")
         only = current_policy.support_trail
-    events = audit.view(tenant_id, since, request.args.get("activity") or None, limit, only, after)
+    # Repeated (`activity=a&activity=b`): events of any of them.
+    activities = tuple(a for a in request.args.getlist("activity") if a) or None
+    events = audit.view(tenant_id, since, activities, limit, only, after)
     # Where to go on from: after the last event, or where this page started if it is empty.
     next_after = cursor(audit.position(events[-1])) if events else request.args.get("after")
     return jsonify({"items": [audit.to_json(e) for e in events], "next_after": next_after})
