@@ -18,7 +18,8 @@ directory_cli = AppGroup("directory", help="Tenants and role assignments.")
 policy_cli = AppGroup("policy", help="Check the policies under policies/.")
 audit_cli = AppGroup("audit", help="The audit log.")
 
-EXIT_BAD_INPUT = 2  # also: the store cannot be opened, or no policy loads (_needs_store)
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 2  # the store cannot be opened, or no policy loads (_needs_store)
 EXIT_INVALID_POLICY = 3
 EXIT_CASE_FAILED = 4
 EXIT_COVERAGE = 5
@@ -34,9 +35,9 @@ def _needs_store(what: str, needs_policy: bool = False) -> Callable:
     from service.starting import STORE_ERRORS
 
     def unavailable(exc: Exception) -> None:
-        reason = getattr(exc, "message", None) or str(exc).strip().splitlines()[0]
-        click.echo(f"{what}: {reason}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        lines = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
+        click.echo(f"{what}: {lines[0] if lines else type(exc).__name__}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
 
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
