@@ -47,6 +47,13 @@ def bearer(value: str) -> dict:
     return {"Authorization": f"Bearer {value}"}
 
 
+def assert_accepted(answer) -> None:
+    """The token was accepted: apps of base_config have no directory, so the principal
+    holds no role and /v1/policy answers 403 (not 401, and not a 5xx)."""
+    assert answer.status_code == 403, answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["code"] == "not_operator"
+
+
 def assert_401(answer) -> None:
     assert answer.status_code == 401, answer.get_data(as_text=True)
     assert answer.mimetype == "application/json"
@@ -326,8 +333,7 @@ def test_jwks_token_without_kid_is_checked_with_every_key_of_its_algorithm(tmp_p
 
     for key, algorithm in ((first, "RS256"), (second, "RS256"), (ec_key, "ES256")):
         signed = jwt.encode(claims(), key, algorithm=algorithm)  # no kid
-        answer = client.get(POLICY, headers=bearer(signed))
-        assert answer.status_code != 401, (algorithm, answer.get_json())
+        assert_accepted(client.get(POLICY, headers=bearer(signed)))
     assert_401(client.get(POLICY, headers=bearer(jwt.encode(claims(), rsa_key(), algorithm="RS256"))))
 
 
@@ -385,7 +391,7 @@ def test_jwks_url_keys_are_used_with_or_without_kid(tmp_path, jwks_server, rsa_k
     good, stranger = rsa_keys
     for headers in ({"kid": "k1"}, None):
         signed = jwt.encode(claims(), good, algorithm="RS256", headers=headers)
-        assert client.get(POLICY, headers=bearer(signed)).status_code != 401
+        assert_accepted(client.get(POLICY, headers=bearer(signed)))
     assert_401(client.get(POLICY, headers=bearer(jwt.encode(claims(), stranger, algorithm="RS256"))))
     wrong_type = jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "k1"})
     assert_401(client.get(POLICY, headers=bearer(wrong_type)))
@@ -400,7 +406,7 @@ def test_jwks_url_keys_without_kid_check_tokens_without_kid(tmp_path, rsa_keys):
     try:
         client = create_app(base_config(tmp_path, JWKS=server.url)).test_client()
         signed = jwt.encode(claims(), rsa_keys[0], algorithm="RS256")
-        assert client.get(POLICY, headers=bearer(signed)).status_code != 401
+        assert_accepted(client.get(POLICY, headers=bearer(signed)))
     finally:
         server.close()
 
@@ -411,11 +417,8 @@ def test_tokens_naming_unknown_keys_do_not_make_the_service_fetch_the_keys_each_
     """Anyone can send a token with a made-up kid; each must not cost a fetch of the
     key server (PyJWKClient refreshes for an unknown kid at most once per cooldown)."""
     client = create_app(base_config(tmp_path, JWKS=jwks_server.url)).test_client()
-    assert (
-        client.get(
-            POLICY, headers=bearer(jwt.encode(claims(), rsa_keys[0], "RS256", {"kid": "k1"}))
-        ).status_code
-        != 401
+    assert_accepted(
+        client.get(POLICY, headers=bearer(jwt.encode(claims(), rsa_keys[0], "RS256", {"kid": "k1"})))
     )
     for n in range(20):
         forged = jwt.encode(claims(), rsa_keys[1], algorithm="RS256", headers={"kid": f"made-up-{n}"})
@@ -466,7 +469,9 @@ def test_readyz_says_not_ready_while_the_jwks_url_cannot_be_fetched(tmp_path, rs
 def test_claims_longer_than_the_audit_log_holds_are_refused(client, claim, longest):
     """The audit log records sub and tid (API.md "Identity"); PostgreSQL would refuse a
     longer value, and an allowed read that cannot be recorded must not happen."""
-    assert client.get(POLICY, headers=bearer(hs256(**{claim: "o" * longest}))).status_code != 401
+    fits = client.get(POLICY, headers=bearer(hs256(**{claim: "o" * longest})))
+    # ops, or (a sub that long) a principal with no role: accepted either way
+    assert fits.status_code == (200 if claim == "tid" else 403), fits.get_data(as_text=True)
     assert_401(client.get(POLICY, headers=bearer(hs256(**{claim: "o" * (longest + 1)}))))
 
 
@@ -514,6 +519,55 @@ def test_token_cli_ttl_is_honoured(app, runner):
 def test_token_cli_token_for_non_operator_is_refused_by_role(app, runner, client):
     minted = mint(app, runner, "--sub", "alice", "--tenant", "contoso")
     assert client.get(POLICY, headers=bearer(minted)).status_code == 403
+
+
+ASK_POLICY = """
+import sys
+from service import create_app
+client = create_app().test_client()
+for token in sys.argv[1:]:
+    print(client.get("/v1/policy", headers={"Authorization": "Bearer " + token}).status_code)
+"""
+
+
+def served_env(tmp_path: Path, **variables: str) -> dict:
+    """A process environment as `make serve` gives the app: configuration from
+    SUPPORT_ACCESS_* variables only (no test_config), none of them inherited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORT_ACCESS_")}
+    env.update(
+        SUPPORT_ACCESS_DATABASE_URL=f"sqlite:///{tmp_path / 'env.db'}",
+        SUPPORT_ACCESS_DECISION_LOG=str(tmp_path / "env-decisions.log"),
+        SUPPORT_ACCESS_READ_JOURNAL_DIR=str(tmp_path / "env-journal"),
+        SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR=str(tmp_path / "env-snapshot"),
+    )
+    env.update({f"SUPPORT_ACCESS_{name}": value for name, value in variables.items()})
+    return env
+
+
+def test_the_jwks_is_read_from_the_environment(tmp_path, rsa_keys):
+    """API.md "Configuration": production reads its keys from SUPPORT_ACCESS_JWKS."""
+    jwks = write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
+    tokens = [
+        jwt.encode(claims(), rsa_keys[0], algorithm="RS256", headers={"kid": "k1"}),
+        jwt.encode(claims(), rsa_keys[1], algorithm="RS256", headers={"kid": "k1"}),
+        hs256(),
+    ]
+    command = [sys.executable, "-c", ASK_POLICY, *tokens]
+    env = served_env(tmp_path, JWKS=str(jwks))
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # accepted (ops holds no role in this empty directory: 403); a stranger's key and an
+    # HS256 token (no secret configured) are refused
+    assert done.stdout.split() == ["403", "401", "401"], done.stderr
+
+
+def test_the_service_refuses_to_start_without_a_secret_or_jwks_in_the_environment(tmp_path):
+    command = [sys.executable, "-c", ASK_POLICY]
+    done = subprocess.run(
+        command, cwd=REPO, env=served_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert "SUPPORT_ACCESS_JWT_SECRET" in done.stderr and "SUPPORT_ACCESS_JWKS" in done.stderr
 
 
 def test_token_cli_through_the_flask_command(app, client, tmp_path):

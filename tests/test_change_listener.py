@@ -21,6 +21,10 @@ from tests.conftest import read_check
 from tests.served import call, served, served_grant
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nowhere"  # port 1: nothing listens
+STALE_AFTER = change_listener.STALE_AFTER
+# How long a test waits for a change to be heard: a bound for a loaded machine, not the
+# product's. Hearing late is safe (decisions are refused past STALE_AFTER); allowing is not.
+HEARD_WITHIN = 30.0
 on_postgres = pytest.mark.skipif(
     not os.environ.get("SUPPORT_ACCESS_TEST_POSTGRES"),
     reason="needs a PostgreSQL server (the PostgreSQL pass of make test, tests/postgres.sh)",
@@ -141,7 +145,7 @@ def test_the_listener_hears_a_change_committed_through_another_connection(app, a
         before = counter.value()
         body = {"tenant_id": "fabrikam", "resource_tenant_id": "contoso", "title": "t"}
         assert api.post("/v1/support-requests", "bob", body).status_code == 201
-        deadline = time.monotonic() + change_listener.STALE_AFTER
+        deadline = time.monotonic() + HEARD_WITHIN
         while counter.value() == before:
             assert time.monotonic() < deadline, "the change was not heard"
             time.sleep(0.01)
@@ -157,7 +161,7 @@ def test_the_listener_survives_a_notification_it_does_not_understand(app, tmp_pa
         listener.check_fresh()
         before = counter.value()
         database.execute_sql(f"NOTIFY {change_listener.CHANNEL}, 'not a number'")
-        deadline = time.monotonic() + change_listener.STALE_AFTER
+        deadline = time.monotonic() + HEARD_WITHIN
         while counter.value() == before:  # it re-reads, as for any change
             assert time.monotonic() < deadline, "the notification was not heard"
             time.sleep(0.01)
@@ -178,25 +182,31 @@ def test_a_revocation_through_one_instance_is_in_force_on_another_within_the_bou
     with one as (port_a, _), other as (port_b, _):
         ticket_id, request_id = served_grant(port_a)
         check = read_check(support_request_id=ticket_id)
-        assert _first_answer_within_bound(port_b, check, allowed=True) is not None, "the grant was not heard"
+        _answers_until(port_b, check, allowed=True)  # the grant was heard
 
         status, body = call(port_a, "POST", f"/v1/access-requests/{request_id}/revoke", "alice")
+        revoked_at = time.monotonic()
         assert status == 200 and body["status"] == "revoked", body
-        elapsed = _first_answer_within_bound(port_b, check, allowed=False)
-        assert elapsed is not None, "the other instance still allows after the bound"
-        print(f"revocation in force on the other instance after {elapsed * 1000:.1f} ms")
+        answers = _answers_until(port_b, check, allowed=False)
+        # SPEC §8: no allow asked for after the bound (a 503 while unsure is not an allow).
+        late = [sent - revoked_at for sent, allowed in answers if allowed and sent - revoked_at > STALE_AFTER]
+        assert not late, f"allowed {late} s after the revocation, beyond the bound"
+        in_force = answers[-1][0] - revoked_at
+        print(f"revocation in force on the other instance after {in_force * 1000:.1f} ms")
         for _ in range(20):  # and stays so
             assert call(port_b, "POST", "/v1/decisions", "diag-tool", check)[1]["allowed"] is False
 
 
-def _first_answer_within_bound(port: int, check: dict, allowed: bool) -> float | None:
-    """Seconds until the instance at `port` answers `allowed` for `check`, or None if it
-    does not within change_listener.STALE_AFTER (the bound)."""
-    start = time.monotonic()
-    while time.monotonic() - start <= change_listener.STALE_AFTER:
+def _answers_until(port: int, check: dict, allowed: bool) -> list[tuple[float, bool | None]]:
+    """(time sent, allowed) of the decisions asked of the instance at `port` until one
+    answers `allowed`; None for a 503 (unsure of being current: refused, not allowed)."""
+    answers: list[tuple[float, bool | None]] = []
+    deadline = time.monotonic() + HEARD_WITHIN
+    while not answers or answers[-1][1] is not allowed:
+        assert time.monotonic() < deadline, f"never answered allowed={allowed}: {answers[-5:]}"
+        sent = time.monotonic()
         status, answer = call(port, "POST", "/v1/decisions", "diag-tool", check)
-        assert status == 200, answer
-        if answer["allowed"] is allowed:
-            return time.monotonic() - start
+        assert status in (200, 503), answer
+        answers.append((sent, answer["allowed"] if status == 200 else None))
         time.sleep(0.005)
-    return None
+    return answers

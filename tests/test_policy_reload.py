@@ -227,16 +227,21 @@ def test_watcher_reloads_when_a_file_changes(api, policy_dir, store, watcher):
     assert last_event(api, "watch")["result"] == "success"
 
 
-def test_watcher_keeps_the_good_policy_when_a_change_is_broken(api, policy_dir, store, watcher):
+def test_watcher_keeps_the_good_policy_when_a_change_is_broken(api, policy_dir, store, watcher, monkeypatch):
     good = store.current.version
     original = (policy_dir / "access.yaml").read_text(encoding="utf-8")
+    ticks = []
+    check = watcher._check
+    monkeypatch.setattr(watcher, "_check", lambda *args, **kwargs: (check(*args, **kwargs), ticks.append(1)))
     watcher.start_once()
     write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
     assert wait_for(lambda: store.last_reload_error is not None), "the watcher did not try the change"
     assert "access.yaml" in store.last_reload_error
     assert store.current.version == good
     assert last_event(api, "watch")["result"] == "failure"
-    time.sleep(0.3)  # several ticks: the same bad content is tried once, not on every tick
+    tried_at = len(ticks)
+    # several ticks more: the same bad content is tried once, not on every tick
+    assert wait_for(lambda: len(ticks) >= tried_at + 5), "the watcher stopped ticking"
     failures = [event for event in reload_events(api) if event["result"] == "failure"]
     assert len(failures) == 1 and failures[0]["details"]["trigger"] == "watch"
 
@@ -355,19 +360,27 @@ def test_decisions_racing_many_reloads_only_see_whole_loaded_policies(app, polic
 
     def worker(index: int) -> None:
         api = Api(app.test_client())
+
+        def decide(n: int) -> None:
+            category = ("signInLogs", "newCategory")[(n + index) % 2]
+            answer = api.post("/v1/decisions", CLIENT, read_check(resource=f"diagnostics/{category}"))
+            results[index].append((category, answer.status_code, answer.get_json()))
+
         try:
-            for n in range(600):  # bounded even if the main thread never says stop
-                if stop.is_set() and n >= 10:
-                    return
-                category = ("signInLogs", "newCategory")[(n + index) % 2]
-                answer = api.post("/v1/decisions", CLIENT, read_check(resource=f"diagnostics/{category}"))
-                results[index].append((category, answer.status_code, answer.get_json()))
+            n = 0
+            while n < 600 and not stop.is_set():  # bounded even if the main thread never says stop
+                decide(n)
+                n += 1
+            for tail in range(10):  # after the last reload (C), whatever the scheduling was
+                decide(n + tail)
         except BaseException as exc:  # noqa: BLE001 (reported below)
             crashes.append(exc)
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(4)]
     for thread in threads:
         thread.start()
+    # Every thread decides under A before the first reload, whatever the scheduling.
+    assert wait_for(lambda: all(results), timeout=30), "a decision thread did not start"
     operator = Api(app.test_client())
     statuses = []
     try:
@@ -398,7 +411,7 @@ def test_decisions_racing_many_reloads_only_see_whole_loaded_policies(app, polic
         assert version in loaded, body
         assert (body["allowed"], body["reason"]) == expected[version][category], (category, body)
         seen.add(version)
-    assert seen == {version_of["A"], version_of["C"]}, "the decisions did not overlap the reloads"
+    assert seen == {version_of["A"], version_of["C"]}  # decided before and after the reloads
 
 
 def test_reload_policy_failure_raises_and_keeps_the_policy(app, policy_dir, store):

@@ -66,20 +66,31 @@ def test_a_revocation_is_in_force_in_every_worker_before_its_answer_returns(tmp_
                     answers.append((sent, client.pid, client.decide(check)["allowed"]))
 
             threads = [threading.Thread(target=ask, args=(client,)) for client in clients]
+            started = time.monotonic()
             for thread in threads:
                 thread.start()
-            time.sleep(0.2)
+            # Bounded waits on what the test needs, not fixed sleeps: a loaded machine
+            # may take a while to let both workers answer.
+            _wait_for_two_workers(answers, started)
             status, body = call(port, "POST", f"/v1/access-requests/{request_id}/revoke", "alice")
             revoked_at.append(time.monotonic())
             assert status == 200 and body["status"] == "revoked", body
-            time.sleep(0.3)
+            _wait_for_two_workers(answers, revoked_at[0])
             stop.set()
             for thread in threads:
                 thread.join(timeout=10)
+            assert not any(thread.is_alive() for thread in threads), "a client hung"
             after = [(pid, allowed) for sent, pid, allowed in answers if sent > revoked_at[0]]
             assert after and not any(allowed for _, allowed in after), "an allow after the revocation"
-            assert len({pid for pid, _ in after}) >= 2, "only one worker answered after the revocation"
             assert any(allowed for sent, _, allowed in answers if sent < revoked_at[0])
+
+
+def _wait_for_two_workers(answers: list[tuple], since: float) -> None:
+    """Until answers sent after `since` came from two workers."""
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed test
+    while len({pid for sent, pid, _ in list(answers) if sent > since}) < 2:
+        assert time.monotonic() < deadline, "only one worker answered"
+        time.sleep(0.01)
 
 
 def _allowed_reads_through_two_workers(port: int) -> list[str]:
@@ -145,8 +156,8 @@ def _importers_of(pid: int) -> list[int]:
 
 
 def test_the_importer_ends_with_the_server_even_when_it_stops_at_once(tmp_path, database_url):
-    """The importer starts 2 s after the workers; a server stopped before that must not
-    leave it running."""
+    """The importer starts 2 s after the workers, and ends with the server even when the
+    server stops as soon as it is ready (most often before those 2 s are up)."""
     with served(tmp_path, REPO_POLICY_DIR, database_url, workers=1) as (_, server):
         importers = _importers_of(server.pid)
     assert len(importers) == 1
