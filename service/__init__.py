@@ -110,7 +110,7 @@ def _load_environment(app: Flask) -> None:
     keys = ("DATABASE_URL", "JWT_SECRET", "JWKS", "POLICY_DIR", "PROVIDER_TENANT", "DECISION_LOG")
     for key in (*keys, "POLICY_WATCH_INTERVAL", "POLICY_SNAPSHOT_DIR", "SECRET_KEY", "READ_JOURNAL_DIR"):
         value = os.environ.get(ENV_PREFIX + key)
-        if value:
+        if value or (value == "" and key == "DECISION_LOG"):  # set but empty: no decision log
             app.config[key] = value
 
 

@@ -344,6 +344,20 @@ def test_decision_log_gets_one_json_line_per_decision(app, api, approved_request
     assert lines[1]["reason"] == "read_only"
 
 
+@pytest.mark.parametrize(
+    ("value", "kept"), [("", ""), ("/var/log/decisions.jsonl", "/var/log/decisions.jsonl")]
+)
+def test_the_decision_log_variable_moves_the_log_or_empty_turns_it_off(monkeypatch, value, kept):
+    """README "Configuration": SUPPORT_ACCESS_DECISION_LOG set but empty means no log."""
+    from service import configured_app
+    from service.decision_log import DecisionLog
+
+    monkeypatch.setenv("SUPPORT_ACCESS_DECISION_LOG", value)
+    configured = configured_app().config["DECISION_LOG"]
+    assert configured == kept
+    assert (DecisionLog(configured).path is None) is (value == "")
+
+
 def test_rejected_batch_decides_and_logs_nothing(app, api, approved_request):
     before_log = len(read_log(app))
     before_audit = len(audit_items(api, "alice", "contoso", "diagnostics.read"))
