@@ -34,10 +34,16 @@ run: demo
 	@echo ""
 	SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)) $(BIN)/flask --app service run --host $(HOST) --port $(PORT)
 
-# Production serving: granian, one worker per core (see service/serve.py).
-serve: demo
-	SUPPORT_ACCESS_JWT_SECRET=$${SUPPORT_ACCESS_JWT_SECRET:-$$(cat $(SECRET_FILE))} \
-	$(BIN)/python -m service.serve --host $(HOST) --port $(PORT)
+# Production serving: granian, one worker per core (see service/serve.py). Out of the box
+# (no SUPPORT_ACCESS_DATABASE_URL, JWT secret or JWKS set) it serves the demo directory with
+# the development secret, as `make run` does. Given a database URL it imports nothing into
+# it; given a secret or a JWKS it adds no development secret (a JWKS service would otherwise
+# also take tokens signed with instance/dev-secret).
+serve: $(STAMP) $(SECRET_FILE)
+	@if [ -z "$$SUPPORT_ACCESS_DATABASE_URL" ]; then $(MAKE) --no-print-directory demo; fi
+	if [ -z "$$SUPPORT_ACCESS_JWT_SECRET$$SUPPORT_ACCESS_JWKS" ]; then \
+		export SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)); fi; \
+	exec $(BIN)/python -m service.serve --host $(HOST) --port $(PORT)
 
 # The whole suite on SQLite, again on a throwaway PostgreSQL server, then the policy suites.
 test: $(STAMP)

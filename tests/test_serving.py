@@ -15,7 +15,7 @@ from playhouse.db_url import connect
 
 from service.policy import REPO_POLICY_DIR
 from tests.conftest import auth, read_check
-from tests.served import call, kill_tree, served, served_environment, served_grant
+from tests.served import ROOT, call, free_port, kill_tree, served, served_environment, served_grant
 
 CONNECTIONS = 12
 
@@ -192,3 +192,54 @@ def test_chunked_bodies_are_read_by_the_served_app(tmp_path, database_url):
         ticket = {"tenant_id": "fabrikam", "title": "streamed"}
         status, answer = post_chunked(port, "/v1/support-requests", "bob", ticket, "fabrikam")
         assert (status, answer["title"]) == (201, "streamed"), answer
+
+
+def test_make_serve_with_a_jwks_and_a_database_adds_no_demo_and_no_development_secret(tmp_path):
+    """`make serve` out of the box serves the demo with the development secret; given
+    production settings it must add neither: a JWKS service taking tokens signed with
+    instance/dev-secret would let anyone who reads that file act as the demo operator."""
+    import os
+    import signal
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "alg": "RS256", "use": "sig"}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORT_ACCESS_")}
+    env.update(
+        SUPPORT_ACCESS_JWKS=str(jwks),
+        SUPPORT_ACCESS_DATABASE_URL=f"sqlite:///{tmp_path / 'production.db'}",
+        SUPPORT_ACCESS_DECISION_LOG=str(tmp_path / "decisions.log"),
+        SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR=str(tmp_path / "last-good-policy"),
+    )
+    port = free_port()
+    with (tmp_path / "make.log").open("w") as log:
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "serve", f"PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # make, its shell and granian: stopped together below
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while call(port, "GET", "/readyz")[0] != 200:
+            assert make.poll() is None and time.monotonic() < deadline, (tmp_path / "make.log").read_text()
+            time.sleep(0.1)
+        now = int(time.time())
+        claims = {"sub": "ops", "tid": "provider", "aud": "support-access", "iat": now, "exp": now + 600}
+        dev_secret = (ROOT / "instance" / "dev-secret").read_text().strip()
+        for token, expected in (
+            (jwt.encode(claims, dev_secret, algorithm="HS256"), 401),  # no development secret
+            (jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"}), 403),  # no demo operator
+        ):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/v1/policy", headers={"Authorization": f"Bearer {token}"})
+            assert connection.getresponse().status == expected
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        make.wait(timeout=30)
