@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -149,6 +150,11 @@ class SuiteRunner:
     # --- fixtures ---------------------------------------------------------------
 
     def _fresh_database(self) -> None:
+        # The read journal goes with the database: its position is kept in the database,
+        # so a fresh one would import the earlier cases' reads into this case's audit log.
+        journal = self.app.extensions["read_journal"]
+        journal.close()
+        shutil.rmtree(journal.directory, ignore_errors=True)
         self._databases += 1
         connect_database(f"sqlite:///{self.workdir.name}/case{self._databases}.db")
 
@@ -228,6 +234,9 @@ class SuiteRunner:
             body = answer.get_json(silent=True) or {}
             actual["status"] = answer.status_code
             actual["error_code"] = body.get("error", {}).get("code") if "error" in body else None
+            items = body.get("items") if isinstance(body.get("items"), list) else []
+            actual["listed"] = [item.get("id") for item in items]  # list answers, in order
+            actual["activities"] = sorted({item.get("activity") for item in items if "activity" in item})
             if "error" in body:
                 trail.append({"step": _step_name(step), "error": body["error"]})
             if "expect_status" in step and step["expect_status"] != answer.status_code:

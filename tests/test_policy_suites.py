@@ -165,6 +165,29 @@ BROKEN_POLICIES = {  # name: (file, text, replaced by, what the error names)
 }
 
 
+def test_each_case_sees_only_its_own_audit_events(runner, tmp_path):
+    """A fresh database per case means a fresh audit log: a read allowed in one case
+    must not show in the next case's audit view (the read journal goes with the database)."""
+    policy_dir = copy_policies(tmp_path)
+    append(
+        policy_dir / "tests" / "lifecycle_test.yaml",
+        """
+  - name: zz an allowed read is recorded
+    decision: {principal: eve, tenant_id: contoso, action: read, resource: diagnostics/signInLogs}
+    expect: {allowed: true, reason: granted}
+
+  - name: zz the next case starts without it
+    steps:
+      - as: sam
+        request: {method: GET, path: "/v1/audit-events?tenant_id=contoso&activity=diagnostics.read"}
+    expect: {status: 200, activities: []}
+""",
+    )
+    result = runner.invoke(args=["policy", "test", str(policy_dir), "--filter", "zz "])
+    assert result.exit_code == EXIT_OK, result.output
+    assert counts(result.output) == (2, 0)
+
+
 @pytest.mark.parametrize("broken", BROKEN_POLICIES, ids=list(BROKEN_POLICIES))
 def test_an_invalid_policy_file_exits_3_and_names_the_file(runner, tmp_path, broken):
     file, old, new, named = BROKEN_POLICIES[broken]
