@@ -180,6 +180,21 @@ def test_resource_tenant_admin_sees_ticket_once_an_access_request_exists(api, ti
     assert api.get(url, "nina").status_code == 404
 
 
+def test_the_resource_tenant_sees_the_ticket_as_long_as_the_request_about_it(api, ticket, clock):
+    """API.md: "only while an access request of it concerns them". A request about
+    contoso concerns it for good: alice can GET the request by id after it ended and
+    after it left her list (30 days), so she can GET its ticket too."""
+    request = file_access_request(api, ticket)
+    rejected = api.post(f"/v1/access-requests/{request['id']}/reject", "alice", {"tenant_id": "contoso"})
+    assert rejected.status_code == 200, rejected.get_json()
+    clock.advance(days=31)
+
+    assert api.get("/v1/access-requests?tenant_id=contoso", "alice").get_json()["items"] == []
+    assert api.get(f"/v1/access-requests/{request['id']}", "alice").status_code == 200
+    assert api.get(f"{TICKETS}/{ticket['id']}", "alice").status_code == 200
+    assert api.get(f"{TICKETS}/{ticket['id']}", "nina").status_code == 404
+
+
 def test_get_unknown_ticket_is_404(api):
     assert api.get(f"{TICKETS}/sr-does-not-exist", "ops").status_code == 404
 
