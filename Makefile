@@ -35,12 +35,14 @@ run: demo
 	SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)) $(BIN)/flask --app service run --host $(HOST) --port $(PORT)
 
 # Production serving: granian, one worker per core (see service/serve.py). Out of the box
-# (no SUPPORT_ACCESS_DATABASE_URL, JWT secret or JWKS set) it serves the demo directory with
-# the development secret, as `make run` does. Given a database URL it imports nothing into
-# it; given a secret or a JWKS it adds no development secret (a JWKS service would otherwise
-# also take tokens signed with instance/dev-secret).
+# (none of SUPPORT_ACCESS_DATABASE_URL, _JWT_SECRET, _JWKS, _PROVIDER_TENANT set) it serves
+# the demo directory with the development secret, as `make run` does. Otherwise it imports
+# no demo principals (the demo operator would be an operator for anyone whose token says
+# sub=ops), and given a secret or a JWKS it adds no development secret (a JWKS service would
+# otherwise also take tokens signed with instance/dev-secret).
+OUT_OF_THE_BOX = $$SUPPORT_ACCESS_DATABASE_URL$$SUPPORT_ACCESS_JWT_SECRET$$SUPPORT_ACCESS_JWKS$$SUPPORT_ACCESS_PROVIDER_TENANT
 serve: $(STAMP) $(SECRET_FILE)
-	@if [ -z "$$SUPPORT_ACCESS_DATABASE_URL" ]; then $(MAKE) --no-print-directory demo; fi
+	@if [ -z "$(OUT_OF_THE_BOX)" ]; then $(MAKE) --no-print-directory demo; fi
 	if [ -z "$$SUPPORT_ACCESS_JWT_SECRET$$SUPPORT_ACCESS_JWKS" ]; then \
 		export SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)); fi; \
 	exec $(BIN)/python -m service.serve --host $(HOST) --port $(PORT)
