@@ -177,6 +177,9 @@ def policy_diff(old_dir: str, new_dir: str, log_file: str | None) -> None:
 
     old, new = _load_or_exit(old_dir), _load_or_exit(new_dir)
     source = log_file or current_app.config["DECISION_LOG"]
+    if not source:
+        click.echo("error: no decision log (SUPPORT_ACCESS_DECISION_LOG is empty): give --log FILE", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     try:
         checks = read_requests(source)
     except (BadRequest, OSError) as exc:

@@ -234,9 +234,12 @@ class SuiteRunner:
             body = answer.get_json(silent=True) or {}
             actual["status"] = answer.status_code
             actual["error_code"] = body.get("error", {}).get("code") if "error" in body else None
-            items = body.get("items") if isinstance(body.get("items"), list) else []
-            actual["listed"] = [item.get("id") for item in items]  # list answers, in order
-            actual["activities"] = sorted({item.get("activity") for item in items if "activity" in item})
+            items = body.get("items")
+            if isinstance(items, list):  # a list answer; anything else (an error) has none
+                actual["listed"] = [item.get("id") for item in items]
+                actual["activities"] = sorted({item.get("activity") for item in items if "activity" in item})
+            else:
+                actual["listed"] = actual["activities"] = None
             if "error" in body:
                 trail.append({"step": _step_name(step), "error": body["error"]})
             if "expect_status" in step and step["expect_status"] != answer.status_code:

@@ -359,6 +359,17 @@ def test_a_repeated_activity_filter_shows_events_of_each(api, history):
     assert kinds == ["access_request.approval_added"] * 2 + ["diagnostics.read"]
 
 
+def test_too_many_different_activities_are_a_400_not_a_store_error(api, history):
+    """Each value is a query parameter: a long list must not look like a store outage."""
+    query = "&".join(f"activity=made.up{n}" for n in range(51))
+    answer = api.get(f"/v1/audit-events?tenant_id=contoso&{query}", "alice")
+    assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "invalid_query"
+    repeated = "&".join(["activity=diagnostics.read"] * 200)  # one value, however often
+    answer = api.get(f"/v1/audit-events?tenant_id=contoso&{repeated}", "alice")
+    assert answer.status_code == 200
+    assert [e["activity"] for e in answer.get_json()["items"]] == ["diagnostics.read"]
+
+
 def test_since_and_activity_combine(api, approved_request, clock):
     api.post("/v1/decisions", "diag-tool", read_check())
     clock.advance(hours=1)

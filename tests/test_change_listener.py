@@ -193,8 +193,9 @@ def test_a_revocation_through_one_instance_is_in_force_on_another_within_the_bou
         assert not late, f"allowed {late} s after the revocation, beyond the bound"
         in_force = answers[-1][0] - revoked_at
         print(f"revocation in force on the other instance after {in_force * 1000:.1f} ms")
-        for _ in range(20):  # and stays so
-            assert call(port_b, "POST", "/v1/decisions", "diag-tool", check)[1]["allowed"] is False
+        for _ in range(20):  # and stays so: a deny, or a 503 while unsure, never an allow
+            status, answer = call(port_b, "POST", "/v1/decisions", "diag-tool", check)
+            assert (status, answer.get("allowed")) in ((200, False), (503, None)), answer
 
 
 def _answers_until(port: int, check: dict, allowed: bool) -> list[tuple[float, bool | None]]:

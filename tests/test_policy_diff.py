@@ -201,3 +201,11 @@ def test_an_unusable_requests_file_is_not_reported_as_changes(runner, old_dir, t
     result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir), "--log", str(requests)])
     assert "entry 0: not a decision request" in result.output
     assert result.exit_code not in (0, 1), result.output
+
+
+def test_without_a_decision_log_it_asks_for_a_requests_file(app, runner, old_dir):
+    """SUPPORT_ACCESS_DECISION_LOG empty (no log): a clear error, not "Is a directory"."""
+    app.config["DECISION_LOG"] = ""
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir)])
+    assert result.exit_code == 2, result.output
+    assert "no decision log" in result.output and "--log" in result.output

@@ -188,6 +188,23 @@ def test_each_case_sees_only_its_own_audit_events(runner, tmp_path):
     assert counts(result.output) == (2, 0)
 
 
+def test_a_list_expectation_fails_on_an_answer_that_is_no_list(runner, tmp_path):
+    """`listed: []` must not pass on a refused call (an error body has no items)."""
+    policy_dir = copy_policies(tmp_path)
+    append(
+        policy_dir / "tests" / "lifecycle_test.yaml",
+        """
+  - name: zz an empty list expected where the call is refused
+    steps:
+      - {as: eve, request: {method: GET, path: "/v1/audit-events?tenant_id=contoso"}}
+    expect: {listed: [], activities: []}
+""",
+    )
+    result = runner.invoke(args=["policy", "test", str(policy_dir), "--filter", "zz "])
+    assert result.exit_code == EXIT_FAILED, result.output
+    assert '"activities": null, "listed": null' in result.output
+
+
 @pytest.mark.parametrize("broken", BROKEN_POLICIES, ids=list(BROKEN_POLICIES))
 def test_an_invalid_policy_file_exits_3_and_names_the_file(runner, tmp_path, broken):
     file, old, new, named = BROKEN_POLICIES[broken]
