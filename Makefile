@@ -3,7 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
-HOST ?= 127.0.0.1
+# Not taken from the environment (some shells export HOST as the machine's name, which
+# would expose the server beyond loopback); `make run HOST=...` still sets it.
+HOST := 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 

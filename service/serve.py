@@ -47,7 +47,8 @@ def command(host: str, port: int, workers: int, threads: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    # Loopback unless asked: not the environment's HOST, which some shells set to the machine's name.
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="default: one per core")
     parser.add_argument("--threads", type=int, default=1, help="request threads per worker")

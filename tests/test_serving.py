@@ -249,3 +249,27 @@ def test_make_serve_with_a_jwks_and_a_database_adds_no_demo_and_no_development_s
         with contextlib.suppress(ProcessLookupError):  # make ended early: its log says why
             os.killpg(make.pid, signal.SIGTERM)
         make.wait(timeout=30)
+
+
+def test_make_serve_listens_on_loopback_whatever_the_environment_says_host_is(tmp_path):
+    """Some shells export HOST as the machine's name; serving must not follow it there."""
+    import os
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    env = {
+        **os.environ,
+        "HOST": "example.invalid",
+        "SUPPORT_ACCESS_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+    }
+    planned = subprocess.run(
+        ["make", "-n", "--no-print-directory", "serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert "service.serve --host 127.0.0.1 " in planned.stdout, planned.stdout
