@@ -42,9 +42,9 @@ run: demo
 # no demo principals (the demo operator would be an operator for anyone whose token says
 # sub=ops), and given a secret or a JWKS it adds no development secret (a JWKS service would
 # otherwise also take tokens signed with instance/dev-secret).
-OUT_OF_THE_BOX = $$SUPPORT_ACCESS_DATABASE_URL$$SUPPORT_ACCESS_JWT_SECRET$$SUPPORT_ACCESS_JWKS$$SUPPORT_ACCESS_PROVIDER_TENANT
+DEPLOYMENT_SETTINGS = $$SUPPORT_ACCESS_DATABASE_URL$$SUPPORT_ACCESS_JWT_SECRET$$SUPPORT_ACCESS_JWKS$$SUPPORT_ACCESS_PROVIDER_TENANT
 serve: $(STAMP) $(SECRET_FILE)
-	@if [ -z "$(OUT_OF_THE_BOX)" ]; then $(MAKE) --no-print-directory demo; fi
+	@if [ -z "$(DEPLOYMENT_SETTINGS)" ]; then $(MAKE) --no-print-directory demo; fi
 	if [ -z "$$SUPPORT_ACCESS_JWT_SECRET$$SUPPORT_ACCESS_JWKS" ]; then \
 		export SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)); fi; \
 	exec $(BIN)/python -m service.serve --host $(HOST) --port $(PORT)

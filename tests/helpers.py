@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.policy import REPO_POLICY_DIR
 
@@ -39,3 +43,19 @@ def error_of(response) -> dict:
     assert isinstance(body, dict) and "error" in body, response.data
     assert set(body["error"]) >= {"code", "message"}
     return body["error"]
+
+
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def write_jwks(path: Path, keys: list[tuple[str, object, str]]) -> Path:
+    """keys: (kid, private key, alg)."""
+    entries = []
+    for kid, private, alg in keys:
+        algorithm = jwt.algorithms.RSAAlgorithm if alg == "RS256" else jwt.algorithms.ECAlgorithm
+        jwk = algorithm.to_jwk(private.public_key(), as_dict=True)
+        jwk.update({"kid": kid, "use": "sig", "alg": alg})
+        entries.append(jwk)
+    path.write_text(json.dumps({"keys": entries}), encoding="utf-8")
+    return path

@@ -62,6 +62,20 @@ def served_environment(
     }
 
 
+def production_environment(tmp_path: Path, **variables: str) -> dict:
+    """A process environment configured as in production: SUPPORT_ACCESS_* variables
+    only (no test_config), none of them inherited (no secret unless given)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORT_ACCESS_")}
+    env.update(
+        SUPPORT_ACCESS_DATABASE_URL=f"sqlite:///{tmp_path / 'env.db'}",
+        SUPPORT_ACCESS_DECISION_LOG=str(tmp_path / "env-decisions.log"),
+        SUPPORT_ACCESS_READ_JOURNAL_DIR=str(tmp_path / "env-journal"),
+        SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR=str(tmp_path / "env-snapshot"),
+    )
+    env.update({f"SUPPORT_ACCESS_{name}": value for name, value in variables.items()})
+    return env
+
+
 def kill_tree(server: subprocess.Popen) -> None:
     """SIGKILL the server and every process below it, as a crash would end them."""
     pids, todo = [], [server.pid]
@@ -81,6 +95,14 @@ def kill_tree(server: subprocess.Popen) -> None:
     server.wait(timeout=10)
 
 
+def wait_until_ready(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+    """Until /readyz answers 200; fails with the end of the log if `process` ends first."""
+    deadline = time.monotonic() + timeout  # a bound for a loaded machine, not a speed test
+    while call(port, "GET", "/readyz")[0] != 200:
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
+        time.sleep(0.1)
+
+
 @contextmanager
 def served(
     tmp_path: Path, policy_dir: Path, database_url: str, workers: int = 2, journal_dir: Path | None = None
@@ -98,10 +120,7 @@ def served(
             serve_command(port, workers), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            deadline = time.monotonic() + 30
-            while call(port, "GET", "/readyz")[0] != 200:
-                assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
-                time.sleep(0.1)
+            wait_until_ready(port, server, log_path)
             yield port, server
         finally:
             server.terminate()

@@ -15,11 +15,13 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from service import create_app
 from service.errors import ConfigError
 from tests.conftest import DIRECTORY_FILE, SECRET, auth, token
+from tests.helpers import rsa_key, write_jwks
+from tests.served import production_environment
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY = "/v1/policy"  # operators only: 200 for ops, 403 for anyone else authenticated
@@ -226,22 +228,6 @@ def test_refuses_to_start_with_unreadable_jwks(tmp_path):
     broken.write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigError):
         create_app(base_config(tmp_path, JWKS=str(broken)))
-
-
-def rsa_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def write_jwks(path: Path, keys: list[tuple[str, object, str]]) -> Path:
-    """keys: (kid, private key, alg)."""
-    entries = []
-    for kid, private, alg in keys:
-        algorithm = jwt.algorithms.RSAAlgorithm if alg == "RS256" else jwt.algorithms.ECAlgorithm
-        jwk = algorithm.to_jwk(private.public_key(), as_dict=True)
-        jwk.update({"kid": kid, "use": "sig", "alg": alg})
-        entries.append(jwk)
-    path.write_text(json.dumps({"keys": entries}), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -530,20 +516,6 @@ for token in sys.argv[1:]:
 """
 
 
-def served_env(tmp_path: Path, **variables: str) -> dict:
-    """A process environment as `make serve` gives the app: configuration from
-    SUPPORT_ACCESS_* variables only (no test_config), none of them inherited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORT_ACCESS_")}
-    env.update(
-        SUPPORT_ACCESS_DATABASE_URL=f"sqlite:///{tmp_path / 'env.db'}",
-        SUPPORT_ACCESS_DECISION_LOG=str(tmp_path / "env-decisions.log"),
-        SUPPORT_ACCESS_READ_JOURNAL_DIR=str(tmp_path / "env-journal"),
-        SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR=str(tmp_path / "env-snapshot"),
-    )
-    env.update({f"SUPPORT_ACCESS_{name}": value for name, value in variables.items()})
-    return env
-
-
 def test_the_jwks_is_read_from_the_environment(tmp_path, rsa_keys):
     """API.md "Configuration": production reads its keys from SUPPORT_ACCESS_JWKS."""
     jwks = write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
@@ -553,7 +525,7 @@ def test_the_jwks_is_read_from_the_environment(tmp_path, rsa_keys):
         hs256(),
     ]
     command = [sys.executable, "-c", ASK_POLICY, *tokens]
-    env = served_env(tmp_path, JWKS=str(jwks))
+    env = production_environment(tmp_path, JWKS=str(jwks))
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     # accepted (ops holds no role in this empty directory: 403); a stranger's key and an
@@ -564,7 +536,7 @@ def test_the_jwks_is_read_from_the_environment(tmp_path, rsa_keys):
 def test_the_service_refuses_to_start_without_a_secret_or_jwks_in_the_environment(tmp_path):
     command = [sys.executable, "-c", ASK_POLICY]
     done = subprocess.run(
-        command, cwd=REPO, env=served_env(tmp_path), capture_output=True, text=True, timeout=120
+        command, cwd=REPO, env=production_environment(tmp_path), capture_output=True, text=True, timeout=120
     )
     assert done.returncode != 0
     assert "SUPPORT_ACCESS_JWT_SECRET" in done.stderr and "SUPPORT_ACCESS_JWKS" in done.stderr

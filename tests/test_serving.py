@@ -3,20 +3,36 @@ decision index, and allowed reads journalled before their answer leaves."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import jwt
 import pytest
 from playhouse.db_url import connect
 
 from service.policy import REPO_POLICY_DIR
 from tests.conftest import auth, read_check
-from tests.served import ROOT, call, free_port, kill_tree, served, served_environment, served_grant
+from tests.helpers import rsa_key, write_jwks
+from tests.served import (
+    ROOT,
+    call,
+    free_port,
+    kill_tree,
+    production_environment,
+    served,
+    served_environment,
+    served_grant,
+    wait_until_ready,
+)
 
 CONNECTIONS = 12
 
@@ -199,29 +215,14 @@ def test_make_serve_with_a_jwks_and_a_database_adds_no_demo_and_no_development_s
     """`make serve` out of the box serves the demo with the development secret; given
     production settings it must add neither: a JWKS service taking tokens signed with
     instance/dev-secret would let anyone who reads that file act as the demo operator."""
-    import contextlib
-    import os
-    import shutil
-    import signal
-
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     if shutil.which("make") is None:
         pytest.skip("make is not installed (make test installs nothing without it)")
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "alg": "RS256", "use": "sig"}]}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORT_ACCESS_")}
-    env.update(
-        SUPPORT_ACCESS_JWKS=str(jwks),
-        SUPPORT_ACCESS_DATABASE_URL=f"sqlite:///{tmp_path / 'production.db'}",
-        SUPPORT_ACCESS_DECISION_LOG=str(tmp_path / "decisions.log"),
-        SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR=str(tmp_path / "last-good-policy"),
-    )
+    key = rsa_key()
+    jwks = write_jwks(tmp_path / "jwks.json", [("k1", key, "RS256")])
+    env = production_environment(tmp_path, JWKS=str(jwks))
     port = free_port()
-    with (tmp_path / "make.log").open("w") as log:
+    log_path = tmp_path / "make.log"
+    with log_path.open("w") as log:
         make = subprocess.Popen(
             ["make", "--no-print-directory", "serve", "HOST=127.0.0.1", f"PORT={port}"],
             cwd=ROOT,
@@ -231,10 +232,7 @@ def test_make_serve_with_a_jwks_and_a_database_adds_no_demo_and_no_development_s
             start_new_session=True,  # make, its shell and granian: stopped together below
         )
     try:
-        deadline = time.monotonic() + 60
-        while call(port, "GET", "/readyz")[0] != 200:
-            assert make.poll() is None and time.monotonic() < deadline, (tmp_path / "make.log").read_text()
-            time.sleep(0.1)
+        wait_until_ready(port, make, log_path)
         now = int(time.time())
         claims = {"sub": "ops", "tid": "provider", "aud": "support-access", "iat": now, "exp": now + 600}
         dev_secret = (ROOT / "instance" / "dev-secret").read_text().strip()
@@ -253,9 +251,6 @@ def test_make_serve_with_a_jwks_and_a_database_adds_no_demo_and_no_development_s
 
 def test_make_serve_listens_on_loopback_whatever_the_environment_says_host_is(tmp_path):
     """Some shells export HOST as the machine's name; serving must not follow it there."""
-    import os
-    import shutil
-
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     env = {

@@ -118,6 +118,16 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     return value
 
 
+def query_values(name: str, most: int) -> tuple[str, ...] | None:
+    """A repeatable query parameter (`name=a&name=b`): its distinct non-empty values in
+    order, None if there are none; more than `most` is a 400 (each value costs the
+    query a parameter)."""
+    values = tuple(dict.fromkeys(v for v in request.args.getlist(name) if v))
+    if len(values) > most:
+        raise BadRequest(f"{name}: at most {most} different values", code="invalid_query")
+    return values or None
+
+
 def query_int(name: str, default: int, low: int, high: int) -> int:
     value = request.args.get(name)
     if value is None:
