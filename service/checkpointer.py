@@ -5,9 +5,15 @@ it) every thousand pages, inside whichever commit crosses the mark: that request
 for everyone. In serving processes we raise that mark (see models.SQLITE_PRAGMAS) and
 checkpoint from the importer's thread instead, between its import rounds: requests do
 not commit on the decision path, so a checkpoint holds up only the importer and the rare
-state change. Run between import rounds, a PASSIVE checkpoint every half second copies
-the whole log, so the next writer starts it afresh (models.SQLITE_PRAGMAS caps the size
-the file keeps).
+state change. Run between import rounds, a PASSIVE checkpoint every tenth of a second
+copies the whole log, so the next writer starts it afresh (models.SQLITE_PRAGMAS caps the
+size the file keeps).
+
+Often and small rather than rarely and large: a round's reads land on pages all over
+the reads' index (a page or more each), so under a load of single checks half a second
+of log was ~3,800 pages, copied in ~8 ms of CPU in one piece, which a worker woken on
+that core waited out (README "Performance", the 1-connection p99). A tenth of a second
+of log is ~750 pages and ~3.3 ms (twice the CPU in all: part of each is fixed).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 from models import is_sqlite
 
 log = logging.getLogger("support_access")
-INTERVAL_SECONDS = 0.5
+INTERVAL_SECONDS = 0.1
 
 
 class Checkpointer:

@@ -3,6 +3,7 @@ imported into the hash-chained audit log in batches (service/read_journal.py).""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -288,6 +289,38 @@ def test_the_importer_imports_in_the_background_and_flushes_when_stopped(app, ap
         worker.join(timeout=20)
     assert not worker.is_alive()
     assert read_ids(chain(app))[-1] == last  # imported, at the latest by the final flush
+
+
+def test_the_background_importer_gives_way_between_its_steps_and_helpers_do_not(
+    app, api, approved_request, monkeypatch
+):
+    """A worker woken on the importer's core waits for one step of a round, not all of it
+    (README "Performance"); a request that helps to import does not give its core away."""
+    steps = []
+    real_append, real_transaction = audit.append_records, read_journal.transaction
+
+    @contextlib.contextmanager
+    def noted_transaction():
+        with real_transaction():
+            yield
+        steps.append("commit")
+
+    monkeypatch.setattr(read_journal, "give_way", lambda: steps.append("give way"))
+    monkeypatch.setattr(read_journal, "transaction", noted_transaction)
+    monkeypatch.setattr(
+        audit, "append_records", lambda records: (steps.append("chain"), real_append(records))[1]
+    )
+    ids = [api.post("/v1/decisions", "diag-tool", read_check()).get_json()["decision_id"] for _ in range(3)]
+    with app.app_context(), database.connection_context():
+        read_journal.Importer(journal_dir(app), database.obj).round({})
+    assert steps == ["give way", "chain", "give way", "commit", "give way"]
+    assert read_ids(chain(app)) == ids
+
+    steps.clear()
+    ids.append(api.post("/v1/decisions", "diag-tool", read_check()).get_json()["decision_id"])
+    assert flush(app) == 1  # as a reader (or a writer helping) imports
+    assert steps == ["chain", "commit"]
+    assert read_ids(chain(app)) == ids
 
 
 def test_workers_find_state_changes_without_scanning_the_reads(app):
