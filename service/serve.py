@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 
+WORKERS_KILL_TIMEOUT = 10  # seconds (an orchestrator's own grace period is often 30)
 IMPORTER_LATE_START = (
     "import time, runpy; time.sleep(2); runpy.run_module('service.read_importer', run_name='__main__')"
 )
@@ -39,6 +40,12 @@ def command(host: str, port: int, workers: int, threads: int) -> list[str]:
         "--blocking-threads",
         str(threads),
         "--respawn-failed-workers",
+        # A worker that has not stopped this long after SIGTERM is killed: without it the
+        # server waits for it for ever (granian seldom misses a worker's signal, but it
+        # happens). Killing one loses nothing: an answer leaves only after its read is
+        # journalled, and a transaction cut short is rolled back.
+        "--workers-kill-timeout",
+        str(WORKERS_KILL_TIMEOUT),
         "--log-level",
         "warning",
         "service:create_app",

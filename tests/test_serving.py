@@ -20,6 +20,7 @@ import pytest
 from playhouse.db_url import connect
 
 from service.policy import REPO_POLICY_DIR
+from service.serve import WORKERS_KILL_TIMEOUT
 from tests.conftest import auth, read_check
 from tests.helpers import rsa_key, write_jwks
 from tests.served import (
@@ -185,6 +186,31 @@ def test_the_importer_ends_with_the_server_even_when_it_stops_at_once(tmp_path, 
     ):
         assert time.monotonic() < deadline, "the importer outlived its server"
         time.sleep(0.1)
+
+
+def test_the_server_stops_even_when_a_worker_does_not(tmp_path, database_url):
+    """SIGTERM stops the server within the kill timeout even if a worker does not react
+    (stopped here; granian itself once missed a worker's signal), and no worker is left."""
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, server):
+        stuck = Client(port).pid
+        os.kill(stuck, signal.SIGSTOP)  # it cannot act on SIGTERM until it is killed
+        try:
+            server.terminate()
+            server.wait(timeout=WORKERS_KILL_TIMEOUT + 30)  # a bound for a loaded machine
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while _is_running(stuck, b"granian"):
+        assert time.monotonic() < deadline, "the stuck worker outlived its server"
+        time.sleep(0.1)
+
+
+def _is_running(pid: int, program: bytes) -> bool:
+    try:
+        return program in Path(f"/proc/{pid}/cmdline").read_bytes()  # empty once it is a zombie
+    except OSError:
+        return False
 
 
 def test_chunked_bodies_are_read_by_the_served_app(tmp_path, database_url):
