@@ -173,6 +173,13 @@ def _importers_of(pid: int) -> list[int]:
     return [int(c) for c in children if b"read_importer" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
+def _is_running(pid: int, program: bytes) -> bool:
+    try:
+        return program in Path(f"/proc/{pid}/cmdline").read_bytes()  # empty once it is a zombie
+    except OSError:
+        return False
+
+
 def test_the_importer_ends_with_the_server_even_when_it_stops_at_once(tmp_path, database_url):
     """The importer starts 2 s after the workers, and ends with the server even when the
     server stops as soon as it is ready (most often before those 2 s are up)."""
@@ -180,10 +187,7 @@ def test_the_importer_ends_with_the_server_even_when_it_stops_at_once(tmp_path, 
         importers = _importers_of(server.pid)
     assert len(importers) == 1
     deadline = time.monotonic() + 20
-    while (
-        Path(f"/proc/{importers[0]}").exists()
-        and b"read_importer" in Path(f"/proc/{importers[0]}/cmdline").read_bytes()
-    ):
+    while _is_running(importers[0], b"read_importer"):
         assert time.monotonic() < deadline, "the importer outlived its server"
         time.sleep(0.1)
 
@@ -204,13 +208,6 @@ def test_the_server_stops_even_when_a_worker_does_not(tmp_path, database_url):
     while _is_running(stuck, b"granian"):
         assert time.monotonic() < deadline, "the stuck worker outlived its server"
         time.sleep(0.1)
-
-
-def _is_running(pid: int, program: bytes) -> bool:
-    try:
-        return program in Path(f"/proc/{pid}/cmdline").read_bytes()  # empty once it is a zombie
-    except OSError:
-        return False
 
 
 def test_chunked_bodies_are_read_by_the_served_app(tmp_path, database_url):
