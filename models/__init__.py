@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -246,7 +247,7 @@ def connect_database(url: str, background_checkpoints: bool = False):
     # The key is all the row holds: SQLite need not keep a rowid table beside it
     # (peewee would write WITHOUT ROWID for PostgreSQL too).
     AuditReadIndex._meta.without_rowid = is_sqlite(db)
-    with db.connection_context():
+    with _one_setup_at_a_time(db), db.connection_context():
         _add_new_columns(db)
         try:
             db.create_tables(MODELS, safe=True)
@@ -256,6 +257,35 @@ def connect_database(url: str, background_checkpoints: bool = False):
             db.create_tables(MODELS, safe=True)
         AuditHead.insert(id=1, last_seq=0, last_hash="0" * 64).on_conflict_ignore().execute()
     return db
+
+
+@contextmanager
+def _one_setup_at_a_time(db):
+    """SQLite: hold the writers' file lock while the first connection opens and the schema
+    is checked. Opening switches a new database to WAL, which fails at once with "database
+    is locked" (no busy wait) while another process does the same: two workers starting
+    together on a new database, half the time. Waits as long as SQLite's busy timeout,
+    then raises that error, which leaves the worker up but not ready (service/starting.py)."""
+    try:
+        lock = _write_lock.file(db.database) if is_sqlite(db) else None
+    except OSError:  # a read-only directory: no lock file, and nothing to set up either
+        lock = None
+    if lock is None:
+        yield
+        return
+    deadline = time.monotonic() + SQLITE_PRAGMAS["busy_timeout"] / 1000
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OperationalError("database is locked (another process holds its write lock)") from None
+            time.sleep(0.01)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _add_new_columns(db) -> None:

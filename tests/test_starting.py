@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 
 import pytest
 
+from models import connect_database
 from service import create_app, starting
 from service.policy import REPO_POLICY_DIR
 from tests.conftest import DIRECTORY_FILE, SECRET, auth, read_check
@@ -119,3 +121,24 @@ def test_an_unexpected_error_while_building_the_app_again_stays_a_503(unopenable
     assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "unavailable"
     assert "bug" not in answer.get_data(as_text=True)
     assert app.test_client().get("/healthz").status_code == 200
+
+
+def _open_new_database(url: str, barrier) -> None:
+    barrier.wait(timeout=30)
+    connect_database(url, background_checkpoints=True)  # an exception ends the process with 1
+
+
+def test_workers_starting_together_on_a_new_sqlite_database_both_open_it(tmp_path):
+    """`make serve` starts its workers at once. On a new database one of them used to fail
+    with "database is locked" half the time (switching to WAL does not wait) and start
+    not ready; ten starts of two processes each now all open it."""
+    processes = multiprocessing.get_context("fork")
+    for start in range(10):
+        barrier = processes.Barrier(2)
+        url = f"sqlite:///{tmp_path}/new-{start}.db"
+        workers = [processes.Process(target=_open_new_database, args=(url, barrier)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [worker.exitcode for worker in workers] == [0, 0], f"start {start}"
