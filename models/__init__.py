@@ -261,14 +261,17 @@ def connect_database(url: str, background_checkpoints: bool = False):
 
 @contextmanager
 def _one_setup_at_a_time(db):
-    """SQLite: hold the writers' file lock while the first connection opens and the schema
-    is checked. Opening switches a new database to WAL, which fails at once with "database
-    is locked" (no busy wait) while another process does the same: two workers starting
-    together on a new database, half the time. Waits as long as SQLite's busy timeout,
-    then raises that error, which leaves the worker up but not ready (service/starting.py)."""
+    """SQLite, a new database: hold the writers' file lock while the first connection opens
+    and the schema is created. Opening switches a new database to WAL, which fails at once
+    with "database is locked" (no busy wait) while another process does the same: two
+    workers starting together on a new database, half the time. Waits as long as SQLite's
+    busy timeout, then raises that error, which leaves the worker up but not ready
+    (service/starting.py). An existing database is in WAL mode already, and a reader
+    (`audit verify`) must not wait for a long write to open it."""
     try:
-        lock = _write_lock.file(db.database) if is_sqlite(db) else None
-    except OSError:  # a read-only directory: no lock file, and nothing to set up either
+        new = is_sqlite(db) and (not os.path.exists(db.database) or os.path.getsize(db.database) == 0)
+        lock = _write_lock.file(db.database) if new else None
+    except OSError:  # a read-only or missing directory: no lock file (opening fails anyway)
         lock = None
     if lock is None:
         yield
