@@ -103,6 +103,7 @@ class Row:
     required: list[str]
     approvals: list[str]
     approved_by_me: bool
+    party_has_approved: bool  # in full: neither Approve nor Reject is offered
 
 
 @dataclass
@@ -144,6 +145,7 @@ def _row(item: AccessRequest, view: str, tenant_id: str, viewer: Viewer) -> Row:
         ],
         approvals=[f"{a.approver} for {a.tenant_id}, {_when(a.at)}" for a in approvals],
         approved_by_me=any(a.approver == viewer.principal and a.party == party for a in approvals),
+        party_has_approved=status == workflow.PENDING and workflow.party_has_approved(policy(), item, party),
     )
 
 

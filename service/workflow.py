@@ -305,12 +305,16 @@ def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_rea
             # revocation from a refusal either (SPEC §5).
             seen = view_status(request, party)
             raise Conflict(f"the access request is {seen}", code="not_pending")
+        _drop_lapsed_approvals(policy, request, now)
         if reject_reason is not None:
+            # API.md: reject follows approve's rules, so a party that has approved in full
+            # cannot take it back by rejecting (one of several approvers still may refuse).
+            if party_has_approved(policy, request, party):
+                raise Conflict(f"the {party} party has already approved", code="already_approved")
             details = {"tenant_id": tenant_id, "party": party, "reason": reject_reason}
             request.rejection_reason = reject_reason
             _transition(request, REJECTED, viewer.caller, now, "access_request.rejected", details)
             return request
-        _drop_lapsed_approvals(policy, request, now)
         _add_approval(policy, viewer, request, tenant_id, party, now)
         if not any(_missing(policy, request).values()):
             request.approved_at = now
@@ -376,6 +380,11 @@ def _check_eligible(policy, viewer: Viewer, request, tenant_id: str, party: str)
     if not _eligible(policy, viewer.principal, tenant_id, roles):
         message = f"the policy lets only {', '.join(roles)} approve for the {party} party"
         raise Forbidden(message, code="not_eligible_approver")
+
+
+def party_has_approved(policy: Policy, request: AccessRequest, party: str) -> bool:
+    """Whether `party` has given every approval it owes: it may then neither approve nor reject."""
+    return _missing(policy, request).get(party, 0) == 0
 
 
 def _missing(policy: Policy, request: AccessRequest) -> dict[str, int]:

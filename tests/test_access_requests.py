@@ -494,6 +494,19 @@ def test_reject_after_one_party_approved_still_rejects(api, access_request):
     assert decide(api)["allowed"] is False
 
 
+def test_a_party_that_approved_cannot_reject_afterwards(api, access_request):
+    # API.md: reject has approve's rules, among them 409 when that party already approved.
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+
+    for who in ("alice", "alice2"):
+        answer = api.post(url(access_request, "reject"), who, {"tenant_id": "contoso"})
+        assert answer.status_code == 409
+        assert error_of(answer)["code"] == "already_approved"
+    assert status_seen_by(api, access_request, "alice") == "pending"
+    assert "access_request.rejected" not in activities_for(api, "contoso", "alice", access_request["id"])
+    assert approve(api, access_request, "bob", "fabrikam").get_json()["status"] == "approved"
+
+
 def test_rejected_request_cannot_be_approved(api, access_request):
     assert api.post(url(access_request, "reject"), "alice", {"tenant_id": "contoso"}).status_code == 200
 

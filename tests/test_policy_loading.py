@@ -554,6 +554,30 @@ class TestTwoResourceApprovers:
         assert final.status_code == 200, final.get_json()
         assert final.get_json()["status"] == "approved"
 
+    def reject(self, api, request_id: str, who: str, tenant: str):
+        return api.post(f"/v1/access-requests/{request_id}/reject", who, {"tenant_id": tenant})
+
+    def test_a_party_still_short_of_approvals_may_reject(self, api, access_request):
+        request_id = access_request["id"]
+        assert self.approve(api, request_id, "alice", "contoso").status_code == 200
+        answer = self.reject(api, request_id, "alice2", "contoso")
+        assert answer.status_code == 200, answer.get_json()
+        assert answer.get_json()["status"] == "rejected"
+
+    def test_a_party_that_approved_in_full_cannot_reject(self, api, access_request):
+        request_id = access_request["id"]
+        self.approve(api, request_id, "alice", "contoso")
+        self.approve(api, request_id, "alice2", "contoso")
+        answer = self.reject(api, request_id, "dana", "contoso")
+        assert answer.status_code == 409
+        assert answer.get_json()["error"]["code"] == "already_approved"
+        # Once an approval lapses (its approver lost the role) the party is short again.
+        url = "/v1/tenants/contoso/role-assignments/alice/Global%20Administrator"
+        assert api.delete(url, "ops").status_code == 204
+        answer = self.reject(api, request_id, "dana", "contoso")
+        assert answer.status_code == 200, answer.get_json()
+        assert answer.get_json()["status"] == "rejected"
+
     def test_policy_version_differs_from_shipped(self, api, shipped, policy_dir):
         served = api.get("/v1/policy", "ops").get_json()["version"]
         assert served == load_policy(policy_dir).version != shipped.version
