@@ -7,6 +7,7 @@ interpreting them, which matters for a batch of 1,000 decision checks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -99,10 +100,25 @@ def refuse_nul_characters(path: str, parameters: Iterable[tuple[str, str]]) -> N
             raise BadRequest(f"{name}: must not contain a NUL character", code="invalid_query")
 
 
+# JSON Schema patterns are ECMA-262 regular expressions, whose `$` ends the string;
+# Python's `$` also matches before a final newline. fastjsonschema turns each unescaped `$`
+# into `\Z`; the explainer must read patterns the same way, or it would find nothing
+# wrong with "read\n" and could not name the field.
+_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def _ecma_pattern(validator, pattern: str, instance: Any, schema: dict):
+    if validator.is_type(instance, "string") and not re.search(_DOLLAR.sub(r"\\Z", pattern), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Explainer = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
+
+
 @cache
 def _explainer(name: str) -> jsonschema.Draft202012Validator:
     components = openapi_document()["components"]
-    return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": components})
+    return _Explainer({"$ref": f"#/components/schemas/{name}", "components": components})
 
 
 # For one object, report an unknown field before a wrong one before a missing one.

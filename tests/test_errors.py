@@ -224,6 +224,23 @@ def test_body_just_under_the_limit_is_not_413(app, client):
 
 
 @pytest.mark.parametrize(
+    ("url", "body", "field"),
+    [
+        ("/v1/decisions", read_check(action="read\n"), "action"),
+        ("/v1/decisions", read_check(resource="diagnostics/signInLogs\n"), "resource"),
+        ("/v1/decisions/batch", {"checks": [read_check(), read_check(action="read\n")]}, "checks[1].action"),
+    ],
+)
+def test_a_trailing_newline_breaks_a_pattern_and_the_error_names_the_field(client, url, body, field):
+    # A schema pattern's `$` ends the string (JSON Schema: ECMA-262), not a line.
+    answer = client.post(url, json=body, headers=auth("diag-tool"))
+    error = assert_error_body(answer, 400)
+    assert error["code"] == "invalid_field"
+    assert error["message"].startswith(f"{field}: "), error["message"]
+    assert "expected form" in error["message"]
+
+
+@pytest.mark.parametrize(
     ("body", "message"),
     [
         ({"title": "Acme"}, "title: unknown field"),  # an unknown field is named before a missing one
