@@ -251,6 +251,22 @@ def test_limit_takes_the_oldest_events_whatever_their_kind(api, approved_request
     assert view(api, "alice", "contoso", since=since, limit=3) == full[-4:-1]
 
 
+def test_a_view_asked_for_without_paging_holds_a_whole_batch_and_what_follows(api, approved_request):
+    """A caller that does not page (API.md knows no paging) sees a full batch of 1,000
+    reads together with the workflow before and after it."""
+    checks = [read_check() for _ in range(1000)]
+    answer = api.post("/v1/decisions/batch", "diag-tool", {"checks": checks})
+    assert all(r["allowed"] for r in answer.get_json()["results"])
+    url = f"/v1/access-requests/{approved_request['id']}/revoke"
+    assert api.post(url, "alice").status_code == 200
+
+    kinds = [event["activity"] for event in view(api, "alice", "contoso")]
+
+    assert kinds.count("diagnostics.read") == 1000
+    assert kinds.index("access_request.approved") < kinds.index("diagnostics.read")
+    assert kinds[-1] == "access_request.revoked"
+
+
 @pytest.mark.parametrize("limit", [1, 2, 5, 7])
 def test_paging_with_after_returns_every_event_once_even_when_times_tie(api, approved_request, limit):
     """A batch's reads share one time (and one chain row), so `since` cannot page through
