@@ -188,11 +188,13 @@ def create_access_request(policy: Policy, viewer: Viewer, body: dict, now: datet
         ticket = _locked(SupportRequest, ticket.id)
         if ticket.status != "open":
             raise Conflict("the support request is closed", code="support_request_closed")
-        # A revoked request still shows as approved to the support request tenant; a new
-        # request beside it would reveal the removal, so it counts as live until then.
-        live = ticket.access_requests.where(
-            AccessRequest.status.in_(LIVE) | (AccessRequest.support_request_view_status == APPROVED)
-        ).first()
+        # A revoked request still shows as approved to another support request tenant; a
+        # new request beside it would reveal the removal, so it counts as live until then.
+        # (The tenant check covers same-tenant revocations recorded before they were shown.)
+        hidden_revocation = (AccessRequest.support_request_view_status == APPROVED) & (
+            AccessRequest.support_request_tenant_id != AccessRequest.resource_tenant_id
+        )
+        live = ticket.access_requests.where(AccessRequest.status.in_(LIVE) | hidden_revocation).first()
         if live:
             shown = view_status(live, "support_request")
             message = f"access request {live.id} is already {shown} for this support request"
@@ -430,8 +432,12 @@ def revoke(viewer: Viewer, request_id: str, now: datetime) -> AccessRequest:
         request = _locked(AccessRequest, request.id)
         if request.status != APPROVED:
             raise Conflict(f"the access request is {request.status}", code="not_approved")
-        # The support request tenant keeps seeing "approved" (SPEC §5).
-        _transition(request, REVOKED, viewer.caller, now, "access_request.revoked", {}, requester_view=False)
+        # Another tenant's ticket: that tenant keeps seeing "approved" (SPEC §5). A tenant's
+        # own ticket has no other tenant to keep it from.
+        own_ticket = request.support_request_tenant_id == request.resource_tenant_id
+        _transition(
+            request, REVOKED, viewer.caller, now, "access_request.revoked", {}, requester_view=own_ticket
+        )
     return request
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 
+from models import AccessRequest, database
 from tests.conftest import Api, read_check
 from tests.helpers import error_of, parse_time
 
@@ -586,6 +587,45 @@ def test_same_tenant_admin_may_revoke(api, same_tenant_ticket):
     assert answer.status_code == 200
     assert answer.get_json()["status"] == "revoked"
     assert decide(api, tenant_id="fabrikam")["allowed"] is False
+
+
+def test_a_revoked_request_blocks_a_new_one_while_another_tenant_sees_it_approved(
+    api, revoked_request, ticket, clock
+):
+    answer = file_request(api, ticket)
+    assert answer.status_code == 409
+    assert error_of(answer)["code"] == "access_request_exists"
+    assert "revok" not in error_of(answer)["message"].lower()  # the engineer may tell bob
+    assert listed(api, "bob", "?tenant_id=fabrikam") == {revoked_request["id"]: "approved"}
+
+    clock.advance(hours=8)  # the revoked grant's time runs out: bob sees it completed
+    assert file_request(api, ticket).status_code == 201
+
+
+def test_a_same_tenant_revocation_frees_the_ticket_for_a_new_request(api, same_tenant_ticket, clock):
+    request = new_request(api, same_tenant_ticket)
+    assert approve(api, request, "bob", "fabrikam").get_json()["status"] == "approved"
+    assert api.post(url(request, "revoke"), "bob").status_code == 200
+
+    # No other tenant to keep the removal from: API.md's rule, no pending or approved one.
+    assert file_request(api, same_tenant_ticket).status_code == 201
+    assert status_seen_by(api, request, "bob") == "revoked"
+    clock.advance(hours=9)
+    trail = activities_for(api, "fabrikam", "bob", request["id"])
+    assert trail[-1] == "access_request.revoked"  # and never "completed" after it
+
+
+def test_a_same_tenant_revocation_recorded_hidden_does_not_block_either(app, api, same_tenant_ticket):
+    """Before same-tenant revocations were shown to their own tenant, they were stored as
+    still approved in the support request tenant's view."""
+    request = new_request(api, same_tenant_ticket)
+    assert approve(api, request, "bob", "fabrikam").get_json()["status"] == "approved"
+    assert api.post(url(request, "revoke"), "bob").status_code == 200
+    with app.app_context(), database.connection_context():
+        query = AccessRequest.update(support_request_view_status="approved")
+        assert query.where(AccessRequest.id == request["id"]).execute() == 1
+
+    assert file_request(api, same_tenant_ticket).status_code == 201
 
 
 def test_revocation_is_hidden_from_the_support_request_tenant(api, revoked_request):
