@@ -17,13 +17,10 @@ from typing import Annotated, Any
 
 import msgspec
 
-from service.validation import openapi_document
+from service.validation import openapi_document, python_pattern
 
 _LENGTHS = {"minLength": "min_length", "maxLength": "max_length"}
 _NOTES = {"description"}  # keywords that do not constrain
-# As fastjsonschema does: `$` means the end of the string, not "before a final newline"
-# as in Python's re (an unescaped `$`, even in a [] set).
-_END_OF_STRING = re.compile(r"(?<!\\)\$")
 
 
 # The strings that matched each pattern. Patterns are checked after decoding, against
@@ -74,7 +71,7 @@ def _check_patterns(value: Any) -> None:
     patterns, nested = _CHECKS[type(value)]
     for field, pattern in patterns:
         text = getattr(value, field)
-        if text is not msgspec.UNSET and not pattern.allows(text):
+        if text is not msgspec.UNSET and text is not None and not pattern.allows(text):
             raise ValueError(f"{field}: does not match its pattern")
     for field in nested:
         inner = getattr(value, field)
@@ -102,7 +99,7 @@ def _struct(name: str) -> type[msgspec.Struct]:
     ]
     struct = msgspec.defstruct(name, fields, forbid_unknown_fields=True)
     patterns = [
-        (field, _Pattern(_END_OF_STRING.sub(r"\\Z", spec["pattern"])))
+        (field, _Pattern(python_pattern(spec["pattern"])))
         for field, spec in properties.items()
         if "pattern" in spec
     ]
@@ -120,6 +117,9 @@ def _type(spec: dict[str, Any], where: str, field: bool = True) -> Any:
         _only(spec, {"$ref"}, where)
         return _struct(spec["$ref"].rsplit("/", 1)[1])
     kind = spec.get("type")
+    if isinstance(kind, list) and len(kind) == 2 and "null" in kind:  # e.g. [string, "null"]
+        (other,) = (k for k in kind if k != "null")
+        return _type({**spec, "type": other}, where, field) | None
     if kind == "string":
         _only(spec, {"type", "pattern", *_LENGTHS} | _NOTES, where)
         if "pattern" in spec and not field:  # checked by decode() on struct fields only
@@ -146,12 +146,14 @@ def _only(spec: dict[str, Any], allowed: set[str], where: str) -> None:
 
 
 def as_plain(value: Any) -> Any:
-    """A decoded body as the reference path would have it (dicts, lists; unset fields absent)."""
+    """A decoded body as the reference path would have it (dicts, lists; unset and null
+    fields absent: validation.without_nulls)."""
     if isinstance(value, msgspec.Struct):
+        fields = {field: getattr(value, field) for field in value.__struct_fields__}
         return {
-            field: as_plain(getattr(value, field))
-            for field in value.__struct_fields__
-            if getattr(value, field) is not msgspec.UNSET
+            field: as_plain(item)
+            for field, item in fields.items()
+            if item is not msgspec.UNSET and item is not None
         }
     if isinstance(value, list):
         return [as_plain(item) for item in value]

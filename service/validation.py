@@ -67,7 +67,8 @@ def json_object(raw: bytes) -> dict[str, Any]:
 
 
 def validate(name: str, value: Any) -> dict[str, Any]:
-    """Check `value` against components.schemas[name]; a 400 naming the field if not."""
+    """Check `value` against components.schemas[name]; a 400 naming the field if not.
+    Returns it with null fields left out (see without_nulls)."""
     try:
         _validator(name)(value)
     except fastjsonschema.JsonSchemaValueException:
@@ -75,6 +76,17 @@ def validate(name: str, value: Any) -> dict[str, Any]:
     nul = _nul_at(value, [])
     if nul is not None:
         raise BadRequest(f"{json_path(nul)}: must not contain a NUL character", code="invalid_field")
+    return without_nulls(value)
+
+
+def without_nulls(value: Any) -> Any:
+    """`value` with every null field of its objects left out. The schemas allow null only
+    on optional fields, where it means what leaving the field out means: clients that
+    send every field of their model send null for the ones they do not set."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
     return value
 
 
@@ -104,11 +116,16 @@ def refuse_nul_characters(path: str, parameters: Iterable[tuple[str, str]]) -> N
 # Python's `$` also matches before a final newline. fastjsonschema turns each unescaped `$`
 # into `\Z`; the explainer must read patterns the same way, or it would find nothing
 # wrong with "read\n" and could not name the field.
-_DOLLAR = re.compile(r"(?<!\\)\$")
+_DOLLAR = re.compile(r"(?<!\\)\$")  # an unescaped `$`, even in a [] set, as fastjsonschema
+
+
+def python_pattern(pattern: str) -> str:
+    """A schema pattern as a Python regular expression that matches the same strings."""
+    return _DOLLAR.sub(r"\\Z", pattern)
 
 
 def _ecma_pattern(validator, pattern: str, instance: Any, schema: dict):
-    if validator.is_type(instance, "string") and not re.search(_DOLLAR.sub(r"\\Z", pattern), instance):
+    if validator.is_type(instance, "string") and not re.search(python_pattern(pattern), instance):
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 

@@ -223,6 +223,56 @@ def test_body_just_under_the_limit_is_not_413(app, client):
     assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
 
 
+# --- null: an optional field left out ---------------------------------------------------
+
+
+def test_null_optional_fields_of_a_decision_are_left_out(api, approved_request):
+    nulls = {"support_request_id": None, "explain": None}
+    single = api.post("/v1/decisions", "diag-tool", read_check(**nulls))
+    assert single.status_code == 200, single.get_json()
+    assert single.get_json()["allowed"] is True and "explain" not in single.get_json()
+    batch = api.post("/v1/decisions/batch", "diag-tool", {"checks": [read_check(**nulls), read_check()]})
+    assert [r["reason"] for r in batch.get_json()["results"]] == ["granted", "granted"]
+
+
+def test_null_optional_fields_of_a_ticket_and_a_rejection_take_their_defaults(api):
+    body = {
+        "tenant_id": "fabrikam",
+        "title": "t",
+        "resource_tenant_id": None,
+        "allow_advanced_diagnostics": None,
+    }
+    ticket = api.post("/v1/support-requests", "bob", body)
+    assert ticket.status_code == 201, ticket.get_json()
+    assert (ticket.get_json()["resource_tenant_id"], ticket.get_json()["allow_advanced_diagnostics"]) == (
+        "fabrikam",
+        False,
+    )
+    ticket_id = ticket.get_json()["id"]
+    assert api.post(f"/v1/support-requests/{ticket_id}/assign", "eve", {"engineer": "eve"}).status_code == 200
+    body = {"support_request_id": ticket_id, "justification": "j"}
+    request_id = api.post("/v1/access-requests", "eve", body).get_json()["id"]
+    answer = api.post(
+        f"/v1/access-requests/{request_id}/reject", "bob", {"tenant_id": "fabrikam", "reason": None}
+    )
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["rejection_reason"] == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "who", "body", "field"),
+    [
+        ("/v1/decisions", "diag-tool", read_check(tenant_id=None), "tenant_id"),
+        ("/v1/decisions/batch", "diag-tool", {"checks": [read_check(action=None)]}, "checks[0].action"),
+        ("/v1/support-requests", "bob", {"tenant_id": "fabrikam", "title": None}, "title"),
+    ],
+)
+def test_a_null_required_field_is_still_400_naming_it(client, url, who, body, field):
+    answer = client.post(url, json=body, headers=auth(who, "fabrikam"))
+    error = assert_error_body(answer, 400)
+    assert error["message"].startswith(f"{field}: "), error["message"]
+
+
 @pytest.mark.parametrize(
     ("url", "body", "field"),
     [
