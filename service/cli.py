@@ -12,6 +12,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from models import database
+from service import serve as serving
 from service.clock import system_now
 
 directory_cli = AppGroup("directory", help="Tenants and role assignments.")
@@ -259,6 +260,17 @@ def sweep() -> None:
     click.echo(f"{count} requests expired or completed")
 
 
+@click.command("serve")
+@click.option("--host", default=serving.DEFAULT_HOST, show_default=True)
+@click.option("--port", default=serving.default_port, type=int, show_default="$PORT or 5000")
+@click.option("--workers", default=serving.DEFAULT_WORKERS, type=click.IntRange(min=1), show_default=True)
+@click.option("--threads", default=1, type=click.IntRange(min=1), show_default=True, help="Per worker.")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve in production, as `make serve` does: granian workers and the read importer.
+    Configured by the SUPPORT_ACCESS_* environment (README "Configuration")."""
+    serving.serve(host, port, workers, threads)
+
+
 def init_app(app: Flask) -> None:
-    for command in (directory_cli, policy_cli, audit_cli, token, sweep):
+    for command in (directory_cli, policy_cli, audit_cli, token, sweep, serve):
         app.cli.add_command(command)

@@ -16,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+from typing import NoReturn
 
 WORKERS_KILL_TIMEOUT = 10  # seconds (an orchestrator's own grace period is often 30)
 IMPORTER_LATE_START = (
@@ -52,22 +53,36 @@ def command(host: str, port: int, workers: int, threads: int) -> list[str]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # Loopback unless asked: not the environment's HOST, which some shells set to the machine's name.
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="default: one per core")
-    parser.add_argument("--threads", type=int, default=1, help="request threads per worker")
-    args = parser.parse_args()
-    argv = command(args.host, args.port, args.workers, args.threads)
+# Loopback unless asked: not the environment's HOST, which some shells set to the machine's name.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_WORKERS = os.cpu_count() or 1  # one per core
+
+
+def default_port() -> int:
+    return int(os.environ.get("PORT", "5000"))
+
+
+def serve(host: str, port: int, workers: int, threads: int) -> NoReturn:
+    """Become the server (this process turns into granian); shared by `make serve` and
+    `flask --app service serve`."""
+    argv = command(host, port, workers, threads)
     # The read journal's importer, beside the workers; it ends when the server (this
     # process, once it has become granian) does. It starts a little later, so that it
     # does not slow the workers' start; the reads wait in the journal meanwhile.
     env = {**os.environ, "SUPPORT_ACCESS_SERVER_PID": str(os.getpid())}  # our pid stays granian's
     subprocess.Popen([sys.executable, "-c", IMPORTER_LATE_START], env=env)
-    print(f"serving on http://{args.host}:{args.port} with {args.workers} granian workers", flush=True)
+    print(f"serving on http://{host}:{port} with {workers} granian workers", flush=True)
     os.execv(argv[0], argv)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=default_port())
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="default: one per core")
+    parser.add_argument("--threads", type=int, default=1, help="request threads per worker")
+    args = parser.parse_args()
+    serve(args.host, args.port, args.workers, args.threads)
 
 
 if __name__ == "__main__":

@@ -291,3 +291,35 @@ def test_make_serve_listens_on_loopback_whatever_the_environment_says_host_is(tm
     )
     assert planned.returncode == 0, planned.stderr
     assert "service.serve --host 127.0.0.1 " in planned.stdout, planned.stdout
+
+
+def test_the_flask_cli_serves_as_make_serve_does(tmp_path, database_url):
+    """SPEC §7: serving is a Flask CLI command too (`flask --app service serve`)."""
+    env = served_environment(tmp_path, REPO_POLICY_DIR, database_url)
+    port = free_port()
+    flask = [
+        sys.executable,
+        "-m",
+        "flask",
+        "--app",
+        "service",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(flask, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_ready(port, server, log_path)
+            status, health = call(port, "GET", "/healthz")
+            assert status == 200
+            assert _is_running(health["pid"], b"granian")  # the production server, not Flask's
+            importers = _importers_of(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=WORKERS_KILL_TIMEOUT + 30)  # a bound for a loaded machine
+    assert len(importers) == 1
+    assert f"serving on http://127.0.0.1:{port} with 1 granian workers" in log_path.read_text()
