@@ -35,28 +35,25 @@ def sizes(db) -> tuple[int, int]:
     return path.stat().st_size, Path(f"{path}-wal").stat().st_size
 
 
-def test_a_due_checkpoint_copies_the_log_and_the_next_write_reuses_it(db, monkeypatch):
-    monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 0.0)
+def write_checkpoint_write(db) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The sizes after a write, and after a checkpoint (if due) and another write."""
     write(db)
-    database_before, log_before = sizes(db)
-
+    before = sizes(db)
     Checkpointer(db).checkpoint_if_due()
     write(db)
+    return before, sizes(db)
 
-    database_after, log_after = sizes(db)
+
+def test_a_due_checkpoint_copies_the_log_and_the_next_write_reuses_it(db, monkeypatch):
+    monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 0.0)
+    (database_before, log_before), (database_after, log_after) = write_checkpoint_write(db)
     assert database_after > database_before  # the first write's pages are in the file
     assert log_after == log_before  # the second write started the log afresh
 
 
 def test_no_checkpoint_before_the_interval_has_passed(db, monkeypatch):
     monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 3600.0)
-    write(db)
-    database_before, log_before = sizes(db)
-
-    Checkpointer(db).checkpoint_if_due()
-    write(db)
-
-    database_after, log_after = sizes(db)
+    (database_before, log_before), (database_after, log_after) = write_checkpoint_write(db)
     assert database_after == database_before
     assert log_after > log_before  # the log only grew
 
