@@ -97,11 +97,11 @@ def read_journal_directory(app: Flask) -> Path:
     return Path(configured) if configured else directory_for(app.config["DATABASE_URL"], app.instance_path)
 
 
-def _start_with_serving(app: Flask, start) -> None:
-    """Run `start` (it starts a thread once) with the first request, through Flask or
-    through the decision fast path, so the thread lives in the serving process."""
-    app.extensions.setdefault("serving_threads", []).append(start)
-    app.before_request(start)
+def _before_every_request(app: Flask, hook) -> None:
+    """Run `hook` before every request, through Flask or through the decision fast path.
+    A thread a hook starts (once) then lives in the serving process, not in CLI commands."""
+    app.extensions.setdefault("before_every_request", []).append(hook)
+    app.before_request(hook)
 
 
 def _load_environment(app: Flask) -> None:
@@ -148,12 +148,18 @@ def _init_policy(app: Flask) -> None:
     if app.config.get("TESTING"):
         return
     from service.policy_reload import PolicyWatcher
+    from service.state_signal import POLICY_SUFFIX, counter_for
 
+    generation = counter_for(app.config["DATABASE_URL"], read_journal_directory(app), POLICY_SUFFIX)
+    app.extensions["policy_generation"] = generation
     # SIGHUP is caught from now on; the watching thread starts with the first request, so
     # it runs in the serving process (after the server's fork), not in CLI commands.
-    watcher = PolicyWatcher(app, float(app.config["POLICY_WATCH_INTERVAL"])).install_signal_handler()
+    interval = float(app.config["POLICY_WATCH_INTERVAL"])
+    watcher = PolicyWatcher(app, interval, generation).install_signal_handler()
     app.extensions["policy_watcher"] = watcher
-    _start_with_serving(app, watcher.start_once)
+    _before_every_request(app, watcher.start_once)
+    # Another worker's new policy, before every answer (the decision fast path too).
+    _before_every_request(app, watcher.keep_current)
 
 
 def _init_decision_engine(app: Flask) -> None:
@@ -180,7 +186,7 @@ def _init_decision_engine(app: Flask) -> None:
 
         listener = ChangeListener(app.config["DATABASE_URL"], signal)
         app.extensions["change_listener"] = listener
-        _start_with_serving(app, listener.start_once)
+        _before_every_request(app, listener.start_once)
 
 
 def _init_decision_log(app: Flask) -> None:

@@ -82,8 +82,8 @@ class FastDecisions:
         route = ROUTES.get(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
         if route is None:
             return self.next(environ, start_response)
-        for start in self.service.app.extensions["serving_threads"]:
-            start()
+        for hook in self.service.app.extensions["before_every_request"]:
+            hook()
         try:
             status, payload = 200, self._handle(environ, *route)
         except Exception as exc:  # fail closed: an error status, never an allow
@@ -149,6 +149,6 @@ def _check(item) -> decisions.Check:
 def init_app(app: Flask) -> None:
     service = DecisionService(app)
     app.extensions["decision_service"] = service
-    app.extensions.setdefault("serving_threads", [])
+    app.extensions.setdefault("before_every_request", [])
     if app.config.get("FAST_DECISIONS", True):
         app.wsgi_app = FastDecisions(service, app.wsgi_app)

@@ -1,5 +1,10 @@
 """Hot reload of the policy: on SIGHUP, when the policy files change, and on
-`POST /v1/policy/reload`. Each attempt is logged, counted and audited (`policy.reloaded`)."""
+`POST /v1/policy/reload`. Each attempt is logged, counted and audited (`policy.reloaded`).
+
+Each worker process holds its own policy. A worker that loads a new version moves the
+machine's policy generation on (service/state_signal.py), and every other worker, before
+its next answer, loads the files too if their version is not the one it serves: a
+reload answered by one worker is in force in all of them, as a revocation is."""
 
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ def reload_policy(app: Flask, trigger: str, actor="system") -> Policy:
         )
     if error:
         raise error
+    generation = app.extensions.get("policy_generation")
+    if generation is not None and policy.version != previous:
+        generation.publish()
     return policy
 
 
@@ -51,14 +59,17 @@ class PolicyWatcher:
     this thread, never inside a signal handler that may have interrupted a transaction.
     """
 
-    def __init__(self, app: Flask, interval: float):
+    def __init__(self, app: Flask, interval: float, generation):
         self.app = app
         self.interval = interval
+        self.generation = generation  # the machine's policy generation (see the module)
         self.wake = threading.Event()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="policy-watcher", daemon=True)
         self._seen = app.extensions["policy_store"].current.version
+        self._followed = generation.value()
         self._start_lock = threading.Lock()
+        self._follow_lock = threading.Lock()
 
     def install_signal_handler(self) -> PolicyWatcher:
         if threading.current_thread() is threading.main_thread():
@@ -86,16 +97,38 @@ class PolicyWatcher:
                 return
             self._check("sighup" if signalled else "watch", force=signalled)
 
-    def _check(self, trigger: str, force: bool) -> None:
-        store = self.app.extensions["policy_store"]
-        try:
-            version = policy_version(store.directory)
-        except OSError as exc:
-            log.error("cannot read policy directory %s: %s", store.directory, exc)
+    def keep_current(self) -> None:
+        """Before each request: if another worker loaded a new policy since, load the files
+        here too unless this worker serves their version already. Nothing changed: one
+        read of a shared word."""
+        if self.generation.value() == self._followed:
             return
-        if not force and version == self._seen:
+        with self._follow_lock:
+            generation = self.generation.value()  # before reading the files: none is missed
+            if generation == self._followed:
+                return
+            self._followed = generation
+            store = self.app.extensions["policy_store"]
+            version = self._files_version()
+            if version is not None and version != store.current.version:
+                self._reload("worker")
+
+    def _check(self, trigger: str, force: bool) -> None:
+        version = self._files_version()
+        if version is None or (not force and version == self._seen):
             return
         self._seen = version  # a bad version is tried once, not on every tick
+        self._reload(trigger)
+
+    def _files_version(self) -> str | None:
+        store = self.app.extensions["policy_store"]
+        try:
+            return policy_version(store.directory)
+        except OSError as exc:
+            log.error("cannot read policy directory %s: %s", store.directory, exc)
+            return None
+
+    def _reload(self, trigger: str) -> None:
         try:
             reload_policy(self.app, trigger)
         except PolicyError:

@@ -23,6 +23,9 @@ _SIZE = 8
 # "changes"; a generation under the old name would mix with an older worker's numbers
 # during an upgrade (one could write back what a reader applied and hide a change).
 SUFFIX = "generation"
+# Another generation: of the policy, moved on when a worker loads a new version
+# (service/policy_reload.py), so that the other workers load it before their next answer.
+POLICY_SUFFIX = "policy-generation"
 
 
 class SharedCounter:
@@ -70,13 +73,15 @@ class ProcessCounter:
             self._value += 1
 
 
-def counter_for(database_url: str, journal_directory: Path) -> SharedCounter | ProcessCounter:
+def counter_for(
+    database_url: str, journal_directory: Path, suffix: str = SUFFIX
+) -> SharedCounter | ProcessCounter:
     """SQLite: a file beside the database (every process using that file shares it).
     A server database: a file beside this machine's read journal for it, which its
     processes share; other machines hear of changes through service/change_listener.py."""
     if database_url.startswith("sqlite") and ":memory:" not in database_url:
         database_file = database_url.split("///", 1)[1]
-        return SharedCounter(f"{database_file}.{SUFFIX}")
+        return SharedCounter(f"{database_file}.{suffix}")
     if database_url.startswith("sqlite"):
         return ProcessCounter()
-    return SharedCounter(journal_directory.parent / f"{journal_directory.stem}.{SUFFIX}")
+    return SharedCounter(journal_directory.parent / f"{journal_directory.stem}.{suffix}")

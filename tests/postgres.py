@@ -16,7 +16,7 @@ import psycopg2
 from playhouse.db_url import parse
 
 from models import server_database_name
-from service.state_signal import SUFFIX
+from service.state_signal import POLICY_SUFFIX, SUFFIX
 
 INSTANCE = Path(__file__).resolve().parent.parent / "instance"  # Flask's, for the `service` package
 
@@ -43,7 +43,8 @@ def _remove_machine_files(url: str) -> None:
     the instance folder (service/read_journal.py, service/state_signal.py)."""
     name = server_database_name(url)
     shutil.rmtree(INSTANCE / f"{name}.reads", ignore_errors=True)
-    (INSTANCE / f"{name}.{SUFFIX}").unlink(missing_ok=True)
+    for suffix in (SUFFIX, POLICY_SUFFIX):
+        (INSTANCE / f"{name}.{suffix}").unlink(missing_ok=True)
 
 
 def drop_database(url: str) -> None:

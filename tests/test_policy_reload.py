@@ -20,6 +20,7 @@ import pytest
 
 from service.policy import REPO_POLICY_DIR, policy_version
 from service.policy_reload import PolicyWatcher, reload_policy
+from service.state_signal import ProcessCounter
 from tests.conftest import Api, read_check
 from tests.helpers import edit
 
@@ -207,8 +208,15 @@ def test_reload_needs_a_token(api):
 
 
 @pytest.fixture
-def watcher(app):
-    watcher = PolicyWatcher(app, interval=0.05)
+def generation(app):
+    """The machine's policy generation, as a served app has it (TESTING apps have none)."""
+    app.extensions["policy_generation"] = counter = ProcessCounter()
+    return counter
+
+
+@pytest.fixture
+def watcher(app, generation):
+    watcher = PolicyWatcher(app, interval=0.05, generation=generation)
     yield watcher
     watcher.stop()
     if watcher.thread.ident:
@@ -262,13 +270,45 @@ def test_trigger_forces_a_reload_of_unchanged_files(api, store, watcher):
     assert event["details"]["version"] == event["details"]["previous_version"] == before.version
 
 
+# --- several workers: each follows the others' new policy ----------------------------------
+
+
+def test_a_reload_that_changes_the_version_moves_the_generation_on(api, policy_dir, generation):
+    assert api.post(RELOAD, OPERATOR).status_code == 200  # the same files: nothing to follow
+    assert generation.value() == 0
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    assert api.post(RELOAD, OPERATOR).status_code == 200
+    assert generation.value() == 1
+
+
+def test_a_worker_loads_the_policy_another_worker_loaded_before_its_next_answer(
+    app, api, policy_dir, store, generation
+):
+    """The watcher of this worker (watching off) and another worker's reload, told by
+    the shared generation: the next request finds this worker on the new version."""
+    watcher = PolicyWatcher(app, interval=0, generation=generation)
+    old = store.current.version
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    watcher.keep_current()
+    assert store.current.version == old  # no other worker said anything: files not read
+
+    generation.publish()  # what the other worker does once it has loaded them
+    watcher.keep_current()
+
+    assert store.current.version == policy_version(policy_dir) != old
+    assert last_event(api, "worker")["result"] == "success"
+    assert generation.value() == 2  # this worker's load is told the others in turn
+    watcher.keep_current()
+    assert len([e for e in reload_events(api) if e["details"]["trigger"] == "worker"]) == 1
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
 def test_a_real_sighup_reloads(app, api, policy_dir, store):
     """With watching off (interval 0, SUPPORT_ACCESS_POLICY_WATCH_INTERVAL=0) a changed file
     stays unread until the process gets SIGHUP."""
     assert threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGHUP)
-    watcher = PolicyWatcher(app, interval=0)
+    watcher = PolicyWatcher(app, interval=0, generation=ProcessCounter())
     try:
         watcher.install_signal_handler()
         watcher.start_once()

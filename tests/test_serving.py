@@ -19,7 +19,7 @@ import jwt
 import pytest
 from playhouse.db_url import connect
 
-from service.policy import REPO_POLICY_DIR
+from service.policy import REPO_POLICY_DIR, policy_version
 from service.serve import WORKERS_KILL_TIMEOUT
 from tests.conftest import auth, read_check
 from tests.helpers import rsa_key, write_jwks
@@ -101,6 +101,30 @@ def test_a_revocation_is_in_force_in_every_worker_before_its_answer_returns(tmp_
             after = [(pid, allowed) for sent, pid, allowed in answers if sent > revoked_at[0]]
             assert after and not any(allowed for _, allowed in after), "an allow after the revocation"
             assert any(allowed for sent, _, allowed in answers if sent < revoked_at[0])
+
+
+def test_a_policy_reload_is_in_force_in_every_worker_before_its_answer_returns(
+    tmp_path, database_url, monkeypatch
+):
+    """POST /v1/policy/reload is answered by one worker; the others, with the watching of
+    files off, serve the new version from their next answer on."""
+    monkeypatch.setenv("SUPPORT_ACCESS_POLICY_WATCH_INTERVAL", "0")
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(REPO_POLICY_DIR, policy_dir)
+    with served(tmp_path, policy_dir, database_url, workers=2) as (port, _):
+        clients = _clients_on_two_workers(port)
+        old = {client.decide(read_check())["policy_version"] for client in clients}
+        workflow = policy_dir / "workflow.yaml"
+        workflow.write_text(workflow.read_text().replace("max_grant_duration: 8h", "max_grant_duration: 4h"))
+
+        status, body = call(port, "POST", "/v1/policy/reload", "ops")
+
+        assert status == 200, body
+        assert old == {policy_version(REPO_POLICY_DIR)} and body["version"] == policy_version(policy_dir)
+        for client in clients:
+            assert client.decide(read_check())["policy_version"] == body["version"], client.pid
+            client.connection.request("GET", "/v1/policy", headers=auth("ops"))
+            assert json.loads(client.connection.getresponse().read())["version"] == body["version"]
 
 
 def _wait_for_two_workers(answers: list[tuple], since: float) -> None:
