@@ -107,11 +107,13 @@ class PolicyWatcher:
             generation = self.generation.value()  # before reading the files: none is missed
             if generation == self._followed:
                 return
-            self._followed = generation
             store = self.app.extensions["policy_store"]
             version = self._files_version()
             if version is not None and version != store.current.version:
                 self._reload("worker")
+            # Only now: another request thread of this worker must wait for the load (on
+            # the lock), not pass the check above while it runs.
+            self._followed = generation
 
     def _check(self, trigger: str, force: bool) -> None:
         version = self._files_version()

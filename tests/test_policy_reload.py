@@ -302,6 +302,34 @@ def test_a_worker_loads_the_policy_another_worker_loaded_before_its_next_answer(
     assert len([e for e in reload_events(api) if e["details"]["trigger"] == "worker"]) == 1
 
 
+def test_a_request_thread_waits_for_a_load_another_thread_of_its_worker_began(
+    app, policy_dir, store, generation, monkeypatch
+):
+    watcher = PolicyWatcher(app, interval=0, generation=generation)
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    generation.publish()
+    loading, go_on = threading.Event(), threading.Event()
+    load = watcher._reload
+    monkeypatch.setattr(watcher, "_reload", lambda trigger: (loading.set(), go_on.wait(10), load(trigger)))
+    served: list[str] = []
+
+    def second_request() -> None:
+        watcher.keep_current()
+        served.append(store.current.version)  # the version its answer would carry
+
+    first = threading.Thread(target=watcher.keep_current)
+    first.start()
+    assert loading.wait(10)
+    second = threading.Thread(target=second_request)
+    second.start()
+    second.join(timeout=1)  # were it not to wait for the load, it would be done by now
+    go_on.set()
+    first.join(timeout=10)
+    second.join(timeout=10)
+
+    assert served == [policy_version(policy_dir)]
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
 def test_a_real_sighup_reloads(app, api, policy_dir, store):
     """With watching off (interval 0, SUPPORT_ACCESS_POLICY_WATCH_INTERVAL=0) a changed file
