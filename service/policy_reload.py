@@ -1,10 +1,12 @@
 """Hot reload of the policy: on SIGHUP, when the policy files change, and on
 `POST /v1/policy/reload`. Each attempt is logged, counted and audited (`policy.reloaded`).
 
-Each worker process holds its own policy. A worker that loads a new version moves the
-machine's policy generation on (service/state_signal.py), and every other worker, before
-its next answer, loads the files too if their version is not the one it serves: a
-reload answered by one worker is in force in all of them, as a revocation is."""
+Each worker process holds its own policy. A worker whose policy state changes (it loads
+a new version, or fails on new files, or loads after a failure) moves the machine's
+policy generation on (service/state_signal.py), and every other worker, before its next
+answer, loads the files too unless it serves them already or failed on them already
+(PolicyStore.should_follow): a reload answered by one worker is in force in all of them,
+as a revocation is, and a failed one is reported by all of them."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from prometheus_client import Counter
 from models import transaction
 from service import audit
 from service.errors import PolicyError
-from service.policy import Policy, policy_version
+from service.policy import Policy
 
 log = logging.getLogger("support_access.policy")
 RELOADS = Counter("support_access_policy_reloads", "Policy reload attempts", ["result", "trigger"])
@@ -26,10 +28,12 @@ RELOADS = Counter("support_access_policy_reloads", "Policy reload attempts", ["r
 
 def reload_policy(app: Flask, trigger: str, actor="system") -> Policy:
     """Build the policy anew and swap it in; on failure keep the old one, record the
-    error and raise PolicyError."""
+    error and raise PolicyError. Either way, when this worker's policy state changed,
+    the other workers hear of it (see the module)."""
     store = app.extensions["policy_store"]
     now = app.config["CLOCK"]()
     previous = store.current.version if store.loaded else None
+    before = store.state()
     error = None
     try:
         policy = store.reload(now)
@@ -44,11 +48,11 @@ def reload_policy(app: Flask, trigger: str, actor="system") -> Policy:
         audit.record(
             "policy.reloaded", actor, provider, [provider], str(store.directory), details, now, result
         )
+    generation = app.extensions.get("policy_generation")
+    if generation is not None and store.state() != before:
+        generation.publish()
     if error:
         raise error
-    generation = app.extensions.get("policy_generation")
-    if generation is not None and policy.version != previous:
-        generation.publish()
     return policy
 
 
@@ -107,28 +111,18 @@ class PolicyWatcher:
             generation = self.generation.value()  # before reading the files: none is missed
             if generation == self._followed:
                 return
-            store = self.app.extensions["policy_store"]
-            version = self._files_version()
-            if version is not None and version != store.current.version:
+            if self.app.extensions["policy_store"].should_follow():
                 self._reload("worker")
             # Only now: another request thread of this worker must wait for the load (on
             # the lock), not pass the check above while it runs.
             self._followed = generation
 
     def _check(self, trigger: str, force: bool) -> None:
-        version = self._files_version()
+        version = self.app.extensions["policy_store"].files_version()
         if version is None or (not force and version == self._seen):
             return
         self._seen = version  # a bad version is tried once, not on every tick
         self._reload(trigger)
-
-    def _files_version(self) -> str | None:
-        store = self.app.extensions["policy_store"]
-        try:
-            return policy_version(store.directory)
-        except OSError as exc:
-            log.error("cannot read policy directory %s: %s", store.directory, exc)
-            return None
 
     def _reload(self, trigger: str) -> None:
         try:

@@ -32,6 +32,7 @@ class PolicyStore:
         self._policy: Policy | None = None
         self.last_reload_error: str | None = None
         self.last_reload_at: datetime | None = None
+        self.failed_version: str | None = None  # the files' version the last reload failed on
         self._reload_lock = threading.Lock()
 
     @property
@@ -54,10 +55,12 @@ class PolicyStore:
                 policy = load_policy(self.directory, now)
             except PolicyError as exc:
                 self.last_reload_error = exc.message
+                self.failed_version = self.files_version()
                 log.error("policy reload failed, keeping version %s: %s", self._version(), exc.message)
                 raise
             self._policy = policy
             self.last_reload_error = None
+            self.failed_version = None
             log.info("policy version %s loaded from %s", policy.version, self.directory)
             self._save_snapshot(policy)
             return policy
@@ -112,3 +115,25 @@ class PolicyStore:
 
     def _version(self) -> str | None:
         return self._policy.version if self._policy else None
+
+    def files_version(self) -> str | None:
+        """The version the files in the directory have now; None if they cannot be read."""
+        try:
+            return policy_version(self.directory)
+        except OSError as exc:
+            log.error("cannot read policy directory %s: %s", self.directory, exc)
+            return None
+
+    def state(self) -> tuple[str | None, str | None]:
+        """(the version in force, the version the last reload failed on): what another
+        worker needs to hear of when it changes (service/policy_reload.py)."""
+        return self._version(), self.failed_version
+
+    def should_follow(self) -> bool:
+        """Another worker loaded or tried the files: whether this one should load them
+        too. Not if they failed here already, nor if they are what is in force and no
+        error is standing."""
+        version = self.files_version()
+        if version is None or version == self.failed_version:
+            return False
+        return version != self._version() or self.last_reload_error is not None

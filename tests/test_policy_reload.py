@@ -302,6 +302,29 @@ def test_a_worker_loads_the_policy_another_worker_loaded_before_its_next_answer(
     assert len([e for e in reload_events(api) if e["details"]["trigger"] == "worker"]) == 1
 
 
+def test_a_failed_reload_in_another_worker_is_reported_here_and_its_fix_clears_it(
+    app, api, policy_dir, store, generation
+):
+    watcher = PolicyWatcher(app, interval=0, generation=generation)
+    good = store.current.version
+    original = (policy_dir / "access.yaml").read_text(encoding="utf-8")
+    write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
+    generation.publish()  # another worker failed on these files
+
+    watcher.keep_current()
+    assert "access.yaml" in store.last_reload_error and store.current.version == good
+    assert generation.value() == 2  # this worker's failure is news to the others
+    generation.publish()  # a third worker failed on them too: not tried again here
+    watcher.keep_current()
+    tries = [e for e in reload_events(api) if e["details"]["trigger"] == "worker"]
+    assert [e["result"] for e in tries] == ["failure"]
+
+    write_atomically(policy_dir / "access.yaml", original)
+    generation.publish()  # another worker loaded the fixed files (the version in force)
+    watcher.keep_current()
+    assert store.last_reload_error is None and store.current.version == good
+
+
 def test_a_request_thread_waits_for_a_load_another_thread_of_its_worker_began(
     app, policy_dir, store, generation, monkeypatch
 ):

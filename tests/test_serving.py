@@ -123,8 +123,25 @@ def test_a_policy_reload_is_in_force_in_every_worker_before_its_answer_returns(
         assert old == {policy_version(REPO_POLICY_DIR)} and body["version"] == policy_version(policy_dir)
         for client in clients:
             assert client.decide(read_check())["policy_version"] == body["version"], client.pid
-            client.connection.request("GET", "/v1/policy", headers=auth("ops"))
-            assert json.loads(client.connection.getresponse().read())["version"] == body["version"]
+            assert _policy_seen_by(client)["version"] == body["version"], client.pid
+
+        # A reload that fails is reported by every worker, which keep the policy in force.
+        access = policy_dir / "access.yaml"
+        good = access.read_text()
+        access.write_text("allowed_actions: [read\n")
+        assert call(port, "POST", "/v1/policy/reload", "ops")[0] == 409
+        for client in clients:
+            seen = _policy_seen_by(client)
+            assert seen["version"] == body["version"] and "access.yaml" in seen["last_reload_error"], seen
+        access.write_text(good)
+        assert call(port, "POST", "/v1/policy/reload", "ops")[0] == 200
+        assert all(_policy_seen_by(client)["last_reload_error"] is None for client in clients)
+
+
+def _policy_seen_by(client: Client) -> dict:
+    """GET /v1/policy through this client's connection, so from its worker."""
+    client.connection.request("GET", "/v1/policy", headers=auth("ops"))
+    return json.loads(client.connection.getresponse().read())
 
 
 def _wait_for_two_workers(answers: list[tuple], since: float) -> None:
