@@ -34,7 +34,8 @@ run: demo
 	@echo "               TOKEN=\$$($(BIN)/flask --app service token --sub eve --tenant provider)"
 	@echo "Try:           curl -s -H \"Authorization: Bearer \$$TOKEN\" http://$(HOST):$(PORT)/v1/support-requests"
 	@echo ""
-	SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)) $(BIN)/flask --app service run --host $(HOST) --port $(PORT)
+	export SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)); \
+	exec $(BIN)/flask --app service run --host $(HOST) --port $(PORT)  # exec: a signal to make's child stops it
 
 # Production serving: granian, one worker per core (see service/serve.py). Out of the box
 # (none of SUPPORT_ACCESS_DATABASE_URL, _JWT_SECRET, _JWKS, _PROVIDER_TENANT set) it serves

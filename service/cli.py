@@ -12,7 +12,6 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from models import database
-from service import serve as serving
 from service.clock import system_now
 
 directory_cli = AppGroup("directory", help="Tenants and role assignments.")
@@ -261,13 +260,17 @@ def sweep() -> None:
 
 
 @click.command("serve")
-@click.option("--host", default=serving.DEFAULT_HOST, show_default=True)
-@click.option("--port", default=serving.default_port, type=int, show_default="$PORT or 5000")
-@click.option("--workers", default=serving.DEFAULT_WORKERS, type=click.IntRange(min=1), show_default=True)
+@click.option("--host", show_default="127.0.0.1")
+@click.option("--port", type=click.IntRange(1, 65535), show_default="$PORT or 5000")
+@click.option("--workers", type=click.IntRange(min=1), show_default="one per core")
 @click.option("--threads", default=1, type=click.IntRange(min=1), show_default=True, help="Per worker.")
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+def serve(host: str | None, port: int | None, workers: int | None, threads: int) -> None:
     """Serve in production, as `make serve` does: granian workers and the read importer.
     Configured by the SUPPORT_ACCESS_* environment (README "Configuration")."""
+    # Imported here: at the top, `python -m service.serve` would find itself imported
+    # already (service imports this module), and runpy warns about that.
+    from service import serve as serving
+
     serving.serve(host, port, workers, threads)
 
 

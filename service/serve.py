@@ -62,9 +62,12 @@ def default_port() -> int:
     return int(os.environ.get("PORT", "5000"))
 
 
-def serve(host: str, port: int, workers: int, threads: int) -> NoReturn:
+def serve(host: str | None, port: int | None, workers: int | None, threads: int = 1) -> NoReturn:
     """Become the server (this process turns into granian); shared by `make serve` and
-    `flask --app service serve`."""
+    `flask --app service serve`. None: the default."""
+    host = host or DEFAULT_HOST
+    port = port or default_port()
+    workers = workers or DEFAULT_WORKERS
     argv = command(host, port, workers, threads)
     # The read journal's importer, beside the workers; it ends when the server (this
     # process, once it has become granian) does. It starts a little later, so that it

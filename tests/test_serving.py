@@ -364,3 +364,47 @@ def test_the_flask_cli_serves_as_make_serve_does(tmp_path, database_url):
             server.wait(timeout=WORKERS_KILL_TIMEOUT + 30)  # a bound for a loaded machine
     assert len(importers) == 1
     assert f"serving on http://127.0.0.1:{port} with 1 granian workers" in log_path.read_text()
+
+
+def test_stopping_make_run_stops_its_server(tmp_path):
+    """A harness that starts `make run` and signals only make (not its process group)
+    must not leave the server behind on the port."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed (make test installs nothing without it)")
+    env = production_environment(tmp_path)
+    port = free_port()
+    log_path = tmp_path / "make.log"
+    with log_path.open("w") as log:
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "run", "HOST=127.0.0.1", f"PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so that the group can be cleaned up below, whatever happens
+        )
+    try:
+        wait_until_ready(port, make, log_path)
+        make.terminate()
+        make.wait(timeout=30)
+        deadline = time.monotonic() + 30  # a bound for a loaded machine
+        while call(port, "GET", "/healthz", timeout=1)[0] is not None:
+            assert time.monotonic() < deadline, "the server outlived make"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(make.pid, signal.SIGKILL)
+
+
+def test_the_serving_module_starts_without_a_warning():
+    """`python -m service.serve` (make serve) must not find itself imported already,
+    which runpy reports as a RuntimeWarning on every start."""
+    answer = subprocess.run(
+        [sys.executable, "-m", "service.serve", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert "Warning" not in answer.stderr, answer.stderr
