@@ -42,7 +42,9 @@ class TokenVerifier:
         self.jwk_set = None
         if jwks and jwks.startswith(("http://", "https://")):
             # A short timeout: a worker waiting on an unreachable key server answers nobody.
-            self.jwk_client = jwt.PyJWKClient(jwks, cache_keys=True, timeout=JWKS_FETCH_TIMEOUT)
+            # No cache_keys: its per-kid cache outlives the key set, so a key removed from
+            # the set would go on checking tokens for the worker's whole life.
+            self.jwk_client = jwt.PyJWKClient(jwks, timeout=JWKS_FETCH_TIMEOUT)
         elif jwks:
             try:
                 with open(jwks, encoding="utf-8") as handle:

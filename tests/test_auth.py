@@ -383,6 +383,23 @@ def test_jwks_url_keys_are_used_with_or_without_kid(tmp_path, jwks_server, rsa_k
     assert_401(client.get(POLICY, headers=bearer(wrong_type)))
 
 
+def test_a_key_removed_from_the_jwks_url_is_refused_once_the_set_is_fetched_again(
+    tmp_path, jwks_server, rsa_keys
+):
+    """Key rotation: a removed key must stop checking tokens (no per-key cache that
+    outlives the key set, which would keep it for the worker's whole life)."""
+    app = create_app(base_config(tmp_path, JWKS=jwks_server.url))
+    client = app.test_client()
+    old, new = rsa_keys
+    assert_accepted(client.get(POLICY, headers=bearer(jwt.encode(claims(), old, "RS256", {"kid": "k1"}))))
+    write_jwks(jwks_server.path, [("k2", new, "RS256")])
+    app.extensions["token_verifier"].jwk_client.get_jwk_set(refresh=True)  # its 5 minutes ran out
+
+    fresh = jwt.encode({**claims(), "jti": "another token"}, old, "RS256", {"kid": "k1"})
+    assert_401(client.get(POLICY, headers=bearer(fresh)))
+    assert_accepted(client.get(POLICY, headers=bearer(jwt.encode(claims(), new, "RS256", {"kid": "k2"}))))
+
+
 def test_jwks_url_keys_without_kid_check_tokens_without_kid(tmp_path, rsa_keys):
     path = write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
     keys = json.loads(path.read_text(encoding="utf-8"))
