@@ -17,6 +17,9 @@ from service.errors import ConfigError, Unauthorized, Unavailable
 AUDIENCE = "support-access"
 TIME_CLAIMS = ("exp", "nbf", "iat")
 VERIFIED_CACHE_SIZE = 10_000
+# A verified token is checked again after this long even if it has not expired: a key
+# removed from the JWKS (fetched again every 5 minutes) stops counting for it too.
+REVERIFY_AFTER = 300  # seconds
 ASYMMETRIC = ("RS256", "ES256")
 JWKS_FETCH_TIMEOUT = 5  # seconds
 # The audit log's columns for the caller (models.AuditEvent): a longer claim (or one
@@ -64,15 +67,16 @@ class TokenVerifier:
         return True
 
     def verify(self, token: str) -> Caller:
-        """The caller a token names; verified tokens are remembered until they expire, so
-        a client reusing its token pays for the signature check once."""
+        """The caller a token names; verified tokens are remembered until they expire (or
+        for REVERIFY_AFTER), so a client reusing its token pays for the signature check
+        once in a while."""
         cached = self._verified.get(token)
         if cached is not None and cached[1] > time.time():
             return cached[0]
         caller, expires = self._verify(token)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()  # simple bound; a re-verify is cheap
-        self._verified[token] = (caller, expires)
+        self._verified[token] = (caller, min(expires, time.time() + REVERIFY_AFTER))
         return caller
 
     def _verify(self, token: str) -> tuple[Caller, float]:

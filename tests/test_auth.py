@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from service import auth as service_auth
 from service import create_app
 from service.errors import ConfigError
 from tests.conftest import DIRECTORY_FILE, SECRET, auth, token
@@ -398,6 +400,23 @@ def test_a_key_removed_from_the_jwks_url_is_refused_once_the_set_is_fetched_agai
     fresh = jwt.encode({**claims(), "jti": "another token"}, old, "RS256", {"kid": "k1"})
     assert_401(client.get(POLICY, headers=bearer(fresh)))
     assert_accepted(client.get(POLICY, headers=bearer(jwt.encode(claims(), new, "RS256", {"kid": "k2"}))))
+
+
+def test_a_verified_token_is_checked_again_after_a_while(tmp_path, jwks_server, rsa_keys, monkeypatch):
+    """A token already checked with a key that is then removed stops counting too, once
+    service.auth.REVERIFY_AFTER has passed, though it has not expired."""
+    app = create_app(base_config(tmp_path, JWKS=jwks_server.url))
+    client = app.test_client()
+    old, new = rsa_keys
+    token = jwt.encode(claims(), old, "RS256", {"kid": "k1"})
+    assert_accepted(client.get(POLICY, headers=bearer(token)))
+    write_jwks(jwks_server.path, [("k2", new, "RS256")])
+    app.extensions["token_verifier"].jwk_client.get_jwk_set(refresh=True)
+    assert_accepted(client.get(POLICY, headers=bearer(token)))  # remembered for now
+
+    later = time.time() + service_auth.REVERIFY_AFTER + 1
+    monkeypatch.setattr(service_auth.time, "time", lambda: later)
+    assert_401(client.get(POLICY, headers=bearer(token)))
 
 
 def test_jwks_url_keys_without_kid_check_tokens_without_kid(tmp_path, rsa_keys):
