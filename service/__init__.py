@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 from flask import Flask
@@ -115,15 +116,33 @@ def _load_environment(app: Flask) -> None:
 
 
 def _session_secret(app: Flask) -> str | bytes:
-    """The key that signs the admin page's session cookie: SUPPORT_ACCESS_SECRET_KEY if set,
-    else derived from the JWT secret (stable across restarts and workers), else random (then
-    admin sign-ins last only as long as the process, and only on the worker that made them)."""
+    """The key that signs the admin page's session cookie (and keys the audit view's paging
+    token): SUPPORT_ACCESS_SECRET_KEY if set, else derived from the JWT secret, else (a JWKS
+    only) one drawn at random once and kept in the instance folder. Every worker of the
+    machine and every restart then share it; several machines need the setting."""
     if app.config.get("SECRET_KEY"):
         return app.config["SECRET_KEY"]
     secret = app.config.get("JWT_SECRET")
     if secret:
         return hashlib.sha256(b"admin-session:" + str(secret).encode()).hexdigest()
-    return os.urandom(32)
+    return _kept_random_key(Path(app.instance_path) / "session-key")
+
+
+def _kept_random_key(path: Path) -> str:
+    """The key in `path`, drawn and written first if there is none. Workers starting
+    together agree: a key is written whole to a file of its own, then linked into place,
+    which fails for all but the first."""
+    if not path.exists():
+        drawn = path.with_name(f"{path.name}.{os.getpid()}")
+        with os.fdopen(os.open(drawn, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+        try:
+            os.link(drawn, path)
+        except FileExistsError:
+            pass  # another worker's is in place: use that one
+        finally:
+            drawn.unlink()
+    return path.read_text(encoding="utf-8").strip()
 
 
 def _init_database(app: Flask) -> None:

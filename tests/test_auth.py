@@ -216,6 +216,26 @@ def base_config(tmp_path: Path, **overrides) -> dict:
     return config
 
 
+def test_with_a_jwks_only_every_app_of_the_machine_shares_one_generated_session_key(tmp_path, rsa_keys):
+    """The admin page's session and the audit view's paging token are keyed by it: workers
+    with keys of their own would refuse each other's cookies and tokens."""
+    jwks = write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
+    first, second = (create_app(base_config(tmp_path, JWKS=str(jwks))) for _ in range(2))
+    key_file = Path(first.instance_path) / "session-key"
+
+    assert first.secret_key == second.secret_key == key_file.read_text(encoding="utf-8")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_generated_key_is_drawn_once_whoever_writes_it_first(tmp_path):
+    from service import _kept_random_key
+
+    path = tmp_path / "key"
+    first = _kept_random_key(path)
+    assert len(first) >= 32 and _kept_random_key(path) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["key"]  # no drawn file left behind
+
+
 def test_refuses_to_start_without_secret_or_jwks(tmp_path):
     with pytest.raises(ConfigError):
         create_app(base_config(tmp_path))
