@@ -16,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from typing import NoReturn
 
 WORKERS_KILL_TIMEOUT = 10  # seconds (an orchestrator's own grace period is often 30)
@@ -69,6 +70,10 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     port = port or default_port()
     workers = workers or DEFAULT_WORKERS
     argv = command(host, port, workers, threads)
+    # Each worker counts its metrics into files here, and /metrics sums them: a scrape
+    # shows the server's counts whichever worker answers it (prometheus_client's
+    # multiprocess mode; set before any worker imports it).
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="support-access-metrics-"))
     # The read journal's importer, beside the workers; it ends when the server (this
     # process, once it has become granian) does. It starts a little later, so that it
     # does not slow the workers' start; the reads wait in the journal meanwhile.

@@ -138,6 +138,25 @@ def test_a_policy_reload_is_in_force_in_every_worker_before_its_answer_returns(
         assert all(_policy_seen_by(client)["last_reload_error"] is None for client in clients)
 
 
+def test_metrics_count_for_the_whole_server_whichever_worker_answers(tmp_path, database_url):
+    """/metrics sums the workers' counts (prometheus_client's multiprocess mode): a
+    scrape must not show only the reloads of the worker that answers it."""
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, _):
+        clients = _clients_on_two_workers(port)
+        clients[0].connection.request("POST", "/v1/policy/reload", headers=auth("ops"))
+        answer = clients[0].connection.getresponse()
+        assert answer.status == 200, answer.read()
+        answer.read()
+        line = 'support_access_policy_reloads_total{result="success",trigger="api"} 1.0'
+        by_worker = {}
+        for client in clients:
+            client.connection.request("GET", "/metrics")
+            by_worker[client.pid] = client.connection.getresponse().read().decode()
+        assert len(by_worker) == 2
+        for pid, text in by_worker.items():
+            assert line in text.splitlines(), (pid, text)
+
+
 def _policy_seen_by(client: Client) -> dict:
     """GET /v1/policy through this client's connection, so from its worker."""
     client.connection.request("GET", "/v1/policy", headers=auth("ops"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from models import database
 from service.validation import openapi_document
@@ -38,8 +38,14 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Served by several workers (service/serve.py): the sums over all of them, not the
+        # counts of whichever worker answers this scrape.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
     # content_type, not mimetype: Flask would append a second charset to it.
-    return Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/v1/openapi.json")
