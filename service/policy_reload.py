@@ -70,7 +70,6 @@ class PolicyWatcher:
         self.wake = threading.Event()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="policy-watcher", daemon=True)
-        self._seen = app.extensions["policy_store"].current.version
         self._followed = generation.value()
         self._start_lock = threading.Lock()
         self._follow_lock = threading.Lock()
@@ -118,11 +117,10 @@ class PolicyWatcher:
             self._followed = generation
 
     def _check(self, trigger: str, force: bool) -> None:
-        version = self.app.extensions["policy_store"].files_version()
-        if version is None or (not force and version == self._seen):
-            return
-        self._seen = version  # a bad version is tried once, not on every tick
-        self._reload(trigger)
+        # Not files this worker serves already (loaded through the API or from another
+        # worker, say), nor files it failed on: a bad version is tried once, not each tick.
+        if force or self.app.extensions["policy_store"].should_follow():
+            self._reload(trigger)
 
     def _reload(self, trigger: str) -> None:
         try:

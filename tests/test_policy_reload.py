@@ -258,6 +258,19 @@ def test_watcher_keeps_the_good_policy_when_a_change_is_broken(api, policy_dir, 
     assert store.current.version == good
 
 
+def test_the_watcher_does_not_load_again_what_the_api_loaded(api, policy_dir, store, watcher, monkeypatch):
+    ticks = []
+    check = watcher._check
+    monkeypatch.setattr(watcher, "_check", lambda *args, **kwargs: (check(*args, **kwargs), ticks.append(1)))
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    assert api.post(RELOAD, OPERATOR).status_code == 200
+    loaded = store.current
+    watcher.start_once()
+    assert wait_for(lambda: len(ticks) >= 5), "the watcher stopped ticking"
+    assert store.current is loaded
+    assert [event["details"]["trigger"] for event in reload_events(api)] == ["api"]
+
+
 def test_trigger_forces_a_reload_of_unchanged_files(api, store, watcher):
     """trigger() is what the SIGHUP handler calls."""
     before = store.current
