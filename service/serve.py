@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import NoReturn
 
 WORKERS_KILL_TIMEOUT = 10  # seconds (an orchestrator's own grace period is often 30)
@@ -63,6 +65,30 @@ def default_port() -> int:
     return int(os.environ.get("PORT", "5000"))
 
 
+METRICS_PREFIX = "support-access-metrics-"
+
+
+def metrics_directory() -> str:
+    """A new directory for this server's metrics files (prometheus_client's multiprocess
+    mode), named after its pid, which granian keeps. Those of servers no longer running
+    are removed first: the server cannot remove its own, as it ends as granian."""
+    for old in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
+        pid = old.name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def serve(host: str | None, port: int | None, workers: int | None, threads: int = 1) -> NoReturn:
     """Become the server (this process turns into granian); shared by `make serve` and
     `flask --app service serve`. None: the default."""
@@ -73,7 +99,8 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     # Each worker counts its metrics into files here, and /metrics sums them: a scrape
     # shows the server's counts whichever worker answers it (prometheus_client's
     # multiprocess mode; set before any worker imports it).
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="support-access-metrics-"))
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory()
     # The read journal's importer, beside the workers; it ends when the server (this
     # process, once it has become granian) does. It starts a little later, so that it
     # does not slow the workers' start; the reads wait in the journal meanwhile.

@@ -157,6 +157,27 @@ def test_metrics_count_for_the_whole_server_whichever_worker_answers(tmp_path, d
             assert line in text.splitlines(), (pid, text)
 
 
+def test_metrics_directories_of_servers_no_longer_running_are_removed(tmp_path, monkeypatch):
+    """Each start makes one (the server ends as granian, so it cannot remove its own); the
+    next start removes those whose server is gone, and keeps a running one's."""
+    from service import serve
+
+    monkeypatch.setattr(serve.tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    gone = tmp_path / f"{serve.METRICS_PREFIX}{ended.stdout.strip()}-abc"
+    running = tmp_path / f"{serve.METRICS_PREFIX}{os.getppid()}-def"
+    for directory in (gone, running):
+        directory.mkdir()
+        (directory / "counter_1.db").write_bytes(b"")
+
+    made = Path(serve.metrics_directory())
+
+    assert not gone.exists() and running.exists()
+    assert made.parent == tmp_path and made.name.startswith(f"{serve.METRICS_PREFIX}{os.getpid()}-")
+
+
 def _policy_seen_by(client: Client) -> dict:
     """GET /v1/policy through this client's connection, so from its worker."""
     client.connection.request("GET", "/v1/policy", headers=auth("ops"))
