@@ -315,6 +315,20 @@ def test_chunked_bodies_are_read_by_the_served_app(tmp_path, database_url):
         assert (status, answer["title"]) == (201, "streamed"), answer
 
 
+def _start_make(target: str, port: int, env: dict, log_path: Path) -> subprocess.Popen:
+    """`make TARGET` on 127.0.0.1:`port`, in a session of its own: make, its shell and the
+    server can be stopped together (os.killpg), whatever the test does first."""
+    with log_path.open("w") as log:
+        return subprocess.Popen(
+            ["make", "--no-print-directory", target, "HOST=127.0.0.1", f"PORT={port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def test_make_serve_with_a_jwks_and_a_database_adds_no_demo_and_no_development_secret(tmp_path):
     """`make serve` out of the box serves the demo with the development secret; given
     production settings it must add neither: a JWKS service taking tokens signed with
@@ -326,15 +340,7 @@ def test_make_serve_with_a_jwks_and_a_database_adds_no_demo_and_no_development_s
     env = production_environment(tmp_path, JWKS=str(jwks))
     port = free_port()
     log_path = tmp_path / "make.log"
-    with log_path.open("w") as log:
-        make = subprocess.Popen(
-            ["make", "--no-print-directory", "serve", "HOST=127.0.0.1", f"PORT={port}"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # make, its shell and granian: stopped together below
-        )
+    make = _start_make("serve", port, env, log_path)
     try:
         wait_until_ready(port, make, log_path)
         now = int(time.time())
@@ -414,15 +420,7 @@ def test_stopping_make_run_stops_its_server(tmp_path):
     env = production_environment(tmp_path)
     port = free_port()
     log_path = tmp_path / "make.log"
-    with log_path.open("w") as log:
-        make = subprocess.Popen(
-            ["make", "--no-print-directory", "run", "HOST=127.0.0.1", f"PORT={port}"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so that the group can be cleaned up below, whatever happens
-        )
+    make = _start_make("run", port, env, log_path)
     try:
         wait_until_ready(port, make, log_path)
         make.terminate()
