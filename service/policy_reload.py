@@ -101,9 +101,9 @@ class PolicyWatcher:
             self._check("sighup" if signalled else "watch", force=signalled)
 
     def keep_current(self) -> None:
-        """Before each request: if another worker loaded a new policy since, load the files
-        here too unless this worker serves their version already. Nothing changed: one
-        read of a shared word."""
+        """Before each request: if another worker's policy state changed since (see the
+        module), load the files here too unless this worker serves them already or failed
+        on them already. Nothing changed: one read of a shared word."""
         if self.generation.value() == self._followed:
             return
         with self._follow_lock:
