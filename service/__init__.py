@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -125,7 +126,11 @@ def _session_secret(app: Flask) -> str | bytes:
     secret = app.config.get("JWT_SECRET")
     if secret:
         return hashlib.sha256(b"admin-session:" + str(secret).encode()).hexdigest()
-    return _kept_random_key(Path(app.instance_path) / "session-key")
+    try:
+        return _kept_random_key(Path(app.instance_path) / "session-key")
+    except OSError as exc:  # a read-only instance folder: sign-ins then stay on one worker
+        logging.getLogger("support_access").warning("no shared session key (%s); set SECRET_KEY", exc)
+        return os.urandom(32)
 
 
 def _kept_random_key(path: Path) -> str:

@@ -130,8 +130,8 @@ class PolicyStore:
         return self._version(), self.failed_version
 
     def should_follow(self) -> bool:
-        """Another worker loaded or tried the files: whether this one should load them
-        too. Not if they failed here already, nor if they are what is in force and no
+        """Whether this worker should load the files now (another worker's news, a watch
+        tick): not if they failed here already, nor if they are what is in force and no
         error is standing."""
         version = self.files_version()
         if version is None or version == self.failed_version:

@@ -227,6 +227,18 @@ def test_with_a_jwks_only_every_app_of_the_machine_shares_one_generated_session_
     assert key_file.stat().st_mode & 0o777 == 0o600
 
 
+def test_without_a_writable_instance_folder_a_jwks_app_still_starts(tmp_path, rsa_keys, monkeypatch):
+    import service
+
+    def unwritable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(service, "_kept_random_key", unwritable)
+    jwks = write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
+    app = create_app(base_config(tmp_path, JWKS=str(jwks)))
+    assert len(app.secret_key) == 32  # a key of its own, for this process only
+
+
 def test_a_generated_key_is_drawn_once_whoever_writes_it_first(tmp_path):
     from service import _kept_random_key
 
