@@ -112,9 +112,10 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=default_port())
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="default: one per core")
+    # Defaults (None) are serve()'s: loopback, $PORT or 5000, one worker per core.
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--workers", type=int, help="default: one per core")
     parser.add_argument("--threads", type=int, default=1, help="request threads per worker")
     args = parser.parse_args()
     serve(args.host, args.port, args.workers, args.threads)

@@ -23,8 +23,9 @@ _SIZE = 8
 # "changes"; a generation under the old name would mix with an older worker's numbers
 # during an upgrade (one could write back what a reader applied and hide a change).
 SUFFIX = "generation"
-# Another generation: of the policy, moved on when a worker loads a new version
-# (service/policy_reload.py), so that the other workers load it before their next answer.
+# Another generation: of the policy, moved on when a worker's policy state changes (a new
+# version loaded, new files failed on: service/policy_reload.py), so that the other
+# workers load the files too before their next answer.
 POLICY_SUFFIX = "policy-generation"
 
 

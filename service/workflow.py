@@ -343,7 +343,7 @@ def _add_approval(policy, viewer: Viewer, request, tenant_id: str, party: str, n
     approvals = list(request.approvals)
     if any(a.party == party and a.approver == viewer.principal for a in approvals):
         raise Conflict(f"you already approved for the {party} party", code="already_approved")
-    if _missing(policy, request).get(party, 0) == 0:
+    if party_has_approved(policy, request, party):
         raise Conflict(f"the {party} party has already approved", code="already_approved")
     _check_eligible(policy, viewer, request, tenant_id, party)
     policy.hit("approval:distinct_approvers_across_parties")
