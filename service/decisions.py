@@ -89,8 +89,11 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
     roles = index.roles.get(check.principal)
     if not roles:
         return deny("unknown_principal", "directory", f"{check.principal!r} holds no role")
-    category = check.resource[len(RESOURCE_PREFIX) :]
     policy.hit("categories")
+    if not check.resource.startswith(RESOURCE_PREFIX):
+        detail = f"{check.resource!r} is not a diagnostic resource (diagnostics/<category>)"
+        return deny("category_not_allowed", "access.yaml categories", detail)
+    category = check.resource[len(RESOURCE_PREFIX) :]
     if category not in policy.categories:
         return deny("category_not_allowed", "access.yaml categories", f"unknown category {category!r}")
     if not policy.any_role_allows(roles, provider, "read_diagnostics"):

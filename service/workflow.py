@@ -178,6 +178,18 @@ def _finish_for_ticket_end(request: AccessRequest, actor, now: datetime, why: st
 # --- access requests -------------------------------------------------------------
 
 
+def _exists_message(live: AccessRequest) -> str:
+    """Why a new request is refused, told as the filing engineer sees the live one (its
+    true status: the engineer is the one party that saw the revocation happen)."""
+    if live.status in LIVE:
+        return f"access request {live.id} is already {live.status} for this support request"
+    ends = isoformat(live.access_expires_at)
+    return (
+        f"access request {live.id} was revoked, but the support request's tenant still sees it "
+        f"approved (SPEC §5): a new one can be filed once that access ends ({ends}) or the ticket closes"
+    )
+
+
 def create_access_request(policy: Policy, viewer: Viewer, body: dict, now: datetime) -> AccessRequest:
     ticket = visible_ticket(viewer, body["support_request_id"])
     if not (viewer.is_engineer and ticket.assigned_engineer == viewer.principal):
@@ -196,9 +208,7 @@ def create_access_request(policy: Policy, viewer: Viewer, body: dict, now: datet
         )
         live = ticket.access_requests.where(AccessRequest.status.in_(LIVE) | hidden_revocation).first()
         if live:
-            shown = view_status(live, "support_request")
-            message = f"access request {live.id} is already {shown} for this support request"
-            raise Conflict(message, code="access_request_exists")
+            raise Conflict(_exists_message(live), code="access_request_exists")
         cross = ticket.tenant_id != ticket.resource_tenant_id
         requirements = [
             {"party": r.party, "approvals": r.approvals, "approver_roles": list(r.approver_roles)}

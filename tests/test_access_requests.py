@@ -595,7 +595,10 @@ def test_a_revoked_request_blocks_a_new_one_while_another_tenant_sees_it_approve
     answer = file_request(api, ticket)
     assert answer.status_code == 409
     assert error_of(answer)["code"] == "access_request_exists"
-    assert "revok" not in error_of(answer)["message"].lower()  # the engineer may tell bob
+    # Told as eve sees the request (revoked, GET shows her so), with when she may file again.
+    message = error_of(answer)["message"]
+    assert "was revoked" in message and revoked_request["access_expires_at"] in message
+    assert status_seen_by(api, revoked_request, "eve") == "revoked"
     assert listed(api, "bob", "?tenant_id=fabrikam") == {revoked_request["id"]: "approved"}
 
     clock.advance(hours=8)  # the revoked grant's time runs out: bob sees it completed

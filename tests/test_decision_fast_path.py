@@ -33,6 +33,13 @@ def _cases(ticket_id: str) -> list[tuple[str, str, dict, bytes]]:
         ("allowed with explain", single, client, dumps(read_check(explain=True))),
         ("denied, other tenant", single, client, dumps(read_check(tenant_id="fabrikam", explain=True))),
         ("denied, write", single, client, dumps({**read_check(), "action": "write"})),
+        ("denied, not diagnostic", single, client, dumps(read_check(resource="users/1", explain=True))),
+        (
+            "batch, one not diagnostic",
+            batch,
+            client,
+            dumps({"checks": [read_check(), read_check(resource="x")]}),
+        ),
         ("ticket that matches", single, client, dumps(read_check(support_request_id=ticket_id))),
         ("batch", batch, client, dumps({"checks": [read_check(), read_check(principal="frank")] * 3})),
         ("no token", single, {"Content-Type": "application/json"}, dumps(read_check())),

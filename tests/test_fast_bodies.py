@@ -123,16 +123,21 @@ def test_patterns_are_checked_past_the_cache_of_matched_values(monkeypatch):
     fast_bodies.decoder.cache_clear()
     try:
 
-        def body(resource: str) -> bytes:
-            check = {"principal": "eve", "tenant_id": "contoso", "action": "read", "resource": resource}
+        def body(action: str) -> bytes:
+            check = {
+                "principal": "eve",
+                "tenant_id": "contoso",
+                "action": action,
+                "resource": "diagnostics/c",
+            }
             return orjson.dumps({"checks": [check]})
 
         for n in range(5):
-            fast_bodies.decode("DecisionBatch", body(f"diagnostics/c{n}"))
-        resource_pattern = dict(fast_bodies._CHECKS[fast_bodies._struct("DecisionRequest")][0])["resource"]
-        assert len(resource_pattern.matched) == 3
-        for refused in ("diagnostics/a b", "diagnostics/x\n", "logs/c0"):
-            with pytest.raises(ValueError, match="resource"):
+            fast_bodies.decode("DecisionBatch", body(f"act{n}"))
+        action_pattern = dict(fast_bodies._CHECKS[fast_bodies._struct("DecisionRequest")][0])["action"]
+        assert len(action_pattern.matched) == 3
+        for refused in ("a b", "act0\n", "Act0"):
+            with pytest.raises(ValueError, match="action"):
                 fast_bodies.decode("DecisionBatch", body(refused))
     finally:
         fast_bodies._struct.cache_clear()

@@ -486,8 +486,8 @@ def test_error_responses_match_the_document(app, api, client, contract, ticket, 
     assert expect(409, "POST", "/v1/access-requests", "eve", duplicate)["code"] == "access_request_exists"
     error = expect(400, "POST", "/v1/access-requests", "eve", {"support_request_id": ticket["id"]})
     assert "justification" in error["message"]
-    error = expect(400, "POST", "/v1/decisions", "diag-tool", read_check(resource="signInLogs"))
-    assert "resource" in error["message"]
+    error = expect(400, "POST", "/v1/decisions", "diag-tool", read_check(action="READ"))
+    assert "action" in error["message"]
     expect(400, "GET", "/v1/audit-events", "alice")
     expect(400, "GET", "/v1/access-requests?status=bogus", "eve")
     # A NUL character in the path or a query parameter, on operations with no body
