@@ -61,6 +61,9 @@ def configured_app(test_config: dict | None = None) -> Flask:
     """The Flask object with its configuration (defaults, then the environment or
     `test_config`), nothing initialised yet."""
     app = Flask(__name__, instance_relative_config=True)
+    # `//` or `%2F` in a path is a JSON 404, not Werkzeug's HTML redirect to a merged path,
+    # which a client following it would send to another resource (PUT /v1/tenants/%2F/...).
+    app.url_map.merge_slashes = False
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(
         DATABASE_URL=f"sqlite:///{Path(app.instance_path) / 'support_access.db'}",

@@ -36,6 +36,9 @@ def error_for(exc: Exception) -> tuple[int, str, str]:
     error handlers and the decision fast path answer with it alike: never an allow."""
     if isinstance(exc, SupportAccessError):
         return exc.status, exc.code, exc.message
+    if isinstance(exc, HTTPException):  # Werkzeug's, e.g. a malformed chunked body (400)
+        status = exc.code or 500
+        return status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
         log.error("store unavailable: %s", exc)
         return 503, "store_unavailable", "the data store is unavailable"
@@ -50,9 +53,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        status = exc.code or 500
-        code = HTTP_CODES.get(status, "http_error")
-        response = error_response(status, code, exc.description or exc.name)
-        if status == 405 and exc.valid_methods:
+        response = error_response(*error_for(exc))
+        if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response

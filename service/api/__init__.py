@@ -132,6 +132,6 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     value = request.args.get(name)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
         raise BadRequest(f"{name}: must be an integer from {low} to {high}", code="invalid_query")
     return int(value)
