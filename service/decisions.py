@@ -17,11 +17,10 @@ from service import audit
 from service.clock import isoformat
 from service.decision_index import DecisionIndex, Grant
 from service.ids import new_id
-from service.policy import Policy
+from service.policy import RESOURCE_PREFIX, Policy
 
 GRANT, ADVANCED = "grant", "advanced_diagnostics"
 EMPTY: dict = {}
-RESOURCE_PREFIX = "diagnostics/"
 
 
 @dataclass
@@ -90,12 +89,8 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
     if not roles:
         return deny("unknown_principal", "directory", f"{check.principal!r} holds no role")
     policy.hit("categories")
-    if not check.resource.startswith(RESOURCE_PREFIX):
-        detail = f"{check.resource!r} is not a diagnostic resource (diagnostics/<category>)"
-        return deny("category_not_allowed", "access.yaml categories", detail)
-    category = check.resource[len(RESOURCE_PREFIX) :]
-    if category not in policy.categories:
-        return deny("category_not_allowed", "access.yaml categories", f"unknown category {category!r}")
+    if check.resource not in policy.diagnostic_resources:
+        return deny("category_not_allowed", "access.yaml categories", _not_a_category(check.resource))
     if not policy.any_role_allows(roles, provider, "read_diagnostics"):
         detail = f"{check.principal!r} holds no role carrying workflow.yaml permissions.read_diagnostics"
         return deny("not_support_engineer", "workflow.yaml permissions.read_diagnostics", detail)
@@ -133,6 +128,12 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
         detail = "the approved access ran out (workflow.yaml timing.max_grant_duration)"
         return deny("grant_expired", "workflow.yaml timing.max_grant_duration", detail)
     return deny("no_active_grant", "access.conf", "no live grant or advanced-diagnostics ticket")
+
+
+def _not_a_category(resource: str) -> str:
+    if resource.startswith(RESOURCE_PREFIX):
+        return f"unknown category {resource[len(RESOURCE_PREFIX) :]!r}"
+    return f"{resource!r} is not a diagnostic resource ({RESOURCE_PREFIX}<category>)"
 
 
 def _links(

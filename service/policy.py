@@ -29,6 +29,7 @@ SCHEMA_DIR = REPO_POLICY_DIR / "schema"
 YAML_FILES = ("roles.yaml", "access.yaml", "workflow.yaml")
 MODEL_FILES = {"permissions.conf": ("sub", "dom", "act"), "access.conf": ("sub", "dom", "obj", "act")}
 PARTIES = ("resource", "support_request")
+RESOURCE_PREFIX = "diagnostics/"  # diagnostic resources are named diagnostics/<category>
 _DURATION = re.compile(r"^([1-9][0-9]*)(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -78,6 +79,7 @@ class Policy:
     support_trail: tuple[str, ...]  # audit activities non-log-reader admins see
     allowed_actions: frozenset[str]
     categories: frozenset[str]
+    diagnostic_resources: frozenset[str]  # "diagnostics/<category>" of every category
     access_kinds: tuple[str, ...]
     permission_rules: tuple[Rule, ...]
     access_rules: tuple[Rule, ...]
@@ -216,6 +218,7 @@ def _load(directory: Path, version: str, now: datetime | None) -> Policy:
         support_trail=tuple(workflow["audit"]["support_trail"]),
         allowed_actions=frozenset(access["allowed_actions"]),
         categories=frozenset(access["categories"]),
+        diagnostic_resources=frozenset(RESOURCE_PREFIX + category for category in access["categories"]),
         access_kinds=tuple(access["access_kinds"]),
         permission_rules=permission_rules,
         access_rules=access_rules,
