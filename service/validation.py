@@ -153,6 +153,7 @@ _PRIORITY = {"additionalProperties": 0, "type": 1, "required": 2}
 # those of the values below it and in document order, so a bound finds the same first
 # problem and keeps a 2 MB batch of a million bad checks from taking half a minute.
 EXPLAINED_PROBLEMS = 100
+NESTING_SHOWN = 64  # levels below which a too-deep value is looked for, to name its field
 
 
 def _first_problem(name: str, value: Any) -> str:
@@ -185,8 +186,6 @@ def _deeply_nested_at(value: Any) -> list:
         stack.extend((child, [*path, key]) for key, child in reversed(list(_children(item))))
     return []
 
-
-NESTING_SHOWN = 64
 
 _BOUNDS = {
     "minItems": ("at least", "items"),

@@ -186,7 +186,7 @@ def _exists_message(live: AccessRequest) -> str:
     ends = isoformat(live.access_expires_at)
     return (
         f"access request {live.id} was revoked, but the support request's tenant still sees it "
-        f"approved (SPEC §5): a new one can be filed once that access ends ({ends}) or the ticket closes"
+        f"approved: a new one can be filed once that access ends ({ends}) or the ticket closes"
     )
 
 
