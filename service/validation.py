@@ -162,7 +162,8 @@ def _first_problem(name: str, value: Any) -> str:
     try:
         errors = list(islice(_explainer(name).iter_errors(value), EXPLAINED_PROBLEMS))
     except RecursionError:  # jsonschema's messages repr() values nested past the recursion limit
-        return f"{json_path(_deeply_nested_at(value))}: nested too deeply"
+        path = _deeply_nested_at(value)
+        return f"{json_path(path) if path else 'body'}: nested too deeply"
 
     def order(error: jsonschema.ValidationError):
         path = list(error.absolute_path)

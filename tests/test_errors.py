@@ -252,8 +252,8 @@ def test_an_odd_content_length_on_the_decision_fast_path_is_not_a_500(client):
         headers={**auth("diag-tool"), "Content-Type": "application/json"},
         environ_overrides={"CONTENT_LENGTH": "\u00b2"},
     )
-    assert answer.status_code in (200, 400), answer.get_data(as_text=True)
-    assert answer.mimetype == "application/json"
+    # Werkzeug reads no body for a Content-Length it cannot parse: the check is empty.
+    assert assert_error_body(answer, 400)["code"] == "invalid_field"
 
 
 def test_werkzeug_errors_met_on_the_fast_path_keep_their_status():
