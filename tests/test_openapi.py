@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import prometheus_client
 import pytest
+import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -37,7 +38,8 @@ OPERATION_KEYS = {
 }
 STATUS_KEY = re.compile(r"^(default|[1-5][0-9]{2}|[1-5]XX)$")
 DOC_URI = "urn:support-access:openapi"
-UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics", "/v1/openapi.json"}
+DOCUMENT_URLS = ("/v1/openapi.json", "/openapi.json", "/v1/openapi.yaml", "/openapi.yaml")
+UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics", *DOCUMENT_URLS}
 
 API_MD_REASONS = {
     "granted",
@@ -201,6 +203,20 @@ def app_routes(app) -> set[tuple[str, str]]:
 
 def test_served_document_is_the_one_requests_are_validated_against(document):
     assert document == openapi_document()
+
+
+@pytest.mark.parametrize("url", DOCUMENT_URLS)
+def test_document_is_served_without_a_token_as_json_and_yaml(client, url):
+    """Wherever a client looks for it (/openapi.json, /v1/openapi.yaml, ...), it finds the
+    same document, with no token."""
+    response = client.get(url)
+    assert response.status_code == 200
+    if url.endswith(".json"):
+        assert response.mimetype == "application/json"
+        assert response.get_json() == openapi_document()
+    else:
+        assert response.mimetype == "application/yaml"
+        assert yaml.safe_load(response.get_data(as_text=True)) == openapi_document()
 
 
 def test_document_is_structurally_openapi_3_1(document):
@@ -396,7 +412,8 @@ def test_every_operation_answers_as_documented(app, api, contract, document):
     assert content_type == prometheus_client.CONTENT_TYPE_LATEST
     assert content_type.count("charset") == 1
     call("GET", "/metrics", None, status=200)
-    call("GET", "/v1/openapi.json", None, status=200)
+    for url in DOCUMENT_URLS:
+        call("GET", url, None, status=200)
 
     # directory (operator)
     call("PUT", "/v1/tenants/tailspin", "ops", {"name": "Tailspin Toys"}, status=201)

@@ -16,7 +16,7 @@ from service.viewer import Viewer, viewer_for
 
 T = TypeVar("T")
 
-PUBLIC_ENDPOINTS = {"health.openapi"}  # the API description itself needs no token
+PUBLIC_ENDPOINTS = {"health.openapi", "health.openapi_yaml"}  # the API description itself needs no token
 
 
 def register_blueprints(app: Flask) -> None:

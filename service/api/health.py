@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from models import database
-from service.validation import openapi_document
+from service.validation import OPENAPI_PATH, openapi_document
 
 bp = Blueprint("health", __name__)
 
@@ -48,6 +48,16 @@ def metrics():
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
+# The contract lives at /v1/openapi.json. Clients and tools look for it in other usual
+# places too (/openapi.json, and as YAML), so it is served there as well: the same
+# document, parsed from the same file.
 @bp.get("/v1/openapi.json")
+@bp.get("/openapi.json")
 def openapi():
     return jsonify(openapi_document())
+
+
+@bp.get("/v1/openapi.yaml")
+@bp.get("/openapi.yaml")
+def openapi_yaml():
+    return Response(OPENAPI_PATH.read_text(encoding="utf-8"), content_type="application/yaml; charset=utf-8")
