@@ -1,29 +1,43 @@
-"""Decision ids (service/ids.py): unique, uuid4-shaped, distinct across forked workers."""
+"""Decision ids (service/ids.py): unique, random uuid4s, never shared with a forked worker."""
 
 from __future__ import annotations
 
 import os
 import uuid
 
+from service import ids
 from service.ids import new_id
 
 
 def test_ids_are_unique_and_read_as_uuid4():
-    ids = [new_id() for _ in range(10_000)]
-    assert len(set(ids)) == len(ids)
-    for text in ids[:100]:
+    drawn = [new_id() for _ in range(3 * ids.BLOCK)]  # across refills of the reserve
+    assert len(set(drawn)) == len(drawn)
+    for text in drawn[:: ids.BLOCK // 4]:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
-def test_a_forked_worker_draws_its_own_prefix():
+def test_ids_do_not_count_up():
+    """A tenant sees the ids of its own reads: ids that counted would tell it how many
+    decisions were made for others in between."""
+    numbers = [uuid.UUID(new_id()).int for _ in range(1000)]
+    steps = {later - earlier for earlier, later in zip(numbers, numbers[1:], strict=False)}
+    assert len(steps) == len(numbers) - 1  # no common stride
+    groups = [uuid.UUID(int=n).hex[:8] for n in numbers]
+    assert len(set(groups)) > 900  # no shared prefix either (32 random bits each)
+
+
+def test_a_forked_worker_does_not_hand_out_its_parents_ids():
+    new_id()  # the parent now holds a reserve of ids
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: report its first id and leave at once
-        os.write(write, new_id().encode())
+    if pid == 0:  # the child: report its first ids and leave at once
+        os.write(write, ",".join(new_id() for _ in range(100)).encode())
         os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
-    child_id = os.read(read, 100).decode()
+    child_ids = set(os.read(read, 100_000).decode().split(","))
     os.close(read)
-    assert child_id.rsplit("-", 1)[0] != new_id().rsplit("-", 1)[0]
+    parent_ids = {new_id() for _ in range(100)}
+    assert len(child_ids) == 100
+    assert not child_ids & parent_ids
