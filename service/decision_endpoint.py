@@ -23,7 +23,7 @@ from werkzeug.wsgi import get_input_stream
 from service import decisions, fast_bodies
 from service.auth import Caller, caller_from_header
 from service.errors import ApiError, Forbidden
-from service.errors_http import error_for
+from service.errors_http import challenge_headers, error_for
 from service.policy import Policy
 from service.validation import json_object, read_body, validate
 
@@ -84,13 +84,15 @@ class FastDecisions:
             return self.next(environ, start_response)
         for hook in self.service.app.extensions["before_every_request"]:
             hook()
+        extra_headers = []
         try:
             status, payload = 200, self._handle(environ, *route)
         except Exception as exc:  # fail closed: an error status, never an allow
             status, code, message = error_for(exc)
             payload = {"error": {"code": code, "message": message}}
+            extra_headers = challenge_headers(status, code)
         body = orjson.dumps(payload)
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra_headers]
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [body]
 

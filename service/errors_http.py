@@ -28,7 +28,18 @@ HTTP_CODES = {
 def error_response(status: int, code: str, message: str):
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
+    response.headers.extend(challenge_headers(status, code))
     return response
+
+
+def challenge_headers(status: int, code: str) -> list[tuple[str, str]]:
+    """A 401's `WWW-Authenticate` (RFC 9110 §11.6.1; its Bearer form, RFC 6750 §3): what
+    to sign in with, and whether the token sent was refused or there was none."""
+    if status != 401:
+        return []
+    if code == "missing_token":
+        return [("WWW-Authenticate", 'Bearer realm="support-access"')]
+    return [("WWW-Authenticate", 'Bearer realm="support-access", error="invalid_token"')]
 
 
 def error_for(exc: Exception) -> tuple[int, str, str]:

@@ -66,6 +66,7 @@ def assert_401(answer) -> None:
     assert set(body["error"]) == {"code", "message"}
     assert all(isinstance(v, str) and v for v in body["error"].values())
     assert "Traceback" not in answer.get_data(as_text=True)
+    assert answer.headers["WWW-Authenticate"].startswith('Bearer realm="support-access"')
 
 
 def test_valid_token_is_accepted(client):
@@ -78,6 +79,17 @@ def test_valid_token_is_accepted(client):
 def test_missing_authorization_header(client):
     assert_401(client.get(POLICY))
     assert_401(client.post("/v1/decisions", json={"principal": "eve"}))
+
+
+def test_401_says_whether_a_token_was_refused_or_missing(client):
+    """RFC 6750 §3: the challenge names `invalid_token` only when a token was sent. The
+    decision endpoint (its own fast path) and the Flask routes answer alike."""
+    for path, method in ((POLICY, client.get), ("/v1/decisions", client.post)):
+        missing = method(path)
+        assert missing.headers["WWW-Authenticate"] == 'Bearer realm="support-access"'
+        refused = method(path, headers=bearer(hs256(aud="someone-else")))
+        assert refused.headers["WWW-Authenticate"] == 'Bearer realm="support-access", error="invalid_token"'
+    assert "WWW-Authenticate" not in client.get(POLICY, headers=bearer(hs256())).headers
 
 
 @pytest.mark.parametrize(
