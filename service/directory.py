@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from models import RoleAssignment, Tenant, transaction
-from service import audit
+from service import audit, strict_yaml
 from service.errors import BadRequest
 from service.policy import Policy
 from service.validation import openapi_document
@@ -145,9 +145,11 @@ def read_directory_file(
     roles in tenants imported before, unless it is to be `complete` (imported with
     --prune, which removes what it does not list): then it must list them."""
     try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        document = strict_yaml.load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
         raise BadRequest(f"{path}: cannot read directory file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise BadRequest(f"{path}: {strict_yaml.describe(exc)}") from exc
     if not isinstance(document, dict):
         raise BadRequest(f"{path}: a directory file is a mapping")
     unknown = set(document) - {"provider_tenant", "tenants", "role_assignments"}

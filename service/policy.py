@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import re
 import threading
 from collections.abc import Iterable
@@ -21,7 +22,8 @@ import casbin
 import jsonschema
 import yaml
 
-from service.errors import PolicyLoadError, PolicyValidationError
+from service import strict_yaml
+from service.errors import PolicyError, PolicyLoadError, PolicyValidationError
 
 REPO_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 SCHEMA_DIR = REPO_POLICY_DIR / "schema"
@@ -32,6 +34,9 @@ PARTIES = ("resource", "support_request")
 RESOURCE_PREFIX = "diagnostics/"  # diagnostic resources are named diagnostics/<category>
 _DURATION = re.compile(r"^([1-9][0-9]*)(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# Any timing longer than this is a typo, and times it would add up to (a grant's end, a
+# retention cut-off) must stay within the dates Python and the database can hold.
+LONGEST_DURATION = timedelta(days=36_500)
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,12 @@ def load_policy(directory: str | Path, now: datetime | None = None) -> Policy:
         raise PolicyLoadError(f"{directory}: policy directory not found")
     for _ in range(LOAD_ATTEMPTS):
         version = policy_version(directory)
-        policy = _load(directory, version, now)
+        try:
+            policy = _load(directory, version, now)
+        except PolicyError:
+            raise
+        except Exception as exc:  # a check we lack: still a failed load, reported as one
+            raise PolicyLoadError(f"{directory}: the policy does not load: {exc!r}") from exc
         if policy_version(directory) == version:
             return policy
     raise PolicyLoadError(f"{directory}: the policy files kept changing while they were read")
@@ -195,7 +205,7 @@ def _load(directory: Path, version: str, now: datetime | None) -> Policy:
     permission_enforcer = _build_enforcer(directory, "permissions.conf", permission_rules)
     access_enforcer = _build_enforcer(directory, "access.conf", access_rules)
     approval = workflow["approval"]
-    return Policy(
+    policy = Policy(
         directory=directory,
         version=version,
         loaded_at=now or datetime.now(UTC),
@@ -214,7 +224,7 @@ def _load(directory: Path, version: str, now: datetime | None) -> Policy:
             for name, reqs in approval["scenarios"].items()
         },
         distinct_approvers_across_parties=approval["distinct_approvers_across_parties"],
-        timing=Timing(**{k: parse_duration(v) for k, v in workflow["timing"].items()}),
+        timing=_timing(workflow["timing"]),
         support_trail=tuple(workflow["audit"]["support_trail"]),
         allowed_actions=frozenset(access["allowed_actions"]),
         categories=frozenset(access["categories"]),
@@ -225,6 +235,28 @@ def _load(directory: Path, version: str, now: datetime | None) -> Policy:
         permission_enforcer=permission_enforcer,
         access_enforcer=access_enforcer,
     )
+    _evaluate_every_question(policy)
+    return policy
+
+
+def _evaluate_every_question(policy: Policy) -> None:
+    """Ask access.conf, now, every question a decision can ask it: each access kind about
+    each listed resource and allowed action (decisions deny anything else before asking).
+    A matcher that fails on some of them (an invalid regular expression under
+    regexMatch, say) then fails the load, naming the file, and not every decision
+    later; and the answers are cached before the first request.
+
+    permissions.conf is asked about each role and workflow.yaml permission as they come
+    up: asking all ~300 now would add ~50 ms to every load. A matcher failing there
+    fails that request closed (an error status, never an allow)."""
+    for kind in policy.access_kinds:
+        for resource in sorted(policy.diagnostic_resources):
+            for action in sorted(policy.allowed_actions):
+                try:
+                    policy.access_allows(kind, resource, action)
+                except Exception as exc:
+                    problem = f"matcher fails for {kind}, {resource}, {action}: {exc}"
+                    raise PolicyValidationError("access.conf", "[matchers]", problem) from exc
 
 
 def _role_name(roles: dict[str, Role], by_template: dict[str, str]):
@@ -254,7 +286,20 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"not a duration: {text!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    amount, unit = int(match.group(1)), _UNITS[match.group(2)]
+    if amount > LONGEST_DURATION / timedelta(**{unit: 1}):
+        raise ValueError(f"{text!r} is longer than {LONGEST_DURATION.days} days")
+    return timedelta(**{unit: amount})
+
+
+def _timing(timing: dict[str, str]) -> Timing:
+    durations = {}
+    for name, text in timing.items():
+        try:
+            durations[name] = parse_duration(text)
+        except ValueError as exc:
+            raise PolicyValidationError("workflow.yaml", f"timing.{name}", str(exc)) from exc
+    return Timing(**durations)
 
 
 def _read_yaml(directory: Path, name: str) -> Any:
@@ -266,12 +311,9 @@ def _read_yaml(directory: Path, name: str) -> Any:
     except UnicodeDecodeError as exc:
         raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
     try:
-        return yaml.safe_load(text)
+        return strict_yaml.load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        place = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyLoadError(f"{name}: {place}: invalid YAML: {problem}") from exc
+        raise PolicyLoadError(f"{name}: {strict_yaml.describe(exc)}") from exc
 
 
 _schemas: dict[str, dict] = {}
@@ -365,11 +407,14 @@ def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casb
     if not path.is_file():
         raise PolicyLoadError(f"{name}: file not found in {directory}")
     try:
-        path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
     try:
+        _KeysOnce(name)._parse_buffer(io.StringIO(text))
         model = casbin.Enforcer.new_model(path=str(path))
+    except PolicyError:
+        raise
     except Exception as exc:  # casbin raises bare exceptions for bad model text
         raise PolicyLoadError(f"{name}: invalid Casbin model: {exc}") from exc
     for section in ("r", "p", "g", "e", "m"):
@@ -392,6 +437,22 @@ def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casb
     except Exception as exc:
         raise PolicyValidationError(name, "[matchers]", f"matcher does not evaluate: {exc}") from exc
     return enforcer
+
+
+class _KeysOnce(casbin.config.Config):
+    """Casbin's own model-file reader, refusing a key set twice in one section: Casbin
+    keeps the last, so a second `m = ...` pasted below the first would silently replace
+    the matcher a reviewer read."""
+
+    def __init__(self, file_name: str):
+        super().__init__()
+        self.file_name = file_name
+
+    def add_config(self, section: str, option: str, value: str) -> None:
+        if option in self._data.get(section or self.DEFAULT_SECTION, {}):
+            problem = f"{option!r} is set twice (Casbin would use the last one)"
+            raise PolicyValidationError(self.file_name, f"[{section}]", problem)
+        super().add_config(section, option, value)
 
 
 def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:

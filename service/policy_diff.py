@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from service import strict_yaml
 from service.decision_index import DecisionIndex
 from service.decisions import Check, decide
 from service.errors import BadRequest
@@ -34,7 +35,7 @@ def read_requests(path: str | Path) -> list[Check]:
         if Path(path).suffix in (".log", ".jsonl"):
             entries = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
-            entries = yaml.safe_load(text)
+            entries = strict_yaml.load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise BadRequest(f"{path}: cannot parse: {exc}") from exc
     if isinstance(entries, dict):

@@ -23,17 +23,20 @@ import jsonschema
 import yaml
 
 from models import AccessRequest, RoleAssignment, SupportRequest, Tenant, connect_database
+from service import strict_yaml
 from service.auth import Caller, mint_token
 from service.clock import FakeClock, parse_iso
 from service.errors import ApiError, PolicyValidationError
 from service.policy import SCHEMA_DIR, Policy, json_path
+from service.strict_yaml import UniqueKeyLoader
 
 DEFAULT_NOW = "2026-01-05T09:00:00Z"
 CLIENT = "policy-test-client"  # the decision client every suite gets
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML without implicit timestamps: suite times stay strings and are parsed as UTC."""
+class _Loader(UniqueKeyLoader):
+    """YAML without implicit timestamps: suite times stay strings and are parsed as UTC
+    (and, as every file a person edits, without a key twice: service/strict_yaml.py)."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -93,8 +96,10 @@ def load_suite(path: Path) -> Suite:
     name = path.name
     try:
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (safe loader)
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise SuiteError(name, "file", f"cannot read suite: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SuiteError(name, *strict_yaml.describe(exc).split(": ", 1)) from exc
     error = next(iter(_suite_validator().iter_errors(document)), None)
     if error is not None:
         error = jsonschema.exceptions.best_match(_suite_validator().iter_errors(document))

@@ -224,6 +224,21 @@ def test_import_of_a_malformed_file_is_refused(runner, tmp_path):
     assert "broken.yaml" in result.output
 
 
+def test_import_refuses_a_key_given_twice(runner, api, tmp_path):
+    """A second `role_assignments:` would silently replace the first; with --prune, that
+    removes every assignment the first listed."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "tenants: [{id: contoso, name: Contoso}]\n"
+        "role_assignments: [{tenant: contoso, principal: alice, role: Global Administrator}]\n"
+        "role_assignments: []\n",
+        encoding="utf-8",
+    )
+    result = run_import(runner, path)
+    assert result.exit_code != 0
+    assert "twice.yaml" in result.output and "duplicate key 'role_assignments'" in result.output
+
+
 def test_import_refuses_unknown_key(runner, tmp_path):
     document = base_document()
     document["groups"] = []

@@ -219,6 +219,95 @@ def test_permission_whose_action_no_role_carries(tmp_path):
     assert "allTaskz" in message
 
 
+def test_a_key_twice_in_a_yaml_mapping_is_refused(tmp_path):
+    """PyYAML would keep the second `cross_tenant:` silently: the rule a reviewer read
+    first (both tenants approve) would be replaced by one approval."""
+    directory = copy_policies(tmp_path)
+    edit(
+        directory,
+        "workflow.yaml",
+        "    same_tenant:",
+        "    cross_tenant:\n      - {party: resource, approvals: 1}\n    same_tenant:",
+    )
+    message = load_error(directory)
+    assert "workflow.yaml" in message and "duplicate key 'cross_tenant'" in message
+    assert "line 25, column 5" in message and "first at line 22" in message
+
+
+def test_a_key_twice_in_a_flow_mapping_is_refused(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "workflow.yaml", "approvals: 1", "approvals: 1, approvals: 5")
+    assert "duplicate key 'approvals'" in load_error(directory)
+
+
+def test_a_model_key_twice_in_a_section_is_refused(tmp_path):
+    """Casbin keeps the last `m =`: an appended matcher would silently replace the one
+    reviewed (here: every Support Engineer an operator)."""
+    directory = copy_policies(tmp_path)
+    path = directory / "permissions.conf"
+    path.write_text(path.read_text(encoding="utf-8") + "m = g(r.sub, p.sub, r.dom)\n", encoding="utf-8")
+    message = load_error(directory)
+    assert message == "permissions.conf: [matchers]: 'm' is set twice (Casbin would use the last one)"
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999d", "5000000d", "36501d", "876025h"])
+def test_a_duration_past_a_hundred_years_is_refused(tmp_path, value):
+    """Too long to be meant, and grant ends or retention cut-offs it adds up to would
+    leave the dates Python and the database hold (a load crash, or a 500 later)."""
+    directory = copy_policies(tmp_path)
+    edit(directory, "workflow.yaml", "max_grant_duration: 8h", f"max_grant_duration: {value}")
+    message = load_error(directory)
+    assert message.startswith("workflow.yaml: timing.max_grant_duration: ")
+    assert "longer than 36500 days" in message
+
+
+def test_the_longest_duration_loads(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "workflow.yaml", "retention: 30d", "retention: 36500d")
+    assert load_policy(directory).timing.retention.days == 36_500
+
+
+def test_a_regular_expression_that_does_not_compile_fails_the_load(tmp_path):
+    """regexMatch patterns are evaluated for every listed resource at load, so a broken
+    one is a load error naming the file, not a 500 on every decision."""
+    directory = copy_policies(tmp_path)
+    edit(directory, "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
+    edit_yaml(
+        directory,
+        "access.yaml",
+        lambda d: d.update(
+            rules=[
+                ["grant", "^diagnostics/(sign.*$", "read"],
+                ["advanced_diagnostics", "^diagnostics/.*$", "read"],
+            ]
+        ),
+    )
+    message = load_error(directory)
+    assert message.startswith("access.conf: [matchers]: matcher fails for grant, diagnostics/")
+    assert "missing )" in message
+
+
+def test_a_valid_regular_expression_loads_and_answers(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
+    edit_yaml(directory, "access.yaml", lambda d: d.update(rules=[["grant", "^diagnostics/sign.*$", "read"]]))
+    policy = load_policy(directory)
+    assert policy.access_allows("grant", "diagnostics/signInLogs", "read") is not None
+    assert policy.access_allows("grant", "diagnostics/auditLogs", "read") is None
+
+
+def test_an_unexpected_failure_while_loading_is_a_load_error(tmp_path, monkeypatch):
+    """A check the loader lacks must still end as a failed load (kept out, reported as
+    one), never as an error of another kind escaping the policy store."""
+
+    def broken(document):
+        raise KeyError("scope")
+
+    monkeypatch.setattr(policy_module, "_build_roles", broken)
+    message = load_error(copy_policies(tmp_path))
+    assert message.endswith("the policy does not load: KeyError('scope')")
+
+
 @pytest.mark.parametrize("value", ["24x", "24", "h24", "0h", "1.5h"])
 def test_bad_duration(tmp_path, value):
     directory = copy_policies(tmp_path)

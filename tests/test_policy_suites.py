@@ -329,6 +329,11 @@ BROKEN_SUITES = {  # name: (text of read_only_test.yaml, replaced by, what the e
     "unknown top-level key": (SUITE_NAME, SUITE_NAME + "owner: security\n", "read_only_test.yaml"),
     "unknown expect key": (READ_ONLY_EXPECT, READ_ONLY_EXPECT[:-1] + ", colour: red}", "read_only_test.yaml"),
     "bad time": ("now: 2026-11-02T09:00:00Z", "now: yesterday", "read_only_test.yaml: now"),
+    "a key twice": (
+        READ_ONLY_EXPECT,
+        READ_ONLY_EXPECT[:-1] + ", allowed: true}",
+        "duplicate key 'allowed'",
+    ),
 }
 
 

@@ -1,0 +1,48 @@
+"""YAML that refuses a mapping holding the same key twice.
+
+PyYAML keeps the last of two equal keys without a word. In a file a person edits that
+hides a change from its reviewer: a second `cross_tenant:` block pasted further down
+would silently replace the approval rule read first. Policies, their test suites and
+directory files are all read with this loader.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        first_at: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:
+                continue  # `<<: *defaults`: the keys after it are meant to override
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = first_at.setdefault(key, key_node)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader's own check refuses it
+            if first is not key_node:
+                problem = f"found duplicate key {key!r} (first at line {first.start_mark.line + 1})"
+                raise ConstructorError(
+                    "while constructing a mapping", node.start_mark, problem, key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
+def load(text: str) -> Any:
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
+def describe(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where it is, then what: `line 3, column 5: invalid YAML:
+    found duplicate key 'approvals' (first at line 2)`."""
+    mark = getattr(exc, "problem_mark", None)
+    place = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{place}: invalid YAML: {problem}"
