@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from service import policy as policy_module
 from service.policy import REPO_POLICY_DIR, policy_version
 from service.policy_reload import PolicyWatcher, reload_policy
 from service.state_signal import ProcessCounter
@@ -187,6 +188,24 @@ def test_a_file_that_is_not_utf8_is_a_failed_reload_not_a_crash(api, policy_dir)
     body = shown(api)
     assert body["version"] == good
     assert "access.yaml" in (body["last_reload_error"] or "")
+
+
+def test_a_load_that_fails_unforeseen_is_a_failed_reload_not_a_500(api, policy_dir, monkeypatch):
+    """Whatever breaks while loading, the reload is reported as failed (409, the error
+    shown, the last good policy kept), as a validation error would be."""
+    good = shown(api)["version"]
+    edit(policy_dir / "access.yaml", "categories:", "categories:  # changed")
+
+    def broken(document):
+        raise KeyError("scope")
+
+    monkeypatch.setattr(policy_module, "_build_roles", broken)
+    answer = api.post(RELOAD, OPERATOR)
+    assert answer.status_code == 409, answer.get_json()
+    body = shown(api)
+    assert body["version"] == good
+    assert "the policy does not load: KeyError('scope')" in body["last_reload_error"]
+    assert [event["result"] for event in reload_events(api)][-1:] == ["failure"]
 
 
 @pytest.mark.parametrize("who", ["alice", "eve", CLIENT])
