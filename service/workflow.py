@@ -210,8 +210,15 @@ def create_access_request(policy: Policy, viewer: Viewer, body: dict, now: datet
         if live:
             raise Conflict(_exists_message(live), code="access_request_exists")
         cross = ticket.tenant_id != ticket.resource_tenant_id
+        # Kept with the request: one filed under a rule is approved under that rule.
+        distinct = policy.distinct_approvers_across_parties
         requirements = [
-            {"party": r.party, "approvals": r.approvals, "approver_roles": list(r.approver_roles)}
+            {
+                "party": r.party,
+                "approvals": r.approvals,
+                "approver_roles": list(r.approver_roles),
+                "distinct_approvers_across_parties": distinct,
+            }
             for r in policy.requirements(cross)
         ]
         request = AccessRequest.create(
@@ -357,7 +364,7 @@ def _add_approval(policy, viewer: Viewer, request, tenant_id: str, party: str, n
         raise Conflict(f"the {party} party has already approved", code="already_approved")
     _check_eligible(policy, viewer, request, tenant_id, party)
     policy.hit("approval:distinct_approvers_across_parties")
-    if policy.distinct_approvers_across_parties and any(a.approver == viewer.principal for a in approvals):
+    if _distinct_across_parties(policy, request) and any(a.approver == viewer.principal for a in approvals):
         message = "the policy requires a different approver for each party"
         raise Forbidden(message, code="distinct_approvers_required")
     Approval.create(
@@ -380,6 +387,13 @@ def _drop_lapsed_approvals(policy: Policy, request: AccessRequest, now: datetime
         details = {"tenant_id": tenant, "party": approval.party, "approver": approval.approver}
         details["reason"] = "approver_role_lost"
         _event("access_request.approval_lapsed", SYSTEM, request, _parties(request), details, now)
+
+
+def _distinct_across_parties(policy: Policy, request: AccessRequest) -> bool:
+    """The rule the request was filed under; for one filed before requests kept it, the
+    policy's."""
+    kept = {r.get("distinct_approvers_across_parties") for r in json.loads(request.requirements)}
+    return policy.distinct_approvers_across_parties if None in kept else any(kept)
 
 
 def _approver_roles(request: AccessRequest, party: str) -> list[str]:

@@ -575,6 +575,67 @@ class TestReloadOverHttp:
 # --- the approval rule is data ------------------------------------------------------------------------------
 
 
+class TestDistinctApproversAcrossParties:
+    """`distinct_approvers_across_parties` is part of the rule a request was filed under,
+    like the approvals it needs: a reload does not change it for requests already filed."""
+
+    @pytest.fixture
+    def policy_dir(self, tmp_path):
+        directory = copy_policies(tmp_path)
+        edit(
+            directory,
+            "workflow.yaml",
+            "distinct_approvers_across_parties: false",
+            "distinct_approvers_across_parties: true",
+        )
+        return directory
+
+    @staticmethod
+    def approve(api, request_id: str, who: str, tenant: str):
+        return api.post(f"/v1/access-requests/{request_id}/approve", who, {"tenant_id": tenant})
+
+    def test_a_request_keeps_the_rule_it_was_filed_under(self, api, policy_dir, access_request):
+        edit(
+            policy_dir,
+            "workflow.yaml",
+            "distinct_approvers_across_parties: true",
+            "distinct_approvers_across_parties: false",
+        )
+        assert api.post("/v1/policy/reload", "ops").status_code == 200
+        request_id = access_request["id"]
+        assert self.approve(api, request_id, "dana", "contoso").status_code == 200
+        again = self.approve(api, request_id, "dana", "fabrikam")
+        assert again.status_code == 403, again.get_json()
+        assert again.get_json()["error"]["code"] == "distinct_approvers_required"
+        assert self.approve(api, request_id, "bob", "fabrikam").get_json()["status"] == "approved"
+
+    def test_a_request_filed_after_the_change_follows_the_new_rule(
+        self, api, policy_dir, ticket, access_request
+    ):
+        self.approve(api, access_request["id"], "alice", "contoso")
+        self.approve(api, access_request["id"], "bob", "fabrikam")
+        assert api.post(f"/v1/support-requests/{ticket['id']}/close", "bob").status_code == 200
+        edit(
+            policy_dir,
+            "workflow.yaml",
+            "distinct_approvers_across_parties: true",
+            "distinct_approvers_across_parties: false",
+        )
+        assert api.post("/v1/policy/reload", "ops").status_code == 200
+        body = {"tenant_id": "fabrikam", "resource_tenant_id": "contoso", "title": "again"}
+        second = api.post("/v1/support-requests", "bob", body).get_json()
+        assert (
+            api.post(f"/v1/support-requests/{second['id']}/assign", "eve", {"engineer": "eve"}).status_code
+            == 200
+        )
+        filed = api.post(
+            "/v1/access-requests", "eve", {"support_request_id": second["id"], "justification": "x"}
+        )
+        request_id = filed.get_json()["id"]
+        assert self.approve(api, request_id, "dana", "contoso").status_code == 200
+        assert self.approve(api, request_id, "dana", "fabrikam").get_json()["status"] == "approved"
+
+
 class TestTwoResourceApprovers:
     """workflow.yaml: cross-tenant needs two distinct resource-tenant approvers plus one
     support-request-tenant approver. No Python changes."""
