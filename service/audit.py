@@ -410,8 +410,12 @@ def verify_chain(batch: int = 1000) -> ChainReport:
 
 
 def _walk_chain(batch: int) -> ChainReport:
+    """The chain, and the two index tables derived from its events' visible_to (which
+    the hash covers): a row added or removed there would show an event to a tenant it
+    does not concern, or hide one from a tenant it does."""
     prev_hash, checked, last_seq = GENESIS, 0, 0
-    read_index = _ReadIndexRows()
+    read_index = _RowsByEvent(AuditReadIndex, "read_bucket, tenant_id")
+    visibility = _RowsByEvent(AuditVisibility, "tenant_id")
     query = AuditEvent.select().order_by(AuditEvent.seq)
     for event in query.iterator() if batch else query:
         where = f"event {event.seq} ({event.id}, {event.activity})"
@@ -422,12 +426,17 @@ def _walk_chain(batch: int) -> ChainReport:
             return ChainReport(False, checked, "contents altered: hash does not match", where)
         if event.read_bucket != _bucket_of(event.activity, event.tenant_id, event.visible_to):
             return ChainReport(False, checked, "visibility altered: read_bucket does not match", where)
-        tenants = orjson.loads(event.visible_to) if holds_reads(event.activity, event.tenant_id) else []
-        if read_index.take(event.seq) != sorted((read_bucket(t), t) for t in tenants):
+        viewers, reads = orjson.loads(event.visible_to), holds_reads(event.activity, event.tenant_id)
+        if read_index.take(event.seq) != sorted((read_bucket(t), t) for t in (viewers if reads else [])):
             return ChainReport(False, checked, "visibility altered: the read index does not match", where)
+        by_rows = not reads and event.read_bucket is None  # as append() writes them
+        if visibility.take(event.seq) != sorted((t,) for t in (viewers if by_rows else [])):
+            return ChainReport(False, checked, "visibility altered: the visibility rows do not match", where)
         prev_hash, last_seq, checked = event.hash, event.seq, checked + 1
     if not read_index.done():
         return ChainReport(False, checked, "visibility altered: the read index names events not in the log")
+    if not visibility.done():
+        return ChainReport(False, checked, "visibility altered: visibility rows name events not in the log")
     head = AuditHead.get_or_none(AuditHead.id == 1)
     if head and (head.last_hash != prev_hash or head.last_seq != last_seq):
         problem = f"the log ends at event {last_seq} but the chain head records {head.last_seq}"
@@ -435,12 +444,12 @@ def _walk_chain(batch: int) -> ChainReport:
     return ChainReport(True, checked)
 
 
-class _ReadIndexRows:
-    """AuditReadIndex rows event by event, walked beside the chain (verify_chain)."""
+class _RowsByEvent:
+    """An index table's rows event by event, walked beside the chain (verify_chain)."""
 
-    def __init__(self):
-        table = AuditReadIndex._meta.table_name
-        query = f"SELECT event_seq, read_bucket, tenant_id FROM {table} ORDER BY event_seq"
+    def __init__(self, model, columns: str):
+        table = model._meta.table_name
+        query = f"SELECT event_seq, {columns} FROM {table} ORDER BY event_seq"
         self._by_event = itertools.groupby(database.execute_sql(query), key=operator.itemgetter(0))
         self._next = self._advance()
 
@@ -448,9 +457,9 @@ class _ReadIndexRows:
         found = next(self._by_event, None)
         return None if found is None else (found[0], sorted(row[1:] for row in found[1]))
 
-    def take(self, seq: int) -> list[tuple[int, str]] | None:
-        """Event `seq`'s rows as sorted (read_bucket, tenant_id); None if rows of an event
-        before it were never taken (they name an event that is not in the log)."""
+    def take(self, seq: int) -> list[tuple] | None:
+        """Event `seq`'s rows, sorted, without event_seq; None if rows of an event before
+        it were never taken (they name an event that is not in the log)."""
         stray = False
         while self._next is not None and self._next[0] <= seq:
             (event_seq, rows), self._next = self._next, self._advance()

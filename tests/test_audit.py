@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from models import AuditEvent, AuditHead, AuditReadIndex, database
+from models import AuditEvent, AuditHead, AuditReadIndex, AuditVisibility, database
 from service.audit import event_hash, flush_reads
 from service.clock import isoformat, parse_iso
 from tests.conftest import START, read_check
@@ -611,6 +611,27 @@ def test_verify_detects_a_read_hidden_from_or_shown_to_a_tenant(runner, batch_re
         assert row.id in result.output, result.output
 
 
+@pytest.mark.parametrize("tamper", ["shown_to_another", "hidden_from_one", "stray_row"])
+def test_verify_detects_an_event_shown_to_or_hidden_from_a_tenant(runner, approved_request, tamper):
+    """The audit view finds an event through its visibility rows. They are derived from
+    the event's visible_to (which the hash covers): a row added, removed or naming an
+    event not in the log is tampering, as an altered event is."""
+    with database.connection_context():
+        approved = AuditEvent.get(AuditEvent.activity == "access_request.approved")
+        if tamper == "shown_to_another":  # northwind would read contoso's and fabrikam's event
+            AuditVisibility.insert(tenant_id="northwind", event_seq=approved.seq).execute()
+        elif tamper == "hidden_from_one":  # contoso's view would no longer show it
+            rows = AuditVisibility.tenant_id == "contoso", AuditVisibility.event_seq == approved.seq
+            assert AuditVisibility.delete().where(*rows).execute() == 1
+        else:
+            AuditVisibility.insert(tenant_id="northwind", event_seq=approved.seq + 1000).execute()
+    result = verify(runner)
+    assert result.exit_code == 1, result.output
+    assert "visibility rows" in result.output, result.output
+    if tamper != "stray_row":
+        assert f"event {approved.seq} ({approved.id}, access_request.approved)" in result.output
+
+
 def test_verify_sees_one_moment_while_reads_are_imported(app, monkeypatch):
     """The importer commits a batch's reads between verify's read of the index and its
     walk of the events: an intact log must still verify (no false alarm)."""
@@ -632,15 +653,15 @@ def test_verify_sees_one_moment_while_reads_are_imported(app, monkeypatch):
         thread.start()
         thread.join()
 
-    real_init = audit._ReadIndexRows.__init__
+    real_init = audit._RowsByEvent.__init__
 
-    def read_index_then_import(self):
-        real_init(self)
-        import_elsewhere([batch("during")])
+    def index_then_import(self, model, columns):
+        real_init(self, model, columns)
+        import_elsewhere([batch(f"during-{model.__name__}")])
 
     with app.app_context(), database.connection_context():
         import_elsewhere([batch("before")])
-        monkeypatch.setattr(audit._ReadIndexRows, "__init__", read_index_then_import)
+        monkeypatch.setattr(audit._RowsByEvent, "__init__", index_then_import)
         report = audit.verify_chain()
         monkeypatch.undo()
         assert report.ok, report
