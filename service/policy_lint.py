@@ -22,6 +22,7 @@ def lint(policy: Policy) -> list[str]:
         *_duplicate_rules(policy),
         *_unanchored_regexes(policy),
         *_scenarios_without_approvers(policy),
+        *_cross_tenant_without_the_ticket_tenant(policy),
     ]
 
 
@@ -91,3 +92,16 @@ def _scenarios_without_approvers(policy: Policy) -> list[str]:
                     f"{requirement.party} party, so such requests can never be approved"
                 )
     return warnings
+
+
+def _cross_tenant_without_the_ticket_tenant(policy: Policy) -> list[str]:
+    """SPEC §1: a cross-tenant request needs an admin of both tenants. A scenario that
+    drops the support request tenant's party loads (the rule is data) but is probably
+    a mistake."""
+    parties = {requirement.party for requirement in policy.scenarios.get("cross_tenant", ())}
+    if "support_request" in parties:
+        return []
+    return [
+        "workflow.yaml: approval.scenarios.cross_tenant: no support_request party, so the "
+        "tenant the ticket came from never approves access to the other tenant's data"
+    ]

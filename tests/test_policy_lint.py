@@ -88,6 +88,10 @@ def no_eligible_approver(policy_dir: Path) -> None:
     )
 
 
+def cross_tenant_without_ticket_tenant(policy_dir: Path) -> None:
+    edit(policy_dir / "workflow.yaml", "      - {party: support_request, approvals: 1}\n", "")
+
+
 def unanchored_regex(policy_dir: Path) -> None:
     edit(policy_dir / "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
 
@@ -117,6 +121,10 @@ LINT_CASES = {
     "no eligible approver": (
         no_eligible_approver,
         ["workflow.yaml: approval.scenarios.cross_tenant: no role may approve for the resource party"],
+    ),
+    "cross-tenant without the ticket's tenant": (
+        cross_tenant_without_ticket_tenant,
+        ["workflow.yaml: approval.scenarios.cross_tenant: no support_request party"],
     ),
     "unanchored regex": (
         unanchored_regex,
