@@ -11,12 +11,14 @@ Every other request goes to Flask untouched.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from http import HTTPStatus
 from typing import Any
 
 import msgspec
 import orjson
 from flask import Flask
+from prometheus_client import Counter
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
@@ -31,6 +33,7 @@ from service.validation import json_object, read_body, validate
 # and the fast decoder does not check for it.
 NUL_ESCAPE = b"\\u0000"
 ROUTES = {"/v1/decisions": ("DecisionRequest", False), "/v1/decisions/batch": ("DecisionBatch", True)}
+DECISIONS = Counter("support_access_decisions", "Decisions answered", ["allowed", "reason"])
 
 
 class DecisionService:
@@ -66,6 +69,9 @@ class DecisionService:
         # Allowed reads are committed to the audit journal before the answer leaves.
         self.journal.append(decisions.reads_to_record(answers, caller, at))
         self.decision_log.write(decisions.log_entries(answers, at))
+        # Tallied first: one increment per outcome, not per decision, for a batch of 1,000.
+        for (allowed, reason), count in Tally((d.allowed, d.reason) for _, d in answers).items():
+            DECISIONS.labels(allowed="true" if allowed else "false", reason=reason).inc(count)
         results = [decision.to_json(check.explain) for check, decision in answers]
         return {"results": results} if many else results[0]
 

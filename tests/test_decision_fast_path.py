@@ -92,6 +92,29 @@ def test_fast_path_answers_decisions_and_records_reads(app, client, approved_req
     ]
 
 
+def decisions_counted(client, allowed: str, reason: str) -> float:
+    """support_access_decisions_total{allowed, reason} as /metrics shows it."""
+    prefix = f'support_access_decisions_total{{allowed="{allowed}",reason="{reason}"}} '
+    lines = client.get("/metrics").get_data(as_text=True).splitlines()
+    return next((float(line[len(prefix) :]) for line in lines if line.startswith(prefix)), 0.0)
+
+
+def test_metrics_count_decisions_by_outcome_and_reason(client, approved_request):
+    granted, read_only = (
+        decisions_counted(client, "true", "granted"),
+        decisions_counted(client, "false", "read_only"),
+    )
+    assert client.post("/v1/decisions", json=read_check(), headers=auth("diag-tool")).status_code == 200
+    checks = [read_check(), read_check(), read_check(action="write")]
+    answer = client.post("/v1/decisions/batch", json={"checks": checks}, headers=auth("diag-tool"))
+    assert answer.status_code == 200
+    assert decisions_counted(client, "true", "granted") == granted + 3
+    assert decisions_counted(client, "false", "read_only") == read_only + 1
+    refused = client.post("/v1/decisions", json={"principal": "eve"}, headers=auth("diag-tool"))
+    assert refused.status_code == 400  # no answer, nothing counted
+    assert decisions_counted(client, "true", "granted") == granted + 3
+
+
 def test_other_methods_and_paths_still_go_to_flask(client):
     assert client.get("/v1/decisions", headers=auth("diag-tool")).status_code == 405
     assert client.post("/v1/decisions/other", headers=auth("diag-tool")).status_code == 404
