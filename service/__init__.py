@@ -25,11 +25,13 @@ ENV_PREFIX = "SUPPORT_ACCESS_"
 def create_app(test_config: dict | None = None) -> Flask:
     """The app; while the store cannot be opened or no policy loads, a stand-in that is up
     but not ready and builds the app once it can (service/starting.py)."""
-    from service.starting import NOT_READY, waiting_app
+    from service.starting import is_not_ready, waiting_app
 
     try:
         return build_app(test_config)
-    except NOT_READY as exc:
+    except Exception as exc:
+        if not is_not_ready(exc):
+            raise
         config = configured_app(test_config).config
         app = waiting_app(config, lambda: build_app(test_config), exc)
         cli.init_app(app)  # audit verify then says the store cannot be read (exit 2)

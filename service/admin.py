@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException
 from models import AccessRequest, Tenant
 from service import clock, workflow
 from service.api import policy, provider
-from service.errors import ApiError, BadRequest, SupportAccessError, Unauthorized
+from service.errors import ApiError, BadRequest, SupportAccessError, Unauthorized, store_failed
 from service.validation import refuse_nul_characters
 from service.viewer import Viewer, viewer_for
 
@@ -333,9 +333,11 @@ def _our_error(exc: SupportAccessError):
     return _error_page(exc.status, "Error", exc.message)
 
 
-@bp.errorhandler(peewee.OperationalError)
+@bp.errorhandler(peewee.DatabaseError)
 @bp.errorhandler(peewee.InterfaceError)
 def _store_error(exc: Exception):
+    if not store_failed(exc):  # an IntegrityError, say: a bug of ours
+        return _unexpected(exc)
     log.error("store unavailable: %s", exc)
     return _error_page(503, "Service Unavailable", "The data store is unavailable. Try again shortly.")
 

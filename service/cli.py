@@ -31,8 +31,7 @@ def _needs_store(what: str, needs_policy: bool = False) -> Callable:
     `needs_policy`, the configured policy does not load), say so in a line and exit 2,
     never a traceback (an operator's script tells that from a failing check by the code).
     Under create_app's stand-in (service/starting.py) the error is already known."""
-    from service.errors import PolicyNotLoaded
-    from service.starting import STORE_ERRORS
+    from service.errors import DATABASE_ERRORS, PolicyNotLoaded, store_failed
 
     def unavailable(exc: Exception) -> None:
         lines = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
@@ -47,7 +46,9 @@ def _needs_store(what: str, needs_policy: bool = False) -> Callable:
                 unavailable(start_error)
             try:
                 return command(*args, **kwargs)
-            except STORE_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
+                if not store_failed(exc):
+                    raise
                 unavailable(exc)
 
         return run

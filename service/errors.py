@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import peewee
+
 
 class SupportAccessError(Exception):
     """Base of every error the service raises on purpose."""
@@ -77,3 +79,21 @@ class PolicyValidationError(PolicyError):
 
 class ConfigError(SupportAccessError):
     """The service is configured in a way it cannot start with."""
+
+
+# --- The store failing (peewee's errors, not ours) -----------------------------------
+
+# Catch these, then ask store_failed(): peewee raises the bare DatabaseError, and also
+# its subclasses that are not the store's fault.
+DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
+STORE_FAILURES = (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError)
+
+
+def store_failed(exc: BaseException) -> bool:
+    """Did the store itself fail (it cannot be opened, is not a database, lost its
+    connection, broke inside)? Then the answer is 503 `store_unavailable`, a CLI command
+    exits 2 and a starting worker waits up but not ready. sqlite3 reports a file that is
+    not a database (or whose header was overwritten) as a bare DatabaseError, so that one
+    counts; its other subclasses (IntegrityError, DataError, ProgrammingError,
+    NotSupportedError) are bugs of ours and stay 500 `internal_error`."""
+    return type(exc) is peewee.DatabaseError or isinstance(exc, STORE_FAILURES)

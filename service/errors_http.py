@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
-import peewee
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from service.errors import SupportAccessError
+from service.errors import SupportAccessError, store_failed
 
 log = logging.getLogger("support_access")
 
@@ -50,7 +49,7 @@ def error_for(exc: Exception) -> tuple[int, str, str]:
     if isinstance(exc, HTTPException):  # Werkzeug's, e.g. a malformed chunked body (400)
         status = exc.code or 500
         return status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name
-    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+    if store_failed(exc):
         log.error("store unavailable: %s", exc)
         return 503, "store_unavailable", "the data store is unavailable"
     log.error("unhandled error", exc_info=exc)

@@ -16,8 +16,9 @@ import time
 
 from models import connect_database
 from service import configured_app, read_journal_directory
+from service.errors import DATABASE_ERRORS, store_failed
 from service.read_journal import Importer
-from service.starting import RETRY_INTERVAL, STORE_ERRORS
+from service.starting import RETRY_INTERVAL
 
 
 def main() -> None:
@@ -37,7 +38,10 @@ def main() -> None:
     while db is None and keep_going():
         try:
             db = connect_database(app.config["DATABASE_URL"], background_checkpoints=True)
-        except STORE_ERRORS as exc:  # the workers wait too (service/starting.py)
+        except DATABASE_ERRORS as exc:
+            if not store_failed(exc):
+                raise
+            # The workers wait too (service/starting.py).
             logging.warning("the data store cannot be opened, retrying: %s", exc)
             time.sleep(RETRY_INTERVAL)
     if db is None:

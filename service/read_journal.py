@@ -45,12 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import peewee
 
 from models import AuditJournalPosition, WriteLockBusy, database, server_database_name, transaction
 from service import audit
 from service.checkpointer import Checkpointer
-from service.errors import Unavailable
+from service.errors import DATABASE_ERRORS, Unavailable, store_failed
 
 log = logging.getLogger("support_access")
 
@@ -135,7 +134,9 @@ class ReadJournal:
             self._store_down = False
         except WriteLockBusy:
             self._store_down = False
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
+            if not store_failed(exc):
+                raise
             self._store_down = True
             log.error("read journal: the audit store is unavailable: %s", exc)
             raise Unavailable("the audit log is unavailable", code="store_unavailable") from exc

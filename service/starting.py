@@ -19,16 +19,18 @@ import threading
 import time
 from collections.abc import Callable
 
-import peewee
 from flask import Flask, jsonify
 
-from service.errors import PolicyNotLoaded
+from service.errors import PolicyNotLoaded, store_failed
 from service.errors_http import error_response
 
 log = logging.getLogger("support_access")
 RETRY_INTERVAL = 1.0  # seconds between attempts to build the real app
-STORE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
-NOT_READY = (*STORE_ERRORS, PolicyNotLoaded)
+
+
+def is_not_ready(exc: BaseException) -> bool:
+    """Is `exc` a reason to wait up but not ready (rather than a bug that stops the start)?"""
+    return store_failed(exc) or isinstance(exc, PolicyNotLoaded)
 
 
 def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception) -> Flask:
@@ -49,7 +51,7 @@ def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception
                     log.warning("ready: serving")
                 except Exception as exc:  # fail closed: still not ready, never a 500 page
                     state["error"] = exc
-                    log.error("still not ready: %s", exc, exc_info=not isinstance(exc, NOT_READY))
+                    log.error("still not ready: %s", exc, exc_info=not is_not_ready(exc))
             return state.get("app")
 
     def wsgi(environ, start_response):
@@ -68,7 +70,7 @@ def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception
         # The causes stay in the service log: a caller learns no host, path or policy text.
         if isinstance(state["error"], PolicyNotLoaded):
             code, problem = "policy_unavailable", "no policy is loaded"
-        elif isinstance(state["error"], STORE_ERRORS):
+        elif store_failed(state["error"]):
             code, problem = "store_unavailable", "the data store cannot be opened"
         else:
             code, problem = "unavailable", "the service cannot start"

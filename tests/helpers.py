@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +31,17 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def append(path: Path, text: str) -> None:
     path.write_text(path.read_text(encoding="utf-8").rstrip("\n") + "\n" + text, encoding="utf-8")
+
+
+def corrupt_sqlite_file(path: Path) -> None:
+    """Write garbage over a SQLite file's 100-byte header (a stray write, a bad disk):
+    opening it then fails with sqlite3's bare DatabaseError "file is not a database".
+    Checkpoints first, so that no good copy of the first page waits in the write-ahead
+    log. Close the app's connection before: an open one may go on from its cache."""
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as file:
+        file.write(b"\xa5" * 100)
 
 
 def parse_time(text: str) -> datetime:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import peewee
 import pytest
 
 from service import workflow
@@ -344,6 +345,33 @@ def test_an_unexpected_error_is_a_plain_500_page(app, access_request, monkeypatc
     text = answer.get_data(as_text=True)
     assert answer.status_code == 500 and answer.mimetype == "text/html"
     assert "Internal error" in text and "secret internals" not in text
+    assert_no_trace(text)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "title"),
+    [
+        (peewee.DatabaseError("file is not a database"), 503, "The data store is unavailable"),
+        (peewee.OperationalError("unable to open database file"), 503, "The data store is unavailable"),
+        (peewee.IntegrityError("UNIQUE constraint failed"), 500, "Internal error"),
+    ],
+)
+def test_the_store_failing_is_a_503_page_and_a_bad_statement_a_500(
+    app, access_request, monkeypatch, error, status, title
+):
+    """The store failing as such (a corrupt file too) is unavailable; a statement of ours
+    that fails is a bug."""
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(workflow, "approve", fail)
+    alice = Browser(app, "alice", "contoso")
+    url = f"/admin/requests/{access_request['id']}/approve"
+    answer = alice.client.post(url, data={"csrf_token": alice.csrf(), "tenant_id": "contoso"})
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == status and answer.mimetype == "text/html"
+    assert title in text and str(error) not in text
     assert_no_trace(text)
 
 

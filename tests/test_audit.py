@@ -14,6 +14,7 @@ from models import AuditEvent, AuditHead, AuditReadIndex, AuditVisibility, datab
 from service.audit import event_hash, flush_reads
 from service.clock import isoformat, parse_iso
 from tests.conftest import START, read_check
+from tests.helpers import corrupt_sqlite_file
 
 EVENT_FIELDS = {"id", "time", "activity", "actor", "tenant_id", "target", "result", "details"}
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -70,6 +71,20 @@ def test_verify_tells_an_unreadable_store_from_a_tampered_log(app, runner, tmp_p
 
     assert result.exit_code == 2, result.output
     assert "cannot read the audit log" in result.output and "tampered" not in result.output
+
+
+def test_verify_says_a_corrupt_store_cannot_be_read(runner, history, tmp_path, database_url):
+    """A file whose header was overwritten: exit 2 and one line, not a traceback and
+    not the 1 of a tampered log."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("overwrites a SQLite file")
+    database.close()
+    corrupt_sqlite_file(tmp_path / "test.db")
+
+    result = verify(runner)
+
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == ["cannot read the audit log: file is not a database"]
 
 
 def test_verify_passes_on_the_initial_log(runner):

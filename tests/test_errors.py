@@ -7,10 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import peewee
 import pytest
 
 from models import database
 from tests.conftest import auth, read_check
+from tests.helpers import corrupt_sqlite_file
 from tests.postgres import drop_database
 
 HTML_MARKERS = ("<html", "<!doctype", "<title", "traceback", 'file "/')
@@ -418,6 +420,32 @@ def test_unexpected_exception_is_json_500_without_traceback(app, client):
     assert "secret internals" not in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (peewee.DatabaseError("file is not a database"), 503, "store_unavailable"),
+        (peewee.OperationalError("unable to open database file"), 503, "store_unavailable"),
+        (peewee.InterfaceError("connection already closed"), 503, "store_unavailable"),
+        (peewee.InternalError("current transaction is aborted"), 503, "store_unavailable"),
+        (peewee.IntegrityError("UNIQUE constraint failed"), 500, "internal_error"),
+        (peewee.DataError("value too long"), 500, "internal_error"),
+        (peewee.ProgrammingError("no such column"), 500, "internal_error"),
+        (peewee.NotSupportedError("not supported"), 500, "internal_error"),
+    ],
+)
+def test_the_store_failing_is_503_and_a_bad_statement_500(app, client, error, status, code):
+    """The store failing as such is unavailable; peewee's errors about our statements or
+    data are bugs of ours."""
+
+    def fail():
+        raise error
+
+    app.add_url_rule("/v1/_test_store_error", "store_error", fail)
+    answer = client.get("/v1/_test_store_error", headers=auth("ops"))
+    assert assert_error_body(answer, status)["code"] == code
+    assert str(error) not in answer.get_data(as_text=True)
+
+
 # --- the store is down --------------------------------------------------------------------
 
 
@@ -480,3 +508,53 @@ def test_healthz_stays_up_when_store_is_down(app, client, tmp_path):
     """API.md: /healthz answers 200 once the process is up; only /readyz depends on the store."""
     break_store(app, tmp_path)
     assert client.get("/healthz").status_code == 200
+
+
+# --- the store is corrupt ---------------------------------------------------------------
+
+
+@pytest.fixture
+def corrupt_store(app, database_url, tmp_path):
+    """Overwrites the running app's SQLite header: the store fails as such (sqlite3's
+    bare DatabaseError, not an OperationalError), which is as unavailable as a store that
+    cannot be reached."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("overwrites a SQLite file")
+
+    def corrupt() -> None:
+        database.close()  # the next query opens the file again, as a new worker thread would
+        corrupt_sqlite_file(tmp_path / "test.db")
+
+    return corrupt
+
+
+def test_a_corrupt_store_is_503_store_unavailable(api, client, approved_request, corrupt_store):
+    corrupt_store()
+    for answer in (
+        api.get("/v1/audit-events?tenant_id=contoso", "alice"),
+        api.get("/v1/support-requests", "alice"),
+        api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice"),
+    ):
+        assert assert_error_body(answer, 503)["code"] == "store_unavailable"
+    assert assert_error_body(client.get("/readyz"), 503)["code"] == "not_ready"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_corrupt_store_refuses_allowed_reads_until_it_is_back(
+    api, approved_request, corrupt_store, monkeypatch
+):
+    """The read journal checks the store every CHECK_INTERVAL; once a check found it
+    failed, every allowed read is refused (and checks again) until it is back. A corrupt
+    file used to be a 500 at the check and then an allow until the next one was due."""
+    monkeypatch.setattr("service.read_journal.CHECK_INTERVAL", 0.0)
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
+    corrupt_store()
+    checked = api.post("/v1/decisions", "diag-tool", read_check())
+    assert assert_error_body(checked, 503)["code"] == "store_unavailable"
+
+    monkeypatch.setattr("service.read_journal.CHECK_INTERVAL", 3600.0)  # no check falls due
+    for answer in (
+        api.post("/v1/decisions", "diag-tool", read_check()),
+        api.post("/v1/decisions/batch", "diag-tool", {"checks": [read_check()] * 3}),
+    ):
+        assert assert_error_body(answer, 503)["code"] == "store_unavailable"

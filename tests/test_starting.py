@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 
+import peewee
 import pytest
 
-from models import connect_database
-from service import create_app, starting
+from models import connect_database, database
+from service import create_app, read_importer, starting
 from service.policy import REPO_POLICY_DIR
 from tests.conftest import DIRECTORY_FILE, SECRET, auth, read_check
+from tests.helpers import corrupt_sqlite_file
 
 
 @pytest.fixture
@@ -75,6 +78,72 @@ def test_commands_on_the_store_say_it_cannot_be_opened(unopenable, args, says):
     assert result.exit_code == 2, result.output
     assert says in result.output and "unable to open database file" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.fixture
+def corrupt(tmp_path, monkeypatch):
+    """An app started on a SQLite file whose header was overwritten (sqlite3's bare
+    DatabaseError "file is not a database"); retries at once. Also the header, to put back."""
+    monkeypatch.setattr(starting, "RETRY_INTERVAL", 0.0)
+    path = tmp_path / "store.db"
+    connect_database(f"sqlite:///{path}")
+    database.close()
+    header = path.read_bytes()[:100]
+    corrupt_sqlite_file(path)
+    config = {
+        "TESTING": True,
+        "DATABASE_URL": f"sqlite:///{path}",
+        "JWT_SECRET": SECRET,
+        "DECISION_LOG": str(tmp_path / "decisions.log"),
+    }
+    return create_app(config), path, header
+
+
+def test_a_corrupt_store_at_start_is_up_but_not_ready(corrupt):
+    app, path, header = corrupt
+    client = app.test_client()
+
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["error"]["code"] == "not_ready"
+    for answer in (
+        client.get("/v1/audit-events?tenant_id=contoso", headers=auth("alice")),
+        client.post("/v1/decisions", json=read_check(), headers=auth("diag-tool")),
+    ):
+        assert answer.status_code == 503, answer.get_data(as_text=True)
+        assert answer.get_json()["error"]["code"] == "store_unavailable"
+    verify = app.test_cli_runner().invoke(args=["audit", "verify"])
+    assert verify.exit_code == 2, verify.output
+    assert verify.output.splitlines() == ["cannot read the audit log: file is not a database"]
+
+    with path.open("r+b") as file:  # repaired
+        file.write(header)
+    assert client.get("/readyz").status_code == 200
+
+
+def test_the_read_importer_waits_for_a_store_that_is_not_a_database(monkeypatch):
+    """As the workers do: it tries again instead of ending, which would leave the reads
+    in the journal until a worker or a reader imports them."""
+
+    class Opened(Exception):
+        pass
+
+    attempts = []
+
+    def connect(url: str, background_checkpoints: bool):
+        attempts.append(url)
+        if len(attempts) == 1:
+            raise peewee.DatabaseError("file is not a database")
+        raise Opened  # the second attempt: stop here
+
+    monkeypatch.setattr(read_importer, "connect_database", connect)
+    monkeypatch.setattr(read_importer, "RETRY_INTERVAL", 0.0)
+    monkeypatch.setattr(read_importer.signal, "signal", lambda *_: None)  # keep pytest's handlers
+    monkeypatch.setenv("SUPPORT_ACCESS_SERVER_PID", str(os.getppid()))
+
+    with pytest.raises(Opened):
+        read_importer.main()
+    assert len(attempts) == 2
 
 
 def test_directory_import_refuses_while_no_policy_loads(tmp_path, monkeypatch):
