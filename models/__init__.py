@@ -225,11 +225,13 @@ SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal", "foreign_keys"
 SQLITE_PRAGMAS["journal_size_limit"] = 64 * 1024 * 1024  # the WAL file shrinks back to this on restart
 
 
-def connect_database(url: str, background_checkpoints: bool = False):
+def connect_database(url: str, background_checkpoints: bool = False, create: bool = True):
     """Open the database at `url` and create the schema if it is not there yet.
 
     background_checkpoints: a thread checkpoints SQLite's write-ahead log
     (service/checkpointer.py), so commits need not; they do it only past a large cap.
+    create=False: a SQLite file that does not exist is an OperationalError ("no database
+    at PATH"), not a new empty database (for readers such as `audit verify`).
     """
     if url.startswith("sqlite") and ":memory:" in url:
         # Connections are per thread and closed after use, which would lose an in-memory
@@ -243,6 +245,8 @@ def connect_database(url: str, background_checkpoints: bool = False):
         db = connect(url, pragmas=pragmas)
     else:
         db = connect(url)
+    if not create and is_sqlite(db) and not os.path.exists(db.database):
+        raise OperationalError(f"no database at {db.database}")
     database.initialize(db)
     # The key is all the row holds: SQLite need not keep a rowid table beside it
     # (peewee would write WITHOUT ROWID for PostgreSQL too).

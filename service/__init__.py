@@ -9,6 +9,7 @@ import os
 import secrets
 from pathlib import Path
 
+import click
 from flask import Flask
 
 from models import connect_database, database, is_sqlite
@@ -24,27 +25,59 @@ ENV_PREFIX = "SUPPORT_ACCESS_"
 
 def create_app(test_config: dict | None = None) -> Flask:
     """The app; while the store cannot be opened or no policy loads, a stand-in that is up
-    but not ready and builds the app once it can (service/starting.py)."""
+    but not ready and builds the app once it can (service/starting.py). When the Flask CLI
+    loads it to find a command, an app that has not opened the store yet (command_app)."""
+    if _finding_a_cli_command():
+        return command_app(test_config)
+    return app_or_stand_in(test_config)
+
+
+def app_or_stand_in(test_config: dict | None = None, create_database: bool = True) -> Flask:
+    """The app, or the stand-in while the store cannot be opened or no policy loads."""
     from service.starting import is_not_ready, waiting_app
 
     try:
-        return build_app(test_config)
+        return build_app(test_config, create_database)
     except Exception as exc:
         if not is_not_ready(exc):
             raise
         config = configured_app(test_config).config
-        app = waiting_app(config, lambda: build_app(test_config), exc)
+        app = waiting_app(config, lambda: build_app(test_config, create_database), exc)
         cli.init_app(app)  # audit verify then says the store cannot be read (exit 2)
         return app
 
 
-def build_app(test_config: dict | None = None) -> Flask:
+def command_app(test_config: dict | None = None) -> Flask:
+    """What `flask --app service COMMAND` runs in: configured, and refusing without token
+    settings as the service does, but with the store not opened. The Flask CLI builds the
+    app before it knows the command, and opening a SQLite file that does not exist creates
+    it: `audit verify` on a mistyped path used to report an empty, intact log. A command
+    that works on the store opens it itself, creating it only if it is meant to
+    (service/cli.py, _needs_store)."""
+    app = configured_app(test_config)
+    auth.init_app(app)
+    cli.init_app(app)
+    app.extensions["open_store"] = lambda create: app_or_stand_in(test_config, create)
+    return app
+
+
+def _finding_a_cli_command() -> bool:
+    """Is the Flask CLI loading the app to look a command up in it? Its own commands
+    (`flask run`, `flask shell`) load the app from inside themselves, and get all of it."""
+    from flask.cli import FlaskGroup
+
+    context = click.get_current_context(silent=True)
+    return context is not None and isinstance(context.command, FlaskGroup)
+
+
+def build_app(test_config: dict | None = None, create_database: bool = True) -> Flask:
     """The app, or the error that stops it: for tools that build one in process (policy
-    test suites, the benchmark), where a stand-in would only hide why."""
+    test suites, the benchmark), where a stand-in would only hide why. create_database:
+    a SQLite file that does not exist is created (start, directory import), else refused."""
     app = configured_app(test_config)
     app.json = OrjsonProvider(app)
     auth.init_app(app)
-    _init_database(app)
+    _init_database(app, create_database)
     _init_policy(app)
     _init_decision_engine(app)
     _init_decision_log(app)
@@ -155,13 +188,13 @@ def _kept_random_key(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def _init_database(app: Flask) -> None:
+def _init_database(app: Flask, create: bool = True) -> None:
     # peewee opens a connection per thread on its first query and keeps it: no request
     # pays for a connect, and requests that need no database (health, most decisions)
     # never touch it.
     serving = not app.config.get("TESTING")
     # Under `make serve`, the read journal's importer checkpoints (service/read_importer.py).
-    connect_database(app.config["DATABASE_URL"], background_checkpoints=serving)
+    connect_database(app.config["DATABASE_URL"], background_checkpoints=serving, create=create)
 
 
 def _init_policy(app: Flask) -> None:

@@ -26,11 +26,12 @@ EXIT_COVERAGE = 5
 EXIT_NO_CASES = 6
 
 
-def _needs_store(what: str, needs_policy: bool = False) -> Callable:
+def _needs_store(what: str, needs_policy: bool = False, create: bool = True) -> Callable:
     """For a command that works on the store: when the store cannot be opened (or, with
     `needs_policy`, the configured policy does not load), say so in a line and exit 2,
     never a traceback (an operator's script tells that from a failing check by the code).
-    Under create_app's stand-in (service/starting.py) the error is already known."""
+    Under create_app's stand-in (service/starting.py) the error is already known.
+    create=False: a SQLite file that does not exist is such an error, not created."""
     from service.errors import DATABASE_ERRORS, PolicyNotLoaded, store_failed
 
     def unavailable(exc: Exception) -> None:
@@ -41,19 +42,27 @@ def _needs_store(what: str, needs_policy: bool = False) -> Callable:
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
         def run(*args, **kwargs):
-            start_error = current_app.extensions.get("start_error")
-            if start_error is not None and (needs_policy or not isinstance(start_error, PolicyNotLoaded)):
-                unavailable(start_error)
-            try:
-                return command(*args, **kwargs)
-            except DATABASE_ERRORS as exc:
-                if not store_failed(exc):
-                    raise
-                unavailable(exc)
+            with _app_with_store(create).app_context():
+                start_error = current_app.extensions.get("start_error")
+                if start_error is not None and (needs_policy or not isinstance(start_error, PolicyNotLoaded)):
+                    unavailable(start_error)
+                try:
+                    return command(*args, **kwargs)
+                except DATABASE_ERRORS as exc:
+                    if not store_failed(exc):
+                        raise
+                    unavailable(exc)
 
         return run
 
     return decorate
+
+
+def _app_with_store(create: bool) -> Flask:
+    """The app a store command runs in: the current one, or under `flask --app service`,
+    whose app has not opened the store (service.command_app), the whole app built now."""
+    open_store = current_app.extensions.get("open_store")
+    return open_store(create) if open_store else current_app._get_current_object()
 
 
 @directory_cli.command("import")
@@ -208,7 +217,7 @@ def _load_or_exit(directory):
 
 
 @audit_cli.command("verify")
-@_needs_store("cannot read the audit log")
+@_needs_store("cannot read the audit log", create=False)  # a mistyped path is no empty log
 def audit_verify() -> None:
     """Check the audit log's hash chain; exit 1 naming the first bad event, 2 if the
     store cannot be opened or fails while the chain is read (which says nothing about

@@ -9,11 +9,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from flask.cli import FlaskGroup
 
 from models import AuditEvent, AuditHead, AuditReadIndex, AuditVisibility, database
+from service import create_app
 from service.audit import event_hash, flush_reads
 from service.clock import isoformat, parse_iso
-from tests.conftest import START, read_check
+from tests.conftest import DIRECTORY_FILE, SECRET, START, read_check
 from tests.helpers import corrupt_sqlite_file
 
 EVENT_FIELDS = {"id", "time", "activity", "actor", "tenant_id", "target", "result", "details"}
@@ -85,6 +88,47 @@ def test_verify_says_a_corrupt_store_cannot_be_read(runner, history, tmp_path, d
 
     assert result.exit_code == 2, result.output
     assert result.output.splitlines() == ["cannot read the audit log: file is not a database"]
+
+
+def flask_command(config: dict, *args: str):
+    """`flask --app service ARGS` in process: the Flask CLI builds the app before it
+    knows the command (create_app then opens no store, service.command_app)."""
+    return CliRunner().invoke(FlaskGroup(create_app=lambda: create_app(config)), list(args))
+
+
+def test_verify_creates_no_database_at_a_mistyped_path(tmp_path):
+    """It used to create an empty one there and report "ok: 0 events". The commands meant
+    to create the schema on first use still do (API.md: start or import)."""
+    path = tmp_path / "typo.db"
+    config = {
+        "TESTING": True,
+        "DATABASE_URL": f"sqlite:///{path}",
+        "JWT_SECRET": SECRET,
+        "DECISION_LOG": str(tmp_path / "decisions.log"),
+    }
+
+    result = flask_command(config, "audit", "verify")
+
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [f"cannot read the audit log: no database at {path}"]
+    assert list(tmp_path.iterdir()) == []
+
+    assert flask_command(config, "directory", "import", str(DIRECTORY_FILE)).exit_code == 0
+    verified = flask_command(config, "audit", "verify")
+    assert verified.exit_code == 0 and verified.output.startswith("ok: "), verified.output
+
+
+def test_commands_that_do_not_work_on_the_store_do_not_open_it(tmp_path):
+    config = {
+        "TESTING": True,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "JWT_SECRET": SECRET,
+        "DECISION_LOG": str(tmp_path / "decisions.log"),
+    }
+    minted = flask_command(config, "token", "--sub", "ops", "--tenant", "provider")
+    assert minted.exit_code == 0 and minted.output.startswith("eyJ"), minted.output
+    assert flask_command(config, "policy", "check").exit_code == 0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_verify_passes_on_the_initial_log(runner):
