@@ -11,6 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from urllib.parse import urlparse
 
 from peewee import (
     AutoField,
@@ -223,6 +224,30 @@ MODELS += [AuditVisibility, AuditReadIndex, AuditHead, AuditJournalPosition]
 # what the audit log promises) and only a power loss can drop the last commits.
 SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 10000}
 SQLITE_PRAGMAS["journal_size_limit"] = 64 * 1024 * 1024  # the WAL file shrinks back to this on restart
+
+
+DATABASE_URL_FORMS = "sqlite:////abs/path.db or postgresql://user:password@host/database"
+# peewee's schemes for the two stores the service runs on (the code tells them apart by
+# the "sqlite" prefix); MySQL, CockroachDB and the like lack what it relies on.
+DATABASE_SCHEMES = ("sqlite", "sqlite+pool", "postgresql", "postgres", "postgresql+pool", "postgres+pool")
+
+
+def database_url_problem(url: str) -> str | None:
+    """What keeps `url` from naming a SQLite file or a PostgreSQL database, or None. The
+    URL itself is not repeated: it may hold a password."""
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parsed.scheme not in DATABASE_SCHEMES:
+        return f"unsupported scheme {parsed.scheme!r}" if parsed.scheme else "not a URL"
+    sqlite = parsed.scheme.startswith("sqlite")
+    if sqlite and parsed.netloc:  # sqlite://file.db reads "file.db" as a host
+        return "a SQLite URL takes three slashes before a relative path, four before an absolute one"
+    if not parsed.path[1:]:
+        return "it names no SQLite file" if sqlite else "it names no database"
+    return None
 
 
 def connect_database(url: str, background_checkpoints: bool = False, create: bool = True):

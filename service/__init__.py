@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 from flask import Flask
 
-from models import connect_database, database, is_sqlite
+from models import DATABASE_URL_FORMS, connect_database, database, database_url_problem, is_sqlite
 from service import auth, cli, errors_http
 from service.clock import system_now
-from service.errors import PolicyError, PolicyNotLoaded
+from service.errors import ConfigError, PolicyError, PolicyNotLoaded
 from service.json_provider import OrjsonProvider
 from service.policy import REPO_POLICY_DIR
 from service.policy_store import PolicyStore
@@ -126,8 +126,17 @@ def configured_app(test_config: dict | None = None) -> Flask:
         _load_environment(app)
     else:
         app.config.update(test_config)
+    _check_database_url(app.config["DATABASE_URL"])
     app.config["SECRET_KEY"] = _session_secret(app)
     return app
+
+
+def _check_database_url(url: str) -> None:
+    """Said plainly at start and by every command, not as a traceback from within peewee
+    (or psycopg2, or a MySQL driver that is not installed)."""
+    problem = database_url_problem(url)
+    if problem:
+        raise ConfigError(f"SUPPORT_ACCESS_DATABASE_URL: {problem}; use {DATABASE_URL_FORMS}")
 
 
 def read_journal_directory(app: Flask) -> Path:

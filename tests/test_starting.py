@@ -8,9 +8,12 @@ import shutil
 
 import peewee
 import pytest
+from click.testing import CliRunner
+from flask.cli import FlaskGroup
 
 from models import connect_database, database
 from service import create_app, read_importer, starting
+from service.errors import ConfigError
 from service.policy import REPO_POLICY_DIR
 from tests.conftest import DIRECTORY_FILE, SECRET, auth, read_check
 from tests.helpers import corrupt_sqlite_file
@@ -211,3 +214,49 @@ def test_workers_starting_together_on_a_new_sqlite_database_both_open_it(tmp_pat
         for worker in workers:
             worker.join(timeout=60)
         assert [worker.exitcode for worker in workers] == [0, 0], f"start {start}"
+
+
+# --- a database URL that names no store ------------------------------------------------------
+
+BAD_DATABASE_URLS = ["mysql://x", "notaurl", "sqlite://relative.db", "sqlite:///", "postgresql://"]
+
+
+def assert_says_what_to_set(error: ConfigError) -> None:
+    assert error.message.startswith("SUPPORT_ACCESS_DATABASE_URL: "), error.message
+    assert "sqlite:////abs/path.db" in error.message and "postgresql://" in error.message
+
+
+@pytest.mark.parametrize("url", BAD_DATABASE_URLS)
+def test_a_bad_database_url_refuses_the_start(tmp_path, url):
+    config = {
+        "TESTING": True,
+        "DATABASE_URL": url,
+        "JWT_SECRET": SECRET,
+        "DECISION_LOG": str(tmp_path / "decisions.log"),
+    }
+    with pytest.raises(ConfigError) as refused:
+        create_app(config)
+    assert_says_what_to_set(refused.value)
+
+
+def test_a_bad_database_url_does_not_repeat_a_password(tmp_path):
+    config = {"TESTING": True, "DATABASE_URL": "postgresql://app:s3cret@db:port/x", "JWT_SECRET": SECRET}
+    with pytest.raises(ConfigError) as refused:
+        create_app(config)
+    assert_says_what_to_set(refused.value)
+    assert "s3cret" not in refused.value.message
+
+
+@pytest.mark.parametrize("url", ["mysql://x", "notaurl"])
+@pytest.mark.parametrize("command", [["audit", "verify"], ["token", "--sub", "ops", "--tenant", "provider"]])
+def test_a_bad_database_url_refuses_every_command(tmp_path, monkeypatch, url, command):
+    """`flask --app service COMMAND` with the setting in the environment."""
+    monkeypatch.setenv("SUPPORT_ACCESS_DATABASE_URL", url)
+    monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", SECRET)
+    monkeypatch.setenv("SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR", str(tmp_path / "snapshot"))
+    flask = FlaskGroup(load_dotenv=False)
+
+    result = CliRunner().invoke(flask, ["--app", "service", *command])
+
+    assert isinstance(result.exception, ConfigError), result.output
+    assert_says_what_to_set(result.exception)
