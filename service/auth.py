@@ -4,6 +4,7 @@ and tests, RS256/ES256 from a JWKS file or URL in production."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,7 +15,12 @@ from flask import Flask, current_app, g, request
 from models import AuditEvent
 from service.errors import ConfigError, Unauthorized, Unavailable
 
+log = logging.getLogger("support_access")
+
 AUDIENCE = "support-access"
+# RFC 7518 §3.2: an HS256 key of at least the hash's size, 256 bits. Shorter ones are
+# only warned about: development and acceptance setups use short secrets.
+MIN_SECRET_BYTES = 32
 TIME_CLAIMS = ("exp", "nbf", "iat")
 VERIFIED_CACHE_SIZE = 10_000
 # A verified token is checked again after this long even if it has not expired: a key
@@ -39,6 +45,8 @@ class TokenVerifier:
             raise ConfigError(
                 "set SUPPORT_ACCESS_JWT_SECRET (development) or SUPPORT_ACCESS_JWKS (production)"
             )
+        if secret is not None:
+            _check_secret(secret)
         self.secret = secret
         self._verified: dict[str, tuple[Caller, float]] = {}
         self.jwk_client = None
@@ -146,6 +154,24 @@ class TokenVerifier:
             audience=AUDIENCE,
             options={"require": ["exp", "sub", "aud"]},
             leeway=0,
+        )
+
+
+def _check_secret(secret: str) -> None:
+    """Refuse a blank secret: a setting gone wrong, with which anyone could sign tokens the
+    service accepts. Warn about a short one."""
+    if not secret.strip():
+        raise ConfigError(
+            "SUPPORT_ACCESS_JWT_SECRET is empty or only whitespace: set a secret (at least "
+            f"{MIN_SECRET_BYTES} bytes), or leave it unset and set SUPPORT_ACCESS_JWKS"
+        )
+    size = len(secret.encode())
+    if size < MIN_SECRET_BYTES:
+        log.warning(
+            "SUPPORT_ACCESS_JWT_SECRET is %d bytes; RFC 7518 §3.2 wants at least %d (256 bits) "
+            "for HS256, or tokens can be forged by guessing it",
+            size,
+            MIN_SECRET_BYTES,
         )
 
 

@@ -267,6 +267,48 @@ def test_refuses_to_start_without_secret_or_jwks(tmp_path):
         create_app(base_config(tmp_path, JWT_SECRET="", JWKS=""))
 
 
+@pytest.mark.parametrize("secret", ["", " ", "\t\n  "])
+@pytest.mark.parametrize("with_jwks", [False, True])
+def test_refuses_to_start_with_a_blank_secret(tmp_path, rsa_keys, secret, with_jwks):
+    """Tokens signed with "   " used to verify. A blank secret is refused even beside a
+    JWKS: it is a setting gone wrong."""
+    jwks = str(write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])) if with_jwks else None
+    with pytest.raises(ConfigError) as refused:
+        create_app(base_config(tmp_path, JWT_SECRET=secret, JWKS=jwks))
+    assert "SUPPORT_ACCESS_JWT_SECRET" in refused.value.message
+
+
+def test_refuses_to_start_with_a_blank_secret_in_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", "   ")
+    monkeypatch.setenv("SUPPORT_ACCESS_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    with pytest.raises(ConfigError, match="SUPPORT_ACCESS_JWT_SECRET is empty or only whitespace"):
+        create_app()
+
+
+def secret_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "JWT_SECRET" in r.getMessage()
+    ]
+
+
+def test_a_short_secret_is_accepted_with_one_warning_at_start(tmp_path, caplog):
+    caplog.set_level("WARNING", logger="support_access")
+    app = create_app(base_config(tmp_path, JWT_SECRET="short"))
+
+    assert secret_warnings(caplog) == [
+        "SUPPORT_ACCESS_JWT_SECRET is 5 bytes; RFC 7518 §3.2 wants at least 32 (256 bits) "
+        "for HS256, or tokens can be forged by guessing it"
+    ]
+    minted = service_auth.mint_token("short", "ops", "provider", timedelta(hours=1), datetime.now(UTC))
+    assert app.test_client().get(POLICY, headers=bearer(minted)).status_code == 403  # checked: no role
+
+
+def test_a_secret_of_32_bytes_is_not_warned_about(tmp_path, caplog):
+    caplog.set_level("WARNING", logger="support_access")
+    create_app(base_config(tmp_path, JWT_SECRET="é" * 16))  # 32 bytes in UTF-8
+    assert secret_warnings(caplog) == []
+
+
 def test_refuses_to_start_with_unreadable_jwks(tmp_path):
     with pytest.raises(ConfigError):
         create_app(base_config(tmp_path, JWKS=str(tmp_path / "missing-jwks.json")))
