@@ -267,31 +267,25 @@ def test_the_longest_duration_loads(tmp_path):
     assert load_policy(directory).timing.retention.days == 36_500
 
 
+def regex_policy(tmp_path: Path, rules: list[list[str]]) -> Path:
+    """The shipped policy with access.conf matching resources by regexMatch, and `rules`."""
+    directory = copy_policies(tmp_path)
+    edit(directory, "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
+    edit_yaml(directory, "access.yaml", lambda d: d.update(rules=rules))
+    return directory
+
+
 def test_a_regular_expression_that_does_not_compile_fails_the_load(tmp_path):
     """regexMatch patterns are evaluated for every listed resource at load, so a broken
     one is a load error naming the file, not a 500 on every decision."""
-    directory = copy_policies(tmp_path)
-    edit(directory, "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
-    edit_yaml(
-        directory,
-        "access.yaml",
-        lambda d: d.update(
-            rules=[
-                ["grant", "^diagnostics/(sign.*$", "read"],
-                ["advanced_diagnostics", "^diagnostics/.*$", "read"],
-            ]
-        ),
-    )
-    message = load_error(directory)
+    rules = [["grant", "^diagnostics/(sign.*$", "read"], ["advanced_diagnostics", "^diagnostics/.*$", "read"]]
+    message = load_error(regex_policy(tmp_path, rules))
     assert message.startswith("access.conf: [matchers]: matcher fails for grant, diagnostics/")
     assert "missing )" in message
 
 
 def test_a_valid_regular_expression_loads_and_answers(tmp_path):
-    directory = copy_policies(tmp_path)
-    edit(directory, "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
-    edit_yaml(directory, "access.yaml", lambda d: d.update(rules=[["grant", "^diagnostics/sign.*$", "read"]]))
-    policy = load_policy(directory)
+    policy = load_policy(regex_policy(tmp_path, [["grant", "^diagnostics/sign.*$", "read"]]))
     assert policy.access_allows("grant", "diagnostics/signInLogs", "read") is not None
     assert policy.access_allows("grant", "diagnostics/auditLogs", "read") is None
 
@@ -594,14 +588,14 @@ class TestDistinctApproversAcrossParties:
     def approve(api, request_id: str, who: str, tenant: str):
         return api.post(f"/v1/access-requests/{request_id}/approve", who, {"tenant_id": tenant})
 
-    def test_a_request_keeps_the_rule_it_was_filed_under(self, api, policy_dir, access_request):
-        edit(
-            policy_dir,
-            "workflow.yaml",
-            "distinct_approvers_across_parties: true",
-            "distinct_approvers_across_parties: false",
-        )
+    @staticmethod
+    def allow_one_approver_for_both(api, policy_dir: Path) -> None:
+        old, new = "distinct_approvers_across_parties: true", "distinct_approvers_across_parties: false"
+        edit(policy_dir, "workflow.yaml", old, new)
         assert api.post("/v1/policy/reload", "ops").status_code == 200
+
+    def test_a_request_keeps_the_rule_it_was_filed_under(self, api, policy_dir, access_request):
+        self.allow_one_approver_for_both(api, policy_dir)
         request_id = access_request["id"]
         assert self.approve(api, request_id, "dana", "contoso").status_code == 200
         again = self.approve(api, request_id, "dana", "fabrikam")
@@ -615,13 +609,7 @@ class TestDistinctApproversAcrossParties:
         self.approve(api, access_request["id"], "alice", "contoso")
         self.approve(api, access_request["id"], "bob", "fabrikam")
         assert api.post(f"/v1/support-requests/{ticket['id']}/close", "bob").status_code == 200
-        edit(
-            policy_dir,
-            "workflow.yaml",
-            "distinct_approvers_across_parties: true",
-            "distinct_approvers_across_parties: false",
-        )
-        assert api.post("/v1/policy/reload", "ops").status_code == 200
+        self.allow_one_approver_for_both(api, policy_dir)
         body = {"tenant_id": "fabrikam", "resource_tenant_id": "contoso", "title": "again"}
         second = api.post("/v1/support-requests", "bob", body).get_json()
         assert (

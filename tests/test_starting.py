@@ -34,19 +34,27 @@ def unopenable(tmp_path, monkeypatch):
     return create_app(config), folder, config
 
 
+def assert_up_but_not_ready(client, get_path: str, who: str) -> list:
+    """/healthz 200, /readyz 503, and a GET and a decision 503 store_unavailable (the
+    answers are returned, for more checks)."""
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["error"]["code"] == "not_ready"
+    answers = [
+        client.get(get_path, headers=auth(who)),
+        client.post("/v1/decisions", json=read_check(), headers=auth("diag-tool")),
+    ]
+    for answer in answers:
+        assert answer.status_code == 503, answer.get_data(as_text=True)
+        assert answer.get_json()["error"]["code"] == "store_unavailable"
+    return answers
+
+
 def test_the_process_is_up_but_not_ready_while_the_store_cannot_be_opened(unopenable):
     app, _, _ = unopenable
     client = app.test_client()
 
-    assert client.get("/healthz").status_code == 200
-    ready = client.get("/readyz")
-    assert ready.status_code == 503 and ready.get_json()["error"]["code"] == "not_ready"
-    for answer in (
-        client.get("/v1/support-requests", headers=auth("bob")),
-        client.post("/v1/decisions", json=read_check(), headers=auth("diag-tool")),
-    ):
-        assert answer.status_code == 503, answer.get_data(as_text=True)
-        assert answer.get_json()["error"]["code"] == "store_unavailable"
+    for answer in assert_up_but_not_ready(client, "/v1/support-requests", "bob"):
         assert "not-yet" not in answer.get_json()["error"]["message"]  # no paths or hosts
 
 
@@ -106,15 +114,7 @@ def test_a_corrupt_store_at_start_is_up_but_not_ready(corrupt):
     app, path, header = corrupt
     client = app.test_client()
 
-    assert client.get("/healthz").status_code == 200
-    ready = client.get("/readyz")
-    assert ready.status_code == 503 and ready.get_json()["error"]["code"] == "not_ready"
-    for answer in (
-        client.get("/v1/audit-events?tenant_id=contoso", headers=auth("alice")),
-        client.post("/v1/decisions", json=read_check(), headers=auth("diag-tool")),
-    ):
-        assert answer.status_code == 503, answer.get_data(as_text=True)
-        assert answer.get_json()["error"]["code"] == "store_unavailable"
+    assert_up_but_not_ready(client, "/v1/audit-events?tenant_id=contoso", "alice")
     verify = app.test_cli_runner().invoke(args=["audit", "verify"])
     assert verify.exit_code == 2, verify.output
     assert verify.output.splitlines() == ["cannot read the audit log: file is not a database"]
