@@ -235,11 +235,11 @@ def _load(directory: Path, version: str, now: datetime | None) -> Policy:
         permission_enforcer=permission_enforcer,
         access_enforcer=access_enforcer,
     )
-    _evaluate_every_question(policy)
+    _ask_every_access_question(policy)
     return policy
 
 
-def _evaluate_every_question(policy: Policy) -> None:
+def _ask_every_access_question(policy: Policy) -> None:
     """Ask access.conf, now, every question a decision can ask it: each access kind about
     each listed resource and allowed action (decisions deny anything else before asking).
     A matcher that fails on some of them (an invalid regular expression under
