@@ -92,6 +92,7 @@ def _running(pid: int) -> bool:
 def serve(host: str | None, port: int | None, workers: int | None, threads: int = 1) -> NoReturn:
     """Become the server (this process turns into granian); shared by `make serve` and
     `flask --app service serve`. None: the default."""
+    _refuse_settings_it_cannot_start_with()
     host = host or DEFAULT_HOST
     port = port or default_port()
     workers = workers or DEFAULT_WORKERS
@@ -108,6 +109,19 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     subprocess.Popen([sys.executable, "-c", IMPORTER_LATE_START], env=env)
     print(f"serving on http://{host}:{port} with {workers} granian workers", flush=True)
     os.execv(argv[0], argv)
+
+
+def _refuse_settings_it_cannot_start_with() -> None:
+    """No token settings, a blank secret, a database URL that names no store: said in one
+    line, before granian starts workers that would each print it as a traceback."""
+    from service import auth, configured_app
+    from service.errors import ConfigError
+
+    try:
+        auth.init_app(configured_app())
+    except ConfigError as exc:
+        print(f"cannot start: {exc.message}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main() -> None:

@@ -234,6 +234,30 @@ def test_the_background_importer_moves_reads_into_the_audit_log(tmp_path, databa
             time.sleep(0.05)
 
 
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"DATABASE_URL": "mysql://app@db/x", "JWT_SECRET": "s" * 32}, "SUPPORT_ACCESS_DATABASE_URL"),
+        ({"JWT_SECRET": "   "}, "SUPPORT_ACCESS_JWT_SECRET"),
+        ({}, "SUPPORT_ACCESS_JWT_SECRET"),  # neither a secret nor a JWKS
+    ],
+)
+def test_make_serve_refuses_settings_it_cannot_start_with_in_one_line(tmp_path, variables, named):
+    """Said once, before any worker starts, and not as a traceback from each worker."""
+    started = subprocess.run(
+        [sys.executable, "-m", "service.serve", "--host", "127.0.0.1", "--port", "1"],
+        cwd=ROOT,
+        env=production_environment(tmp_path, **variables),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert "Traceback" not in started.stderr and "serving on" not in started.stdout
+    [line] = [line for line in started.stderr.splitlines() if line.startswith("cannot start: ")]
+    assert named in line
+
+
 def test_a_killed_server_loses_no_answered_read(tmp_path, database_url):
     with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, server):
         ids = set(_allowed_reads_through_two_workers(port))
