@@ -44,6 +44,17 @@ def corrupt_sqlite_file(path: Path) -> None:
         file.write(b"\xa5" * 100)
 
 
+def app_config(tmp_path: Path, database_url: str, secret: str, **extra) -> dict:
+    """A test app's configuration on `database_url`, its decision log in `tmp_path`."""
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": secret,
+        "DECISION_LOG": str(tmp_path / "decisions.log"),
+        **extra,
+    }
+
+
 def parse_time(text: str) -> datetime:
     """An API time (ISO 8601 with a Z)."""
     assert text.endswith("Z"), text

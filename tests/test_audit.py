@@ -17,7 +17,7 @@ from service import create_app
 from service.audit import event_hash, flush_reads
 from service.clock import isoformat, parse_iso
 from tests.conftest import DIRECTORY_FILE, SECRET, START, read_check
-from tests.helpers import corrupt_sqlite_file
+from tests.helpers import app_config, corrupt_sqlite_file
 
 EVENT_FIELDS = {"id", "time", "activity", "actor", "tenant_id", "target", "result", "details"}
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -100,12 +100,7 @@ def test_verify_creates_no_database_at_a_mistyped_path(tmp_path):
     """It used to create an empty one there and report "ok: 0 events". The commands meant
     to create the schema on first use still do (API.md: start or import)."""
     path = tmp_path / "typo.db"
-    config = {
-        "TESTING": True,
-        "DATABASE_URL": f"sqlite:///{path}",
-        "JWT_SECRET": SECRET,
-        "DECISION_LOG": str(tmp_path / "decisions.log"),
-    }
+    config = app_config(tmp_path, f"sqlite:///{path}", SECRET)
 
     result = flask_command(config, "audit", "verify")
 
@@ -119,12 +114,7 @@ def test_verify_creates_no_database_at_a_mistyped_path(tmp_path):
 
 
 def test_commands_that_do_not_work_on_the_store_do_not_open_it(tmp_path):
-    config = {
-        "TESTING": True,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-        "JWT_SECRET": SECRET,
-        "DECISION_LOG": str(tmp_path / "decisions.log"),
-    }
+    config = app_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", SECRET)
     minted = flask_command(config, "token", "--sub", "ops", "--tenant", "provider")
     assert minted.exit_code == 0 and minted.output.startswith("eyJ"), minted.output
     assert flask_command(config, "policy", "check").exit_code == 0

@@ -16,7 +16,7 @@ from service import create_app, read_importer, starting
 from service.errors import ConfigError
 from service.policy import REPO_POLICY_DIR
 from tests.conftest import DIRECTORY_FILE, SECRET, auth, read_check
-from tests.helpers import corrupt_sqlite_file
+from tests.helpers import app_config, corrupt_sqlite_file
 
 
 @pytest.fixture
@@ -24,13 +24,9 @@ def unopenable(tmp_path, monkeypatch):
     """An app whose SQLite file lies in a folder that does not exist yet; retries at once."""
     monkeypatch.setattr(starting, "RETRY_INTERVAL", 0.0)
     folder = tmp_path / "not-yet"
-    config = {
-        "TESTING": True,
-        "DATABASE_URL": f"sqlite:///{folder / 'store.db'}",
-        "JWT_SECRET": SECRET,
-        "DECISION_LOG": str(tmp_path / "decisions.log"),
-        "READ_JOURNAL_DIR": str(tmp_path / "journal"),
-    }
+    config = app_config(
+        tmp_path, f"sqlite:///{folder / 'store.db'}", SECRET, READ_JOURNAL_DIR=str(tmp_path / "journal")
+    )
     return create_app(config), folder, config
 
 
@@ -101,12 +97,7 @@ def corrupt(tmp_path, monkeypatch):
     database.close()
     header = path.read_bytes()[:100]
     corrupt_sqlite_file(path)
-    config = {
-        "TESTING": True,
-        "DATABASE_URL": f"sqlite:///{path}",
-        "JWT_SECRET": SECRET,
-        "DECISION_LOG": str(tmp_path / "decisions.log"),
-    }
+    config = app_config(tmp_path, f"sqlite:///{path}", SECRET)
     return create_app(config), path, header
 
 
@@ -157,13 +148,7 @@ def test_directory_import_refuses_while_no_policy_loads(tmp_path, monkeypatch):
     shutil.copytree(REPO_POLICY_DIR, policies)
     with (policies / "access.yaml").open("a", encoding="utf-8") as file:
         file.write("rules: [[\n")
-    config = {
-        "TESTING": True,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-        "JWT_SECRET": SECRET,
-        "POLICY_DIR": str(policies),
-        "DECISION_LOG": str(tmp_path / "decisions.log"),
-    }
+    config = app_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", SECRET, POLICY_DIR=str(policies))
     runner = create_app(config).test_cli_runner()
 
     refused = runner.invoke(args=["directory", "import", str(DIRECTORY_FILE)])
@@ -228,12 +213,7 @@ def assert_says_what_to_set(error: ConfigError) -> None:
 
 @pytest.mark.parametrize("url", BAD_DATABASE_URLS)
 def test_a_bad_database_url_refuses_the_start(tmp_path, url):
-    config = {
-        "TESTING": True,
-        "DATABASE_URL": url,
-        "JWT_SECRET": SECRET,
-        "DECISION_LOG": str(tmp_path / "decisions.log"),
-    }
+    config = app_config(tmp_path, url, SECRET)
     with pytest.raises(ConfigError) as refused:
         create_app(config)
     assert_says_what_to_set(refused.value)
