@@ -27,9 +27,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     """The app; while the store cannot be opened or no policy loads, a stand-in that is up
     but not ready and builds the app once it can (service/starting.py). When the Flask CLI
     loads it to find a command, an app that has not opened the store yet (command_app)."""
-    if _finding_a_cli_command():
-        return command_app(test_config)
-    return app_or_stand_in(test_config)
+    try:
+        if _finding_a_cli_command():
+            return command_app(test_config)
+        return app_or_stand_in(test_config)
+    except ConfigError as exc:
+        if click.get_current_context(silent=True) is None:
+            raise
+        # Under the Flask CLI: "Error: <what to set>", exit 2, as `make serve` says it,
+        # instead of a traceback ending in that line.
+        raise CommandConfigError(exc.message) from None
+
+
+class CommandConfigError(click.ClickException):
+    """A setting a `flask --app service` command cannot run with (a ConfigError)."""
+
+    exit_code = 2
 
 
 def app_or_stand_in(test_config: dict | None = None, create_database: bool = True) -> Flask:

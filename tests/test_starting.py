@@ -238,5 +238,29 @@ def test_a_bad_database_url_refuses_every_command(tmp_path, monkeypatch, url, co
 
     result = CliRunner().invoke(flask, ["--app", "service", *command])
 
-    assert isinstance(result.exception, ConfigError), result.output
-    assert_says_what_to_set(result.exception)
+    assert_refused_in_one_line(result, "Error: SUPPORT_ACCESS_DATABASE_URL: ")
+    assert "sqlite:////abs/path.db" in result.output and "postgresql://" in result.output
+
+
+@pytest.mark.parametrize("secret", [None, "  "])
+def test_a_command_without_token_keys_says_what_to_set(tmp_path, monkeypatch, secret):
+    monkeypatch.delenv("SUPPORT_ACCESS_JWKS", raising=False)
+    monkeypatch.delenv("SUPPORT_ACCESS_JWT_SECRET", raising=False)
+    if secret is not None:
+        monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", secret)
+    monkeypatch.setenv("SUPPORT_ACCESS_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    flask = FlaskGroup(load_dotenv=False)
+
+    result = CliRunner().invoke(flask, ["--app", "service", "audit", "verify"])
+
+    assert_refused_in_one_line(result, "Error: ")
+    assert "SUPPORT_ACCESS_JWT_SECRET" in result.output
+
+
+def assert_refused_in_one_line(result, starts: str) -> None:
+    """A ConfigError under the Flask CLI: one line and exit 2, not a traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        next(line for line in result.output.splitlines() if line.startswith(starts))
+    ], result.output
