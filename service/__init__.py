@@ -61,14 +61,14 @@ def app_or_stand_in(test_config: dict | None = None, create_database: bool = Tru
 
 
 def command_app(test_config: dict | None = None) -> Flask:
-    """What `flask --app service COMMAND` runs in: configured, and refusing without token
-    settings as the service does, but with the store not opened. The Flask CLI builds the
-    app before it knows the command, and opening a SQLite file that does not exist creates
-    it: `audit verify` on a mistyped path used to report an empty, intact log. A command
-    that works on the store opens it itself, creating it only if it is meant to
-    (service/cli.py, _needs_store)."""
+    """What `flask --app service COMMAND` runs in: configured, but with the store not
+    opened and the token keys not checked. The Flask CLI builds the app before it knows
+    the command, and opening a SQLite file that does not exist creates it: `audit verify`
+    on a mistyped path used to report an empty, intact log. A command that works on the
+    store opens it itself, creating it only if it is meant to, and refuses, as the service
+    does, without token keys (service/cli.py, _needs_store). `policy check` and `policy
+    test` need neither, so a security team runs them without the service's secrets."""
     app = configured_app(test_config)
-    auth.init_app(app)
     cli.init_app(app)
     app.extensions["open_store"] = lambda create: app_or_stand_in(test_config, create)
     return app
@@ -176,7 +176,7 @@ def _load_environment(app: Flask) -> None:
             app.config[key] = value
 
 
-def _session_secret(app: Flask) -> str | bytes:
+def _session_secret(app: Flask) -> str | bytes | None:
     """The key that signs the admin page's session cookie (and keys the audit view's paging
     token): SUPPORT_ACCESS_SECRET_KEY if set, else derived from the JWT secret, else (a JWKS
     only) one drawn at random once and kept in the instance folder. Every worker of the
@@ -186,6 +186,8 @@ def _session_secret(app: Flask) -> str | bytes:
     secret = app.config.get("JWT_SECRET")
     if secret:
         return hashlib.sha256(b"admin-session:" + str(secret).encode()).hexdigest()
+    if not app.config.get("JWKS"):
+        return None  # no token keys: the service refuses to start, and commands sign nothing
     try:
         return _kept_random_key(Path(app.instance_path) / "session-key")
     except OSError as exc:  # a read-only instance folder: sign-ins then stay on one worker

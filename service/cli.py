@@ -61,8 +61,16 @@ def _needs_store(what: str, needs_policy: bool = False, create: bool = True) -> 
 def _app_with_store(create: bool) -> Flask:
     """The app a store command runs in: the current one, or under `flask --app service`,
     whose app has not opened the store (service.command_app), the whole app built now."""
+    from service import CommandConfigError
+    from service.errors import ConfigError
+
     open_store = current_app.extensions.get("open_store")
-    return open_store(create) if open_store else current_app._get_current_object()
+    if open_store is None:
+        return current_app._get_current_object()
+    try:
+        return open_store(create)
+    except ConfigError as exc:  # no token keys, a blank secret, an unreadable JWKS
+        raise CommandConfigError(exc.message) from None
 
 
 @directory_cli.command("import")
@@ -243,11 +251,12 @@ def audit_verify() -> None:
 )
 def token(sub: str, tenant: str, ttl: int) -> None:
     """Mint a development HS256 token (needs SUPPORT_ACCESS_JWT_SECRET)."""
+    from service import CommandConfigError
     from service.auth import CLAIM_LENGTHS, mint_token
 
     secret = current_app.config["JWT_SECRET"]
-    if not secret:
-        raise click.ClickException("SUPPORT_ACCESS_JWT_SECRET is not set")
+    if not secret or not secret.strip():  # the service refuses a blank one too
+        raise CommandConfigError("SUPPORT_ACCESS_JWT_SECRET is not set, or only whitespace")
     if not sub.strip():
         raise click.BadParameter("must not be empty (the service refuses such a token)", param_hint="--sub")
     for option, value, claim in (("--sub", sub, "sub"), ("--tenant", tenant, "tid")):

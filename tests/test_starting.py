@@ -243,18 +243,49 @@ def test_a_bad_database_url_refuses_every_command(tmp_path, monkeypatch, url, co
 
 
 @pytest.mark.parametrize("secret", [None, "  "])
-def test_a_command_without_token_keys_says_what_to_set(tmp_path, monkeypatch, secret):
-    monkeypatch.delenv("SUPPORT_ACCESS_JWKS", raising=False)
-    monkeypatch.delenv("SUPPORT_ACCESS_JWT_SECRET", raising=False)
-    if secret is not None:
-        monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", secret)
-    monkeypatch.setenv("SUPPORT_ACCESS_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+def test_a_store_command_without_token_keys_says_what_to_set(tmp_path, monkeypatch, secret):
+    """As the service refuses to start without them."""
+    without_token_keys(monkeypatch, tmp_path, secret)
     flask = FlaskGroup(load_dotenv=False)
 
     result = CliRunner().invoke(flask, ["--app", "service", "audit", "verify"])
 
     assert_refused_in_one_line(result, "Error: ")
     assert "SUPPORT_ACCESS_JWT_SECRET" in result.output
+
+
+def without_token_keys(monkeypatch, tmp_path, secret: str | None = None) -> None:
+    monkeypatch.delenv("SUPPORT_ACCESS_JWKS", raising=False)
+    monkeypatch.delenv("SUPPORT_ACCESS_JWT_SECRET", raising=False)
+    if secret is not None:
+        monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", secret)
+    monkeypatch.setenv("SUPPORT_ACCESS_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setenv("SUPPORT_ACCESS_POLICY_SNAPSHOT_DIR", str(tmp_path / "snapshot"))
+
+
+@pytest.mark.parametrize("secret", [None, "  "])
+def test_policy_commands_run_without_the_services_token_keys(tmp_path, monkeypatch, secret):
+    """A security team checks and tests policies (in CI, on a laptop) without the service's
+    secrets: these commands sign and verify nothing, and open no store."""
+    without_token_keys(monkeypatch, tmp_path, secret)
+    flask = FlaskGroup(load_dotenv=False)
+
+    checked = CliRunner().invoke(flask, ["--app", "service", "policy", "check"])
+    tested = CliRunner().invoke(flask, ["--app", "service", "policy", "test", "--filter", "same-tenant"])
+
+    assert checked.exit_code == 0 and checked.output.startswith("ok: "), checked.output
+    assert tested.exit_code == 0 and " passed, 0 failed" in tested.output, tested.output
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("secret", [None, "  "])
+def test_token_is_refused_without_a_secret_in_one_line(tmp_path, monkeypatch, secret):
+    without_token_keys(monkeypatch, tmp_path, secret)
+    flask = FlaskGroup(load_dotenv=False)
+
+    result = CliRunner().invoke(flask, ["--app", "service", "token", "--sub", "eve", "--tenant", "provider"])
+
+    assert_refused_in_one_line(result, "Error: SUPPORT_ACCESS_JWT_SECRET is not set")
 
 
 def assert_refused_in_one_line(result, starts: str) -> None:
