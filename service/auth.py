@@ -22,6 +22,11 @@ AUDIENCE = "support-access"
 # only warned about: development and acceptance setups use short secrets.
 MIN_SECRET_BYTES = 32
 TIME_CLAIMS = ("exp", "nbf", "iat")
+# Seconds an issuer's clock may run ahead of ours: a token whose `nbf` or `iat` is at most
+# this far in our future is valid (RFC 7519 §4.1.5 allows "some small leeway"; without it
+# a token minted a second ahead was refused now and then). `exp` gets none (API.md:
+# expired tokens are refused).
+CLOCK_SKEW = 5
 VERIFIED_CACHE_SIZE = 10_000
 # A verified token is checked again after this long even if it has not expired: a key
 # removed from the JWKS (fetched again every 5 minutes) stops counting for it too.
@@ -147,14 +152,19 @@ class TokenVerifier:
 
     @staticmethod
     def _decode(token: str, key, algorithm: str) -> dict:
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             key,
             algorithms=[algorithm],
             audience=AUDIENCE,
             options={"require": ["exp", "sub", "aud"]},
-            leeway=0,
+            leeway=CLOCK_SKEW,
         )
+        # The leeway also postponed `exp` (PyJWT has one for all three): take it back.
+        expires = claims["exp"]
+        if isinstance(expires, int | float) and not isinstance(expires, bool) and expires <= time.time():
+            raise jwt.ExpiredSignatureError("Signature has expired")
+        return claims
 
 
 def _check_secret(secret: str) -> None:

@@ -132,6 +132,26 @@ def test_token_not_yet_valid_is_401(client):
     assert_401(client.get(POLICY, headers=bearer(hs256(nbf=later))))
 
 
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+def test_issuer_clock_a_little_ahead_is_accepted(client, claim):
+    """An issuer whose clock runs a second or two ahead stamps iat/nbf in our future: such
+    a token is valid (RFC 7519 iat is informational; nbf allows "some small leeway")."""
+    ahead = int(time.time()) + 2
+    answer = client.get(POLICY, headers=bearer(hs256(**{claim: ahead})))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+def test_iat_or_nbf_beyond_the_skew_is_401(client, claim):
+    later = int(time.time()) + service_auth.CLOCK_SKEW + 30
+    assert_401(client.get(POLICY, headers=bearer(hs256(**{claim: later}))))
+
+
+def test_token_expired_a_second_ago_is_401(client):
+    """The skew tolerance is for not-yet-valid times only: an expired token stays refused."""
+    assert_401(client.get(POLICY, headers=bearer(hs256(exp=int(time.time()) - 1))))
+
+
 @pytest.mark.parametrize("audience", ["someone-else", "support-access-v2", ["other", "api"]])
 def test_wrong_audience_is_401(client, audience):
     assert_401(client.get(POLICY, headers=bearer(hs256(aud=audience))))
