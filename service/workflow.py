@@ -82,10 +82,16 @@ def visible_ticket(viewer: Viewer, ticket_id: str) -> SupportRequest:
     return ticket
 
 
-def list_tickets(viewer: Viewer, status: str | None) -> list[SupportRequest]:
+def list_tickets(viewer: Viewer, status: str | None, tenant_id: str | None = None) -> list[SupportRequest]:
+    """The tickets the viewer's list shows; `tenant_id`: only those concerning that tenant
+    (filed by it or about it), as the access-request list filters."""
     query = SupportRequest.select().order_by(SupportRequest.created_at, SupportRequest.id)
     if not (viewer.is_engineer or viewer.is_operator):
         query = query.where(SupportRequest.tenant_id.in_(sorted(viewer.admin_of) or [""]))
+    if tenant_id is not None:
+        query = query.where(
+            (SupportRequest.tenant_id == tenant_id) | (SupportRequest.resource_tenant_id == tenant_id)
+        )
     if status:
         query = query.where(SupportRequest.status == status)
     return list(query)

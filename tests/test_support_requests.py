@@ -216,6 +216,27 @@ def test_list_filters_by_status(api):
     assert all(t["status"] == "open" for t in items)
 
 
+def test_list_filters_by_tenant_among_what_the_caller_sees(api):
+    """tenant_id keeps the tickets filed by that tenant or about it (as the access-request
+    list filters); it never widens what the caller sees."""
+    fabrikam_only = new_ticket(api, who="bob", title="fabrikam itself")
+    about_contoso = new_ticket(api, who="bob", resource_tenant_id="contoso", title="contoso's sign-ins")
+    contoso_only = new_ticket(api, who="alice", tenant_id="contoso", title="contoso itself")
+    northwind_only = new_ticket(api, who="nina", tenant_id="northwind", title="northwind itself")
+
+    def ids(who, tenant_id):
+        answer = api.get(f"{TICKETS}?tenant_id={tenant_id}", who)
+        assert answer.status_code == 200, answer.get_json()
+        return {t["id"] for t in answer.get_json()["items"]}
+
+    assert ids("dana", "contoso") == {about_contoso["id"], contoso_only["id"]}
+    assert ids("dana", "fabrikam") == {fabrikam_only["id"], about_contoso["id"]}
+    assert ids("eve", "northwind") == {northwind_only["id"]}
+    assert ids("bob", "northwind") == set()  # not bob's tenant
+    assert ids("bob", "contoso") == {about_contoso["id"]}  # bob's ticket about contoso
+    assert ids("alice", "fabrikam") == set()  # only its own tenant's tickets are listed to alice
+
+
 def test_list_with_unknown_status_is_bad_request(api):
     answer = api.get(f"{TICKETS}?status=whatever", "bob")
     assert answer.status_code == 400

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from models import SupportRequest
 from service import workflow
@@ -36,7 +36,8 @@ def create():
 @bp.get("")
 def list_tickets():
     status = query_choice("status", ("open", "closed"))
-    return jsonify({"items": [ticket_json(t) for t in workflow.list_tickets(viewer(), status)]})
+    tickets = workflow.list_tickets(viewer(), status, request.args.get("tenant_id") or None)
+    return jsonify({"items": [ticket_json(t) for t in tickets]})
 
 
 @bp.get("/<ticket_id>")
