@@ -100,7 +100,9 @@ def list_tickets(viewer: Viewer, status: str | None, tenant_id: str | None = Non
 def assign_ticket(policy: Policy, viewer: Viewer, ticket_id: str, engineer: str, now, provider):
     sweep(now)
     ticket = visible_ticket(viewer, ticket_id)
-    if not viewer.is_operator and not (viewer.is_engineer and engineer == viewer.principal):
+    if not (viewer.is_operator or viewer.is_engineer):
+        raise Forbidden("only support engineers and operators assign tickets", code="not_allowed")
+    if not viewer.is_operator and engineer != viewer.principal:
         raise Forbidden("a support engineer may assign only itself", code="not_allowed")
     if not directory.has_permission(policy, engineer, provider, "work_tickets"):
         raise BadRequest(f"engineer: {engineer!r} is not a support engineer", code="not_an_engineer")

@@ -282,7 +282,7 @@ def test_engineer_may_not_assign_someone_else(api):
     answer = api.post(f"{TICKETS}/{ticket['id']}/assign", "eve", {"engineer": "frank"})
 
     assert answer.status_code == 403
-    error_of(answer)
+    assert error_of(answer)["message"] == "a support engineer may assign only itself"
     assert api.get(f"{TICKETS}/{ticket['id']}", "bob").get_json()["assigned_engineer"] is None
 
 
@@ -304,6 +304,10 @@ def test_ticket_admin_cannot_assign_engineers(api, who):
     ticket = new_ticket(api)
     answer = api.post(f"{TICKETS}/{ticket['id']}/assign", who, {"engineer": "eve"})
     assert answer.status_code == 403
+    assert error_of(answer) == {
+        "code": "not_allowed",
+        "message": "only support engineers and operators assign tickets",
+    }
 
 
 def test_assign_by_someone_who_cannot_see_the_ticket_is_404(api):
