@@ -196,6 +196,9 @@ _BOUNDS = {
 }
 
 
+NOT_BLANK = r"\S"  # the schemas' pattern for text that must say something (not only spaces)
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     path = list(error.absolute_path)
     if error.validator == "required":
@@ -207,6 +210,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     where = json_path(path) if path else "body"
     if error.validator == "type":
         return f"{where}: must be of type {error.validator_value}"
+    if error.validator == "pattern" and error.validator_value == NOT_BLANK:
+        return f"{where}: must not be blank"
     if error.validator == "pattern":
         return f"{where}: {error.instance!r} is not in the expected form ({error.validator_value})"
     if error.validator in _BOUNDS:

@@ -190,6 +190,16 @@ def test_create_rejects_bad_justification(api, ticket, justification):
     assert listed(api, "ops") == {}
 
 
+@pytest.mark.parametrize("justification", [" ", " \t\n "])
+def test_create_refuses_a_blank_justification(api, ticket, justification):
+    """A justification says why the engineer needs the data: spaces alone say nothing."""
+    answer = file_request(api, ticket, justification=justification)
+
+    assert answer.status_code == 400
+    assert error_of(answer) == {"code": "invalid_field", "message": "justification: must not be blank"}
+    assert listed(api, "ops") == {}
+
+
 def test_create_with_unknown_field_is_bad_request(api, ticket):
     body = {"support_request_id": ticket["id"], "justification": "x", "tenant_id": "contoso"}
     answer = api.post(REQUESTS, "eve", body)

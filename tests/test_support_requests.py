@@ -133,6 +133,7 @@ def test_create_with_unknown_resource_tenant_is_bad_request(api):
         ({"tenant_id": "fabrikam", "title": "help", "priority": "high"}, "priority"),
         ({"tenant_id": "fabrikam", "title": "help", "allow_advanced_diagnostics": "yes"}, "allow_advanced"),
         ({"tenant_id": "fabrikam", "title": ""}, "title"),
+        ({"tenant_id": "fabrikam", "title": "  "}, "title: must not be blank"),
     ],
 )
 def test_create_with_bad_body_names_the_field(api, body, field):
