@@ -536,7 +536,16 @@ def sweep(now: datetime) -> int:
         & (AccessRequest.access_expires_at <= now)
         & (AccessRequest.support_request_view_status == APPROVED),
     )
-    ids = [r.id for condition in due for r in AccessRequest.select(AccessRequest.id).where(condition)]
+    times = (AccessRequest.expires_at, AccessRequest.access_expires_at, AccessRequest.access_expires_at)
+    # Applied in the order they fell due, whichever query found them: a revoked grant's
+    # end (found by the third) must not come after a later unrevoked one's (the second),
+    # or the support request tenant's audit view would show that it had been removed.
+    found = sorted(
+        (getattr(row, column.name), row.id)
+        for condition, column in zip(due, times, strict=True)
+        for row in AccessRequest.select(AccessRequest.id, column).where(condition)
+    )
+    ids = [request_id for _, request_id in found]
     for request_id in ids:
         with transaction():
             request = _locked(AccessRequest, request_id)

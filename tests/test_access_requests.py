@@ -599,6 +599,27 @@ def test_same_tenant_admin_may_revoke(api, same_tenant_ticket):
     assert decide(api, tenant_id="fabrikam")["allowed"] is False
 
 
+def test_grants_running_out_unseen_complete_in_the_order_they_ran_out(api, clock):
+    """Two of fabrikam's grants run out while nothing calls the service, the first one
+    revoked by contoso. The sweep that finds both records their completions in the order
+    the grants ran out, as it would without the revocation: listed after the later one,
+    the earlier grant's completion told fabrikam it had been removed (SPEC §5)."""
+    grants = []
+    for _ in range(2):
+        request = new_request(api, new_ticket(api))
+        assert approve(api, request, "alice", "contoso").status_code == 200
+        assert approve(api, request, "bob", "fabrikam").get_json()["status"] == "approved"
+        grants.append(request["id"])
+        clock.advance(hours=1)
+    first, second = grants
+    assert api.post(f"{REQUESTS}/{first}/revoke", "alice").status_code == 200
+
+    clock.advance(hours=9)  # both grants (8 h) have run out; the next call sweeps them
+    completed = audit_events(api, "fabrikam", "bob", "access_request.completed")
+    assert [e["target"] for e in completed] == [first, second]
+    assert [e["details"]["reason"] for e in completed] == ["grant_expired", "grant_expired"]
+
+
 def test_a_revoked_request_blocks_a_new_one_while_another_tenant_sees_it_approved(
     api, revoked_request, ticket, clock
 ):
