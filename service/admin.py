@@ -59,9 +59,11 @@ SECURITY_HEADERS = {
 @bp.record_once
 def _session_cookie(state) -> None:
     """The session cookie holds the admin's token: never readable by scripts (Flask's
-    default), and not sent on cross-site subrequests or form posts."""
+    default), not sent on cross-site subrequests or form posts, and sent only to the
+    page's own paths (a browser would send a cookie for `/` to every app of the host)."""
     config = state.app.config
     config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_PATH"] = bp.url_prefix
     if not config.get("SESSION_COOKIE_SAMESITE"):
         config["SESSION_COOKIE_SAMESITE"] = "Lax"
     state.app.session_interface = AdminOnlySessions()

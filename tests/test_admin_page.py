@@ -96,11 +96,12 @@ def test_sign_in_shows_the_pending_request_to_both_tenants_admins(app, access_re
         assert f"Signed in as <strong>{who}</strong>" in page
 
 
-def test_session_cookie_is_httponly_and_samesite_lax(app):
+def test_session_cookie_is_httponly_samesite_lax_and_only_for_the_page(app):
     browser = Browser(app)
     answer = browser.sign_in(token("alice", "contoso"))
     cookie = answer.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "; Path=/admin" in cookie  # not sent to the API or to other apps of the host
     assert answer.headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
 
