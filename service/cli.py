@@ -90,7 +90,7 @@ def directory_import(file: str, prune: bool) -> None:
         except BadRequest as exc:
             raise click.ClickException(exc.message) from exc
         counts = directory.import_directory(
-            parsed, prune, "cli:directory-import", current_app.config["CLOCK"]()
+            parsed, prune, store.current, "cli:directory-import", current_app.config["CLOCK"]()
         )
     summary = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items())
     click.echo(f"imported {file}: {summary}")

@@ -103,7 +103,7 @@ def holds_role(policy: Policy, tenant_id: str, principal: str, role: str) -> boo
 
 
 def delete_role_assignment(
-    policy: Policy, tenant_id: str, principal: str, role: str, actor, now: datetime
+    policy: Policy, provider: str, tenant_id: str, principal: str, role: str, actor, now: datetime
 ) -> bool:
     canonical = policy.canonical_role(role) or role
     with transaction():
@@ -111,7 +111,15 @@ def delete_role_assignment(
         if deleted:
             details = {"change": "role_assignment.removed", "principal": principal, "role": canonical}
             audit.record("directory.changed", actor, tenant_id, [tenant_id], principal, details, now)
+            if tenant_id == provider:
+                _end_access_of_former_engineers(policy, [principal], provider, actor, now)
         return bool(deleted)
+
+
+def _end_access_of_former_engineers(policy: Policy, principals, provider: str, actor, now: datetime) -> None:
+    from service.workflow import end_access_of_former_engineers  # workflow imports this module
+
+    end_access_of_former_engineers(policy, principals, provider, actor, now)
 
 
 def _assignment(policy: Policy, tenant_id: str, principal: str, role: str):
@@ -187,11 +195,14 @@ def _fields(path, place: str, entry: Any, names: tuple[str, ...]) -> list[str]:
     return values
 
 
-def import_directory(file: DirectoryFile, prune: bool, actor, now: datetime) -> dict[str, int]:
+def import_directory(
+    file: DirectoryFile, prune: bool, policy: Policy, actor, now: datetime
+) -> dict[str, int]:
     """Apply a directory file in one transaction; idempotent. Counts what changed.
 
     Each changed tenant gets its own `directory.changed` event with its own counts, so
-    no tenant's audit view shows another tenant's changes.
+    no tenant's audit view shows another tenant's changes. An engineer whose provider
+    roles the prune removes loses its access in the same transaction.
     """
     counts = {"tenants_added": 0, "tenants_renamed": 0, "assignments_added": 0, "assignments_removed": 0}
     per_tenant: dict[str, dict[str, int]] = {}
@@ -225,4 +236,7 @@ def import_directory(file: DirectoryFile, prune: bool, actor, now: datetime) -> 
             details = {"change": "directory.imported", "prune": prune, **tenant_counts}
             visible = {tenant, file.provider_tenant}
             audit.record("directory.changed", actor, tenant, visible, tenant, details, now)
+        if prune:
+            removed = [principal for tenant, principal, _ in stale if tenant == file.provider_tenant]
+            _end_access_of_former_engineers(policy, removed, file.provider_tenant, actor, now)
     return counts

@@ -183,6 +183,38 @@ def _finish_for_ticket_end(request: AccessRequest, actor, now: datetime, why: st
         _close_requester_view(request, actor, now, {"reason": why}, ended_at=now)
 
 
+# Permissions (workflow.yaml) a support engineer's access rests on: working the ticket
+# and being the subject of data-access decisions.
+ENGINEER_PERMISSIONS = ("work_tickets", "read_diagnostics")
+
+
+def end_access_of_former_engineers(policy: Policy, principals, provider: str, actor, now: datetime) -> None:
+    """After a directory change removed roles of `principals` in the provider tenant (inside
+    its transaction): one that no longer holds every permission an engineer's access rests
+    on has left support, and its access ends as when its ticket is reassigned (pending
+    requests cancelled, approved ones completed). Its decisions denied at once anyway;
+    without this, giving the role back gave the access back without a new approval."""
+    sweep(now)  # what ran out before ends as having run out
+    for principal in sorted(set(principals)):
+        if all(directory.has_permission(policy, principal, provider, p) for p in ENGINEER_PERMISSIONS):
+            continue
+        query = AccessRequest.select().where(
+            (AccessRequest.engineer == principal)
+            & (
+                AccessRequest.status.in_(LIVE)
+                | (
+                    (AccessRequest.status == REVOKED)
+                    & (AccessRequest.support_request_view_status == APPROVED)
+                )
+            )
+        )
+        query = query.order_by(AccessRequest.created_at, AccessRequest.id)
+        if not is_sqlite(database.obj):
+            query = query.for_update()  # locked like every other transition's row
+        for request in query:
+            _finish_for_ticket_end(request, actor, now, "engineer_removed")
+
+
 # --- access requests -------------------------------------------------------------
 
 

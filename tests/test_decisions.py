@@ -220,6 +220,46 @@ def test_engineer_who_lost_its_role_is_denied(api, approved_request):
     assert decide(api, read_check())["allowed"] is False
 
 
+ENGINEER_ROLE = "/v1/tenants/provider/role-assignments"
+
+
+def test_an_engineer_given_its_role_back_needs_a_new_approval(api, approved_request):
+    """Removing the engineer's role ends its access (completed, in both tenants' views),
+    so giving the role back does not give the access back."""
+    assert api.delete(f"{ENGINEER_ROLE}/eve/Support%20Engineer", "ops").status_code == 204
+    restored = api.put(ENGINEER_ROLE, "ops", {"principal": "eve", "role": "Support Engineer"})
+    assert restored.status_code == 201, restored.get_json()
+
+    body = decide(api, read_check())
+    assert (body["allowed"], body["reason"]) == (False, "no_active_grant")
+    for tenant_id, admin in (("contoso", "alice"), ("fabrikam", "bob")):
+        seen = api.get(f"/v1/access-requests/{approved_request['id']}?tenant_id={tenant_id}", admin)
+        assert seen.get_json()["status"] == "completed", (tenant_id, seen.get_json())
+        events = api.get(f"/v1/audit-events?tenant_id={tenant_id}&activity=access_request.completed", admin)
+        [completed] = events.get_json()["items"]
+        assert completed["details"]["reason"] == "engineer_removed"
+        assert completed["actor"] == "ops"
+
+
+def test_an_engineer_removed_while_its_request_is_pending_finds_it_cancelled(api, access_request):
+    assert api.delete(f"{ENGINEER_ROLE}/eve/Support%20Engineer", "ops").status_code == 204
+    seen = api.get(f"/v1/access-requests/{access_request['id']}", "alice").get_json()
+    assert seen["status"] == "cancelled"
+
+
+def test_an_engineer_still_holding_an_engineer_role_keeps_its_access(api, approved_request):
+    """Only leaving support ends the access: removing another provider role (here the
+    operator role) while eve keeps Support Engineer changes nothing."""
+    given = api.put(ENGINEER_ROLE, "ops", {"principal": "eve", "role": "Support Access Operator"})
+    assert given.status_code == 201, given.get_json()
+    assert api.delete(f"{ENGINEER_ROLE}/eve/Support%20Access%20Operator", "ops").status_code == 204
+
+    assert decide(api, read_check())["allowed"] is True
+    assert (
+        api.get(f"/v1/access-requests/{approved_request['id']}", "alice").get_json()["status"] == "approved"
+    )
+
+
 def test_reassigned_ticket_ends_the_old_engineers_grant(api, approved_request, ticket):
     assert decide(api, read_check())["allowed"] is True
     moved = api.post(f"/v1/support-requests/{ticket['id']}/assign", "ops", {"engineer": "frank"})

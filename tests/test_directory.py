@@ -199,6 +199,17 @@ def test_removed_assignment_goes_with_prune(runner, api, tmp_path):
     assert len(directory_events(api)) == len(before) + 1
 
 
+def test_prune_removing_an_engineers_role_ends_its_access(runner, api, tmp_path, approved_request):
+    document = base_document()
+    document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "eve"]
+    assert run_import(runner, write_directory(tmp_path, document), "--prune").exit_code == 0
+    assert run_import(runner, DIRECTORY_FILE).exit_code == 0  # eve is back
+
+    assert decision_reason(api, "eve") == "no_active_grant"
+    seen = api.get(f"/v1/access-requests/{approved_request['id']}", "alice").get_json()
+    assert seen["status"] == "completed"
+
+
 def test_prune_removes_a_customer_admin(runner, api, tmp_path):
     document = base_document()
     document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "nina"]

@@ -49,7 +49,10 @@ def delete_role_assignment(tenant_id: str, principal: str, role: str):
     parts = f"{principal}/{role}".split("/")
     splits = [("/".join(parts[:i]), "/".join(parts[i:])) for i in range(1, len(parts))]
     held = [(p, r) for p, r in splits if directory.holds_role(current, tenant_id, p, r)]
-    if not held or not directory.delete_role_assignment(current, tenant_id, *held[0], operator.caller, now()):
+    deleted = held and directory.delete_role_assignment(
+        current, provider(), tenant_id, *held[0], operator.caller, now()
+    )
+    if not deleted:
         raise NotFound(f"no role assignment {'/'.join(parts)!r} (principal/role) in tenant {tenant_id!r}")
     return no_content()
 
