@@ -78,6 +78,17 @@ def test_wrong_method_is_json_405(client, method, url):
     assert answer.headers.get("Allow")
 
 
+@pytest.mark.parametrize(
+    ("url", "methods"),
+    [("/v1/support-requests", {"GET", "POST"}), ("/v1/decisions", {"POST"}), ("/healthz", {"GET"})],
+)
+def test_options_says_the_methods_and_sends_no_body(client, url, methods):
+    answer = client.options(url, headers=auth("ops"))
+    assert answer.status_code == 204
+    assert answer.data == b"" and "Content-Type" not in answer.headers
+    assert methods <= {m.strip() for m in answer.headers["Allow"].split(",")}
+
+
 # --- bodies ---------------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 
 from service import clock
 from service.auth import current_caller
@@ -34,6 +34,18 @@ def register_blueprints(app: Flask) -> None:
     modules = (health, tenants, support_requests, access_requests, decisions, audit, policy_admin, admin)
     for module in modules:
         app.register_blueprint(module.bp)
+
+    flask_options = app.make_default_options_response
+
+    def options_without_a_body() -> Response:
+        """OPTIONS answers which methods a path takes (Allow) and nothing else: 204, not
+        Flask's 200 with an empty text/html body on an API whose bodies are JSON."""
+        response = flask_options()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+    app.make_default_options_response = options_without_a_body
 
     @app.before_request
     def _authenticate() -> None:
