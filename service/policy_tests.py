@@ -208,7 +208,7 @@ class SuiteRunner:
         was_open = ticket.status
         SupportRequest.update(status="open").where(SupportRequest.id == ticket.id).execute()
         body = {"support_request_id": ticket.id, "justification": "fixture"}
-        request = workflow.create_access_request(self.policy, engineer, body, created_at)
+        request = workflow.create_access_request(self.policy, engineer, body, created_at, self.provider)
         AccessRequest.update(id=entry["id"]).where(AccessRequest.id == request.id).execute()
         for number, approval in enumerate(entry.get("approvals", [])):
             approver = viewer_for(self.policy, Caller(approval["approver"], None), self.provider)

@@ -230,16 +230,23 @@ def _exists_message(live: AccessRequest) -> str:
     )
 
 
-def create_access_request(policy: Policy, viewer: Viewer, body: dict, now: datetime) -> AccessRequest:
+def create_access_request(
+    policy: Policy, viewer: Viewer, body: dict, now: datetime, provider: str
+) -> AccessRequest:
     ticket = visible_ticket(viewer, body["support_request_id"])
+    message = "only the engineer assigned to the support request may file an access request"
     if not (viewer.is_engineer and ticket.assigned_engineer == viewer.principal):
-        message = "only the engineer assigned to the support request may file an access request"
         raise Forbidden(message, code="not_assigned")
     sweep(now)
     with transaction():
         ticket = _locked(SupportRequest, ticket.id)
         if ticket.status != "open":
             raise Conflict("the support request is closed", code="support_request_closed")
+        # The viewer was read before this transaction: a directory change committed since
+        # may have removed the engineer (end_access_of_former_engineers), and a request
+        # filed after it would outlive the cancellation that change made.
+        if not directory.has_permission(policy, viewer.principal, provider, "work_tickets"):
+            raise Forbidden(message, code="not_assigned")
         # A revoked request still shows as approved to another support request tenant; a
         # new request beside it would reveal the removal, so it counts as live until then.
         # (The tenant check covers same-tenant revocations recorded before they were shown.)

@@ -247,6 +247,30 @@ def test_an_engineer_removed_while_its_request_is_pending_finds_it_cancelled(api
     assert seen["status"] == "cancelled"
 
 
+def test_a_request_filed_as_the_engineer_is_removed_is_refused(api, app, ticket, monkeypatch):
+    """The removal commits after the filing call read eve's roles and before its
+    transaction (here: at the sweep it runs in between). The request must not be filed:
+    the removal's cancellations would miss it, and once the role is back its approvals
+    would grant access to an engineer that had left support meanwhile."""
+    from service import directory, workflow
+
+    sweep = workflow.sweep
+
+    def removed_meanwhile(now):
+        monkeypatch.setattr(workflow, "sweep", sweep)
+        policy = app.extensions["policy_store"].current
+        removed = ("provider", "provider", "eve", "Support Engineer", "ops", now)
+        assert directory.delete_role_assignment(policy, *removed)
+        return sweep(now)
+
+    monkeypatch.setattr(workflow, "sweep", removed_meanwhile)
+    body = {"support_request_id": ticket["id"], "justification": "read sign-in logs"}
+    answer = api.post("/v1/access-requests", "eve", body)
+
+    assert answer.status_code == 403, answer.get_json()
+    assert api.get("/v1/access-requests", "ops").get_json()["items"] == []
+
+
 def test_an_engineer_still_holding_an_engineer_role_keeps_its_access(api, approved_request):
     """Only leaving support ends the access: removing another provider role (here the
     operator role) while eve keeps Support Engineer changes nothing."""

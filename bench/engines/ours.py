@@ -66,7 +66,7 @@ class OursEngine:
         engineer_view = self._viewer(engineer)
         workflow.assign_ticket(self._policy, engineer_view, ticket.id, engineer, now, self._provider)
         body = {"support_request_id": ticket.id, "justification": "bench"}
-        self._request = workflow.create_access_request(self._policy, engineer_view, body, now)
+        self._request = workflow.create_access_request(self._policy, engineer_view, body, now, self._provider)
         workflow.approve(self._policy, admin, self._request.id, tenant, now)
         self._admin = admin
         return self._engine_time(engineer, tenant, expect=True)

@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 
 from models import AccessRequest
 from service import workflow
-from service.api import json_body, now, optional_body, policy, query_choice, viewer
+from service.api import json_body, now, optional_body, policy, provider, query_choice, viewer
 from service.clock import isoformat
 
 bp = Blueprint("access_requests", __name__, url_prefix="/v1/access-requests")
@@ -44,7 +44,7 @@ def access_request_json(item: AccessRequest, view: str) -> dict:
 @bp.post("")
 def create():
     body = json_body("AccessRequestCreate")
-    item = workflow.create_access_request(policy(), viewer(), body, now())
+    item = workflow.create_access_request(policy(), viewer(), body, now(), provider())
     return jsonify(access_request_json(item, "resource")), 201
 
 
