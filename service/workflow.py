@@ -192,12 +192,24 @@ def end_access_of_former_engineers(policy: Policy, principals, provider: str, ac
     """After a directory change removed roles of `principals` in the provider tenant (inside
     its transaction): one that no longer holds every permission an engineer's access rests
     on has left support, and its access ends as when its ticket is reassigned (pending
-    requests cancelled, approved ones completed). Its decisions denied at once anyway;
-    without this, giving the role back gave the access back without a new approval."""
+    requests cancelled, approved ones completed), and its open tickets go back to the
+    queue (unassigned: advanced diagnostics follow the assignment). Its decisions denied
+    at once anyway; without this, giving the role back gave the access back without a
+    new approval or assignment."""
     sweep(now)  # what ran out before ends as having run out
     for principal in sorted(set(principals)):
         if all(directory.has_permission(policy, principal, provider, p) for p in ENGINEER_PERMISSIONS):
             continue
+        tickets = SupportRequest.select().where(
+            (SupportRequest.assigned_engineer == principal) & (SupportRequest.status == "open")
+        )
+        if not is_sqlite(database.obj):
+            tickets = tickets.order_by(SupportRequest.id).for_update()
+        for ticket in tickets:
+            ticket.assigned_engineer = None
+            ticket.save()
+            details = {"engineer": None, "previous_engineer": principal, "reason": "engineer_removed"}
+            _ticket_event("support_request.assigned", actor, ticket, details, now)
         query = AccessRequest.select().where(
             (AccessRequest.engineer == principal)
             & (
@@ -242,10 +254,12 @@ def create_access_request(
         ticket = _locked(SupportRequest, ticket.id)
         if ticket.status != "open":
             raise Conflict("the support request is closed", code="support_request_closed")
-        # The viewer was read before this transaction: a directory change committed since
-        # may have removed the engineer (end_access_of_former_engineers), and a request
-        # filed after it would outlive the cancellation that change made.
-        if not directory.has_permission(policy, viewer.principal, provider, "work_tickets"):
+        # The viewer and the ticket were read before this transaction: a reassignment or a
+        # directory change committed since may have ended this engineer's requests
+        # (end_access_of_former_engineers), and one filed after it would outlive that end.
+        if ticket.assigned_engineer != viewer.principal or not directory.has_permission(
+            policy, viewer.principal, provider, "work_tickets"
+        ):
             raise Forbidden(message, code="not_assigned")
         # A revoked request still shows as approved to another support request tenant; a
         # new request beside it would reveal the removal, so it counts as live until then.

@@ -271,6 +271,56 @@ def test_a_request_filed_as_the_engineer_is_removed_is_refused(api, app, ticket,
     assert api.get("/v1/access-requests", "ops").get_json()["items"] == []
 
 
+def test_a_request_filed_as_the_ticket_is_reassigned_is_refused(api, app, ticket, monkeypatch):
+    """The same race with a reassignment: the operator moves the ticket to frank after the
+    filing call read it. A request of eve's filed then would outlive the end that the
+    reassignment gave eve's requests."""
+    from service import workflow
+    from service.auth import Caller
+    from service.viewer import viewer_for
+
+    sweep = workflow.sweep
+
+    def reassigned_meanwhile(now):
+        monkeypatch.setattr(workflow, "sweep", sweep)
+        policy = app.extensions["policy_store"].current
+        operator = viewer_for(policy, Caller("ops", None), "provider")
+        assert workflow.assign_ticket(policy, operator, ticket["id"], "frank", now, "provider")
+        return sweep(now)
+
+    monkeypatch.setattr(workflow, "sweep", reassigned_meanwhile)
+    body = {"support_request_id": ticket["id"], "justification": "read sign-in logs"}
+    answer = api.post("/v1/access-requests", "eve", body)
+
+    assert answer.status_code == 403, answer.get_json()
+    assert api.get("/v1/access-requests", "ops").get_json()["items"] == []
+
+
+def test_an_engineer_removed_gives_its_tickets_back_to_the_queue(api, advanced_ticket):
+    """Advanced diagnostics follow the assignment: an engineer given its role back does
+    not read the ticket's tenant again until it is assigned again."""
+    assert decide(api, read_check())["reason"] == "advanced_diagnostics"
+    assert api.delete(f"{ENGINEER_ROLE}/eve/Support%20Engineer", "ops").status_code == 204
+    restored = api.put(ENGINEER_ROLE, "ops", {"principal": "eve", "role": "Support Engineer"})
+    assert restored.status_code == 201, restored.get_json()
+
+    body = decide(api, read_check())
+    assert (body["allowed"], body["reason"]) == (False, "no_active_grant")
+    assert (
+        api.get(f"/v1/support-requests/{advanced_ticket['id']}", "alice").get_json()["assigned_engineer"]
+        is None
+    )
+    events = api.get("/v1/audit-events?tenant_id=contoso&activity=support_request.assigned", "alice")
+    unassigned = events.get_json()["items"][-1]
+    assert unassigned["details"] == {
+        "engineer": None,
+        "previous_engineer": "eve",
+        "reason": "engineer_removed",
+    }
+    claimed = api.post(f"/v1/support-requests/{advanced_ticket['id']}/assign", "frank", {"engineer": "frank"})
+    assert claimed.status_code == 200, claimed.get_json()  # back in the queue
+
+
 def test_an_engineer_still_holding_an_engineer_role_keeps_its_access(api, approved_request):
     """Only leaving support ends the access: removing another provider role (here the
     operator role) while eve keeps Support Engineer changes nothing."""

@@ -242,16 +242,26 @@ def test_a_bad_database_url_refuses_every_command(tmp_path, monkeypatch, url, co
     assert "sqlite:////abs/path.db" in result.output and "postgresql://" in result.output
 
 
+STORE_COMMANDS = [
+    ["audit", "verify"],
+    ["sweep"],
+    ["directory", "import", str(DIRECTORY_FILE)],
+    ["policy", "diff", str(REPO_POLICY_DIR), str(REPO_POLICY_DIR)],
+]
+
+
 @pytest.mark.parametrize("secret", [None, "  "])
-def test_a_store_command_without_token_keys_says_what_to_set(tmp_path, monkeypatch, secret):
-    """As the service refuses to start without them."""
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=lambda command: " ".join(command[:2]))
+def test_a_store_command_without_token_keys_says_what_to_set(tmp_path, monkeypatch, secret, command):
+    """As the service refuses to start without them; and it opens (creates) no store."""
     without_token_keys(monkeypatch, tmp_path, secret)
     flask = FlaskGroup(load_dotenv=False)
 
-    result = CliRunner().invoke(flask, ["--app", "service", "audit", "verify"])
+    result = CliRunner().invoke(flask, ["--app", "service", *command])
 
     assert_refused_in_one_line(result, "Error: ")
     assert "SUPPORT_ACCESS_JWT_SECRET" in result.output
+    assert not (tmp_path / "x.db").exists()
 
 
 def without_token_keys(monkeypatch, tmp_path, secret: str | None = None) -> None:
