@@ -104,9 +104,11 @@ def assign_ticket(policy: Policy, viewer: Viewer, ticket_id: str, engineer: str,
         raise Forbidden("only support engineers and operators assign tickets", code="not_allowed")
     if not viewer.is_operator and engineer != viewer.principal:
         raise Forbidden("a support engineer may assign only itself", code="not_allowed")
-    if not directory.has_permission(policy, engineer, provider, "work_tickets"):
-        raise BadRequest(f"engineer: {engineer!r} is not a support engineer", code="not_an_engineer")
     with transaction():
+        # Inside the transaction: an engineer removed meanwhile must not be assigned after
+        # its removal unassigned its tickets (end_access_of_former_engineers).
+        if not directory.has_permission(policy, engineer, provider, "work_tickets"):
+            raise BadRequest(f"engineer: {engineer!r} is not a support engineer", code="not_an_engineer")
         ticket = _locked(SupportRequest, ticket.id)
         if ticket.status != "open":
             raise Conflict("the support request is closed", code="support_request_closed")
