@@ -243,7 +243,11 @@ def login():
 def logout():
     session.clear()
     flash("Signed out.", "ok")
-    return _to_login()
+    response = _to_login()
+    # A session cookie set before the page's own moved to Path=/admin is shadowed by that
+    # one; once it is gone (the flash read), the old one would sign the browser back in.
+    response.delete_cookie(current_app.config["SESSION_COOKIE_NAME"], path="/")
+    return response
 
 
 # --- the page and its actions ----------------------------------------------------------

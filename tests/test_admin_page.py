@@ -142,6 +142,21 @@ def test_sign_out(app):
     assert browser.client.get("/admin").status_code == 302
 
 
+def test_sign_out_also_ends_a_session_cookie_set_for_the_whole_host(app):
+    """Before the cookie moved to Path=/admin it was set for `/`; a browser holding such a
+    cookie is signed out too, not signed back in once the page's own cookie is gone."""
+    browser = Browser(app, "alice", "contoso")
+    signed_in = browser.client.get_cookie("session", path="/admin")
+    browser.client.set_cookie("session", signed_in.value, path="/")
+
+    answer = browser.client.post("/admin/logout", data={"csrf_token": browser.csrf()})
+    assert answer.status_code == 302
+    assert "Signed out." in browser.client.get("/admin/login").get_data(as_text=True)  # the flash, read
+
+    assert browser.client.get_cookie("session", path="/") is None
+    assert browser.client.get("/admin").headers.get("Location") == "/admin/login"
+
+
 def test_a_principal_without_tenants_sees_a_short_message(app, access_request):
     page = Browser(app, "eve").page()
     assert "no role that may manage support access" in page
