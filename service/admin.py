@@ -330,7 +330,7 @@ def _error_page(status: int, title: str, message: str):
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
+def error_page_for(exc: HTTPException):
     return _error_page(exc.code or 500, exc.name, exc.description or exc.name)
 
 

@@ -1,10 +1,11 @@
-"""Every error leaves the service as `{"error": {"code", "message"}}` with its status."""
+"""Every error leaves the service as `{"error": {"code", "message"}}` with its status (the
+admin page's, as an HTML page: service/admin.py)."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
 
 from service.errors import SupportAccessError, store_failed
@@ -56,6 +57,14 @@ def error_for(exc: Exception) -> tuple[int, str, str]:
     return 500, "internal_error", "internal error; see the service log"
 
 
+def _a_path_of_the_admin_page() -> bool:
+    """A path under the admin page that no route takes (or not with this method): it never
+    reaches the page's own error handlers, and a person in a browser gets the page's HTML."""
+    from service.admin import bp
+
+    return request.blueprint is None and (request.path + "/").startswith(bp.url_prefix + "/")
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)  # HTTPException has its own, more specific, handler below
     def _error(exc: Exception):
@@ -63,7 +72,12 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        response = error_response(*error_for(exc))
+        if _a_path_of_the_admin_page():
+            from service.admin import error_page_for
+
+            response = make_response(error_page_for(exc))
+        else:
+            response = error_response(*error_for(exc))
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response

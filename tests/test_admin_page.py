@@ -391,6 +391,28 @@ def test_the_store_failing_is_a_503_page_and_a_bad_statement_a_500(
     assert_no_trace(text)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/admin/nothing", 404),
+        ("GET", "/admin/logout", 405),
+        ("GET", "/admin/requests/x/approve", 405),
+    ],
+)
+def test_a_path_of_the_page_that_no_route_takes_is_an_html_page(app, method, path, status):
+    answer = app.test_client().open(path, method=method)
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == status and answer.mimetype == "text/html", text
+    assert_no_trace(text)
+    if status == 405:
+        assert answer.headers["Allow"]
+
+
+def test_paths_beside_the_page_keep_json_errors(app):
+    answer = app.test_client().get("/administrator")
+    assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "not_found"
+
+
 # --- escaping ----------------------------------------------------------------------------------
 
 
