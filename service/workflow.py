@@ -29,12 +29,14 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:20]}"
 
 
+def _locking(query):
+    """`query`, locking the rows it reads on PostgreSQL (SQLite's writers are serial)."""
+    return query if is_sqlite(database.obj) else query.for_update()
+
+
 def _locked(model, key: str):
     """Re-read a row inside the current transaction, locking it on PostgreSQL."""
-    query = model.select().where(model.id == key)
-    if not is_sqlite(database.obj):
-        query = query.for_update()
-    return query.first()
+    return _locking(model.select().where(model.id == key)).first()
 
 
 def _parties(request: AccessRequest) -> list[str]:
@@ -170,8 +172,8 @@ def _locked_requests(ticket: SupportRequest, *conditions) -> list[AccessRequest]
     row: a revoke or expiry committed meanwhile is then seen, not overwritten."""
     query = AccessRequest.select().where(AccessRequest.support_request == ticket.id, *conditions)
     if not is_sqlite(database.obj):
-        query = query.order_by(AccessRequest.id).for_update()
-    return list(query)
+        query = query.order_by(AccessRequest.id)  # rows locked in one order
+    return list(_locking(query))
 
 
 def _finish_for_ticket_end(request: AccessRequest, actor, now: datetime, why: str) -> None:
@@ -205,9 +207,7 @@ def end_access_of_former_engineers(policy: Policy, principals, provider: str, ac
         tickets = SupportRequest.select().where(
             (SupportRequest.assigned_engineer == principal) & (SupportRequest.status == "open")
         )
-        if not is_sqlite(database.obj):
-            tickets = tickets.order_by(SupportRequest.id).for_update()
-        for ticket in tickets:
+        for ticket in _locking(tickets.order_by(SupportRequest.id)):
             ticket.assigned_engineer = None
             ticket.save()
             details = {"engineer": None, "previous_engineer": principal, "reason": "engineer_removed"}
@@ -222,10 +222,7 @@ def end_access_of_former_engineers(policy: Policy, principals, provider: str, ac
                 )
             )
         )
-        query = query.order_by(AccessRequest.created_at, AccessRequest.id)
-        if not is_sqlite(database.obj):
-            query = query.for_update()  # locked like every other transition's row
-        for request in query:
+        for request in _locking(query.order_by(AccessRequest.created_at, AccessRequest.id)):
             _finish_for_ticket_end(request, actor, now, "engineer_removed")
 
 

@@ -49,7 +49,7 @@ def delete_role_assignment(tenant_id: str, principal: str, role: str):
     parts = f"{principal}/{role}".split("/")
     splits = [("/".join(parts[:i]), "/".join(parts[i:])) for i in range(1, len(parts))]
     held = [(p, r) for p, r in splits if directory.holds_role(current, tenant_id, p, r)]
-    deleted = held and directory.delete_role_assignment(
+    deleted = bool(held) and directory.delete_role_assignment(
         current, provider(), tenant_id, *held[0], operator.caller, now()
     )
     if not deleted:
