@@ -107,6 +107,8 @@ def build(
     event_id: str | None = None,
 ) -> NewEvent:
     """An event not yet in the chain (no seq, no hashes)."""
+    if activity not in ACTIVITIES:
+        raise ValueError(f"unknown audit activity {activity!r}: add it to audit.ACTIVITIES")
     principal, actor_tenant = actor_fields(actor)
     return NewEvent(
         id=event_id or str(uuid.uuid4()),
@@ -155,6 +157,30 @@ _COLUMNS = ("seq", "id", "time", "activity", "actor", "actor_tenant_id", "tenant
 _COLUMNS += ("target", "result", "details", "prev_hash", "hash", "read_bucket")
 
 READ = "diagnostics.read"
+# Every activity the service writes (API.md "Audit"). `build` refuses any other, so this
+# list stays whole; `policy check` warns of a support_trail pattern that names none.
+ACTIVITIES = frozenset(
+    {
+        *(f"support_request.{a}" for a in ("created", "assigned", "updated", "closed")),
+        *(
+            f"access_request.{a}"
+            for a in (
+                "created",
+                "approval_added",
+                "approval_lapsed",
+                "approved",
+                "rejected",
+                "expired",
+                "cancelled",
+                "revoked",
+                "completed",
+            )
+        ),
+        READ,
+        "directory.changed",
+        "policy.reloaded",
+    }
+)
 # An event of several reads holds at most this many (reads_record): to show a tenant its
 # reads in one, the view parses the whole event, so its size is bounded.
 READS_PER_EVENT = 50

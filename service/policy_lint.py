@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from service.audit import ACTIVITIES
 from service.policy import Policy
 
 # Access kinds the decision engine produces (service/decisions.py); a rule for any other
@@ -23,6 +24,7 @@ def lint(policy: Policy) -> list[str]:
         *_unanchored_regexes(policy),
         *_scenarios_without_approvers(policy),
         *_cross_tenant_without_the_ticket_tenant(policy),
+        *_support_trail_naming_nothing(policy),
     ]
 
 
@@ -105,3 +107,16 @@ def _cross_tenant_without_the_ticket_tenant(policy: Policy) -> list[str]:
         "workflow.yaml: approval.scenarios.cross_tenant: no support_request party, so the "
         "tenant the ticket came from never approves access to the other tenant's data"
     ]
+
+
+def _support_trail_naming_nothing(policy: Policy) -> list[str]:
+    """A misspelt activity hides its events from the admins who should see them."""
+    warnings = []
+    for index, pattern in enumerate(policy.support_trail):
+        family = pattern[:-1] if pattern.endswith("*") else None
+        if not any(a.startswith(family) if family else a == pattern for a in ACTIVITIES):
+            warnings.append(
+                f"workflow.yaml: audit.support_trail[{index}]: {pattern!r} names no audit activity "
+                f"(they are {', '.join(sorted(ACTIVITIES))})"
+            )
+    return warnings

@@ -13,9 +13,10 @@ from click.testing import CliRunner
 from flask.cli import FlaskGroup
 
 from models import AuditEvent, AuditHead, AuditReadIndex, AuditVisibility, database
-from service import create_app
-from service.audit import event_hash, flush_reads
+from service import audit, create_app
+from service.audit import ACTIVITIES, event_hash, flush_reads
 from service.clock import isoformat, parse_iso
+from service.validation import openapi_document
 from tests.conftest import DIRECTORY_FILE, SECRET, START, read_check
 from tests.helpers import app_config, corrupt_sqlite_file
 
@@ -733,3 +734,20 @@ def test_a_big_batchs_reads_are_split_into_bounded_events(app, api, approved_req
     assert [row.tenant_id for row in rows] == [None, None, "contoso"]
     shown = view(api, "alice", "contoso", activity="diagnostics.read")
     assert [e["id"] for e in shown] == [r["decision_id"] for r in results]
+
+
+def test_the_activities_written_are_the_documented_ones():
+    """API.md and the OpenAPI document list the activities a client may filter on;
+    audit.ACTIVITIES (which `policy check` lints support_trail against) is the same list."""
+    described = openapi_document()["components"]["schemas"]["AuditEvent"]["properties"]["activity"]
+    documented = {
+        f"{family}.{name}"
+        for family, names in re.findall(r"`([a-z_]+)\.([a-z_|]+)`", described["description"])
+        for name in names.split("|")
+    }
+    assert documented == ACTIVITIES
+
+
+def test_an_event_of_an_unknown_activity_is_refused_not_written(app):
+    with app.app_context(), pytest.raises(ValueError, match="unknown audit activity"):
+        audit.build("access_request.deleted", "system", "contoso", ["contoso"], None, {}, START)

@@ -1,7 +1,7 @@
 """Issue 3, point 4: `policy check` validates the schema and lints the policy: a role no
-rule uses, a rule that can never match, a duplicate rule, an unanchored regex and an
-approval scenario without an eligible approver role are warnings; `--strict` makes them
-errors (exit code 3)."""
+rule uses, a rule that can never match, a duplicate rule, an unanchored regex, an
+approval scenario without an eligible approver role and a support_trail entry naming no
+audit activity are warnings; `--strict` makes them errors (exit code 3)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,10 @@ def cross_tenant_without_ticket_tenant(policy_dir: Path) -> None:
     edit(policy_dir / "workflow.yaml", "      - {party: support_request, approvals: 1}\n", "")
 
 
+def misspelt_support_trail(policy_dir: Path) -> None:
+    edit(policy_dir / "workflow.yaml", "diagnostics.read]", "diagnostic.read, support_requests.*]")
+
+
 def unanchored_regex(policy_dir: Path) -> None:
     edit(policy_dir / "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
 
@@ -125,6 +129,13 @@ LINT_CASES = {
     "cross-tenant without the ticket's tenant": (
         cross_tenant_without_ticket_tenant,
         ["workflow.yaml: approval.scenarios.cross_tenant: no support_request party"],
+    ),
+    "support trail naming no activity": (
+        misspelt_support_trail,
+        [
+            "workflow.yaml: audit.support_trail[2]: 'diagnostic.read' names no audit activity",
+            "workflow.yaml: audit.support_trail[3]: 'support_requests.*' names no audit activity",
+        ],
     ),
     "unanchored regex": (
         unanchored_regex,
