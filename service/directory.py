@@ -168,9 +168,16 @@ def read_directory_file(
         message = f"{path}: provider_tenant is {declared!r} but the service runs with {provider!r}"
         raise BadRequest(message)
     tenants = {provider: "Support provider"}
+    listed_at: dict[str, int] = {}
     for index, entry in enumerate(document.get("tenants") or []):
         tenant_id, name = _fields(path, f"tenants[{index}]", entry, ("id", "name"))
         check_tenant_id(tenant_id, f"{path}: tenants[{index}].id")
+        if tenant_id in listed_at:  # which of two names is meant? Ask, rather than guess.
+            raise BadRequest(
+                f"{path}: tenants[{index}].id: tenant {tenant_id!r} is listed already, "
+                f"at tenants[{listed_at[tenant_id]}]"
+            )
+        listed_at[tenant_id] = index
         tenants[tenant_id] = name
     assignments = set()
     for index, entry in enumerate(document.get("role_assignments") or []):

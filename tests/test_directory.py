@@ -150,6 +150,17 @@ def test_import_refuses_a_tenant_id_no_endpoint_would_take(runner, api, tmp_path
     assert f"tenants[{index}].id" in result.output and "128" in result.output
 
 
+def test_import_refuses_a_tenant_listed_twice(runner, api, tmp_path):
+    """Two names for one tenant: the file is refused, naming both places, not read as
+    whichever came last."""
+    document = base_document()
+    index = len(document["tenants"])
+    document["tenants"].append({"id": "contoso", "name": "Contoso Renamed"})
+    result = run_import(runner, write_directory(tmp_path, document))
+    assert result.exit_code != 0, result.output
+    assert f"tenants[{index}].id: tenant 'contoso' is listed already, at tenants[0]" in result.output
+
+
 def test_a_file_may_assign_roles_in_tenants_imported_before(runner, api, tmp_path):
     document = {"role_assignments": [{"tenant": "contoso", "principal": "zoe", "role": "Security Reader"}]}
     result = run_import(runner, write_directory(tmp_path, document))
