@@ -78,6 +78,11 @@ class AdminOnlySessions(SecureCookieSessionInterface):
             return self.make_null_session(app)
         return super().open_session(app, request)
 
+    def get_cookie_secure(self, app) -> bool:
+        """A page served over HTTPS keeps its cookie (the admin's token) off plain HTTP;
+        over HTTP (development on 127.0.0.1) a Secure cookie would never come back."""
+        return super().get_cookie_secure(app) or request.is_secure
+
 
 # --- what the page shows ----------------------------------------------------------------
 
@@ -105,6 +110,7 @@ class Row:
     required: list[str]
     approvals: list[str]
     approved_by_me: bool
+    filed_by_me: bool  # the requesting engineer may never approve or reject: not offered
     party_has_approved: bool  # in full: neither Approve nor Reject is offered
 
 
@@ -147,6 +153,7 @@ def _row(item: AccessRequest, view: str, tenant_id: str, viewer: Viewer) -> Row:
         ],
         approvals=[f"{a.approver} for {a.tenant_id}, {_when(a.at)}" for a in approvals],
         approved_by_me=any(a.approver == viewer.principal and a.party == party for a in approvals),
+        filed_by_me=item.engineer == viewer.principal,
         party_has_approved=status == workflow.PENDING and workflow.party_has_approved(policy(), item, party),
     )
 

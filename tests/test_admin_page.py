@@ -106,6 +106,19 @@ def test_session_cookie_is_httponly_samesite_lax_and_only_for_the_page(app):
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
 
 
+def test_session_cookie_is_secure_when_the_page_is_served_over_https(app):
+    client = app.test_client()
+    https = "https://localhost"
+    page = client.get("/admin/login", base_url=https).get_data(as_text=True)
+    fields = {"token": token("alice", "contoso"), "csrf_token": CSRF_FIELD.search(page).group(1)}
+    answer = client.post("/admin/login", data=fields, base_url=https)
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    assert "; Secure" in answer.headers["Set-Cookie"]
+    assert client.get("/admin", base_url=https).status_code == 200  # signed in
+    plain = Browser(app).sign_in(token("alice", "contoso"))  # development over plain HTTP
+    assert "Secure" not in plain.headers["Set-Cookie"]
+
+
 def test_bad_token_is_401_and_starts_no_session(app):
     browser = Browser(app)
     for bad in ["not-a-jwt", token("alice", "contoso", ttl=timedelta(seconds=-5)), ""]:
@@ -325,6 +338,17 @@ def test_the_engineer_cannot_approve_its_own_request_here_either(app, api, acces
     page = Browser(app, "eve").act(access_request["id"], "approve", tenant_id="contoso")
     assert "cannot approve or reject its own request" in page
     assert status_for(api, access_request["id"], "alice", "contoso") == "pending"
+
+
+def test_an_engineer_who_is_also_an_admin_is_not_offered_its_own_request(app, api, access_request):
+    """The page offers only what the workflow would allow: an admin never approves or
+    rejects a request it filed itself."""
+    body = {"principal": "eve", "role": "Global Administrator"}
+    assert api.put("/v1/tenants/contoso/role-assignments", "ops", body).status_code == 201
+    page = Browser(app, "eve").page()
+    assert access_request["id"] in page
+    assert "You filed this request: another admin of contoso approves or rejects it." in page
+    assert "Approve for contoso" not in page and ">Reject<" not in page
 
 
 def test_missing_tenant_is_400(app, access_request):
