@@ -29,8 +29,17 @@ REPO_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 SCHEMA_DIR = REPO_POLICY_DIR / "schema"
 
 YAML_FILES = ("roles.yaml", "access.yaml", "workflow.yaml")
+# Casbin's short names for the sections of a model file, and the headings the file uses.
+MODEL_SECTIONS = {
+    "r": "request_definition",
+    "p": "policy_definition",
+    "g": "role_definition",
+    "e": "policy_effect",
+    "m": "matchers",
+}
 MODEL_FILES = {"permissions.conf": ("sub", "dom", "act"), "access.conf": ("sub", "dom", "obj", "act")}
 PARTIES = ("resource", "support_request")
+READ_ONLY_ACTIONS = frozenset({"read"})  # the only actions a policy may allow (SPEC §3)
 RESOURCE_PREFIX = "diagnostics/"  # diagnostic resources are named diagnostics/<category>
 _DURATION = re.compile(r"^([1-9][0-9]*)(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -368,8 +377,10 @@ def _check_permissions(workflow: dict, roles: dict[str, Role]) -> None:
     for scenario, requirements in workflow["approval"]["scenarios"].items():
         parties = [r["party"] for r in requirements]
         place = f"approval.scenarios.{scenario}"
-        if len(set(parties)) != len(parties):
-            raise PolicyValidationError("workflow.yaml", place, "a party is listed twice")
+        for index, party in enumerate(parties):
+            if party in parties[:index]:
+                problem = f"party {party!r} is listed twice (at [{parties.index(party)}] and [{index}])"
+                raise PolicyValidationError("workflow.yaml", place, problem)
         if "resource" not in parties:
             problem = "the resource tenant must always approve"
             raise PolicyValidationError("workflow.yaml", place, problem)
@@ -384,6 +395,12 @@ def _check_permissions(workflow: dict, roles: dict[str, Role]) -> None:
 
 
 def _check_access_rules(access: dict) -> tuple[Rule, ...]:
+    # SPEC §3: only `read` can ever be allowed, "whatever else the policies say". The
+    # schema says so too; this holds even if a change to the schema loosens it.
+    for index, action in enumerate(access["allowed_actions"]):
+        if action not in READ_ONLY_ACTIONS:
+            problem = f"{action!r} can never be allowed: access is read-only"
+            raise PolicyValidationError("access.yaml", f"allowed_actions[{index}]", problem)
     rules = []
     for index, (kind, resource, action) in enumerate(access["rules"]):
         place = f"rules[{index}]"
@@ -417,9 +434,9 @@ def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casb
         raise
     except Exception as exc:  # casbin raises bare exceptions for bad model text
         raise PolicyLoadError(f"{name}: invalid Casbin model: {exc}") from exc
-    for section in ("r", "p", "g", "e", "m"):
+    for section, heading in MODEL_SECTIONS.items():
         if section not in model.keys():
-            raise PolicyValidationError(name, f"[{section}]", "section missing")
+            raise PolicyValidationError(name, f"[{heading}]", "section missing")
     tokens = tuple(t.split("_", 1)[1] for t in model["r"]["r"].tokens)
     if tokens != MODEL_FILES[name]:
         problem = f"request must be r = {', '.join(MODEL_FILES[name])}, found {', '.join(tokens)}"
@@ -477,3 +494,27 @@ def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
         if isinstance(node, ast.Name) and node.id not in functions | fields | {"True", "False"}:
             field = node.id.replace("_", ".", 1)
             raise PolicyValidationError(name, "[matchers]", f"unknown name {field!r}")
+    _check_link_fields(name, tree)
+
+
+# What the service evaluates a matcher with: it finds the principal's links in the tenant
+# itself (its role assignments, or its live grants and advanced-diagnostics tickets),
+# then asks the model once per link's role or access kind, cached per policy version.
+# So r.sub and r.dom reach the model only through this call; anywhere else a condition on
+# them would be evaluated against no real principal or tenant, and silently ignored.
+LINK_CALL = "g(r_sub, p_sub, r_dom)"
+
+
+def _check_link_fields(name: str, tree: ast.AST) -> None:
+    in_link_call = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and ast.unparse(node) == LINK_CALL:
+            in_link_call.update(id(arg) for arg in node.args)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in ("r_sub", "r_dom") and id(node) not in in_link_call:
+            field = node.id.replace("_", ".", 1)
+            problem = (
+                f"{field} may be used only as g(r.sub, p.sub, r.dom): the service finds the "
+                "principal's links in the tenant itself and asks the model once per link"
+            )
+            raise PolicyValidationError(name, "[matchers]", problem)

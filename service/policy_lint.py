@@ -6,7 +6,7 @@ import re
 from collections import Counter
 
 from service.audit import ACTIVITIES
-from service.policy import Policy
+from service.policy import LINK_CALL, Policy
 
 # Access kinds the decision engine produces (service/decisions.py); a rule for any other
 # kind can never match.
@@ -25,6 +25,7 @@ def lint(policy: Policy) -> list[str]:
         *_scenarios_without_approvers(policy),
         *_cross_tenant_without_the_ticket_tenant(policy),
         *_support_trail_naming_nothing(policy),
+        *_matchers_without_the_link_call(policy),
     ]
 
 
@@ -118,5 +119,21 @@ def _support_trail_naming_nothing(policy: Policy) -> list[str]:
             warnings.append(
                 f"workflow.yaml: audit.support_trail[{index}]: {pattern!r} names no audit activity "
                 f"(they are {', '.join(sorted(ACTIVITIES))})"
+            )
+    return warnings
+
+
+def _matchers_without_the_link_call(policy: Policy) -> list[str]:
+    """Without g(r.sub, p.sub, r.dom) a rule applies whatever role or access kind the
+    link has: e.g. every grant could read what only advanced diagnostics should."""
+    warnings = []
+    for name, enforcer, what in (
+        ("access.conf", policy.access_enforcer, "access kind"),
+        ("permissions.conf", policy.permission_enforcer, "role"),
+    ):
+        matcher = enforcer.model["m"]["m"].value
+        if LINK_CALL.replace(" ", "") not in matcher.replace(" ", ""):  # Casbin keeps r.x as r_x
+            warnings.append(
+                f"{name}: [matchers]: no g(r.sub, p.sub, r.dom), so every rule applies to every {what}"
             )
     return warnings

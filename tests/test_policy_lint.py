@@ -1,7 +1,8 @@
 """Issue 3, point 4: `policy check` validates the schema and lints the policy: a role no
 rule uses, a rule that can never match, a duplicate rule, an unanchored regex, an
-approval scenario without an eligible approver role and a support_trail entry naming no
-audit activity are warnings; `--strict` makes them errors (exit code 3)."""
+approval scenario without an eligible approver role, a support_trail entry naming no
+audit activity and a matcher without g(r.sub, p.sub, r.dom) are warnings; `--strict`
+makes them errors (exit code 3)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,10 @@ def misspelt_support_trail(policy_dir: Path) -> None:
     edit(policy_dir / "workflow.yaml", "diagnostics.read]", "diagnostic.read, support_requests.*]")
 
 
+def matcher_without_the_link_call(policy_dir: Path) -> None:
+    edit(policy_dir / "access.conf", "g(r.sub, p.sub, r.dom) && ", "")
+
+
 def unanchored_regex(policy_dir: Path) -> None:
     edit(policy_dir / "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
 
@@ -136,6 +141,10 @@ LINT_CASES = {
             "workflow.yaml: audit.support_trail[2]: 'diagnostic.read' names no audit activity",
             "workflow.yaml: audit.support_trail[3]: 'support_requests.*' names no audit activity",
         ],
+    ),
+    "matcher without the link call": (
+        matcher_without_the_link_call,
+        ["access.conf: [matchers]: no g(r.sub, p.sub, r.dom), so every rule applies to every access kind"],
     ),
     "unanchored regex": (
         unanchored_regex,

@@ -189,6 +189,19 @@ def test_allowed_actions_cannot_be_widened(tmp_path):
     assert "access.yaml" in message and "allowed_actions" in message
 
 
+def test_read_only_holds_even_if_the_schema_is_loosened(tmp_path, monkeypatch):
+    """SPEC §3: only read can ever be allowed, whatever else the policies say, and the
+    schemas under policies/schema are files a pull request can change too."""
+    loosened = yaml.safe_load((REPO_POLICY_DIR / "schema" / "access.schema.yaml").read_text())
+    loosened["properties"]["allowed_actions"]["items"] = {"type": "string"}
+    loosened["properties"]["rules"]["items"] = {"type": "array"}
+    monkeypatch.setitem(policy_module._schemas, "access.yaml", loosened)
+    directory = copy_policies(tmp_path)
+    edit_yaml(directory, "access.yaml", lambda d: d.update(allowed_actions=["read", "write"]))
+    message = load_error(directory)
+    assert "access.yaml: allowed_actions[1]: 'write' can never be allowed: access is read-only" in message
+
+
 def test_access_rule_with_unknown_category(tmp_path):
     directory = copy_policies(tmp_path)
     edit_yaml(
@@ -346,6 +359,39 @@ def test_casbin_model_missing_a_section(tmp_path):
     edit(directory, "permissions.conf", "[policy_effect]\ne = some(where (p.eft == allow))\n", "")
     message = load_error(directory)
     assert "permissions.conf" in message
+    assert "[policy_effect]: section missing" in message  # as the file names it, not Casbin's [e]
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "field"),
+    [
+        ("access.conf", "&& r.act == p.act", '&& r.act == p.act && r.dom != "contoso"', "r.dom"),
+        ("access.conf", "&& r.act == p.act", '&& r.act == p.act || r.sub == "eve"', "r.sub"),
+        ("permissions.conf", "g(r.sub, p.sub, r.dom)", "g(r.sub, p.sub)", "r.sub"),
+    ],
+)
+def test_a_matcher_may_use_principal_and_tenant_only_in_the_link_call(tmp_path, file, old, new, field):
+    """The service resolves a principal's links in a tenant itself and asks the model once
+    per link: a condition on r.sub or r.dom anywhere else would be silently ignored."""
+    directory = copy_policies(tmp_path)
+    edit(directory, file, old, new)
+    message = load_error(directory)
+    assert f"{file}: [matchers]: {field} may be used only as g(r.sub, p.sub, r.dom)" in message
+
+
+def test_a_party_listed_twice_is_named(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(
+        directory,
+        "workflow.yaml",
+        "{party: support_request, approvals: 1}",
+        "{party: resource, approvals: 1}",
+    )
+    message = load_error(directory)
+    expected = (
+        "workflow.yaml: approval.scenarios.cross_tenant: party 'resource' is listed twice (at [0] and [1])"
+    )
+    assert expected in message
 
 
 def test_casbin_request_shape_is_checked(tmp_path):
