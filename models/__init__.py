@@ -25,14 +25,41 @@ from peewee import (
     IntegrityError,
     Model,
     OperationalError,
+    PostgresqlDatabase,
     ProgrammingError,
     SqliteDatabase,
     TextField,
 )
-from playhouse.db_url import connect, parse
+from playhouse.db_url import connect, parse, register_database
 from playhouse.migrate import SchemaMigrator, migrate
+from playhouse.pool import PooledPostgresqlDatabase
 
 database = DatabaseProxy()
+
+
+class _ReplacesLostConnections:
+    """PostgreSQL: peewee keeps one connection per thread and hands it out again after the
+    server has closed it (a restart, a failover, a terminated backend), so every statement
+    would fail until the process restarted. Outside a transaction, a connection that is
+    no longer usable is dropped and the statement opens a new one. Nothing is retried:
+    the statement that met the loss fails (a 503), and so does its transaction."""
+
+    def cursor(self, named_cursor=None):
+        if not self.is_closed() and not self.in_transaction() and not self.is_connection_usable():
+            self.close()
+        return super().cursor(named_cursor)
+
+
+class ReconnectingPostgresqlDatabase(_ReplacesLostConnections, PostgresqlDatabase):
+    pass
+
+
+class ReconnectingPooledPostgresqlDatabase(_ReplacesLostConnections, PooledPostgresqlDatabase):
+    pass
+
+
+register_database(ReconnectingPostgresqlDatabase, "postgres", "postgresql")
+register_database(ReconnectingPooledPostgresqlDatabase, "postgres+pool", "postgresql+pool")
 
 
 class UTCDateTimeField(DateTimeField):

@@ -54,6 +54,17 @@ def drop_database(url: str) -> None:
     _run(server + "/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def end_connections(url: str) -> None:
+    """End every connection to the database at `url`, as a server restart or a failover
+    does (the store-lost tests)."""
+    server, name = url.rsplit("/", 1)
+    _run(
+        server + "/postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        f" WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+    )
+
+
 def _run(server_url: str, statement: str) -> None:
     parts = parse(server_url)
     parts["dbname"] = parts.pop("database")

@@ -4,6 +4,7 @@ never an HTML page, never a stack trace."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from models import database
 from tests.conftest import auth, read_check
 from tests.helpers import corrupt_sqlite_file
-from tests.postgres import drop_database
+from tests.postgres import drop_database, end_connections
 
 HTML_MARKERS = ("<html", "<!doctype", "<title", "traceback", 'file "/')
 
@@ -513,6 +514,24 @@ def test_readyz_reports_store_down(app, client, tmp_path):
     break_store(app, tmp_path)
     answer = client.get("/readyz")
     assert_error_body(answer, 503)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SUPPORT_ACCESS_TEST_POSTGRES"),
+    reason="needs a PostgreSQL server (the PostgreSQL pass of make test, tests/postgres.sh)",
+)
+def test_a_connection_the_server_ended_is_replaced_not_used_again(app, api, approved_request):
+    """A PostgreSQL restart or failover ends every connection. The call that meets the loss
+    is a 503; the next ones open a new connection (they failed until a restart before)."""
+    url = f"/v1/access-requests/{approved_request['id']}"
+    assert api.get(url, "alice").status_code == 200
+    end_connections(app.config["DATABASE_URL"])
+    statuses = [api.get(url, "alice").status_code for _ in range(3)]
+    assert statuses[0] in (200, 503) and statuses[1:] == [200, 200], statuses
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
+    revoked = api.post(f"{url}/revoke", "alice")  # a write transaction works again too
+    assert revoked.status_code == 200, revoked.get_json()
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
 
 
 def test_healthz_stays_up_when_store_is_down(app, client, tmp_path):
