@@ -83,9 +83,37 @@ class CaseResult:
 
 
 @cache
+def _suite_schema() -> dict[str, Any]:
+    return yaml.safe_load((SCHEMA_DIR / "suite.schema.yaml").read_text(encoding="utf-8"))
+
+
+@cache
 def _suite_validator() -> jsonschema.Draft202012Validator:
-    schema = yaml.safe_load((SCHEMA_DIR / "suite.schema.yaml").read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(_suite_schema())
+
+
+def _schema_problem(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """(place, problem) of the schema error to report. A step's one-call rule is a oneOf,
+    whose own message (the whole step "is not valid under any of the given schemas")
+    does not say what is wrong."""
+    place = json_path(error.absolute_path)
+    step = _suite_schema()["$defs"]["step"]
+    for cause in _lineage(error):
+        if cause.validator == "oneOf" and cause.schema == step and isinstance(cause.instance, dict):
+            verbs = [branch["required"][0] for branch in step["oneOf"]]
+            given = [verb for verb in verbs if verb in cause.instance]
+            place = json_path(cause.absolute_path)
+            if not given:
+                return place, f"no call: a step makes exactly one of {', '.join(verbs)}"
+            return place, f"{' and '.join(given)}: a step makes exactly one call"
+    return place, error.message
+
+
+def _lineage(error: jsonschema.ValidationError):
+    """The error, then each error it is part of (best_match may pick a oneOf's branch)."""
+    while error is not None:
+        yield error
+        error = error.parent
 
 
 def suite_paths(policy_dir: Path) -> list[Path]:
@@ -103,7 +131,7 @@ def load_suite(path: Path) -> Suite:
     error = next(iter(_suite_validator().iter_errors(document)), None)
     if error is not None:
         error = jsonschema.exceptions.best_match(_suite_validator().iter_errors(document))
-        raise SuiteError(name, json_path(error.absolute_path), error.message)
+        raise SuiteError(name, *_schema_problem(error))
     cases = [Case(name, case["name"], case) for case in document["cases"]]
     names = [case.name for case in cases]
     if len(set(names)) != len(names):

@@ -1,0 +1,74 @@
+"""Mistakes in a policy test suite are an invalid suite (exit 3): one line that names the
+file, the place in it and the problem, never a traceback, and never a case that runs (and
+may pass) without testing what it claims.
+
+Each broken suite is a copy of policies/ under tmp_path with one mistake put in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import append, copy_policies, edit
+from tests.test_policy_suites import EXIT_INVALID, run_pytest, scratch_on_tmpfs  # noqa: F401 (autouse)
+
+SUITE = "read_only_test.yaml"  # 9 cases: a case appended to it is cases[9]
+LIFECYCLE = "lifecycle_test.yaml"  # fixtures: access requests `granted` and `waiting`
+
+# A case whose second step is `step` (the first one is fine).
+STEP_CASE = """
+  - name: zz a broken step
+    steps:
+      - {as: ops, request: {method: GET, path: /v1/policy}}
+      - %s
+    expect: {status: 200}
+"""
+DECISION = "decision: {principal: eve, tenant_id: contoso, action: read, resource: diagnostics/signInLogs}"
+VERBS = "approve, reject, revoke, cancel, close, assign, file_access_request, request"
+ALICE = "      - {tenant: contoso, principal: alice, role: Global Administrator}\n"
+AR1 = "access_request: ar1, tenant_id: contoso"
+TICKET = "    - {id: t1, tenant: fabrikam, resource_tenant: contoso, assigned_engineer: eve}\n"
+RO, LC = f"invalid suite: {SUITE}:", f"invalid suite: {LIFECYCLE}:"  # the start of an error line
+
+
+def invalid_suite(runner, policy_dir: Path, line: str) -> None:
+    """`policy test` stops at exit 3 with exactly `line` (no traceback, no summary)."""
+    result = runner.invoke(args=["policy", "test", str(policy_dir)])
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # no crash
+    assert result.exit_code == EXIT_INVALID, result.output
+    assert line in result.output.splitlines(), result.output
+    assert "Traceback" not in result.output and " passed, " not in result.output
+
+
+# name: (suite file, [(text, replaced by)] or text appended, the error line)
+BROKEN = {
+    # --- steps: exactly one call each
+    "a step with only a time": (
+        SUITE,
+        STEP_CASE % "{as: alice, at: 2026-11-02T09:10:00Z}",
+        f"{RO} cases[9].steps[1]: no call: a step makes exactly one of {VERBS}",
+    ),
+    "a step with only an expected status": (
+        SUITE,
+        STEP_CASE % "{as: alice, expect_status: 200}",
+        f"{RO} cases[9].steps[1]: no call: a step makes exactly one of {VERBS}",
+    ),
+    "a step with two calls": (
+        SUITE,
+        STEP_CASE % f"{{as: alice, approve: {{{AR1}}}, reject: {{{AR1}}}}}",
+        f"{RO} cases[9].steps[1]: approve and reject: a step makes exactly one call",
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN, ids=list(BROKEN))
+def test_a_suite_mistake_is_an_invalid_suite_named_in_one_line(runner, tmp_path, broken):
+    file, change, line = BROKEN[broken]
+    policy_dir = copy_policies(tmp_path)
+    if isinstance(change, str):
+        append(policy_dir / "tests" / file, change)
+    else:
+        for old, new in change:
+            edit(policy_dir / "tests" / file, old, new)
+    invalid_suite(runner, policy_dir, line)
