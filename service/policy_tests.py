@@ -87,9 +87,19 @@ def _suite_schema() -> dict[str, Any]:
     return yaml.safe_load((SCHEMA_DIR / "suite.schema.yaml").read_text(encoding="utf-8"))
 
 
+# The schema's `time` pattern lets 2026-02-30 through; its format is checked by parsing
+# (jsonschema checks formats only with a checker, and its own date-time needs a package).
+_TIMES = jsonschema.FormatChecker(formats=())
+
+
+@_TIMES.checks("date-time", raises=ValueError)
+def _is_time(text: Any) -> bool:
+    return not isinstance(text, str) or parse_iso(text) is not None
+
+
 @cache
 def _suite_validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(_suite_schema())
+    return jsonschema.Draft202012Validator(_suite_schema(), format_checker=_TIMES)
 
 
 def _schema_problem(error: jsonschema.ValidationError) -> tuple[str, str]:
@@ -106,6 +116,8 @@ def _schema_problem(error: jsonschema.ValidationError) -> tuple[str, str]:
             if not given:
                 return place, f"no call: a step makes exactly one of {', '.join(verbs)}"
             return place, f"{' and '.join(given)}: a step makes exactly one call"
+    if error.validator == "format":
+        return place, f"{error.instance!r} is no real time ({error.cause})"
     return place, error.message
 
 
