@@ -145,11 +145,23 @@ def load_suite(path: Path) -> Suite:
         error = jsonschema.exceptions.best_match(_suite_validator().iter_errors(document))
         raise SuiteError(name, *_schema_problem(error))
     cases = [Case(name, case["name"], case) for case in document["cases"]]
-    names = [case.name for case in cases]
-    if len(set(names)) != len(names):
-        raise SuiteError(name, "cases", "two cases share a name")
+    if repeated := _repeated([case.name for case in cases]):
+        index, first = repeated
+        raise SuiteError(
+            name, f"cases[{index}].name", f"{cases[index].name!r} is also the name of cases[{first}]"
+        )
     now = parse_iso(document.get("now", DEFAULT_NOW))
     return Suite(path, document["name"], now, document.get("fixtures", {}), cases)
+
+
+def _repeated(values: list[str]) -> tuple[int, int] | None:
+    """(index, index of its first occurrence) of the first value given twice, if any."""
+    seen: dict[str, int] = {}
+    for index, value in enumerate(values):
+        first = seen.setdefault(value, index)
+        if first != index:
+            return index, first
+    return None
 
 
 class SuiteRunner:

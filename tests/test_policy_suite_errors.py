@@ -88,6 +88,12 @@ BROKEN = {
         f"{RO} fixtures.access_requests[0].approvals[0].at: '2026-11-31T08:10:00Z'"
         " is no real time (day is out of range for month)",
     ),
+    # --- case names
+    "two cases with one name": (
+        SUITE,
+        f"\n  - name: writing is denied even with a grant\n    {DECISION}\n    expect: {{allowed: true}}\n",
+        f"{RO} cases[9].name: 'writing is denied even with a grant' is also the name of cases[1]",
+    ),
 }
 
 
