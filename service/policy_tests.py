@@ -147,11 +147,43 @@ def load_suite(path: Path) -> Suite:
     cases = [Case(name, case["name"], case) for case in document["cases"]]
     if repeated := _repeated([case.name for case in cases]):
         index, first = repeated
-        raise SuiteError(
-            name, f"cases[{index}].name", f"{cases[index].name!r} is also the name of cases[{first}]"
-        )
+        problem = f"{cases[index].name!r} is also the name of cases[{first}]"
+        raise SuiteError(name, f"cases[{index}].name", problem)
+    requests = [entry["id"] for entry in document.get("fixtures", {}).get("access_requests", [])]
+    for index, case in enumerate(document["cases"]):
+        _check_expect(name, f"cases[{index}]", case, requests)
     now = parse_iso(document.get("now", DEFAULT_NOW))
     return Suite(path, document["name"], now, document.get("fixtures", {}), cases)
+
+
+DECISION_ANSWER = ("allowed", "reason")
+STEP_ANSWER = ("status", "error_code", "listed", "activities")
+REQUEST_STATE = ("request_status", "support_request_view")
+ACTS_ON_REQUEST = ("approve", "reject", "revoke", "cancel", "file_access_request")
+
+
+def _check_expect(file: str, place: str, case: dict[str, Any], requests: list[str]) -> None:
+    """Refuse an expectation nothing in the case answers: it could only fail (compared
+    with null), or with `request` alone, pass without comparing anything."""
+    expect = case["expect"]
+    for key in expect:
+        if key in DECISION_ANSWER and "decision" not in case:
+            raise SuiteError(file, f"{place}.expect.{key}", "the case asks no decision")
+        if key in STEP_ANSWER and "steps" not in case:
+            raise SuiteError(file, f"{place}.expect.{key}", "the case makes no step")
+    states = [key for key in REQUEST_STATE if key in expect]
+    if "request" in expect:
+        # A request a step files gets an id unknown in advance: `request` names a fixture.
+        if not states:
+            problem = "names the access request whose request_status or support_request_view is expected"
+            raise SuiteError(file, f"{place}.expect.request", f"{problem}, but the case expects neither")
+        if expect["request"] not in requests:
+            problem = f"no fixture access request is {expect['request']!r}"
+            raise SuiteError(file, f"{place}.expect.request", problem)
+    elif states and len(requests) != 1:  # else the case looks at the one a step acted on
+        if not any(verb in step for step in case.get("steps", []) for verb in ACTS_ON_REQUEST):
+            problem = f"which access request? name it with request (the fixtures hold {len(requests)}"
+            raise SuiteError(file, f"{place}.expect.{states[0]}", f"{problem} and no step acts on one)")
 
 
 def _repeated(values: list[str]) -> tuple[int, int] | None:

@@ -14,7 +14,7 @@ from tests.helpers import append, copy_policies, edit
 from tests.test_policy_suites import EXIT_INVALID, run_pytest, scratch_on_tmpfs  # noqa: F401 (autouse)
 
 SUITE = "read_only_test.yaml"  # 9 cases: a case appended to it is cases[9]
-LIFECYCLE = "lifecycle_test.yaml"  # fixtures: access requests `granted` and `waiting`
+LIFECYCLE = "lifecycle_test.yaml"  # 16 cases; fixture access requests `granted`, `waiting`
 
 # A case whose second step is `step` (the first one is fine).
 STEP_CASE = """
@@ -93,6 +93,34 @@ BROKEN = {
         SUITE,
         f"\n  - name: writing is denied even with a grant\n    {DECISION}\n    expect: {{allowed: true}}\n",
         f"{RO} cases[9].name: 'writing is denied even with a grant' is also the name of cases[1]",
+    ),
+    # --- expectations the case cannot meet
+    "a decision expected without a decision": (
+        SUITE,
+        "\n  - name: zz no decision\n    expect: {allowed: true, reason: granted}\n",
+        f"{RO} cases[9].expect.allowed: the case asks no decision",
+    ),
+    "a step's answer expected without steps": (
+        SUITE,
+        f"\n  - name: zz no steps\n    {DECISION}\n    expect: {{allowed: true, status: 200}}\n",
+        f"{RO} cases[9].expect.status: the case makes no step",
+    ),
+    "a request status without a request to look at": (
+        LIFECYCLE,
+        "\n  - name: zz which request\n    expect: {request_status: pending}\n",
+        f"{LC} cases[16].expect.request_status: which access request? name it"
+        " with request (the fixtures hold 2 and no step acts on one)",
+    ),
+    "a request that is no fixture": (
+        LIFECYCLE,
+        "\n  - name: zz a typo\n    expect: {request: waitin, request_status: pending}\n",
+        f"{LC} cases[16].expect.request: no fixture access request is 'waitin'",
+    ),
+    "a request named and nothing expected of it": (
+        LIFECYCLE,
+        "\n  - name: zz nothing compared\n    expect: {request: waiting}\n",
+        f"{LC} cases[16].expect.request: names the access request whose"
+        " request_status or support_request_view is expected, but the case expects neither",
     ),
 }
 
