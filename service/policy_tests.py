@@ -149,11 +149,34 @@ def load_suite(path: Path) -> Suite:
         index, first = repeated
         problem = f"{cases[index].name!r} is also the name of cases[{first}]"
         raise SuiteError(name, f"cases[{index}].name", problem)
-    requests = [entry["id"] for entry in document.get("fixtures", {}).get("access_requests", [])]
+    fixtures = document.get("fixtures", {})
+    _check_fixture_ids(name, fixtures)
+    requests = [entry["id"] for entry in fixtures.get("access_requests", [])]
     for index, case in enumerate(document["cases"]):
         _check_expect(name, f"cases[{index}]", case, requests)
     now = parse_iso(document.get("now", DEFAULT_NOW))
-    return Suite(path, document["name"], now, document.get("fixtures", {}), cases)
+    return Suite(path, document["name"], now, fixtures, cases)
+
+
+def _check_fixture_ids(file: str, fixtures: dict[str, Any]) -> None:
+    """Ids are unique (the database would refuse the second), and an access request's
+    ticket is a fixture ticket with an engineer to file it."""
+    for kind in ("tickets", "access_requests"):
+        entries = fixtures.get(kind, [])
+        if repeated := _repeated([entry["id"] for entry in entries]):
+            index, first = repeated
+            problem = f"{entries[index]['id']!r} is also the id of fixtures.{kind}[{first}]"
+            raise SuiteError(file, f"fixtures.{kind}[{index}].id", problem)
+    engineers = {ticket["id"]: ticket.get("assigned_engineer") for ticket in fixtures.get("tickets", [])}
+    for index, entry in enumerate(fixtures.get("access_requests", [])):
+        ticket = entry["ticket"]
+        if ticket not in engineers:
+            raise SuiteError(
+                file, f"fixtures.access_requests[{index}].ticket", f"no fixture ticket is {ticket!r}"
+            )
+        if not engineers[ticket]:
+            problem = f"ticket {ticket!r} has no assigned engineer to file it"
+            raise SuiteError(file, f"fixtures.access_requests[{index}].ticket", problem)
 
 
 DECISION_ANSWER = ("allowed", "reason")
@@ -283,10 +306,7 @@ class SuiteRunner:
     def _load_access_request(self, suite: Suite, entry: dict, workflow, viewer_for) -> None:
         """File the request as its engineer and replay its approvals through the workflow,
         each at its own time, so fixtures obey the same rules as real requests."""
-        ticket = SupportRequest.get_or_none(SupportRequest.id == entry["ticket"])
-        if ticket is None or not ticket.assigned_engineer:
-            problem = f"ticket {entry['ticket']!r} is unknown or has no assigned engineer"
-            raise SuiteError(suite.path.name, f"fixtures.access_requests.{entry['id']}", problem)
+        ticket = SupportRequest.get(SupportRequest.id == entry["ticket"])  # load_suite: it has an engineer
         created_at = _time(entry.get("created_at"), suite.now - timedelta(minutes=30))
         engineer = viewer_for(self.policy, Caller(ticket.assigned_engineer, None), self.provider)
         was_open = ticket.status

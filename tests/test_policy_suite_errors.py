@@ -122,6 +122,22 @@ BROKEN = {
         f"{LC} cases[16].expect.request: names the access request whose"
         " request_status or support_request_view is expected, but the case expects neither",
     ),
+    # --- fixture ids
+    "two tickets with one id": (
+        SUITE,
+        [(TICKET, TICKET + "    - {id: t1, tenant: fabrikam, assigned_engineer: eve}\n")],
+        f"{RO} fixtures.tickets[1].id: 't1' is also the id of fixtures.tickets[0]",
+    ),
+    "two access requests with one id": (
+        LIFECYCLE,
+        [("{id: waiting, ticket: t2,", "{id: granted, ticket: t2,")],
+        f"{LC} fixtures.access_requests[1].id: 'granted' is also the id of fixtures.access_requests[0]",
+    ),
+    "an access request for a ticket that is no fixture": (
+        SUITE,
+        [("      ticket: t1\n", "      ticket: t2\n")],
+        f"{RO} fixtures.access_requests[0].ticket: no fixture ticket is 't2'",
+    ),
 }
 
 
