@@ -13,6 +13,7 @@ import json
 import secrets
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -26,7 +27,8 @@ from models import AccessRequest, RoleAssignment, SupportRequest, Tenant, connec
 from service import strict_yaml
 from service.auth import Caller, mint_token
 from service.clock import FakeClock, parse_iso
-from service.errors import ApiError, PolicyValidationError
+from service.directory import check_principal, check_role, check_tenant_id
+from service.errors import ApiError, BadRequest, PolicyValidationError
 from service.policy import SCHEMA_DIR, Policy, json_path
 from service.strict_yaml import UniqueKeyLoader
 
@@ -274,20 +276,33 @@ class SuiteRunner:
         from service import workflow
         from service.viewer import viewer_for
 
-        fixtures, now = suite.fixtures, suite.now
+        fixtures, now, file = suite.fixtures, suite.now, suite.path.name
         directory = fixtures.get("directory", {})
-        for tenant in {self.provider, *directory.get("tenants", [])}:
+        tenants = {self.provider, *directory.get("tenants", [])}
+        for index, tenant in enumerate(directory.get("tenants", [])):
+            with _refused_as_suite_error(file):
+                check_tenant_id(tenant, f"fixtures.directory.tenants[{index}]")
+        for tenant in tenants:
             Tenant.create(id=tenant, name=tenant, created_at=now)
+        places: dict[tuple[str, str, str], str] = {}  # assignment -> its place in the suite
+        for index, entry in enumerate(directory.get("role_assignments", [])):
+            place = f"fixtures.directory.role_assignments[{index}]"
+            _check_tenant(file, f"{place}.tenant", entry["tenant"], tenants)
+            with _refused_as_suite_error(file):  # what `directory import` refuses
+                check_principal(entry["principal"], f"{place}.principal")
+                role = check_role(self.policy, self.provider, entry["tenant"], entry["role"], f"{place}.role")
+            assignment = (entry["tenant"], entry["principal"], role)
+            if assignment in places:
+                raise SuiteError(file, place, f"the same assignment as {places[assignment]}")
+            places[assignment] = place
         client_role = self.policy.roles_with("evaluate_decisions")
-        assignments = [(self.provider, CLIENT, client_role[0])] if client_role else []
-        for entry in directory.get("role_assignments", []):
-            role = self.policy.canonical_role(entry["role"])
-            if role is None:
-                raise SuiteError(suite.path.name, "fixtures.directory", f"unknown role {entry['role']!r}")
-            assignments.append((entry["tenant"], entry["principal"], role))
-        for tenant, principal, role in assignments:
+        assignments = [*places, *([(self.provider, CLIENT, client_role[0])] if client_role else [])]
+        for tenant, principal, role in dict.fromkeys(assignments):  # a suite may assign the client
             RoleAssignment.create(tenant_id=tenant, principal=principal, role=role, created_at=now)
-        for ticket in fixtures.get("tickets", []):
+        for index, ticket in enumerate(fixtures.get("tickets", [])):
+            for key in ("tenant", "resource_tenant"):
+                if key in ticket:
+                    _check_tenant(file, f"fixtures.tickets[{index}].{key}", ticket[key], tenants)
             SupportRequest.create(
                 id=ticket["id"],
                 tenant_id=ticket["tenant"],
@@ -417,6 +432,20 @@ class SuiteRunner:
         token = mint_token(self.secret, who, "policy-test", timedelta(hours=1), datetime.now(UTC))
         headers = {"Authorization": f"Bearer {token}"}
         return self.client.open(path, method=method, headers=headers, json=body)
+
+
+def _check_tenant(file: str, place: str, tenant: str, tenants: set[str]) -> None:
+    if tenant not in tenants:  # a typo would test a tenant nobody set up
+        raise SuiteError(file, place, f"unknown tenant {tenant!r}: list it in fixtures.directory.tenants")
+
+
+@contextmanager
+def _refused_as_suite_error(file: str):
+    """A directory check's refusal ("<place>: <problem>") as an invalid suite."""
+    try:
+        yield
+    except BadRequest as exc:
+        raise SuiteError(file, *exc.message.split(": ", 1)) from exc
 
 
 def _named(step: dict, last_request: str | None) -> dict:

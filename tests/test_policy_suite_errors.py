@@ -138,6 +138,42 @@ BROKEN = {
         [("      ticket: t1\n", "      ticket: t2\n")],
         f"{RO} fixtures.access_requests[0].ticket: no fixture ticket is 't2'",
     ),
+    # --- fixtures the directory would refuse (service/directory.py)
+    "a role in an undeclared tenant": (
+        SUITE,
+        [(ALICE, ALICE + "      - {tenant: contosso, principal: zed, role: Global Reader}\n")],
+        f"{RO} fixtures.directory.role_assignments[1].tenant: unknown tenant"
+        " 'contosso': list it in fixtures.directory.tenants",
+    ),
+    "a provider role in a customer tenant": (
+        SUITE,
+        [(ALICE, ALICE + "      - {tenant: contoso, principal: zed, role: Support Engineer}\n")],
+        f"{RO} fixtures.directory.role_assignments[1].role: 'Support Engineer' is a"
+        " provider role and can only be held in 'provider'",
+    ),
+    "a role assigned twice (by name, then by template id)": (
+        SUITE,
+        [
+            (
+                ALICE,
+                ALICE
+                + "      - {tenant: contoso, principal: alice, role: 62e90394-69f5-4237-9190-012177145e10}\n",
+            )
+        ],
+        f"{RO} fixtures.directory.role_assignments[1]: the same assignment as"
+        " fixtures.directory.role_assignments[0]",
+    ),
+    "a ticket in an undeclared tenant": (
+        SUITE,
+        [(TICKET, TICKET + "    - {id: t9, tenant: contosoo}\n")],
+        f"{RO} fixtures.tickets[1].tenant: unknown tenant 'contosoo': list it in fixtures.directory.tenants",
+    ),
+    "a ticket about an undeclared tenant": (
+        SUITE,
+        [(TICKET, TICKET + "    - {id: t9, tenant: contoso, resource_tenant: nowhere}\n")],
+        f"{RO} fixtures.tickets[1].resource_tenant: unknown tenant 'nowhere': list it"
+        " in fixtures.directory.tenants",
+    ),
 }
 
 
@@ -151,3 +187,22 @@ def test_a_suite_mistake_is_an_invalid_suite_named_in_one_line(runner, tmp_path,
         for old, new in change:
             edit(policy_dir / "tests" / file, old, new)
     invalid_suite(runner, policy_dir, line)
+
+
+def test_pytest_reports_a_suite_mistake_in_the_same_words(tmp_path):
+    """The collector (root conftest.py) shows what `policy test` prints, at load (two calls
+    in a step) and while fixtures are built (a provider role in a customer tenant)."""
+    policy_dir = copy_policies(tmp_path)
+    suite = policy_dir / "tests" / SUITE
+    append(suite, STEP_CASE % "{as: ops, close: {ticket: t1}, assign: {ticket: t1, engineer: eve}}")
+    code, _, output = run_pytest(str(suite), tmp_path=tmp_path)
+    assert code not in (0, 5), output
+    assert f"{SUITE}: cases[9].steps[1]: close and assign: a step makes exactly one call" in output
+
+    policy_dir = copy_policies(tmp_path, "other")
+    suite = policy_dir / "tests" / SUITE
+    edit(suite, ALICE, ALICE + "      - {tenant: contoso, principal: zed, role: Support Engineer}\n")
+    code, _, output = run_pytest(str(suite), tmp_path=tmp_path)
+    assert code not in (0, 5), output
+    problem = "'Support Engineer' is a provider role and can only be held in 'provider'"
+    assert f"{SUITE}: fixtures.directory.role_assignments[1].role: {problem}" in output
