@@ -27,7 +27,7 @@ from models import AccessRequest, RoleAssignment, SupportRequest, Tenant, connec
 from service import strict_yaml
 from service.auth import Caller, mint_token
 from service.clock import FakeClock, parse_iso
-from service.directory import check_principal, check_role, check_tenant_id
+from service.directory import check_principal, check_role, check_tenant_id, has_permission
 from service.errors import ApiError, BadRequest, PolicyValidationError
 from service.policy import SCHEMA_DIR, Policy, json_path
 from service.strict_yaml import UniqueKeyLoader
@@ -303,6 +303,11 @@ class SuiteRunner:
             for key in ("tenant", "resource_tenant"):
                 if key in ticket:
                     _check_tenant(file, f"fixtures.tickets[{index}].{key}", ticket[key], tenants)
+            engineer = ticket.get("assigned_engineer")
+            # As `assign` refuses: the service never assigns a ticket to anyone else.
+            if engineer and not has_permission(self.policy, engineer, self.provider, "work_tickets"):
+                place = f"fixtures.tickets[{index}].assigned_engineer"
+                raise SuiteError(file, place, f"{engineer!r} is not a support engineer")
             SupportRequest.create(
                 id=ticket["id"],
                 tenant_id=ticket["tenant"],
@@ -327,7 +332,11 @@ class SuiteRunner:
         was_open = ticket.status
         SupportRequest.update(status="open").where(SupportRequest.id == ticket.id).execute()
         body = {"support_request_id": ticket.id, "justification": "fixture"}
-        request = workflow.create_access_request(self.policy, engineer, body, created_at, self.provider)
+        try:
+            request = workflow.create_access_request(self.policy, engineer, body, created_at, self.provider)
+        except ApiError as exc:  # e.g. a second live request for the ticket
+            place = f"fixtures.access_requests.{entry['id']}"
+            raise SuiteError(suite.path.name, place, f"refused ({exc.status}): {exc.message}") from exc
         AccessRequest.update(id=entry["id"]).where(AccessRequest.id == request.id).execute()
         for number, approval in enumerate(entry.get("approvals", [])):
             approver = viewer_for(self.policy, Caller(approval["approver"], None), self.provider)

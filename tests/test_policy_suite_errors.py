@@ -174,6 +174,18 @@ BROKEN = {
         f"{RO} fixtures.tickets[1].resource_tenant: unknown tenant 'nowhere': list it"
         " in fixtures.directory.tenants",
     ),
+    # --- fixtures the workflow would refuse
+    "a ticket assigned to no support engineer": (
+        SUITE,
+        [("assigned_engineer: eve}", "assigned_engineer: evee}")],
+        f"{RO} fixtures.tickets[0].assigned_engineer: 'evee' is not a support engineer",
+    ),
+    "a second live access request for a ticket": (
+        SUITE,
+        [("cases:\n", "    - {id: ar2, ticket: t1}\ncases:\n")],
+        f"{RO} fixtures.access_requests.ar2: refused (409): access request ar1 is already"
+        " approved for this support request",
+    ),
 }
 
 
