@@ -131,11 +131,18 @@ def _lineage(error: jsonschema.ValidationError):
 
 
 def suite_paths(policy_dir: Path) -> list[Path]:
-    return sorted((Path(policy_dir) / "tests").glob("*_test.yaml"))
+    """The suites in the directory's tests/ folder, and files meant as suites but named
+    otherwise (*_test.yml), which load_suite refuses: a CI run must not lose one silently."""
+    meant = ("_test.yaml", "_test.yml")
+    return sorted(
+        path for path in (Path(policy_dir) / "tests").glob("*") if path.name.lower().endswith(meant)
+    )
 
 
 def load_suite(path: Path) -> Suite:
     name = path.name
+    if not name.endswith("_test.yaml"):  # the pytest collector (conftest.py) finds only these
+        raise SuiteError(name, "file", "suites are named *_test.yaml: rename it")
     try:
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (safe loader)
     except OSError as exc:

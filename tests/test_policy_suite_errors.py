@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from service.policy import REPO_POLICY_DIR
+from service.policy_tests import load_suite, suite_paths
 from tests.helpers import append, copy_policies, edit
 from tests.test_policy_suites import EXIT_INVALID, run_pytest, scratch_on_tmpfs  # noqa: F401 (autouse)
 
@@ -199,6 +201,22 @@ def test_a_suite_mistake_is_an_invalid_suite_named_in_one_line(runner, tmp_path,
         for old, new in change:
             edit(policy_dir / "tests" / file, old, new)
     invalid_suite(runner, policy_dir, line)
+
+
+def test_a_suite_named_yml_is_an_invalid_suite_not_skipped(runner, tmp_path):
+    """A CI run must not silently lose a suite to its file name."""
+    policy_dir = copy_policies(tmp_path)
+    tests = policy_dir / "tests"
+    (tests / "read_only_test.yaml").rename(tests / "read_only_test.yml")
+    line = "invalid suite: read_only_test.yml: file: suites are named *_test.yaml: rename it"
+    invalid_suite(runner, policy_dir, line)
+
+
+def test_the_shipped_suites_load_without_a_mistake():
+    paths = suite_paths(REPO_POLICY_DIR)
+    assert paths and all(path.name.endswith("_test.yaml") for path in paths)
+    for path in paths:
+        load_suite(path)
 
 
 def test_pytest_reports_a_suite_mistake_in_the_same_words(tmp_path):
