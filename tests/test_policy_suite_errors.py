@@ -65,30 +65,36 @@ BROKEN = {
     "a suite time that does not exist": (
         SUITE,
         [("now: 2026-11-02T09:00:00Z", "now: 2026-02-30T09:00:00Z")],
-        f"{RO} now: '2026-02-30T09:00:00Z' is no real time (day is out of range for month)",
+        f"{RO} now: '2026-02-30T09:00:00Z' is not a valid time (day is out of range for month)",
     ),
     "a case time that does not exist": (
         SUITE,
         f"\n  - name: zz a case at no time\n    at: 2026-13-45T99:00:00Z\n    {DECISION}\n"
         "    expect: {allowed: true}\n",
-        f"{RO} cases[9].at: '2026-13-45T99:00:00Z' is no real time (month must be in 1..12)",
+        f"{RO} cases[9].at: '2026-13-45T99:00:00Z' is not a valid time (month must be in 1..12)",
     ),
     "a step time that does not exist": (
         SUITE,
         STEP_CASE % "{as: ops, at: 2026-11-02T24:00:00Z, request: {method: GET, path: /v1/policy}}",
-        f"{RO} cases[9].steps[1].at: '2026-11-02T24:00:00Z' is no real time (hour must be in 0..23)",
+        f"{RO} cases[9].steps[1].at: '2026-11-02T24:00:00Z' is not a valid time (hour must be in 0..23)",
     ),
     "a fixture time that does not exist": (
         SUITE,
         [("assigned_engineer: eve}", "assigned_engineer: eve, created_at: 2026-02-31T08:00:00Z}")],
-        f"{RO} fixtures.tickets[0].created_at: '2026-02-31T08:00:00Z' is no real time"
+        f"{RO} fixtures.tickets[0].created_at: '2026-02-31T08:00:00Z' is not a valid time"
         " (day is out of range for month)",
     ),
     "an approval time that does not exist": (
         SUITE,
         [("approver: alice, at: 2026-11-02T08:10:00Z", "approver: alice, at: 2026-11-31T08:10:00Z")],
         f"{RO} fixtures.access_requests[0].approvals[0].at: '2026-11-31T08:10:00Z'"
-        " is no real time (day is out of range for month)",
+        " is not a valid time (day is out of range for month)",
+    ),
+    "a time that overflows the workflow's timings": (
+        SUITE,
+        [("now: 2026-11-02T09:00:00Z", "now: 0001-01-01T00:10:00Z")],
+        f"{RO} now: '0001-01-01T00:10:00Z' is not a valid time"
+        " (a suite's times lie in the years 1970 to 8999)",
     ),
     # --- case names
     "two cases with one name": (
