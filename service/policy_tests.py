@@ -152,6 +152,8 @@ def load_suite(path: Path) -> Suite:
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (safe loader)
     except OSError as exc:
         raise SuiteError(name, "file", f"cannot read suite: {exc}") from exc
+    except UnicodeDecodeError as exc:  # as policy files are refused (service/policy.py)
+        raise SuiteError(name, f"byte {exc.start}", "not UTF-8 text") from exc
     except yaml.YAMLError as exc:
         raise SuiteError(name, *strict_yaml.describe(exc).split(": ", 1)) from exc
     error = next(iter(_suite_validator().iter_errors(document)), None)

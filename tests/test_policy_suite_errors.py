@@ -218,6 +218,14 @@ def test_a_suite_named_yml_is_an_invalid_suite_not_skipped(runner, tmp_path):
     invalid_suite(runner, policy_dir, line)
 
 
+def test_a_suite_that_is_not_utf8_is_an_invalid_suite(runner, tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    path = policy_dir / "tests" / SUITE
+    size = len(path.read_bytes())
+    path.write_bytes(path.read_bytes() + "# Zugriff f\u00fcr Techniker\n".encode("latin-1"))
+    invalid_suite(runner, policy_dir, f"{RO} byte {size + 11}: not UTF-8 text")
+
+
 def test_the_shipped_suites_load_without_a_mistake():
     paths = suite_paths(REPO_POLICY_DIR)
     assert paths and all(path.name.endswith("_test.yaml") for path in paths)
