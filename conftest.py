@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from service.policy_tests import SuiteRunner, load_suite
+from service.errors import PolicyError
+from service.policy_tests import SuiteError, SuiteRunner, load_suite
 
 _runners: dict[Path, SuiteRunner] = {}
 
 
 def pytest_collect_file(parent, file_path: Path):
-    # Only suites that sit in a policy directory's tests/ folder (beside roles.yaml).
-    if file_path.name.endswith("_test.yaml") and (file_path.parent.parent / "roles.yaml").is_file():
+    # Only suites that sit in a policy directory's tests/ folder (beside roles.yaml); a
+    # *_test.yml is collected to be refused, as `policy test` refuses it (load_suite).
+    meant = file_path.name.lower().endswith(("_test.yaml", "_test.yml"))
+    if meant and (file_path.parent.parent / "roles.yaml").is_file():
         return PolicySuiteFile.from_parent(parent, path=file_path)
     return None
 
@@ -27,7 +30,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 class PolicySuiteFile(pytest.File):
     def collect(self):
-        suite = load_suite(self.path)
+        try:
+            suite = load_suite(self.path)
+        except SuiteError as exc:  # one line, as `policy test` says it, not a traceback
+            raise self.CollectError(f"invalid suite: {exc}") from None
         for case in suite.cases:
             yield PolicyCaseItem.from_parent(self, name=case.name, suite=suite, case=case)
 
@@ -48,6 +54,10 @@ class PolicyCaseItem(pytest.Item):
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, PolicyCaseFailure):
             return str(excinfo.value)
+        if isinstance(excinfo.value, SuiteError):  # a fixture the service refuses
+            return f"invalid suite: {excinfo.value}"
+        if isinstance(excinfo.value, PolicyError):
+            return f"invalid policy: {excinfo.value}"
         return super().repr_failure(excinfo)
 
     def reportinfo(self):

@@ -444,6 +444,31 @@ def test_collector_reports_an_invalid_suite(tmp_path):
     assert "same_tenant_test.yaml" in output
 
 
+def test_collector_says_an_invalid_suite_in_one_line_as_policy_test_does(tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    suite = policy_dir / "tests" / "same_tenant_test.yaml"
+    edit(suite, "name: same-tenant", "nmae: same-tenant")
+    code, _, output = run_pytest(str(suite), tmp_path=tmp_path)
+    assert code not in (0, 5), output
+    assert "invalid suite: same_tenant_test.yaml: " in output and "Traceback" not in output
+    misnamed = suite.rename(suite.with_suffix(".yml"))  # collected to be refused, not skipped
+    code, _, output = run_pytest(str(misnamed), tmp_path=tmp_path)
+    assert code not in (0, 5), output
+    assert "invalid suite: same_tenant_test.yml: file: suites are named *_test.yaml" in output
+
+
+def test_collector_reports_a_fixture_the_service_refuses_in_one_line(tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    suite = policy_dir / "tests" / "lifecycle_test.yaml"
+    edit(suite, "assigned_engineer: eve", "assigned_engineer: evee")
+    code, report, output = run_pytest(str(suite), tmp_path=tmp_path)
+    assert code == 1, output
+    failures = [case.find("failure") for case in report.findall(".//testcase")]
+    assert failures and all(failure is not None for failure in failures), output
+    expected = "invalid suite: lifecycle_test.yaml: fixtures.tickets[0].assigned_engineer: 'evee'"
+    assert all(failure.text.startswith(expected) for failure in failures), failures[0].text
+
+
 def test_repository_pytest_run_collects_every_shipped_case():
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "policies/tests"],
