@@ -196,7 +196,8 @@ def _check_fixture_ids(file: str, fixtures: dict[str, Any]) -> None:
 
 
 DECISION_ANSWER = ("allowed", "reason")
-STEP_ANSWER = ("status", "error_code", "listed", "activities")
+STEP_ANSWER = ("listed", "activities")
+ANY_ANSWER = ("status", "error_code")  # of the last step, or of a decision that was refused
 REQUEST_STATE = ("request_status", "support_request_view")
 ACTS_ON_REQUEST = ("approve", "reject", "revoke", "cancel", "file_access_request")
 
@@ -210,6 +211,8 @@ def _check_expect(file: str, place: str, case: dict[str, Any], requests: list[st
             raise SuiteError(file, f"{place}.expect.{key}", "the case asks no decision")
         if key in STEP_ANSWER and "steps" not in case:
             raise SuiteError(file, f"{place}.expect.{key}", "the case makes no step")
+        if key in ANY_ANSWER and "steps" not in case and "decision" not in case:
+            raise SuiteError(file, f"{place}.expect.{key}", "the case makes no step and asks no decision")
     states = [key for key in REQUEST_STATE if key in expect]
     if "request" in expect:
         # A request a step files gets an id unknown in advance: `request` names a fixture.
@@ -396,7 +399,8 @@ class SuiteRunner:
             answer = self._call("POST", "/v1/decisions", CLIENT, {**spec["decision"], "explain": True})
             body = answer.get_json()
             if answer.status_code != 200:
-                actual.update(status=answer.status_code, error=body.get("error"))
+                error = body.get("error") or {}
+                actual.update(status=answer.status_code, error=error, error_code=error.get("code"))
             else:
                 actual.update(allowed=body["allowed"], reason=body["reason"])
                 trail.extend(body.get("explain", []))

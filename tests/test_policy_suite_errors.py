@@ -110,8 +110,13 @@ BROKEN = {
     ),
     "a step's answer expected without steps": (
         SUITE,
-        f"\n  - name: zz no steps\n    {DECISION}\n    expect: {{allowed: true, status: 200}}\n",
-        f"{RO} cases[9].expect.status: the case makes no step",
+        f"\n  - name: zz no steps\n    {DECISION}\n    expect: {{allowed: true, listed: []}}\n",
+        f"{RO} cases[9].expect.listed: the case makes no step",
+    ),
+    "a status expected without a step or a decision": (
+        SUITE,
+        "\n  - name: zz nothing answers\n    expect: {status: 200}\n",
+        f"{RO} cases[9].expect.status: the case makes no step and asks no decision",
     ),
     "a request status without a request to look at": (
         LIFECYCLE,
@@ -207,6 +212,17 @@ def test_a_suite_mistake_is_an_invalid_suite_named_in_one_line(runner, tmp_path,
         for old, new in change:
             edit(policy_dir / "tests" / file, old, new)
     invalid_suite(runner, policy_dir, line)
+
+
+def test_a_refused_decision_may_be_expected_by_its_status_and_error_code(runner, tmp_path):
+    """A decision the API refuses (400) answers a status and an error code, as a step does."""
+    policy_dir = copy_policies(tmp_path)
+    refused = DECISION.replace("tenant_id: contoso", "tenant_id: " + "t" * 300)
+    case = "\n  - name: zz a refused decision\n    {}\n    expect: {{status: 400, error_code: {}}}\n"
+    append(policy_dir / "tests" / SUITE, case.format(refused, "invalid_field"))
+    result = runner.invoke(args=["policy", "test", str(policy_dir), "--filter", "zz a refused"])
+    assert result.exit_code == 0, result.output
+    assert "1 passed, 0 failed" in result.output
 
 
 def test_a_suite_named_yml_is_an_invalid_suite_not_skipped(runner, tmp_path):
