@@ -33,21 +33,36 @@ from peewee import (
 from playhouse.db_url import connect, parse, register_database
 from playhouse.migrate import SchemaMigrator, migrate
 from playhouse.pool import PooledPostgresqlDatabase
+from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
 
 database = DatabaseProxy()
 
 
 class _ReplacesLostConnections:
     """PostgreSQL: peewee keeps one connection per thread and hands it out again after the
-    server has closed it (a restart, a failover, a terminated backend), so every statement
-    would fail until the process restarted. Outside a transaction, a connection that is
-    no longer usable is dropped and the statement opens a new one. Nothing is retried:
-    the statement that met the loss fails (a 503), and so does its transaction."""
+    server has ended it (a restart, a failover, a terminated backend), so every statement
+    would fail until the process restarted. Here a lost connection is dropped: outside a
+    transaction the next statement opens a new one, and the rollback of a transaction
+    that lost it just lets it go (a ROLLBACK needs no new connection). Nothing is retried:
+    the statement that met the loss fails (a 503), and so does its transaction. A
+    connection in a failed transaction (an SQL error) is not lost: its ROLLBACK clears it."""
+
+    def _lost(self) -> bool:
+        if self.is_closed():
+            return False
+        connection = self._state.conn
+        return bool(connection.closed) or connection.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
 
     def cursor(self, named_cursor=None):
-        if not self.is_closed() and not self.in_transaction() and not self.is_connection_usable():
+        if not self.in_transaction() and self._lost():
             self.close()
         return super().cursor(named_cursor)
+
+    def rollback(self):
+        if not self.in_transaction() and self._lost():
+            self.close()  # the server has rolled the transaction back already
+            return
+        super().rollback()
 
 
 class ReconnectingPostgresqlDatabase(_ReplacesLostConnections, PostgresqlDatabase):
@@ -57,6 +72,17 @@ class ReconnectingPostgresqlDatabase(_ReplacesLostConnections, PostgresqlDatabas
 class ReconnectingPooledPostgresqlDatabase(_ReplacesLostConnections, PooledPostgresqlDatabase):
     pass
 
+
+# Bounds on a PostgreSQL connection's waits, so a server that is gone ends a statement or
+# a reconnect in seconds, not after TCP's minutes (a URL's own settings win).
+CONNECTION_BOUNDS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms that sent data may stay unacknowledged
+}
 
 register_database(ReconnectingPostgresqlDatabase, "postgres", "postgresql")
 register_database(ReconnectingPooledPostgresqlDatabase, "postgres+pool", "postgresql+pool")
@@ -297,6 +323,7 @@ def connect_database(url: str, background_checkpoints: bool = False, create: boo
         db = connect(url, pragmas=pragmas)
     else:
         db = connect(url)
+        db.connect_params = {**CONNECTION_BOUNDS, **db.connect_params}
     if not create and is_sqlite(db) and not os.path.exists(db.database):
         raise OperationalError(f"no database at {db.database}")
     database.initialize(db)

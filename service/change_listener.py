@@ -23,6 +23,7 @@ import time
 import psycopg2
 from playhouse.db_url import parse
 
+from models import CONNECTION_BOUNDS
 from service.audit import CHANGES_CHANNEL as CHANNEL
 from service.errors import Unavailable
 
@@ -116,11 +117,9 @@ def _connection_options(database_url: str) -> dict:
     settings win)."""
     options = parse(database_url)
     options["dbname"] = options.pop("database")
-    bounds = {
+    bounds = {  # tighter than the other connections': past STALE_AFTER decisions are refused
+        **CONNECTION_BOUNDS,
         "connect_timeout": 2,
-        "keepalives": 1,
-        "keepalives_idle": 5,
-        "keepalives_interval": 1,
         "keepalives_count": 2,
         "tcp_user_timeout": int(STALE_AFTER * 1000),  # ms unacknowledged before the socket gives up
     }

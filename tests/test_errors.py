@@ -11,8 +11,8 @@ from pathlib import Path
 import peewee
 import pytest
 
-from models import database
-from tests.conftest import auth, read_check
+from models import CONNECTION_BOUNDS, Tenant, database, transaction
+from tests.conftest import START, auth, read_check
 from tests.helpers import corrupt_sqlite_file
 from tests.postgres import drop_database, end_connections
 
@@ -516,10 +516,13 @@ def test_readyz_reports_store_down(app, client, tmp_path):
     assert_error_body(answer, 503)
 
 
-@pytest.mark.skipif(
+on_postgres = pytest.mark.skipif(
     not os.environ.get("SUPPORT_ACCESS_TEST_POSTGRES"),
     reason="needs a PostgreSQL server (the PostgreSQL pass of make test, tests/postgres.sh)",
 )
+
+
+@on_postgres
 def test_a_connection_the_server_ended_is_replaced_not_used_again(app, api, approved_request):
     """A PostgreSQL restart or failover ends every connection. The call that meets the loss
     is a 503; the next ones open a new connection (they failed until a restart before)."""
@@ -532,6 +535,20 @@ def test_a_connection_the_server_ended_is_replaced_not_used_again(app, api, appr
     revoked = api.post(f"{url}/revoke", "alice")  # a write transaction works again too
     assert revoked.status_code == 200, revoked.get_json()
     assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
+
+
+@on_postgres
+def test_a_failed_statement_keeps_its_connection_and_waits_are_bounded(app):
+    """Only a connection the server ended is replaced: an SQL error in a transaction is
+    cleared by its ROLLBACK on the same connection. And every connection bounds its waits,
+    so a server that is gone ends a reconnect in seconds."""
+    with app.app_context():
+        backend = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        with pytest.raises(peewee.IntegrityError), transaction():
+            Tenant.create(id="contoso", name="Contoso, again", created_at=START)
+        assert database.execute_sql("SELECT pg_backend_pid()").fetchone()[0] == backend
+        assert database.obj.connect_params["connect_timeout"] == CONNECTION_BOUNDS["connect_timeout"]
+        assert database.obj.connect_params["keepalives"] == 1
 
 
 def test_healthz_stays_up_when_store_is_down(app, client, tmp_path):
