@@ -472,6 +472,13 @@ class _KeysOnce(casbin.config.Config):
         super().add_config(section, option, value)
 
 
+def matcher_tree(text: str) -> ast.Expression:
+    """A Casbin matcher as a Python expression tree (`r.sub` reads `r_sub`); raises
+    SyntaxError if it is not an expression."""
+    expression = re.sub(r"!(?!=)", " not ", text.replace("&&", " and ").replace("||", " or "))
+    return ast.parse(casbin.util.escape_assertion(expression), mode="eval")
+
+
 def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
     """Every name in the matcher must be a request or policy field or a known function.
 
@@ -479,10 +486,8 @@ def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
     false `g(...)` would only fail later, on a decision.
     """
     model = enforcer.get_model()
-    text = model["m"]["m"].value
-    expression = re.sub(r"!(?!=)", " not ", text.replace("&&", " and ").replace("||", " or "))
     try:
-        tree = ast.parse(casbin.util.escape_assertion(expression), mode="eval")
+        tree = matcher_tree(model["m"]["m"].value)
     except SyntaxError as exc:
         raise PolicyValidationError(name, "[matchers]", f"not an expression: {exc.msg}") from exc
     functions = set(enforcer.fm.get_functions()) | set(model["g"].keys())
@@ -501,7 +506,8 @@ def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
 # itself (its role assignments, or its live grants and advanced-diagnostics tickets),
 # then asks the model once per link's role or access kind, cached per policy version.
 # So r.sub and r.dom reach the model only through this call; anywhere else a condition on
-# them would be evaluated against no real principal or tenant, and silently ignored.
+# them would be tested against the role or access kind (r.sub) and "*" (r.dom), never
+# the real principal or tenant, and would not do what it says.
 LINK_CALL = "g(r_sub, p_sub, r_dom)"
 
 
@@ -518,3 +524,11 @@ def _check_link_fields(name: str, tree: ast.AST) -> None:
                 "principal's links in the tenant itself and asks the model once per link"
             )
             raise PolicyValidationError(name, "[matchers]", problem)
+
+
+def requires_link(text: str) -> bool:
+    """Does the matcher hold only where g(r.sub, p.sub, r.dom) holds (the call is the
+    matcher, or one of its top-level `&&` terms)?"""
+    body = matcher_tree(text).body
+    terms = body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
+    return any(ast.unparse(term) == LINK_CALL for term in terms)

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 
 from service.audit import ACTIVITIES
-from service.policy import LINK_CALL, Policy
+from service.policy import Policy, requires_link
 
 # Access kinds the decision engine produces (service/decisions.py); a rule for any other
 # kind can never match.
@@ -124,16 +124,16 @@ def _support_trail_naming_nothing(policy: Policy) -> list[str]:
 
 
 def _matchers_without_the_link_call(policy: Policy) -> list[str]:
-    """Without g(r.sub, p.sub, r.dom) a rule applies whatever role or access kind the
-    link has: e.g. every grant could read what only advanced diagnostics should."""
+    """Unless g(r.sub, p.sub, r.dom) must hold, a rule applies whatever role or access
+    kind the link has: e.g. every grant could read what only advanced diagnostics should."""
     warnings = []
     for name, enforcer, what in (
         ("access.conf", policy.access_enforcer, "access kind"),
         ("permissions.conf", policy.permission_enforcer, "role"),
     ):
-        matcher = enforcer.model["m"]["m"].value
-        if LINK_CALL.replace(" ", "") not in matcher.replace(" ", ""):  # Casbin keeps r.x as r_x
+        if not requires_link(enforcer.model["m"]["m"].value):
             warnings.append(
-                f"{name}: [matchers]: no g(r.sub, p.sub, r.dom), so every rule applies to every {what}"
+                f"{name}: [matchers]: g(r.sub, p.sub, r.dom) is not required "
+                f"(a top-level && term), so a rule may apply to every {what}"
             )
     return warnings

@@ -101,6 +101,10 @@ def matcher_without_the_link_call(policy_dir: Path) -> None:
     edit(policy_dir / "access.conf", "g(r.sub, p.sub, r.dom) && ", "")
 
 
+def matcher_with_the_link_call_optional(policy_dir: Path) -> None:
+    edit(policy_dir / "access.conf", "g(r.sub, p.sub, r.dom) && ", "g(r.sub, p.sub, r.dom) || ")
+
+
 def unanchored_regex(policy_dir: Path) -> None:
     edit(policy_dir / "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
 
@@ -144,7 +148,11 @@ LINT_CASES = {
     ),
     "matcher without the link call": (
         matcher_without_the_link_call,
-        ["access.conf: [matchers]: no g(r.sub, p.sub, r.dom), so every rule applies to every access kind"],
+        ["access.conf: [matchers]: g(r.sub, p.sub, r.dom) is not required (a top-level && term)"],
+    ),
+    "matcher where the link call is optional": (
+        matcher_with_the_link_call_optional,
+        ["access.conf: [matchers]: g(r.sub, p.sub, r.dom) is not required (a top-level && term)"],
     ),
     "unanchored regex": (
         unanchored_regex,
