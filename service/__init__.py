@@ -174,6 +174,12 @@ def _load_environment(app: Flask) -> None:
         value = os.environ.get(ENV_PREFIX + key)
         if value or (value == "" and key == "DECISION_LOG"):  # set but empty: no decision log
             app.config[key] = value
+    # Behind a proxy that ends TLS the page sees plain HTTP: this keeps the cookie Secure.
+    secure = os.environ.get(ENV_PREFIX + "SECURE_COOKIE", "").strip().lower()
+    if secure:
+        if secure not in ("true", "false"):
+            raise ConfigError(f"{ENV_PREFIX}SECURE_COOKIE: {secure!r} is neither true nor false")
+        app.config["SESSION_COOKIE_SECURE"] = secure == "true"
 
 
 def _session_secret(app: Flask) -> str | bytes | None:

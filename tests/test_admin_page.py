@@ -10,8 +10,9 @@ from datetime import timedelta
 import peewee
 import pytest
 
-from service import workflow
-from tests.conftest import token
+from service import create_app, workflow
+from service.errors import ConfigError
+from tests.conftest import SECRET, token
 from tests.helpers import copy_policies, edit
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -117,6 +118,27 @@ def test_session_cookie_is_secure_when_the_page_is_served_over_https(app):
     assert client.get("/admin", base_url=https).status_code == 200  # signed in
     plain = Browser(app).sign_in(token("alice", "contoso"))  # development over plain HTTP
     assert "Secure" not in plain.headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize(("value", "secure"), [("true", True), ("FALSE", False)])
+def test_the_cookie_can_be_made_secure_behind_a_proxy_that_ends_tls(tmp_path, monkeypatch, value, secure):
+    """There the page sees plain HTTP: SUPPORT_ACCESS_SECURE_COOKIE keeps the token off it."""
+    settings = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'env.db'}",
+        "JWT_SECRET": SECRET,
+        "POLICY_SNAPSHOT_DIR": str(tmp_path / "snapshot"),
+        "READ_JOURNAL_DIR": str(tmp_path / "reads"),
+        "DECISION_LOG": "",
+        "SECURE_COOKIE": value,
+    }
+    for key, setting in settings.items():
+        monkeypatch.setenv("SUPPORT_ACCESS_" + key, setting)
+    answer = create_app().test_client().get("/admin/login")  # plain HTTP
+    assert answer.status_code == 200
+    assert ("; Secure" in answer.headers["Set-Cookie"]) is secure
+    monkeypatch.setenv("SUPPORT_ACCESS_SECURE_COOKIE", "yes please")
+    with pytest.raises(ConfigError, match="SUPPORT_ACCESS_SECURE_COOKIE"):
+        create_app()
 
 
 def test_bad_token_is_401_and_starts_no_session(app):
