@@ -343,6 +343,16 @@ def json_path(parts) -> str:
     return text or "(top level)"
 
 
+def first_repeat(values: list) -> tuple[int, int] | None:
+    """(index, index of its first occurrence) of the first value given twice, if any."""
+    seen: dict = {}
+    for index, value in enumerate(values):
+        first = seen.setdefault(value, index)
+        if first != index:
+            return index, first
+    return None
+
+
 def _validate_schema(name: str, document: Any) -> None:
     validator = jsonschema.Draft202012Validator(_schema(name))
     errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
@@ -377,10 +387,10 @@ def _check_permissions(workflow: dict, roles: dict[str, Role]) -> None:
     for scenario, requirements in workflow["approval"]["scenarios"].items():
         parties = [r["party"] for r in requirements]
         place = f"approval.scenarios.{scenario}"
-        for index, party in enumerate(parties):
-            if party in parties[:index]:
-                problem = f"party {party!r} is listed twice (at [{parties.index(party)}] and [{index}])"
-                raise PolicyValidationError("workflow.yaml", place, problem)
+        if repeated := first_repeat(parties):
+            index, first = repeated
+            problem = f"party {parties[index]!r} is listed twice (at [{first}] and [{index}])"
+            raise PolicyValidationError("workflow.yaml", place, problem)
         if "resource" not in parties:
             problem = "the resource tenant must always approve"
             raise PolicyValidationError("workflow.yaml", place, problem)

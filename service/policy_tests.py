@@ -29,7 +29,7 @@ from service.auth import Caller, mint_token
 from service.clock import FakeClock, parse_iso
 from service.directory import check_principal, check_role, check_tenant_id, has_permission
 from service.errors import ApiError, BadRequest, PolicyValidationError
-from service.policy import SCHEMA_DIR, Policy, json_path
+from service.policy import SCHEMA_DIR, Policy, first_repeat, json_path
 from service.strict_yaml import UniqueKeyLoader
 
 DEFAULT_NOW = "2026-01-05T09:00:00Z"
@@ -161,7 +161,7 @@ def load_suite(path: Path) -> Suite:
         error = jsonschema.exceptions.best_match(_suite_validator().iter_errors(document))
         raise SuiteError(name, *_schema_problem(error))
     cases = [Case(name, case["name"], case) for case in document["cases"]]
-    if repeated := _repeated([case.name for case in cases]):
+    if repeated := first_repeat([case.name for case in cases]):
         index, first = repeated
         problem = f"{cases[index].name!r} is also the name of cases[{first}]"
         raise SuiteError(name, f"cases[{index}].name", problem)
@@ -179,7 +179,7 @@ def _check_fixture_ids(file: str, fixtures: dict[str, Any]) -> None:
     ticket is a fixture ticket with an engineer to file it."""
     for kind in ("tickets", "access_requests"):
         entries = fixtures.get(kind, [])
-        if repeated := _repeated([entry["id"] for entry in entries]):
+        if repeated := first_repeat([entry["id"] for entry in entries]):
             index, first = repeated
             problem = f"{entries[index]['id']!r} is also the id of fixtures.{kind}[{first}]"
             raise SuiteError(file, f"fixtures.{kind}[{index}].id", problem)
@@ -226,16 +226,6 @@ def _check_expect(file: str, place: str, case: dict[str, Any], requests: list[st
         if not any(verb in step for step in case.get("steps", []) for verb in ACTS_ON_REQUEST):
             problem = f"which access request? name it with request (the fixtures hold {len(requests)}"
             raise SuiteError(file, f"{place}.expect.{states[0]}", f"{problem} and no step acts on one)")
-
-
-def _repeated(values: list[str]) -> tuple[int, int] | None:
-    """(index, index of its first occurrence) of the first value given twice, if any."""
-    seen: dict[str, int] = {}
-    for index, value in enumerate(values):
-        first = seen.setdefault(value, index)
-        if first != index:
-            return index, first
-    return None
 
 
 class SuiteRunner:
