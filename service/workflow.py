@@ -12,6 +12,8 @@ import json
 import uuid
 from datetime import datetime
 
+from peewee import fn
+
 from models import AccessRequest, Approval, SupportRequest, database, is_sqlite, transaction
 from service import audit, directory
 from service.clock import isoformat
@@ -85,11 +87,17 @@ def visible_ticket(viewer: Viewer, ticket_id: str) -> SupportRequest:
 
 
 def list_tickets(viewer: Viewer, status: str | None, tenant_id: str | None = None) -> list[SupportRequest]:
-    """The tickets the viewer's list shows; `tenant_id`: only those concerning that tenant
-    (filed by it or about it), as the access-request list filters."""
+    """The tickets the viewer's list shows: those it may read (Viewer.sees_ticket);
+    `tenant_id`: only those concerning that tenant (filed by it or about it), as the
+    access-request list filters."""
     query = SupportRequest.select().order_by(SupportRequest.created_at, SupportRequest.id)
     if not (viewer.is_engineer or viewer.is_operator):
-        query = query.where(SupportRequest.tenant_id.in_(sorted(viewer.admin_of) or [""]))
+        admin_of = sorted(viewer.admin_of) or [""]
+        requested = AccessRequest.select().where(AccessRequest.support_request == SupportRequest.id)
+        query = query.where(
+            SupportRequest.tenant_id.in_(admin_of)
+            | (SupportRequest.resource_tenant_id.in_(admin_of) & fn.EXISTS(requested))
+        )
     if tenant_id is not None:
         query = query.where(
             (SupportRequest.tenant_id == tenant_id) | (SupportRequest.resource_tenant_id == tenant_id)

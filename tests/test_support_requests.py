@@ -238,6 +238,29 @@ def test_list_filters_by_tenant_among_what_the_caller_sees(api):
     assert ids("alice", "fabrikam") == set()  # only its own tenant's tickets are listed to alice
 
 
+def test_list_shows_the_resource_tenant_the_tickets_it_may_read(api):
+    """A tenant admin's list is what it may GET: the tickets filed by its tenants, and
+    those about its tenants once an access request concerns them (API.md)."""
+    about_contoso = new_ticket(api, who="bob", resource_tenant_id="contoso", title="contoso's sign-ins")
+
+    def ids(who, query=""):
+        answer = api.get(f"{TICKETS}{query}", who)
+        assert answer.status_code == 200, answer.get_json()
+        return {t["id"] for t in answer.get_json()["items"]}
+
+    assert about_contoso["id"] not in ids("alice")
+    assign = api.post(f"{TICKETS}/{about_contoso['id']}/assign", "eve", {"engineer": "eve"})
+    assert assign.status_code == 200, assign.get_json()
+    file_access_request(api, about_contoso)
+
+    assert api.get(f"{TICKETS}/{about_contoso['id']}", "alice").status_code == 200
+    assert about_contoso["id"] in ids("alice")
+    assert about_contoso["id"] in ids("alice", "?tenant_id=contoso&status=open")
+    assert ids("alice", "?tenant_id=fabrikam") == {about_contoso["id"]}
+    assert about_contoso["id"] not in ids("alice", "?status=closed")
+    assert about_contoso["id"] not in ids("nina")
+
+
 def test_list_with_unknown_status_is_bad_request(api):
     answer = api.get(f"{TICKETS}?status=whatever", "bob")
     assert answer.status_code == 400
