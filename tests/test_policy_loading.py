@@ -777,6 +777,51 @@ class TestTwoResourceApprovers:
         assert self.approve(api, request["id"], "alice", "contoso").get_json()["status"] == "approved"
 
 
+class TestApproverRoles:
+    """workflow.yaml `approver_roles`: only the listed roles approve for a party (by display
+    name or template id), and an approval counts only while its approver holds one."""
+
+    @pytest.fixture(params=["Global Administrator", "62e90394-69f5-4237-9190-012177145e10"])
+    def policy_dir(self, tmp_path, request):
+        directory = copy_policies(tmp_path)
+        old = "    cross_tenant:\n      - {party: resource, approvals: 1}"
+        listed = f"approver_roles: [{request.param}]"
+        new = f"    cross_tenant:\n      - {{party: resource, approvals: 1, {listed}}}"
+        edit(directory, "workflow.yaml", old, new)
+        return directory
+
+    @staticmethod
+    def approve(api, request_id: str, who: str, tenant: str):
+        return api.post(f"/v1/access-requests/{request_id}/approve", who, {"tenant_id": tenant})
+
+    def test_an_admin_without_a_listed_role_may_not_approve(self, api, access_request):
+        answer = self.approve(api, access_request["id"], "alice2", "contoso")  # Service Support Administrator
+        assert answer.status_code == 403, answer.get_json()
+        assert answer.get_json()["error"]["code"] == "not_eligible_approver"
+        assert "Global Administrator" in answer.get_json()["error"]["message"]
+        assert self.approve(api, access_request["id"], "bob", "fabrikam").get_json()["status"] == "pending"
+        current = api.get(f"/v1/access-requests/{access_request['id']}", "alice").get_json()
+        assert [a["approver"] for a in current["approvals"]] == ["bob"]
+        assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
+
+    def test_a_listed_role_approves(self, api, access_request):
+        assert self.approve(api, access_request["id"], "alice", "contoso").status_code == 200
+        final = self.approve(api, access_request["id"], "bob", "fabrikam")  # that party lists no roles
+        assert final.get_json()["status"] == "approved", final.get_json()
+        assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["reason"] == "granted"
+
+    def test_an_approval_stops_counting_when_its_role_is_no_longer_a_listed_one(self, api, access_request):
+        assert self.approve(api, access_request["id"], "alice", "contoso").status_code == 200
+        # alice stays a contoso admin, but no longer in a role the resource party lists.
+        body = {"principal": "alice", "role": "Service Support Administrator"}
+        assert api.put("/v1/tenants/contoso/role-assignments", "ops", body).status_code == 201
+        url = "/v1/tenants/contoso/role-assignments/alice/Global%20Administrator"
+        assert api.delete(url, "ops").status_code == 204
+        answer = self.approve(api, access_request["id"], "bob", "fabrikam")
+        assert answer.get_json()["status"] == "pending", answer.get_json()
+        assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
+
+
 # --- a file replaced while the policy is read --------------------------------------------
 
 
