@@ -21,6 +21,7 @@ from typing import Any
 import casbin
 import jsonschema
 import yaml
+from casbin.effect import get_effector
 
 from service import strict_yaml
 from service.errors import PolicyError, PolicyLoadError, PolicyValidationError
@@ -451,6 +452,12 @@ def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casb
     if tokens != MODEL_FILES[name]:
         problem = f"request must be r = {', '.join(MODEL_FILES[name])}, found {', '.join(tokens)}"
         raise PolicyValidationError(name, "[request_definition]", problem)
+    effect = model["e"]["e"].value
+    try:
+        get_effector(effect)
+    except RuntimeError as exc:  # casbin.Enforcer would raise it bare
+        problem = f"Casbin knows no effect {effect.replace('p_eft', 'p.eft')!r}"
+        raise PolicyValidationError(name, "[policy_effect]", problem) from exc
     width = len(model["p"]["p"].tokens)
     enforcer = casbin.Enforcer(model)
     for rule in rules:

@@ -394,6 +394,33 @@ def test_a_party_listed_twice_is_named(tmp_path):
     assert expected in message
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("[role_definition]", "[role_definition", "access.conf: invalid Casbin model: "),
+        ("g = _, _, _", "g _, _, _", "access.conf: invalid Casbin model: "),
+        (
+            "e = some(where (p.eft == allow))",
+            "e = some(where (p.eft == alow))",
+            "access.conf: [policy_effect]: Casbin knows no effect 'some(where (p.eft == alow))'",
+        ),
+        ("p = sub, obj, act", "p = sub, obj", "access.yaml: rules[0]: rule has 3 fields, the model's p has"),
+        ("&& r.act == p.act", "&& r.act == p.act && 1 / 0", "access.conf: [matchers]: matcher fails for "),
+    ],
+)
+def test_a_casbin_model_casbin_refuses_is_named(tmp_path, old, new, expected):
+    directory = copy_policies(tmp_path)
+    edit(directory, "access.conf", old, new)
+    assert expected in load_error(directory)
+
+
+def test_a_casbin_model_that_is_not_utf8_is_named(tmp_path):
+    directory = copy_policies(tmp_path)
+    path = directory / "access.conf"
+    path.write_bytes(path.read_bytes().replace(b"# Data access", b"# Data acc\xe9ss", 1))
+    assert load_error(directory) == "access.conf: byte 10: not UTF-8 text"
+
+
 def test_casbin_request_shape_is_checked(tmp_path):
     directory = copy_policies(tmp_path)
     edit(directory, "access.conf", "r = sub, dom, obj, act", "r = sub, obj, act")
@@ -406,6 +433,16 @@ def test_duplicate_role(tmp_path):
     edit(directory, "roles.yaml", "name: Agent ID Administrator", "name: AI Administrator")
     message = load_error(directory)
     assert "roles.yaml" in message and "roles[1]" in message and "AI Administrator" in message
+
+
+def test_a_template_id_used_twice_is_refused(tmp_path):
+    directory = copy_policies(tmp_path)
+    global_admin = "62e90394-69f5-4237-9190-012177145e10"
+    service_support_admin = "f023fd81-a637-4b56-95fd-791ac0226033"
+    edit(directory, "roles.yaml", service_support_admin, global_admin)
+    message = load_error(directory)
+    assert "roles.yaml" in message and ".template_id" in message
+    assert f"template id {global_admin} already used by 'Global Administrator'" in message
 
 
 def test_same_tenant_cannot_need_a_support_request_party(tmp_path):
