@@ -153,7 +153,7 @@ def read_directory_file(
     roles in tenants imported before, unless it is to be `complete` (imported with
     --prune, which removes what it does not list): then it must list them."""
     try:
-        document = strict_yaml.load(Path(path).read_text(encoding="utf-8"))
+        document = strict_yaml.load_large(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise BadRequest(f"{path}: cannot read directory file: {exc}") from exc
     except yaml.YAMLError as exc:

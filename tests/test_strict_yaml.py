@@ -1,0 +1,54 @@
+"""service/strict_yaml.py: a key twice is refused, and large files parse with libyaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service import strict_yaml
+from tests.conftest import DIRECTORY_FILE
+
+POLICY_FILES = sorted((Path(__file__).parent.parent / "policies").rglob("*.yaml"))
+
+needs_libyaml = pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML built without libyaml")
+
+
+@pytest.mark.parametrize("path", [DIRECTORY_FILE, *POLICY_FILES], ids=lambda p: Path(p).name)
+def test_load_large_gives_what_load_gives(path):
+    text = Path(path).read_text(encoding="utf-8")
+    assert strict_yaml.load_large(text) == strict_yaml.load(text)
+
+
+@needs_libyaml
+def test_load_large_parses_with_libyaml(monkeypatch):
+    def pure_python(text):
+        raise AssertionError("parsed by the pure-Python loader")
+
+    monkeypatch.setattr(strict_yaml, "load", pure_python)
+    text = "tenants:\n  - {id: contoso, name: Contoso}\nrole_assignments: []\n"
+    assert strict_yaml.load_large(text) == {
+        "tenants": [{"id": "contoso", "name": "Contoso"}],
+        "role_assignments": [],
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tenants: []\nrole_assignments: []\ntenants: []\n",  # a key twice
+        "a:\n  b: 1\n  b: 2\n",  # a key twice, nested
+        "x: {a: 1, a: 2}\n",  # a key twice, flow
+        "tenants: [\n",  # unclosed
+        "a: b: c\n",  # a mapping where none may start
+        "a: x\ty\n",  # a tab libyaml would take
+        "\t- a\n",
+    ],
+)
+def test_load_large_refuses_what_load_refuses_with_its_words(text):
+    with pytest.raises(yaml.YAMLError) as by_load:
+        strict_yaml.load(text)
+    with pytest.raises(yaml.YAMLError) as by_load_large:
+        strict_yaml.load_large(text)
+    assert strict_yaml.describe(by_load_large.value) == strict_yaml.describe(by_load.value)
