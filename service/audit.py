@@ -51,13 +51,22 @@ def record(
 ) -> NewEvent:
     """Append one event. Must run inside a write transaction (models.transaction())."""
     event = build(activity, actor, tenant_id, visible_to, target, details, now, result)
+    record_all([event])
+    return event
+
+
+def record_all(events: list[NewEvent]) -> None:
+    """Append events made by `build`, in order, as `record` appends one (one append for
+    all: a directory import writes an event per tenant it changed). Must run inside a
+    write transaction."""
+    if not events:
+        return
     journal = _read_journal()
     if journal is not None:  # reads decided before this change come before it in the chain
         from service import read_journal
 
         read_journal.import_within(journal)
-    append([event])
-    return event
+    append(events)
 
 
 def _read_journal() -> Path | None:

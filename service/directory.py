@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from models import RoleAssignment, Tenant, transaction
+from models import RoleAssignment, Tenant, database, transaction
 from service import audit, strict_yaml
 from service.errors import BadRequest
 from service.policy import Policy
@@ -221,16 +221,23 @@ def import_directory(
 
     with transaction():
         existing_tenants = {t.id: t.name for t in Tenant.select()}
+        added_tenants = []
         for tenant_id, name in file.tenants.items():
             if tenant_id not in existing_tenants:
-                Tenant.create(id=tenant_id, name=name, created_at=now)
+                added_tenants.append((tenant_id, name, now))
                 note(tenant_id, "tenants_added")
             elif existing_tenants[tenant_id] != name and tenant_id != file.provider_tenant:
                 Tenant.update(name=name).where(Tenant.id == tenant_id).execute()
                 note(tenant_id, "tenants_renamed")
+        _insert_rows(Tenant, ("id", "name", "created_at"), added_tenants)
         existing = {(a.tenant_id, a.principal, a.role): a.id for a in RoleAssignment.select()}
-        for tenant, principal, role in sorted(file.assignments - set(existing)):
-            RoleAssignment.create(tenant_id=tenant, principal=principal, role=role, created_at=now)
+        added = sorted(file.assignments - set(existing))
+        _insert_rows(
+            RoleAssignment,
+            ("tenant_id", "principal", "role", "created_at"),
+            [(tenant, principal, role, now) for tenant, principal, role in added],
+        )
+        for tenant, _, _ in added:
             note(tenant, "assignments_added")
         if prune:
             stale = sorted(set(existing) - file.assignments)
@@ -239,11 +246,28 @@ def import_directory(
                 RoleAssignment.delete().where(RoleAssignment.id.in_(ids[chunk : chunk + 500])).execute()
             for tenant, _, _ in stale:
                 note(tenant, "assignments_removed")
+        events = []
         for tenant, tenant_counts in sorted(per_tenant.items()):
             details = {"change": "directory.imported", "prune": prune, **tenant_counts}
             visible = {tenant, file.provider_tenant}
-            audit.record("directory.changed", actor, tenant, visible, tenant, details, now)
+            events.append(audit.build("directory.changed", actor, tenant, visible, tenant, details, now))
+        audit.record_all(events)
         if prune:
             removed = [principal for tenant, principal, _ in stale if tenant == file.provider_tenant]
             _end_access_of_former_engineers(policy, removed, file.provider_tenant, actor, now)
     return counts
+
+
+def _insert_rows(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """INSERT `rows` (values in `columns` order, converted by the model's fields as a
+    create() converts them) with one statement run for all: a create() per row spent
+    seconds building the same INSERT 10,000 times (a directory of 10,000 tenants)."""
+    if not rows:
+        return
+    db = database.obj
+    fields = [model._meta.fields[name] for name in columns]
+    names = ", ".join(field.column_name.join(db.quote) for field in fields)
+    marks = ", ".join([db.param] * len(fields))
+    sql = f"INSERT INTO {model._meta.table_name.join(db.quote)} ({names}) VALUES ({marks})"
+    values = [tuple(f.db_value(v) for f, v in zip(fields, row, strict=True)) for row in rows]
+    database.cursor().executemany(sql, values)
