@@ -263,7 +263,7 @@ def _init_decision_engine(app: Flask) -> None:
     journal_directory = read_journal_directory(app)
     signal = counter_for(app.config["DATABASE_URL"], journal_directory)
     policy = app.extensions["policy_store"].current
-    index = DecisionIndex(signal, policy.timing.retention)
+    index = DecisionIndex(signal, policy.timing.retention, app.config["CLOCK"])
     index.load(app.config["CLOCK"]())
     if not app.config.get("TESTING"):
         # The index is a few hundred thousand long-lived objects; a full garbage

@@ -95,3 +95,40 @@ def test_a_grant_without_an_expiry_never_allows_and_the_index_still_loads(app, a
         fresh.load(clock())
         answer = decide(policy, fresh, Check(**read_check()), clock(), app.config["PROVIDER_TENANT"])
     assert (answer.allowed, answer.reason) == (False, "no_active_grant")
+
+
+def refuse(name: str):
+    def refused(*args, **kwargs):
+        raise AssertionError(f"{name} was called")
+
+    return refused
+
+
+def test_a_long_backlog_of_changes_is_applied_by_loading_the_whole_index(app, api, monkeypatch):
+    """A worker that finds more new events than the index holds tickets (a bulk setup made
+    through another worker) loads the index again rather than re-read each row one by one;
+    it answers as it would have, and a short backlog is still applied row by row."""
+    from service import decision_index
+
+    index = app.extensions["decision_index"]
+    assert granting_request(api) is None  # synced, with no ticket yet
+    tickets_before = len(index.tickets)
+    monkeypatch.setattr(decision_index, "RELOAD_ALL_AFTER", 0)
+    with monkeypatch.context() as patch:
+        patch.setattr(DecisionIndex, "_reload_ticket", refuse("_reload_ticket"))
+        patch.setattr(DecisionIndex, "_reload_grant", refuse("_reload_grant"))
+        granted = [live_grant(api), live_grant(api)]  # ten events, about two tickets
+        assert granting_request(api) == granted[0]
+    assert len(index.tickets) == tickets_before + 2
+    with monkeypatch.context() as patch:
+        patch.setattr(DecisionIndex, "_load", refuse("_load"))
+        # One event, fewer than the index's tickets: re-read row by row, in force at once.
+        assert api.post(f"/v1/access-requests/{granted[0]}/revoke", "alice").status_code == 200
+        assert granting_request(api) == granted[1]
+    with monkeypatch.context() as patch:
+        patch.setattr(DecisionIndex, "_reload_grant", refuse("_reload_grant"))
+        patch.setattr(DecisionIndex, "_reload_ticket", refuse("_reload_ticket"))
+        for _ in range(3):  # 3 tickets, 15 events: a whole load again
+            live_grant(api)
+        assert api.post(f"/v1/access-requests/{granted[1]}/revoke", "alice").status_code == 200
+        assert granting_request(api) not in (None, *granted)  # the revocations hold, the new grants count
