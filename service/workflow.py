@@ -12,7 +12,7 @@ import json
 import uuid
 from datetime import datetime
 
-from peewee import fn
+from peewee import chunked, fn
 
 from models import AccessRequest, Approval, SupportRequest, database, is_sqlite, transaction
 from service import audit, directory
@@ -640,3 +640,14 @@ def required_approvals(request: AccessRequest) -> list[dict[str, str]]:
 
 def approvals_of(request: AccessRequest) -> list[Approval]:
     return list(request.approvals.order_by(Approval.at, Approval.id))
+
+
+def approvals_by_request(requests: list[AccessRequest]) -> dict[str, list[Approval]]:
+    """`approvals_of` for many requests, a few hundred a query: a list of 20,000 requests
+    spent 12 s on a query each."""
+    found: dict[str, list[Approval]] = {request.id: [] for request in requests}
+    for batch in chunked(list(found), 500):
+        query = Approval.select().where(Approval.access_request.in_(batch))
+        for approval in query.order_by(Approval.at, Approval.id):
+            found[approval.access_request_id].append(approval)
+    return found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from models import AccessRequest
+from models import AccessRequest, Approval
 from service import workflow
 from service.api import json_body, now, optional_body, policy, provider, query_choice, viewer
 from service.clock import isoformat
@@ -14,7 +14,8 @@ bp = Blueprint("access_requests", __name__, url_prefix="/v1/access-requests")
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled", "completed", "revoked")
 
 
-def access_request_json(item: AccessRequest, view: str) -> dict:
+def access_request_json(item: AccessRequest, view: str, approvals: list[Approval] | None = None) -> dict:
+    """`approvals`: the item's, when the caller fetched them already (a list does)."""
     status = workflow.view_status(item, view)
     finished_at = workflow.finished_at_in_view(item, view)
     return {
@@ -28,7 +29,7 @@ def access_request_json(item: AccessRequest, view: str) -> dict:
         "required_approvals": workflow.required_approvals(item),
         "approvals": [
             {"tenant_id": a.tenant_id, "party": a.party, "approver": a.approver, "at": isoformat(a.at)}
-            for a in workflow.approvals_of(item)
+            for a in (workflow.approvals_of(item) if approvals is None else approvals)
         ],
         "created_at": isoformat(item.created_at),
         "expires_at": isoformat(item.expires_at),
@@ -55,7 +56,8 @@ def list_requests():
     current = viewer()
     workflow.sweep(now())
     items = workflow.list_access_requests(current, policy(), tenant_id, status, now())
-    return jsonify({"items": [access_request_json(item, view) for item, view in items]})
+    approvals = workflow.approvals_by_request([item for item, _ in items])
+    return jsonify({"items": [access_request_json(item, view, approvals[item.id]) for item, view in items]})
 
 
 @bp.get("/<request_id>")
