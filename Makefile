@@ -9,7 +9,7 @@ HOST := 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 
-.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-cache bench-lookups
+.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-cache bench-lookups bench-changes
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -88,6 +88,10 @@ bench-cache: $(STAMP)
 # How much of a large-set decision's extra time is the index's dictionary reads (~1 minute).
 bench-lookups: $(STAMP)
 	$(BIN)/python -m bench.lookup_cost
+
+# How long a new grant and a revocation take to be in force, large set, 15 changes (~2 minutes).
+bench-changes: $(STAMP)
+	$(BIN)/python -m bench.change_cost
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
