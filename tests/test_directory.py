@@ -520,3 +520,25 @@ def test_a_large_import_runs_the_same_few_queries_whatever_its_size(runner, api,
     assert events[0]["details"]["assignments_added"] == 1
     ticket = file_ticket(api, "bulk-admin-149", "bulk-149")  # the new admin acts at once
     assert ticket.status_code == 201, ticket.get_json()
+
+
+def test_a_large_import_stays_within_older_sqlites_999_bound_parameters(runner, tmp_path):
+    """SQLite before 3.32 (still the system library of Debian 10, Ubuntu 18.04, RHEL 8)
+    takes at most 999 parameters a statement: 500 rows of 3 or 4 columns were refused."""
+    import sqlite3
+
+    from models import database, is_sqlite
+
+    document = base_document()
+    document["tenants"] += [{"id": f"bulk-{i:03d}", "name": f"Bulk {i}"} for i in range(400)]
+    document["role_assignments"] += [
+        {"tenant": f"bulk-{i:03d}", "principal": f"bulk-admin-{i:03d}", "role": "Global Administrator"}
+        for i in range(400)
+    ]
+    with runner.app.app_context():
+        if not is_sqlite(database.obj):
+            pytest.skip("a limit of SQLite's")
+        database.obj.connection().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        result = run_import(runner, write_directory(tmp_path, document))
+    assert result.exit_code == 0, result.output
+    assert "400 tenants added" in result.output and "400 assignments added" in result.output
