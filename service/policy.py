@@ -21,7 +21,7 @@ from typing import Any
 import casbin
 import jsonschema
 import yaml
-from casbin.effect import get_effector
+from casbin.effect import DENY_OVERRIDE_EFFECT, get_effector
 
 from service import strict_yaml
 from service.errors import PolicyError, PolicyLoadError, PolicyValidationError
@@ -458,6 +458,11 @@ def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casb
     except RuntimeError as exc:  # casbin.Enforcer would raise it bare
         problem = f"Casbin knows no effect {effect.replace('p_eft', 'p.eft')!r}"
         raise PolicyValidationError(name, "[policy_effect]", problem) from exc
+    if effect == DENY_OVERRIDE_EFFECT:
+        # Allows whatever no rule denies: every role would carry every action, every
+        # access kind read every resource. Default deny (SPEC §6) needs an allow to match.
+        problem = "'!some(where (p.eft == deny))' allows what no rule allows: the service denies by default"
+        raise PolicyValidationError(name, "[policy_effect]", problem)
     width = len(model["p"]["p"].tokens)
     enforcer = casbin.Enforcer(model)
     for rule in rules:

@@ -414,6 +414,16 @@ def test_a_casbin_model_casbin_refuses_is_named(tmp_path, old, new, expected):
     assert expected in load_error(directory)
 
 
+@pytest.mark.parametrize("name", ["permissions.conf", "access.conf"])
+def test_an_effect_that_allows_without_a_matching_rule_is_refused(tmp_path, name):
+    """Casbin's deny-override effect allows every request no rule denies: in
+    permissions.conf a Global Reader would manage support access (and be an operator)."""
+    directory = copy_policies(tmp_path)
+    edit(directory, name, "e = some(where (p.eft == allow))", "e = !some(where (p.eft == deny))")
+    expected = f"{name}: [policy_effect]: '!some(where (p.eft == deny))' allows what no rule allows"
+    assert expected in load_error(directory)
+
+
 def test_a_casbin_model_that_is_not_utf8_is_named(tmp_path):
     directory = copy_policies(tmp_path)
     path = directory / "access.conf"
