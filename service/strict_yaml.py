@@ -8,6 +8,7 @@ directory files are all read with this loader.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -52,15 +53,21 @@ def load(text: str) -> Any:
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
 
 
+_LIBYAML_DIFFERS = re.compile(r"[\t\ufeff?]|[|>][-+0-9]*#")
+
+
 def load_large(text: str) -> Any:
     """`load` for a file that may be large (a directory file of 10,000 tenants took ~10 s
     of pure-Python parsing): parsed by libyaml when it is there, into the same values, by
     the same constructor (so a key twice is refused alike). Its errors are `load`'s: a
     document libyaml refuses is parsed again by `load`, for `load`'s message and place.
-    A document holding a tab goes to `load` alone: libyaml takes a tab inside a plain
-    scalar, which the pure-Python scanner refuses (the one difference found comparing the
-    two on every character below U+3000 in keys, plain and quoted scalars)."""
-    if FastUniqueKeyLoader is None or "\t" in text:
+    A document holding what libyaml was found to read differently goes to `load` alone
+    (comparing the two on every character below U+3000, and fuzzing): a tab (libyaml
+    takes one inside a plain scalar), a byte-order mark past the first character
+    (libyaml drops one at the start of a line inside [...] or {...}, so `\ufeffalice`
+    would become `alice`), a `?` (`alice?` inside {...}), and a block scalar's header with
+    a comment right after it (`|#`)."""
+    if FastUniqueKeyLoader is None or _LIBYAML_DIFFERS.search(text.removeprefix("\ufeff")):
         return load(text)
     try:
         return yaml.load(text, Loader=FastUniqueKeyLoader)  # noqa: S506 (a SafeLoader)

@@ -52,3 +52,27 @@ def test_load_large_refuses_what_load_refuses_with_its_words(text):
     with pytest.raises(yaml.YAMLError) as by_load_large:
         strict_yaml.load_large(text)
     assert strict_yaml.describe(by_load_large.value) == strict_yaml.describe(by_load.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "principal: [x,\n\ufeffalice]\n",  # libyaml drops the mark: a different principal
+        "a: 1\n\ufeff",
+        "r: {principal: alice?, role: Global Administrator}\n",
+        "name: |#c\n  x\n",
+        "name: >-#\n  x\n",
+        "\ufeffa: 1\n",  # a mark at the very start is read alike: libyaml may take it
+    ],
+)
+def test_load_large_reads_what_libyaml_reads_otherwise_as_load_does(text):
+    """Texts a fuzzing of both parsers found libyaml to read differently, or to take where
+    the strict loader refuses them: the same value, or the same refusal, as `load`."""
+    try:
+        expected = strict_yaml.load(text)
+    except yaml.YAMLError as refused:
+        with pytest.raises(yaml.YAMLError) as also_refused:
+            strict_yaml.load_large(text)
+        assert strict_yaml.describe(also_refused.value) == strict_yaml.describe(refused)
+    else:
+        assert strict_yaml.load_large(text) == expected
