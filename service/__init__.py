@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import os
@@ -263,13 +262,9 @@ def _init_decision_engine(app: Flask) -> None:
     journal_directory = read_journal_directory(app)
     signal = counter_for(app.config["DATABASE_URL"], journal_directory)
     policy = app.extensions["policy_store"].current
-    index = DecisionIndex(signal, policy.timing.retention, app.config["CLOCK"])
+    serving = not app.config.get("TESTING")
+    index = DecisionIndex(signal, policy.timing.retention, app.config["CLOCK"], freeze_after_load=serving)
     index.load(app.config["CLOCK"]())
-    if not app.config.get("TESTING"):
-        # The index is a few hundred thousand long-lived objects; a full garbage
-        # collection walking them all takes ~50 ms and lands on some request. Freezing
-        # keeps them out of the collector's scans (reference counting still frees them).
-        gc.freeze()
     app.extensions["decision_index"] = index
     app.extensions["read_journal"] = read_journal.ReadJournal(journal_directory)
     if not is_sqlite(database.obj) and not app.config.get("TESTING"):
