@@ -165,7 +165,9 @@ def _links(
     for ticket_id in index.advanced.get(principal, EMPTY).get(check.tenant_id, ()):
         if wanted is not None and ticket_id != wanted:
             continue
-        ticket = index.tickets[ticket_id]
+        ticket = index.tickets.get(ticket_id)
+        if ticket is None:  # a thread mid-swap of a whole reload: old links, new tickets
+            continue
         if ticket.status == "open":
             links.append(Link(ADVANCED, None, ticket_id))
         else:
