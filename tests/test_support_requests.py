@@ -242,6 +242,7 @@ def test_list_shows_the_resource_tenant_the_tickets_it_may_read(api):
     """A tenant admin's list is what it may GET: the tickets filed by its tenants, and
     those about its tenants once an access request concerns them (API.md)."""
     about_contoso = new_ticket(api, who="bob", resource_tenant_id="contoso", title="contoso's sign-ins")
+    not_requested = new_ticket(api, who="bob", resource_tenant_id="contoso", title="no request yet")
 
     def ids(who, query=""):
         answer = api.get(f"{TICKETS}{query}", who)
@@ -257,6 +258,8 @@ def test_list_shows_the_resource_tenant_the_tickets_it_may_read(api):
     assert about_contoso["id"] in ids("alice")
     assert about_contoso["id"] in ids("alice", "?tenant_id=contoso&status=open")
     assert ids("alice", "?tenant_id=fabrikam") == {about_contoso["id"]}
+    assert not_requested["id"] not in ids("alice")  # each ticket's own access requests count
+    assert api.get(f"{TICKETS}/{not_requested['id']}", "alice").status_code == 404
     assert about_contoso["id"] not in ids("alice", "?status=closed")
     assert about_contoso["id"] not in ids("nina")
 
