@@ -325,7 +325,7 @@ class DecisionIndex:
         else:
             for principal in principals:
                 self._reload_principal(principal)
-            if tenants:  # a copy of 10,000 tenants is not free: only when one was added
+            if tenants:  # a copy of 10,000 tenants is not free: only when one was added or renamed
                 self.tenants = self.tenants | {_intern(t) for t in tenants}
         # Only now: had a reload failed (the database went away), the next sync must read
         # these events again, or the change they name would never reach this worker.
