@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
+import peewee
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.policy import REPO_POLICY_DIR
@@ -83,3 +85,18 @@ def write_jwks(path: Path, keys: list[tuple[str, object, str]]) -> Path:
         entries.append(jwk)
     path.write_text(json.dumps({"keys": entries}), encoding="utf-8")
     return path
+
+
+@contextmanager
+def counting_queries(monkeypatch) -> Iterator[list]:
+    """The queries peewee runs inside the block, in a list filled as they run."""
+    queries: list = []
+    execute = peewee.Database.execute
+
+    def counting(self, query, *args, **kwargs):
+        queries.append(query)
+        return execute(self, query, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(peewee.Database, "execute", counting)
+        yield queries

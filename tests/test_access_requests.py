@@ -16,7 +16,7 @@ import pytest
 
 from models import AccessRequest, database
 from tests.conftest import Api, read_check
-from tests.helpers import error_of, parse_time
+from tests.helpers import counting_queries, error_of, parse_time
 
 REQUESTS = "/v1/access-requests"
 TICKETS = "/v1/support-requests"
@@ -987,19 +987,10 @@ def test_a_list_shows_each_requests_own_approvals_in_a_few_queries(api, monkeypa
     """The list answers each request as GET by id does, approvals included, and the
     number of queries does not grow with the number of requests (it ran one per request:
     12 s for 20,000)."""
-    import peewee
 
     def listed_with_queries(count: int) -> tuple[list[dict], int]:
-        queries = []
-        execute = peewee.Database.execute
-
-        def counting(self, query, *args, **kwargs):
-            queries.append(query)
-            return execute(self, query, *args, **kwargs)
-
-        monkeypatch.setattr(peewee.Database, "execute", counting)
-        answer = api.get(REQUESTS, "ops")
-        monkeypatch.undo()
+        with counting_queries(monkeypatch) as queries:
+            answer = api.get(REQUESTS, "ops")
         assert answer.status_code == 200, answer.get_json()
         items = answer.get_json()["items"]
         assert len(items) == count
