@@ -27,7 +27,7 @@ from service.auth import Caller, caller_from_header
 from service.errors import ApiError, Forbidden
 from service.errors_http import challenge_headers, error_for
 from service.policy import Policy
-from service.validation import json_object, read_body, validate
+from service.validation import json_object, prepare, read_body, validate
 
 # JSON writes U+0000 only as this escape; `validate` refuses it (service/validation.py),
 # and the fast decoder does not check for it.
@@ -155,6 +155,12 @@ def _check(item) -> decisions.Check:
 
 
 def init_app(app: Flask) -> None:
+    # Built now, not by a worker's first decision: that one took ~265 ms on a slow host
+    # (the OpenAPI document parsed, the body types and validators built), which showed as
+    # a 1-connection p99 of 168 ms in `make bench` when wrk's connection met a cold worker.
+    for schema, _ in ROUTES.values():
+        fast_bodies.decoder(schema)
+        prepare(schema)
     service = DecisionService(app)
     app.extensions["decision_service"] = service
     app.extensions.setdefault("before_every_request", [])

@@ -3,14 +3,19 @@ reference path (orjson + the OpenAPI schema) refuses, and read what they accept 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service import fast_bodies
+from service.decision_endpoint import ROUTES
 from service.errors import BadRequest
 from service.validation import validate, without_nulls
+from tests.served import ROOT
 
 # Values near every bound and pattern of the DecisionRequest schema, and of other types.
 texts = st.one_of(
@@ -142,3 +147,27 @@ def test_patterns_are_checked_past_the_cache_of_matched_values(monkeypatch):
     finally:
         fast_bodies._struct.cache_clear()
         fast_bodies.decoder.cache_clear()
+
+
+def test_the_decision_bodies_are_ready_before_the_first_request(tmp_path):
+    """A worker's first decision used to build the body types and validators from the
+    OpenAPI document (~265 ms on a slow host, a stall each worker's first caller met).
+    create_app builds them; a fresh interpreter, as a worker is, shows it."""
+    script = """
+import sys
+from service import create_app, fast_bodies, validation
+create_app({"TESTING": True, "DATABASE_URL": sys.argv[1], "JWT_SECRET": "s" * 32,
+            "DECISION_LOG": sys.argv[2]})
+print(fast_bodies.decoder.cache_info().currsize, validation._validator.cache_info().currsize)
+"""
+    database = f"sqlite:///{tmp_path / 'fresh.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", script, database, str(tmp_path / "decisions.log")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    decoders, validators = map(int, done.stdout.split())
+    assert (decoders, validators) == (len(ROUTES), len(ROUTES))

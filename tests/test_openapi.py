@@ -17,7 +17,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from service.validation import openapi_document
+from service.validation import OPENAPI_PATH, openapi_document
 from tests.conftest import auth, read_check
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -203,6 +203,15 @@ def app_routes(app) -> set[tuple[str, str]]:
 
 def test_served_document_is_the_one_requests_are_validated_against(document):
     assert document == openapi_document()
+
+
+def test_libyaml_reads_the_document_as_the_pure_python_parser_does():
+    """The service parses its document with libyaml (seven times faster, at each worker's
+    start); an edit that libyaml would read differently fails here."""
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML was built without libyaml")
+    text = OPENAPI_PATH.read_text(encoding="utf-8")
+    assert yaml.load(text, Loader=yaml.CSafeLoader) == yaml.safe_load(text)  # noqa: S506 (safe)
 
 
 @pytest.mark.parametrize("url", DOCUMENT_URLS)
