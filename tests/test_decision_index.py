@@ -5,10 +5,16 @@ the order they were granted, after any of them is revoked."""
 
 from __future__ import annotations
 
+import gc
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from peewee import OperationalError
 
 from models import AccessRequest
-from service.decision_index import DecisionIndex, Grant, chain, chained
+from service.decision_index import DecisionIndex, Grant, chain, chained, seconds
 from service.decisions import Check, decide
 from service.state_signal import ProcessCounter
 from tests.conftest import read_check
@@ -153,8 +159,6 @@ def test_a_loaded_index_is_frozen_out_of_the_garbage_collectors_scans_when_servi
     """Under `make serve` each load, the whole reload after a long backlog too, freezes
     what it built (gc.freeze): a full collection walking 100,000 grants would land ~50 ms
     on some request."""
-    import gc
-
     live_grant(api)
     with app.app_context():
         policy = app.extensions["policy_store"].current
@@ -164,3 +168,59 @@ def test_a_loaded_index_is_frozen_out_of_the_garbage_collectors_scans_when_servi
             index.load(clock())
             assert (gc.get_freeze_count() > 0) is serving
     gc.unfreeze()
+
+
+def test_a_load_pauses_the_garbage_collector_and_always_turns_it_back_on(app, api, clock, monkeypatch):
+    """A load builds a few hundred thousand objects with the cyclic collector off (its
+    scans were an eighth of start-up). It must come back on after every load, a failed one
+    too, or a worker would leak every reference cycle from then on; and a load must not
+    turn on a collector that someone else turned off."""
+    live_grant(api)
+    seen_during_load = []
+    build_directory = DecisionIndex._load_directory
+
+    def recording(index):
+        seen_during_load.append(gc.isenabled())
+        build_directory(index)
+
+    def failing(index):
+        raise OperationalError("database is locked")
+
+    with app.app_context():
+        policy = app.extensions["policy_store"].current
+        index = DecisionIndex(ProcessCounter(), policy.timing.retention)
+        assert gc.isenabled()
+        monkeypatch.setattr(DecisionIndex, "_load_directory", recording)
+        index.load(clock())
+        assert seen_during_load == [False] and gc.isenabled()
+        assert len(index.tickets) == 1
+        monkeypatch.setattr(DecisionIndex, "_load_directory", failing)
+        with pytest.raises(OperationalError):
+            index.load(clock())
+        assert gc.isenabled()
+        assert len(index.tickets) == 1  # the index it had is kept
+        monkeypatch.setattr(DecisionIndex, "_load_directory", build_directory)
+        gc.disable()
+        try:
+            index.load(clock())
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+
+
+@given(
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_a_stored_time_reads_as_the_same_posix_seconds_as_python_gives_it(moment, offset_minutes):
+    """Expiries and closes are compared with the clock to the microsecond: the index's
+    own arithmetic must give exactly the float datetime.timestamp() gives, for naive
+    times (UTC, as both databases store them), as text or datetime, and for aware ones."""
+    expected = moment.replace(tzinfo=UTC).timestamp()
+    assert seconds(moment) == expected
+    assert seconds(moment.isoformat(" ")) == expected
+    assert seconds(str(moment)) == expected
+    aware = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    assert seconds(aware) == aware.timestamp()
+    assert seconds(aware.isoformat(" ")) == aware.timestamp()
+    assert seconds(None) is None
