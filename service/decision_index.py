@@ -217,8 +217,8 @@ def seconds(value) -> float | None:
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         # The same float as value.replace(tzinfo=UTC).timestamp(), which computes this
-        # very difference, in a fifth of the time: it is three of each grant's and
-        # ticket's times at start-up.
+        # very difference, in a fifth of the time. A load converts three times per
+        # grant (its expiry and end, its ticket's close).
         return (value - _NAIVE_EPOCH).total_seconds()
     return value.timestamp()
 
