@@ -481,8 +481,7 @@ class DecisionIndex:
         by_tenant = self.grants.get(engineer)
         if by_tenant is None:
             by_tenant = self.grants[engineer] = {}
-        first = by_tenant.get(tenant_id)
-        by_tenant[tenant_id] = grant if first is None else chain([*chained(first), grant])
+        by_tenant[tenant_id] = chain([*chained(by_tenant.get(tenant_id)), grant])
 
     def _drop_grant(self, engineer: str, tenant_id: str, request_id: str) -> None:
         by_tenant = self.grants.get(engineer, {})
