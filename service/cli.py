@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -290,7 +291,11 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int)
     # already (service imports this module), and runpy warns about that.
     from service import serve as serving
 
-    serving.serve(host, port, workers, threads)
+    # Handed over to `python -m service.serve`, as `make serve` runs it: the workers are
+    # forked from the server process and inherit its modules, and this one has imported
+    # prometheus_client before the server's metrics directory was set.
+    argv = serving.serve_command(host, port, workers, threads)
+    os.execv(argv[0], argv)
 
 
 def init_app(app: Flask) -> None:

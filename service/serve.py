@@ -3,8 +3,9 @@
 The server is granian (WSGI interface, one process per core), chosen by measurement on
 our 2-core machine: with the same app and load it answered about twice the decision
 requests per second of gunicorn's sync workers (README "Performance"). Each worker
-process builds its own app with `service:create_app`; the decision index and the policy
-live per worker and are kept exact by the shared change signal (service/state_signal.py).
+process is forked from the server's and builds its own app with `service:create_app`
+(the server has imported the app's modules, so the workers need not); the decision index
+and the policy live per worker and are kept exact by the shared change signal (service/state_signal.py).
 SIGHUP to the server respawns its workers, which load the policy files afresh (or, if
 they are broken, the last good snapshot). Beside the workers runs the read journal's
 importer (service/read_importer.py), which moves allowed reads into the audit log.
@@ -13,6 +14,7 @@ importer (service/read_importer.py), which moves allowed reads into the audit lo
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import subprocess
@@ -27,33 +29,57 @@ IMPORTER_LATE_START = (
 )
 
 
-def command(host: str, port: int, workers: int, threads: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "wsgi",
-        "--factory",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--blocking-threads",
-        str(threads),
-        "--respawn-failed-workers",
+def granian_server(host: str, port: int, workers: int, threads: int):
+    """The granian server `serve` runs in this process. It forks its workers from here,
+    so each starts with what this process has imported (WORKER_MODULES)."""
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+
+    return Granian(
+        "service:create_app",
+        factory=True,
+        interface=Interfaces.WSGI,
+        address=host,
+        port=port,
+        workers=workers,
+        blocking_threads=threads,
+        respawn_failed_workers=True,
         # A worker that has not stopped this long after SIGTERM is killed: without it the
         # server waits for it for ever (granian seldom misses a worker's signal, but it
         # happens). Killing one loses nothing: an answer leaves only after its read is
         # journalled, and a transaction cut short is rolled back.
-        "--workers-kill-timeout",
-        str(WORKERS_KILL_TIMEOUT),
-        "--log-level",
-        "warning",
-        "service:create_app",
-    ]
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+        log_level=LogLevels.warning,
+    )
+
+
+# What building a worker's app imports (service.build_app imports some of these only as
+# it runs). Imported once, here, before granian forks the workers: on a slow host each
+# worker spent ~0.7 s importing the app on the way to ready, after this process had
+# imported most of it for the settings check. tests/test_serving.py checks the list.
+WORKER_MODULES = (
+    "service.admin",
+    "service.api.access_requests",
+    "service.api.audit",
+    "service.api.decisions",
+    "service.api.health",
+    "service.api.policy_admin",
+    "service.api.support_requests",
+    "service.api.tenants",
+    "service.decision_endpoint",
+    "service.decision_index",
+    "service.decision_log",
+    "service.policy_reload",
+    "service.read_journal",
+    "service.starting",
+    "service.state_signal",
+)
+
+
+def import_worker_modules() -> None:
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
 
 
 # Loopback unless asked: not the environment's HOST, which some shells set to the machine's name.
@@ -90,25 +116,41 @@ def _running(pid: int) -> bool:
 
 
 def serve(host: str | None, port: int | None, workers: int | None, threads: int = 1) -> NoReturn:
-    """Become the server (this process turns into granian); shared by `make serve` and
-    `flask --app service serve`. None: the default."""
+    """Run the server in this process: granian, with workers forked from it, and the
+    read journal's importer beside them. None: the default."""
+    # Each worker counts its metrics into files here, and /metrics sums them: a scrape
+    # shows the server's counts whichever worker answers it (prometheus_client's
+    # multiprocess mode: set before this process, whose modules the workers inherit,
+    # imports it).
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory()
     _refuse_settings_it_cannot_start_with()
     host = host or DEFAULT_HOST
     port = port or default_port()
     workers = workers or DEFAULT_WORKERS
-    argv = command(host, port, workers, threads)
-    # Each worker counts its metrics into files here, and /metrics sums them: a scrape
-    # shows the server's counts whichever worker answers it (prometheus_client's
-    # multiprocess mode; set before any worker imports it).
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory()
     # The read journal's importer, beside the workers; it ends when the server (this
-    # process, once it has become granian) does. It starts a little later, so that it
-    # does not slow the workers' start; the reads wait in the journal meanwhile.
-    env = {**os.environ, "SUPPORT_ACCESS_SERVER_PID": str(os.getpid())}  # our pid stays granian's
+    # process) does. It starts a little later, so that it does not slow the workers'
+    # start; the reads wait in the journal meanwhile.
+    env = {**os.environ, "SUPPORT_ACCESS_SERVER_PID": str(os.getpid())}
     subprocess.Popen([sys.executable, "-c", IMPORTER_LATE_START], env=env)
     print(f"serving on http://{host}:{port} with {workers} granian workers", flush=True)
-    os.execv(argv[0], argv)
+    import_worker_modules()
+    from granian.errors import FatalError
+
+    try:
+        granian_server(host, port, workers, threads).serve()
+    except FatalError:  # granian has said why (a port in use, say)
+        sys.exit(1)
+    sys.exit(0)
+
+
+def serve_command(host: str | None, port: int | None, workers: int | None, threads: int) -> list[str]:
+    """`python -m service.serve` with these options (None: the default)."""
+    argv = [sys.executable, "-m", "service.serve", "--threads", str(threads)]
+    for option, value in (("--host", host), ("--port", port), ("--workers", workers)):
+        if value is not None:
+            argv += [option, str(value)]
+    return argv
 
 
 def _refuse_settings_it_cannot_start_with() -> None:

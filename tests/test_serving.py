@@ -158,8 +158,8 @@ def test_metrics_count_for_the_whole_server_whichever_worker_answers(tmp_path, d
 
 
 def test_metrics_directories_of_servers_no_longer_running_are_removed(tmp_path, monkeypatch):
-    """Each start makes one (the server ends as granian, so it cannot remove its own); the
-    next start removes those whose server is gone, and keeps a running one's."""
+    """Each start makes one (the server cannot remove its own: it ends by a signal, or
+    killed); the next start removes those whose server is gone, and keeps a running one's."""
     from service import serve
 
     monkeypatch.setattr(serve.tempfile, "tempdir", str(tmp_path))
@@ -285,6 +285,18 @@ def _is_running(pid: int, program: bytes) -> bool:
         return False
 
 
+def _runs_granian(pid: int) -> bool:
+    """Is `pid` a live process of granian's (its server or a worker), not a zombie?"""
+    try:
+        return b"/granian/_granian" in Path(f"/proc/{pid}/maps").read_bytes()  # empty once a zombie
+    except OSError:
+        return False
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def test_the_importer_ends_with_the_server_even_when_it_stops_at_once(tmp_path, database_url):
     """The importer starts 2 s after the workers, and ends with the server even when the
     server stops as soon as it is ready (most often before those 2 s are up)."""
@@ -310,7 +322,7 @@ def test_the_server_stops_even_when_a_worker_does_not(tmp_path, database_url):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(stuck, signal.SIGCONT)
     deadline = time.monotonic() + 10
-    while _is_running(stuck, b"granian"):
+    while _runs_granian(stuck):
         assert time.monotonic() < deadline, "the stuck worker outlived its server"
         time.sleep(0.1)
 
@@ -427,7 +439,8 @@ def test_the_flask_cli_serves_as_make_serve_does(tmp_path, database_url):
             wait_until_ready(port, server, log_path)
             status, health = call(port, "GET", "/healthz")
             assert status == 200
-            assert _is_running(health["pid"], b"granian")  # the production server, not Flask's
+            # The production server, not Flask's: a granian worker under the server process.
+            assert _runs_granian(health["pid"]) and _parent_of(health["pid"]) == server.pid
             importers = _importers_of(server.pid)
         finally:
             server.terminate()
@@ -470,3 +483,24 @@ def test_the_serving_module_starts_without_a_warning():
     )
     assert answer.returncode == 0, answer.stderr
     assert "Warning" not in answer.stderr, answer.stderr
+
+
+def test_workers_are_forked_with_every_module_their_app_imports(tmp_path):
+    """The server imports the app's modules before granian forks its workers
+    (service/serve.py, WORKER_MODULES), so that a worker starts without importing them:
+    building the app after that imports no module of ours."""
+    program = """
+import sys
+from service import serve
+serve.import_worker_modules()
+before = set(sys.modules)
+from service import create_app
+create_app()
+print(sorted(m for m in set(sys.modules) - before if m.split(".")[0] in ("service", "models")))
+"""
+    env = production_environment(tmp_path, JWT_SECRET="s" * 32)
+    answer = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() == "[]"
