@@ -4,8 +4,9 @@ The server is granian (WSGI interface, one process per core), chosen by measurem
 our 2-core machine: with the same app and load it answered about twice the decision
 requests per second of gunicorn's sync workers (README "Performance"). Each worker
 process is forked from the server's and builds its own app with `service:create_app`
-(the server has imported the app's modules, so the workers need not); the decision index
-and the policy live per worker and are kept exact by the shared change signal (service/state_signal.py).
+(the server has imported the app's modules, so the workers need not); the decision
+index and the policy live per worker and are kept exact by the shared change signal
+(service/state_signal.py).
 SIGHUP to the server respawns its workers, which load the policy files afresh (or, if
 they are broken, the last good snapshot). Beside the workers runs the read journal's
 importer (service/read_importer.py), which moves allowed reads into the audit log.
@@ -96,8 +97,8 @@ METRICS_PREFIX = "support-access-metrics-"
 
 def metrics_directory() -> str:
     """A new directory for this server's metrics files (prometheus_client's multiprocess
-    mode), named after its pid, which granian keeps. Those of servers no longer running
-    are removed first: the server cannot remove its own, as it ends as granian."""
+    mode), named after its pid. Those of servers no longer running are removed first: a
+    server removes its own when it stops, but not when it is killed."""
     for old in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
         pid = old.name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
         if pid.isdigit() and not _running(int(pid)):
@@ -122,8 +123,9 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     # shows the server's counts whichever worker answers it (prometheus_client's
     # multiprocess mode: set before this process, whose modules the workers inherit,
     # imports it).
+    own_metrics = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory()
+        own_metrics = os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory()
     _refuse_settings_it_cannot_start_with()
     host = host or DEFAULT_HOST
     port = port or default_port()
@@ -141,6 +143,9 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
         granian_server(host, port, workers, threads).serve()
     except FatalError:  # granian has said why (a port in use, say)
         sys.exit(1)
+    finally:  # the workers have stopped; a server killed leaves it to the next start
+        if own_metrics:
+            shutil.rmtree(own_metrics, ignore_errors=True)
     sys.exit(0)
 
 

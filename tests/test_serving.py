@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -158,8 +159,8 @@ def test_metrics_count_for_the_whole_server_whichever_worker_answers(tmp_path, d
 
 
 def test_metrics_directories_of_servers_no_longer_running_are_removed(tmp_path, monkeypatch):
-    """Each start makes one (the server cannot remove its own: it ends by a signal, or
-    killed); the next start removes those whose server is gone, and keeps a running one's."""
+    """Each start makes one; the next start removes those whose server is gone (killed,
+    so it could not remove its own), and keeps a running one's."""
     from service import serve
 
     monkeypatch.setattr(serve.tempfile, "tempdir", str(tmp_path))
@@ -176,6 +177,16 @@ def test_metrics_directories_of_servers_no_longer_running_are_removed(tmp_path, 
 
     assert not gone.exists() and running.exists()
     assert made.parent == tmp_path and made.name.startswith(f"{serve.METRICS_PREFIX}{os.getpid()}-")
+
+
+def test_a_stopped_server_removes_its_metrics_directory(tmp_path, database_url):
+    from service.serve import METRICS_PREFIX
+
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=1) as (_, server):
+        pattern = f"{METRICS_PREFIX}{server.pid}-*"
+        assert list(Path(tempfile.gettempdir()).glob(pattern))
+    assert server.returncode == 0
+    assert not list(Path(tempfile.gettempdir()).glob(pattern))
 
 
 def _policy_seen_by(client: Client) -> dict:
