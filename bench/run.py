@@ -300,9 +300,11 @@ def run_flatness(
         for _ in range(FLAT_PAIRS):
             pair = [measure(engines[n].check, checks[n], cfg.inprocess_seconds) for n in (small, large)]
             pairs.append((pair[0].p50_us, pair[1].p50_us))
-            mismatches = pair[0].mismatches + pair[1].mismatches
-            if mismatches:
-                results.note(f"decision time flat (alternating passes): {mismatches} answers ≠ expected")
+            for size, p in zip((small, large), pair, strict=True):
+                if p.mismatches:  # counted in the set's correctness row, with its other passes
+                    key, label = f"check.inproc.{size}", f"in-process, {size}: answers ≠ expected"
+                    total = (results.get(key, "ours") or 0) + p.mismatches
+                    results.set(key, label, "checks", "", "ours", total)
     finally:
         for size in reversed(list(engines)):  # app contexts are a stack: the last one first
             engines[size].close()
