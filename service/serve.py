@@ -126,6 +126,15 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     own_metrics = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         own_metrics = os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory()
+    try:
+        _run_granian(host, port, workers, threads)
+    finally:  # stopped, refused or failed; a server killed leaves it to the next start
+        if own_metrics:
+            shutil.rmtree(own_metrics, ignore_errors=True)
+    sys.exit(0)
+
+
+def _run_granian(host: str | None, port: int | None, workers: int | None, threads: int) -> None:
     _refuse_settings_it_cannot_start_with()
     host = host or DEFAULT_HOST
     port = port or default_port()
@@ -143,10 +152,6 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
         granian_server(host, port, workers, threads).serve()
     except FatalError:  # granian has said why (a port in use, say)
         sys.exit(1)
-    finally:  # the workers have stopped; a server killed leaves it to the next start
-        if own_metrics:
-            shutil.rmtree(own_metrics, ignore_errors=True)
-    sys.exit(0)
 
 
 def serve_command(host: str | None, port: int | None, workers: int | None, threads: int) -> list[str]:

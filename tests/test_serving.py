@@ -254,11 +254,14 @@ def test_the_background_importer_moves_reads_into_the_audit_log(tmp_path, databa
     ],
 )
 def test_make_serve_refuses_settings_it_cannot_start_with_in_one_line(tmp_path, variables, named):
-    """Said once, before any worker starts, and not as a traceback from each worker."""
+    """Said once, before any worker starts, and not as a traceback from each worker; and
+    the metrics directory made for the server is removed."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     started = subprocess.run(
         [sys.executable, "-m", "service.serve", "--host", "127.0.0.1", "--port", "1"],
         cwd=ROOT,
-        env=production_environment(tmp_path, **variables),
+        env={**production_environment(tmp_path, **variables), "TMPDIR": str(temporary)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -267,6 +270,7 @@ def test_make_serve_refuses_settings_it_cannot_start_with_in_one_line(tmp_path, 
     assert "Traceback" not in started.stderr and "serving on" not in started.stdout
     [line] = [line for line in started.stderr.splitlines() if line.startswith("cannot start: ")]
     assert named in line
+    assert not list(temporary.iterdir())
 
 
 def test_a_killed_server_loses_no_answered_read(tmp_path, database_url):
