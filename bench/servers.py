@@ -38,6 +38,23 @@ def wait_http_ok(url: str, proc: subprocess.Popen, timeout: float) -> float | No
     return None
 
 
+def wait_index_whole(metrics_url: str, proc: subprocess.Popen, workers: int, timeout: float) -> bool:
+    """Wait until /metrics counts `workers` workers whose decision index is whole (they
+    answer before it is, from the directory and what each decision needs; since 2026-11-30).
+    Each request may start a worker's whole load."""
+    done = f"support_access_decision_index_whole {float(workers)}"
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(metrics_url, timeout=2) as response:
+                if done in response.read().decode().splitlines():
+                    return True
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.02)
+    return False
+
+
 SERVE_MODULE = REPO / "service" / "serve.py"
 
 

@@ -264,7 +264,12 @@ def _init_decision_engine(app: Flask) -> None:
     policy = app.extensions["policy_store"].current
     serving = not app.config.get("TESTING")
     index = DecisionIndex(signal, policy.timing.retention, app.config["CLOCK"], freeze_after_load=serving)
-    index.load(app.config["CLOCK"]())
+    if app.config.get("DECISION_INDEX_WARM_START", serving):
+        # Ready once the directory is loaded; the rest per engineer until it is whole.
+        index.start(app.config["CLOCK"]())
+        _before_every_request(app, index.finish_warming_in_background)
+    else:
+        index.load(app.config["CLOCK"]())
     app.extensions["decision_index"] = index
     app.extensions["read_journal"] = read_journal.ReadJournal(journal_directory)
     if not is_sqlite(database.obj) and not app.config.get("TESTING"):

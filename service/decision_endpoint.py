@@ -63,6 +63,7 @@ class DecisionService:
 
     def answer(self, policy: Policy, caller: Caller, checks: list[decisions.Check], many: bool) -> Any:
         at = self.app.config["CLOCK"]()
+        self.index.warm_for(checks)  # at start-up only: what these checks need of the index
         answers = [
             (check, decisions.decide(policy, self.index, check, at, self.provider)) for check in checks
         ]

@@ -65,7 +65,8 @@ class Link:
 
 
 def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, provider: str) -> Decision:
-    """Decide one check from the policy and the in-memory index (no database access)."""
+    """Decide one check from the policy and the in-memory index (no database access; while
+    the index warms at start-up, its caller has loaded what `check` needs: warm_for)."""
     decision = Decision(False, "", policy.version)
     trail = decision.trail = [] if check.explain else None
 

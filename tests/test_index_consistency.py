@@ -23,6 +23,8 @@ ENGINEERS = ["eve", "frank"]
 TENANTS = ["contoso", "fabrikam"]
 STEPS = ["ticket", "assign", "assign", "request", "request", "approve", "approve", "approve"]
 STEPS += ["revoke", "close", "advanced", "time", "role"]
+# More grants, and more of them ended (closed, expired, revoked) before the index starts.
+GRANTING_STEPS = STEPS + ["assign", "request", "request"] + ["approve"] * 8 + ["time", "close"]
 # (filing admin, ticket tenant, resource tenant) and (approver, tenant) from tests/directory.yaml
 FILERS = [("bob", "fabrikam", "contoso"), ("alice", "contoso", None), ("dana", "contoso", "fabrikam")]
 APPROVERS = [("alice", "contoso"), ("alice2", "contoso"), ("bob", "fabrikam"), ("dana", "fabrikam")]
@@ -46,8 +48,10 @@ def answers_of_both(app, clock, checks: list[Check]) -> list[tuple[Check, tuple,
         return answers
 
 
-def take_step(api, clock, rng: random.Random, tickets: list[str], requests: list[str]) -> str:
-    step = rng.choice(STEPS)
+def take_step(
+    api, clock, rng: random.Random, tickets: list[str], requests: list[str], choices: list[str] = STEPS
+) -> str:
+    step = rng.choice(choices)
     if step == "ticket":
         admin, tenant, resource = rng.choice(FILERS)
         body = {"tenant_id": tenant, "title": "t", "allow_advanced_diagnostics": rng.random() < 0.3}
@@ -104,6 +108,53 @@ def test_a_running_index_answers_as_a_fresh_one(app, api, clock, seed):
         ]
         for check, running, fresh in answers_of_both(api.client.application, clock, checks):
             assert running == fresh, (steps, check, running, fresh)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_warming_index_answers_as_a_fresh_one(app, api, clock, seed):
+    """A worker's index while it warms (service/decision_index.py, `start`): loaded
+    engineer by engineer as decisions ask, in random order, while changes go on; the whole
+    index is read at one step and put in place at a later one."""
+    rng = random.Random(seed)
+    policy = app.extensions["policy_store"].current
+    provider = app.config["PROVIDER_TENANT"]
+    start_at = rng.randrange(30)
+    read_at = rng.randrange(start_at, 50)
+    put_at = rng.randrange(read_at, 50)
+    tickets: list[str] = []
+    requests: list[str] = []
+    steps: list[str] = []
+    for step in range(40):
+        steps.append(take_step(api, clock, rng, tickets, requests, GRANTING_STEPS))
+        if step < start_at:
+            continue
+        checks = [
+            Check(engineer, tenant, "read", "diagnostics/signInLogs", ticket)
+            for engineer in ENGINEERS
+            for tenant in TENANTS
+            for ticket in [None, *tickets[-3:]]
+        ]
+        asked = rng.sample(checks, rng.randint(1, len(checks)))
+        with app.app_context():
+            if step == start_at:
+                signal = app.extensions["decision_index"].signal  # to hear of the changes
+                warming = DecisionIndex(signal, policy.timing.retention, clock)
+                warming.start(clock())
+            if step == read_at:
+                whole = warming._built(clock())
+            if step == put_at:
+                warming._put_in_place(whole)
+            warming.sync()
+            warming.warm_for(asked)
+            fresh = DecisionIndex(ProcessCounter(), policy.timing.retention)
+            fresh.load(clock())
+            for check in asked:
+                by_warming = decide(policy, warming, check, clock(), provider)
+                by_fresh = decide(policy, fresh, check, clock(), provider)
+                answer = (by_warming.allowed, by_warming.reason)
+                expected = (by_fresh.allowed, by_fresh.reason)
+                assert answer == expected, (steps, start_at, read_at, put_at, check, answer, expected)
+    assert warming.warming == (put_at >= 40)
 
 
 def test_a_change_whose_reload_failed_is_read_again(app, api, approved_request, monkeypatch):

@@ -158,6 +158,32 @@ def test_metrics_count_for_the_whole_server_whichever_worker_answers(tmp_path, d
             assert line in text.splitlines(), (pid, text)
 
 
+def test_every_worker_asked_loads_its_whole_decision_index_and_metrics_show_it(tmp_path, database_url):
+    """A worker answers before its whole decision index is loaded (service/decision_index.py,
+    `start`); once asked, it loads it in a thread, and /metrics counts the workers done."""
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, _):
+        ticket_id, _ = served_grant(port)
+        clients = _clients_on_two_workers(port)
+        whole = ""
+        deadline = time.monotonic() + 30
+        while whole != "support_access_decision_index_whole 2.0" and time.monotonic() < deadline:
+            assert all(
+                client.decide(read_check(support_request_id=ticket_id))["allowed"] for client in clients
+            )
+            clients[0].connection.request("GET", "/metrics")
+            text = clients[0].connection.getresponse().read().decode()
+            whole = next(
+                (
+                    line
+                    for line in text.splitlines()
+                    if line.startswith("support_access_decision_index_whole ")
+                ),
+                "",
+            )
+            time.sleep(0.05)
+        assert whole == "support_access_decision_index_whole 2.0"
+
+
 def test_metrics_directories_of_servers_no_longer_running_are_removed(tmp_path, monkeypatch):
     """Each start makes one; the next start removes those whose server is gone (killed,
     so it could not remove its own), and keeps a running one's."""
