@@ -30,6 +30,9 @@ class OursEngine:
                 "DATABASE_URL": f"sqlite:///{db_path}",
                 "JWT_SECRET": secret,
                 "DECISION_LOG": str(scratch / "decisions-inprocess.log"),
+                # The whole index loaded before the first check, as before 8a8c429 (a
+                # served worker loads it after it is ready; this measures the loaded engine).
+                "DECISION_INDEX_WARM_START": False,
             }
         )
         self._ctx = self.app.app_context()
