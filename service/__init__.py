@@ -263,7 +263,7 @@ def _init_decision_engine(app: Flask) -> None:
     signal = counter_for(app.config["DATABASE_URL"], journal_directory)
     policy = app.extensions["policy_store"].current
     serving = not app.config.get("TESTING")
-    index = DecisionIndex(signal, policy.timing.retention, app.config["CLOCK"], freeze_after_load=serving)
+    index = DecisionIndex(signal, policy.timing.retention, app.config["CLOCK"], serving=serving)
     if app.config.get("DECISION_INDEX_WARM_START", serving):
         # Ready once the directory is loaded; the rest per engineer until it is whole.
         index.start(app.config["CLOCK"]())

@@ -61,7 +61,8 @@ RELOAD_ALL_AFTER = 1000
 LOADED = ("tenants", "roles", "_role_sets", "tickets", "grants", "advanced")  # what `load` builds
 # What a new index (`load`, `start`, `finish_warming`) replaces, one attribute at a time.
 REPLACED = (*LOADED, "_applied_seq", "_applied_signal", "_sql", "warming", "_warm_engineers", "_warm_tickets")
-FINISH_RETRY_SECONDS = 1.0  # between attempts to load the whole index while warming
+FINISH_RETRY_SECONDS = 1.0  # before a second attempt to load the whole index while warming,
+FINISH_RETRY_MAX_SECONDS = 60.0  # doubled after each failure up to this
 _intern = sys.intern
 log = logging.getLogger("support_access")
 # Summed over a server's live workers under `make serve` (prometheus_client multiprocess).
@@ -256,18 +257,29 @@ def seconds(value) -> float | None:
     return value.timestamp()
 
 
+_pauses = {"count": 0, "was_enabled": False}  # the loads pausing the collector now
+_pauses_lock = threading.Lock()
+
+
 @contextmanager
 def _collector_paused():
     """The cyclic garbage collector off for a while. A load makes a few hundred thousand
     objects, none of them garbage, and the collector's scans over them were an eighth of
-    start-up; reference counting goes on freeing what is not kept."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    start-up; reference counting goes on freeing what is not kept. Loads on two threads
+    (a warming worker's whole load, and a request's) share one pause: the collector is
+    back on when the last ends, never left off."""
+    with _pauses_lock:
+        if _pauses["count"] == 0:
+            _pauses["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _pauses["count"] += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _pauses_lock:
+            _pauses["count"] -= 1
+            if _pauses["count"] == 0 and _pauses["was_enabled"]:
+                gc.enable()
 
 
 class DecisionIndex:
@@ -276,15 +288,17 @@ class DecisionIndex:
         signal,
         retention: timedelta,
         clock: Callable[[], datetime] | None = None,
-        freeze_after_load: bool = False,
+        serving: bool = False,
     ):
         self.signal = signal
         self.retention = retention
         self.clock = clock or (lambda: datetime.now(UTC))  # for a whole reload in `sync`
-        # The index is a few hundred thousand long-lived objects; a full garbage collection
+        # A serving worker's index (not a CLI command's, a test's or a policy replay's).
+        # It is a few hundred thousand long-lived objects; a full garbage collection
         # walking them all takes ~50 ms and lands on some request. Freezing them after a
-        # load keeps them out of the collector's scans (reference counting still frees them).
-        self.freeze_after_load = freeze_after_load
+        # load keeps them out of the collector's scans (reference counting still frees
+        # them). And /metrics counts it whole or not (WHOLE).
+        self.serving = serving
         self._lock = threading.Lock()
         self._applied_signal = -1
         self._applied_seq = 0
@@ -334,12 +348,16 @@ class DecisionIndex:
         return fresh
 
     def _take(self, fresh: DecisionIndex) -> None:
-        """Put `fresh`'s contents in place of this index's."""
+        """Put `fresh`'s contents in place of this index's. REPLACED's order matters:
+        the data before `_applied_signal`, or a thread whose `sync` saw the new signal
+        could decide from the old data, missing a change (a revocation) applied since."""
         with _collector_paused():
             for name in REPLACED:
                 setattr(self, name, getattr(fresh, name))
-            if self.freeze_after_load and not self.warming:
+            if self.serving and not self.warming:
                 gc.freeze()
+        if self.serving:
+            WHOLE.set(0 if self.warming else 1)
 
     def _build(self, now: datetime, whole: bool = True) -> None:
         seen = self.signal.value()
@@ -380,8 +398,8 @@ class DecisionIndex:
                 return
             recent = self.clock() - self.retention
             for check in checks:
-                if check.principal not in self.roles:
-                    continue  # holds no role: denied before its grants are read
+                # Even one holding no role now: another thread may give it one before
+                # this decision reads its grants.
                 if check.principal not in self._warm_engineers:
                     self._warm_engineer(check.principal, recent)
                 wanted = check.support_request_id
@@ -397,12 +415,13 @@ class DecisionIndex:
         advanced = (SupportRequest.assigned_engineer == engineer) & (
             SupportRequest.allow_advanced_diagnostics == True  # noqa: E712 (SQL, not Python)
         )
-        tickets = SupportRequest.select(*TICKET_COLUMNS).where(
-            _live_tickets(recent) & (SupportRequest.id.in_(their_tickets) | advanced)
-        )
-        for row in database.execute(tickets):
-            self._put_ticket(*row)
-            self._warm_tickets.add(row[0])
+        # Two queries, not one with an OR: each then uses its index on PostgreSQL too.
+        for tickets in (SupportRequest.id.in_(their_tickets), advanced):
+            for row in database.execute(
+                SupportRequest.select(*TICKET_COLUMNS).where(_live_tickets(recent) & tickets)
+            ):
+                self._put_ticket(*row)
+                self._warm_tickets.add(row[0])
         for row in grant_rows:
             self._replace_grant(row)
         self._warm_engineers.add(engineer)
@@ -422,9 +441,9 @@ class DecisionIndex:
             self._put_in_place(self._built(self.clock()))
 
     def finish_warming_in_background(self) -> None:
-        """Start, once in this process, a thread that runs `finish_warming` (again a
-        second after a failure, e.g. the database gone for a while). A hook run before
-        every request: it starts in the serving process, after the server's fork."""
+        """Start, once in this process, a thread that runs `finish_warming` (again after
+        a failure, e.g. the database gone for a while, waiting longer each time). A hook
+        run before every request: it starts in the serving process, after the fork."""
         if not self.warming or self._finisher_pid == os.getpid():
             return
         with self._lock:
@@ -436,13 +455,15 @@ class DecisionIndex:
 
     def _finish_warming_until_done(self) -> None:
         started = time.monotonic()
+        wait = FINISH_RETRY_SECONDS
         try:
             while self.warming:
                 try:
                     self.finish_warming()
-                except Exception as exc:  # still warming, so still exact: try again
-                    log.warning("decision index: loading it whole failed (%s); trying again", exc)
-                    time.sleep(FINISH_RETRY_SECONDS)
+                except Exception as exc:  # still warming, so still exact: try again, later each time
+                    log.warning("decision index: loading it whole failed (%s); again in %.0f s", exc, wait)
+                    time.sleep(wait)
+                    wait = min(wait * 2, FINISH_RETRY_MAX_SECONDS)
         finally:
             database.close()  # this thread's connection
         log.info("decision index: whole after %.2f s", time.monotonic() - started)
@@ -457,7 +478,6 @@ class DecisionIndex:
             fresh._apply_changes()
             fresh._applied_signal = seen
             self._take(fresh)
-        WHOLE.set(1)
 
     def _load_directory(self) -> None:
         self.tenants = frozenset(_intern(t) for (t,) in Tenant.select(Tenant.id).tuples())
@@ -475,10 +495,9 @@ class DecisionIndex:
         events = database.execute_sql(self._sql["events"], (self._applied_seq, most + 1)).fetchall()
         if len(events) > most:
             del events  # not kept while the new index is built
-            if self.warming:  # warm again from the directory: `finish_warming` goes on
-                self._start(self.clock())
-            else:
-                self._load(self.clock())
+            # Whole, warming or not: restarting the warm-up instead would drop what another
+            # thread has just warmed for the decision it is about to make.
+            self._load(self.clock())
             return
         tickets, grants, principals, tenants = {}, {}, {}, set()
         whole_directory = False

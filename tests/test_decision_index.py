@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from peewee import OperationalError
 
 from models import AccessRequest
-from service.decision_index import DecisionIndex, Grant, chain, chained, seconds
+from service.decision_index import LOADED, DecisionIndex, Grant, _collector_paused, chain, chained, seconds
 from service.decisions import Check, decide
 from service.state_signal import ProcessCounter
 from tests.conftest import read_check
@@ -164,7 +164,7 @@ def test_a_loaded_index_is_frozen_out_of_the_garbage_collectors_scans_when_servi
         policy = app.extensions["policy_store"].current
         for serving in (False, True):
             gc.unfreeze()
-            index = DecisionIndex(ProcessCounter(), policy.timing.retention, freeze_after_load=serving)
+            index = DecisionIndex(ProcessCounter(), policy.timing.retention, serving=serving)
             index.load(clock())
             assert (gc.get_freeze_count() > 0) is serving
     gc.unfreeze()
@@ -208,6 +208,20 @@ def test_a_load_pauses_the_garbage_collector_and_always_turns_it_back_on(app, ap
             gc.enable()
 
 
+def test_loads_on_two_threads_share_one_pause_of_the_garbage_collector():
+    """A warming worker's whole load (its own thread) and a request's load can overlap,
+    and need not end in the order they began: the collector stays off until the last
+    ends, and is on after it."""
+    first, second = _collector_paused(), _collector_paused()
+    first.__enter__()
+    second.__enter__()
+    assert not gc.isenabled()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the second load is still building
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
 @given(
     st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
     st.integers(min_value=-14 * 60, max_value=14 * 60),
@@ -224,3 +238,22 @@ def test_a_stored_time_reads_as_the_same_posix_seconds_as_python_gives_it(moment
     assert seconds(aware) == aware.timestamp()
     assert seconds(aware.isoformat(" ")) == aware.timestamp()
     assert seconds(None) is None
+
+
+def test_a_swap_puts_the_data_in_place_before_the_changes_it_has_applied():
+    """`sync` skips the lock when the change counter matches what the index has applied.
+    A thread that sees a new index's counter must see its data too, or it could decide
+    from the old data without a revocation the new one holds."""
+    written: list[str] = []
+
+    class Recording(DecisionIndex):
+        def __setattr__(self, name, value):
+            written.append(name)
+            super().__setattr__(name, value)
+
+    index = Recording(ProcessCounter(), timedelta(days=30))
+    written.clear()
+    fresh = DecisionIndex(ProcessCounter(), timedelta(days=30))
+    fresh._sql = {}  # as `_build` leaves it
+    index._take(fresh)
+    assert set(LOADED) <= set(written[: written.index("_applied_signal")])

@@ -16,6 +16,7 @@ from peewee import OperationalError
 
 from service import create_app, decision_index
 from service.decision_index import DecisionIndex
+from service.decisions import Check, decide
 from tests.conftest import Api, read_check
 from tests.test_decision_index import live_grant, refuse
 from tests.test_decisions import CLIENT, DECIDE, assign, new_ticket
@@ -159,24 +160,47 @@ def test_a_failed_whole_load_is_tried_again_and_answers_stay_exact_meanwhile(api
     assert warm_api.post(DECIDE, CLIENT, read_check()).get_json()["reason"] == "no_active_grant"
 
 
-def test_a_long_backlog_while_warming_warms_again_from_the_directory(api, warm_app, monkeypatch, held_back):
-    """More new events than the index holds tickets: a warming index starts warming again
-    (the directory only) rather than load the whole index in the way of a decision."""
+def test_a_long_backlog_while_warming_loads_the_whole_index_at_once(api, warm_app, monkeypatch, held_back):
+    """More new events than the index holds tickets (plus RELOAD_ALL_AFTER): a warming
+    index loads the whole index there and then, as a whole one does. Warming again from
+    the directory would drop what another thread has just warmed for its decision."""
     first = live_grant(api)
     worker = warm_app()
     warm_api = Api(worker.test_client())
     index = worker.extensions["decision_index"]
     assert warm_api.post(DECIDE, CLIENT, read_check()).get_json()["allowed"] is True
     monkeypatch.setattr(decision_index, "RELOAD_ALL_AFTER", 0)
-    monkeypatch.setattr(DecisionIndex, "_load", refuse("_load"))
+    monkeypatch.setattr(DecisionIndex, "_start", refuse("_start"))
     second = live_grant(api)
     assert api.post(f"/v1/access-requests/{first}/revoke", "alice").status_code == 200
+    index.sync()  # on the next request's thread: what `warm_for` loaded stays until the swap
+    assert not index.warming and index._warm_engineers == set()
     body = warm_api.post(DECIDE, CLIENT, read_check(explain=True)).get_json()
     assert body["allowed"] is True
     assert [e["access_request_id"] for e in body["explain"] if e["effect"] == "allow"] == [second]
-    assert index.warming and index._warm_engineers == {"eve"}
-    held_back[1].set()
-    wait_whole(index)
+    held_back[1].set()  # the thread's own whole index, built meanwhile, is not put in place
+
+
+def test_a_principal_without_a_role_is_warmed_too(app, api, clock):
+    """Another thread may give it a role between its warm-up and its decision (here: in
+    that order on one thread); its grants must be there when the decision reads them."""
+    ticket, _ = granted(api, "eve", "alice", "contoso")
+    assert api.post(f"/v1/support-requests/{ticket['id']}/close", "eve").status_code == 200
+    role = "/v1/tenants/provider/role-assignments"
+    assert api.delete(f"{role}/eve/Support Engineer", "ops").status_code in (200, 204)
+    policy = app.extensions["policy_store"].current
+    provider = app.config["PROVIDER_TENANT"]
+    check = Check("eve", "contoso", "read", "diagnostics/signInLogs", None)
+    with app.app_context():
+        warming = DecisionIndex(app.extensions["decision_index"].signal, policy.timing.retention, clock)
+        warming.start(clock())
+        warming.warm_for([check])
+        assert decide(policy, warming, check, clock(), provider).reason == "unknown_principal"
+        given = api.put(role, "ops", {"principal": "eve", "role": "Support Engineer"})
+        assert given.status_code in (200, 201), given.get_json()
+        warming.sync()
+        answer = decide(policy, warming, check, clock(), provider)
+        assert (answer.allowed, answer.reason) == (False, "support_request_closed")
 
 
 def test_a_cli_command_loads_only_the_directory(app, warm_app, api):
