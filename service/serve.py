@@ -18,6 +18,7 @@ import argparse
 import importlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -146,12 +147,41 @@ def _run_granian(host: str | None, port: int | None, workers: int | None, thread
     subprocess.Popen([sys.executable, "-c", IMPORTER_LATE_START], env=env)
     print(f"serving on http://{host}:{port} with {workers} granian workers", flush=True)
     import_worker_modules()
+    os.register_at_fork(
+        before=_hold_stop_signals,
+        after_in_parent=_release_stop_signals,
+        after_in_child=_stop_at_once_while_starting,
+    )
     from granian.errors import FatalError
 
     try:
         granian_server(host, port, workers, threads).serve()
     except FatalError:  # granian has said why (a port in use, say)
         sys.exit(1)
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _stop_at_once_while_starting() -> None:
+    """In a forked worker: SIGTERM and SIGINT end it at once until granian installs its
+    own handlers, after the app is built. Otherwise the server's handlers, inherited,
+    swallow them: a worker stopped while building its app (a server stopped right after
+    start, or systemd signalling every process of the service at once) served on until
+    the kill timeout, or kept the server from stopping at all."""
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_DFL)
+    _release_stop_signals()
+
+
+def _hold_stop_signals() -> None:
+    """Held across granian's fork of a worker: one that reached the new worker before
+    the lines above ran would be dropped by Python (a fork clears pending signals)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def _release_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def serve_command(host: str | None, port: int | None, workers: int | None, threads: int) -> list[str]:

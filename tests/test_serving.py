@@ -30,6 +30,7 @@ from tests.served import (
     free_port,
     kill_tree,
     production_environment,
+    serve_command,
     served,
     served_environment,
     served_grant,
@@ -366,6 +367,45 @@ def test_the_server_stops_even_when_a_worker_does_not(tmp_path, database_url):
     while _runs_granian(stuck):
         assert time.monotonic() < deadline, "the stuck worker outlived its server"
         time.sleep(0.1)
+
+
+def _granian_workers_of(pid: int) -> list[int]:
+    workers = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            workers += [int(child) for child in children.read_text().split() if _runs_granian(int(child))]
+    return workers
+
+
+def test_a_server_stopped_while_its_workers_build_their_apps_stops_them_at_once(tmp_path, database_url):
+    """Every process of the server gets SIGTERM at once (systemd's default, or a terminal's
+    Ctrl-C with SIGINT) while the workers are still building their apps. Each must stop:
+    a worker that swallowed the signal served on until the kill timeout killed it, and
+    the server once did not stop at all."""
+    env = served_environment(tmp_path, REPO_POLICY_DIR, database_url)
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            serve_command(free_port(), 2),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_granian_workers_of(server.pid)) < 2:
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.002)
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=WORKERS_KILL_TIMEOUT + 30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+    # (granian may log a worker's exit as unexpected, when it ended before the server
+    # read its own signal: the server still stops, and respawns none for good.)
+    assert "refused to gracefully stop" not in log_path.read_text()
 
 
 def test_chunked_bodies_are_read_by_the_served_app(tmp_path, database_url):
