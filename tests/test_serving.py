@@ -381,8 +381,14 @@ def test_a_server_stopped_while_its_workers_build_their_apps_stops_them_at_once(
     """Every process of the server gets SIGTERM at once (systemd's default, or a terminal's
     Ctrl-C with SIGINT) while the workers are still building their apps. Each must stop:
     a worker that swallowed the signal served on until the kill timeout killed it, and
-    the server once did not stop at all."""
-    env = served_environment(tmp_path, REPO_POLICY_DIR, database_url)
+    the server once did not stop at all. The workers' policy files are padded so that
+    building the app takes a while, and the signal comes while they do."""
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO_POLICY_DIR, policies)
+    workflow = policies / "workflow.yaml"
+    padding = "# padding: a policy file that takes a while to load\n" * 30_000
+    workflow.write_text(padding + workflow.read_text())
+    env = served_environment(tmp_path, policies, database_url)
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
@@ -397,7 +403,8 @@ def test_a_server_stopped_while_its_workers_build_their_apps_stops_them_at_once(
         deadline = time.monotonic() + 60
         while len(_granian_workers_of(server.pid)) < 2:
             assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.002)
+            time.sleep(0.01)
+        time.sleep(0.2)  # into the policy files (about a second of parsing each)
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=WORKERS_KILL_TIMEOUT + 30)
     finally:
