@@ -380,13 +380,10 @@ class DecisionIndex:
     def start(self, now: datetime) -> None:
         """Load the directory only, and warm: until `finish_warming` has put the whole
         index in place, `warm_for` loads what each decision needs first."""
-        with self._lock:
-            self._start(now)
-
-    def _start(self, now: datetime) -> None:
         fresh = DecisionIndex(self.signal, self.retention, self.clock)
-        fresh._build(now, whole=False)
-        self._take(fresh)
+        with self._lock:
+            fresh._build(now, whole=False)
+            self._take(fresh)
 
     def warm_for(self, checks) -> None:
         """While warming: load the grants and tickets of each check's engineer, and the

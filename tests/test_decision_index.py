@@ -55,16 +55,21 @@ def test_a_chain_keeps_its_grants_in_order_and_reuses_a_lone_grant():
     assert all(g.next_grant is None for g in grants)  # chaining copies: the originals stay as they were
 
 
-def live_grant(api) -> str:
-    """A same-tenant ticket in contoso, assigned to eve, and her approved access request."""
-    ticket = assign(api, new_ticket(api, "alice", "contoso"))
+def granted(api, engineer: str, admin: str, tenant: str) -> tuple[dict, str]:
+    """A same-tenant ticket assigned to `engineer`, and their approved access request."""
+    ticket = assign(api, new_ticket(api, admin, tenant), engineer)
     body = {"support_request_id": ticket["id"], "justification": "read sign-in logs"}
-    created = api.post("/v1/access-requests", "eve", body)
+    created = api.post("/v1/access-requests", engineer, body)
     assert created.status_code == 201, created.get_json()
     url = f"/v1/access-requests/{created.get_json()['id']}/approve"
-    approved = api.post(url, "alice", {"tenant_id": "contoso"})
+    approved = api.post(url, admin, {"tenant_id": tenant})
     assert approved.get_json()["status"] == "approved", approved.get_json()
-    return approved.get_json()["id"]
+    return ticket, approved.get_json()["id"]
+
+
+def live_grant(api) -> str:
+    """A same-tenant ticket in contoso, assigned to eve, and her approved access request."""
+    return granted(api, "eve", "alice", "contoso")[1]
 
 
 def granting_request(api) -> str | None:

@@ -18,7 +18,7 @@ from service import create_app, decision_index
 from service.decision_index import DecisionIndex
 from service.decisions import Check, decide
 from tests.conftest import Api, read_check
-from tests.test_decision_index import live_grant, refuse
+from tests.test_decision_index import granted, live_grant, refuse
 from tests.test_decisions import CLIENT, DECIDE, assign, new_ticket
 
 CHECKED = [
@@ -77,16 +77,6 @@ def held_back(monkeypatch):
     monkeypatch.setattr(DecisionIndex, "_put_in_place", held)
     yield built, release
     release.set()  # a test that failed before it let go
-
-
-def granted(api, engineer: str, admin: str, tenant: str) -> tuple[dict, str]:
-    """A same-tenant ticket assigned to `engineer`, and their approved access request."""
-    ticket = assign(api, new_ticket(api, admin, tenant), engineer)
-    body = {"support_request_id": ticket["id"], "justification": "read sign-in logs"}
-    request_id = api.post("/v1/access-requests", engineer, body).get_json()["id"]
-    approved = api.post(f"/v1/access-requests/{request_id}/approve", admin, {"tenant_id": tenant})
-    assert approved.get_json()["status"] == "approved", approved.get_json()
-    return ticket, request_id
 
 
 def test_a_worker_is_ready_and_answers_as_a_whole_index_before_it_is_whole(api, clock, warm_app, held_back):
@@ -170,7 +160,7 @@ def test_a_long_backlog_while_warming_loads_the_whole_index_at_once(api, warm_ap
     index = worker.extensions["decision_index"]
     assert warm_api.post(DECIDE, CLIENT, read_check()).get_json()["allowed"] is True
     monkeypatch.setattr(decision_index, "RELOAD_ALL_AFTER", 0)
-    monkeypatch.setattr(DecisionIndex, "_start", refuse("_start"))
+    monkeypatch.setattr(DecisionIndex, "start", refuse("start"))
     second = live_grant(api)
     assert api.post(f"/v1/access-requests/{first}/revoke", "alice").status_code == 200
     index.sync()  # on the next request's thread: what `warm_for` loaded stays until the swap
