@@ -268,8 +268,17 @@ class AuditJournalPosition(BaseModel):
     position = IntegerField()
 
 
+class DirectorySetting(BaseModel):
+    """A setting the directory decides, one row each: "provider_tenant", the support
+    provider's tenant, once a directory file has named one other than the default
+    (service/directory.py provider_tenant)."""
+
+    name = CharField(max_length=64, primary_key=True)
+    value = CharField(max_length=128)
+
+
 MODELS = [Tenant, RoleAssignment, SupportRequest, AccessRequest, Approval, AuditEvent]
-MODELS += [AuditVisibility, AuditReadIndex, AuditHead, AuditJournalPosition]
+MODELS += [AuditVisibility, AuditReadIndex, AuditHead, AuditJournalPosition, DirectorySetting]
 
 
 # WAL lets readers run beside the writer. synchronous=NORMAL syncs at checkpoints rather

@@ -117,7 +117,8 @@ def configured_app(test_config: dict | None = None) -> Flask:
         JWT_SECRET=None,
         JWKS=None,
         POLICY_DIR=str(REPO_POLICY_DIR),
-        PROVIDER_TENANT="provider",
+        # SUPPORT_ACCESS_PROVIDER_TENANT; unset, the directory decides (directory.provider_tenant).
+        PROVIDER_TENANT=None,
         DECISION_LOG=str(Path(app.instance_path) / "decisions.log"),
         CLOCK=system_now,
         # Seconds between checks of the policy files for changes; 0 turns watching off
@@ -263,7 +264,9 @@ def _init_decision_engine(app: Flask) -> None:
     signal = counter_for(app.config["DATABASE_URL"], journal_directory)
     policy = app.extensions["policy_store"].current
     serving = not app.config.get("TESTING")
-    index = DecisionIndex(signal, policy.timing.retention, app.config["CLOCK"], serving=serving)
+    index = DecisionIndex(
+        signal, policy.timing.retention, app.config["CLOCK"], serving, app.config["PROVIDER_TENANT"]
+    )
     if app.config.get("DECISION_INDEX_WARM_START", serving):
         # Ready once the directory is loaded; the rest per engineer until it is whole.
         index.start(app.config["CLOCK"]())

@@ -81,18 +81,18 @@ def _app_with_store(create: bool) -> Flask:
 def directory_import(file: str, prune: bool) -> None:
     """Import tenants and role assignments from a YAML file (idempotent)."""
     from service import directory
-    from service.errors import BadRequest
+    from service.errors import ApiError
 
     store = current_app.extensions["policy_store"]
-    provider = current_app.config["PROVIDER_TENANT"]
+    configured = current_app.config["PROVIDER_TENANT"]
     with database.connection_context():
         try:
-            parsed = directory.read_directory_file(file, store.current, provider, complete=prune)
-        except BadRequest as exc:
-            raise click.ClickException(exc.message) from exc
-        counts = directory.import_directory(
-            parsed, prune, store.current, "cli:directory-import", current_app.config["CLOCK"]()
-        )
+            parsed = directory.read_directory_file(file, store.current, configured, complete=prune)
+            actor, now = "cli:directory-import", current_app.config["CLOCK"]()
+            counts = directory.import_directory(parsed, prune, store.current, actor, now, configured)
+        except ApiError as exc:  # a bad file (400), or a provider tenant in use (409)
+            message = exc.message if exc.message.startswith(f"{file}:") else f"{file}: {exc.message}"
+            raise click.ClickException(message) from exc
     summary = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items())
     click.echo(f"imported {file}: {summary}")
 
@@ -191,6 +191,7 @@ def policy_diff(old_dir: str, new_dir: str, log_file: str | None) -> None:
     Exit code 0 no change, 1 changes found, 2 unusable requests file or the store cannot
     be opened, 3 a policy is invalid.
     """
+    from service.directory import provider_tenant
     from service.errors import BadRequest
     from service.policy_diff import format_changes, read_requests, replay
 
@@ -206,9 +207,8 @@ def policy_diff(old_dir: str, new_dir: str, log_file: str | None) -> None:
         click.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     with database.connection_context():
-        changes = replay(
-            old, new, checks, current_app.config["CLOCK"](), current_app.config["PROVIDER_TENANT"]
-        )
+        provider = provider_tenant(current_app.config["PROVIDER_TENANT"])
+        changes = replay(old, new, checks, current_app.config["CLOCK"](), provider)
     for line in format_changes(changes, len(checks), old, new):
         click.echo(line)
     sys.exit(1 if changes else 0)

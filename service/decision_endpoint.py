@@ -47,7 +47,6 @@ class DecisionService:
         self.journal = app.extensions["read_journal"]
         self.decision_log = app.extensions["decision_log"]
         self.verifier = app.extensions["token_verifier"]
-        self.provider = app.config["PROVIDER_TENANT"]
 
     def begin(self, caller: Caller) -> Policy:
         """The policy for this call (one version stamps every answer), with the index
@@ -57,16 +56,15 @@ class DecisionService:
             self.listener.check_fresh()  # another instance's revocation is heard (503 if not)
         self.index.sync()
         roles = self.index.roles.get(caller.principal, ())
-        if not policy.any_role_allows(roles, self.provider, "evaluate_decisions"):
+        if not policy.any_role_allows(roles, self.index.provider, "evaluate_decisions"):
             raise Forbidden("only decision clients may ask for decisions", code="not_decision_client")
         return policy
 
     def answer(self, policy: Policy, caller: Caller, checks: list[decisions.Check], many: bool) -> Any:
         at = self.app.config["CLOCK"]()
         self.index.warm_for(checks)  # at start-up only: what these checks need of the index
-        answers = [
-            (check, decisions.decide(policy, self.index, check, at, self.provider)) for check in checks
-        ]
+        provider = self.index.provider
+        answers = [(check, decisions.decide(policy, self.index, check, at, provider)) for check in checks]
         # Allowed reads are committed to the audit journal before the answer leaves.
         self.journal.append(decisions.reads_to_record(answers, caller, at))
         self.decision_log.write(decisions.log_entries(answers, at))

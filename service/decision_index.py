@@ -48,6 +48,7 @@ from models import (
     Tenant,
     database,
 )
+from service.directory import DEFAULT_PROVIDER, provider_tenant
 
 # Access requests that can explain a decision: live ones, and finished ones whose end
 # (expiry, close) is reported as a reason.
@@ -58,7 +59,7 @@ INDEXED_STATUSES = ("approved", "completed", "revoked")
 # one by one, against 0.85 s for a whole load (README "Performance"). Below it, re-reading
 # the named rows costs about what a whole load would, or less.
 RELOAD_ALL_AFTER = 1000
-LOADED = ("tenants", "roles", "_role_sets", "tickets", "grants", "advanced")  # what `load` builds
+LOADED = ("provider", "tenants", "roles", "_role_sets", "tickets", "grants", "advanced")  # what `load` builds
 # What a new index (`load`, `start`, `finish_warming`) replaces, one attribute at a time.
 REPLACED = (*LOADED, "_applied_seq", "_applied_signal", "_sql", "warming", "_warm_engineers", "_warm_tickets")
 FINISH_RETRY_SECONDS = 1.0  # before a second attempt to load the whole index while warming,
@@ -289,9 +290,11 @@ class DecisionIndex:
         retention: timedelta,
         clock: Callable[[], datetime] | None = None,
         serving: bool = False,
+        configured_provider: str | None = None,
     ):
         self.signal = signal
         self.retention = retention
+        self.configured_provider = configured_provider  # SUPPORT_ACCESS_PROVIDER_TENANT
         self.clock = clock or (lambda: datetime.now(UTC))  # for a whole reload in `sync`
         # A serving worker's index (not a CLI command's, a test's or a policy replay's).
         # It is a few hundred thousand long-lived objects; a full garbage collection
@@ -302,6 +305,7 @@ class DecisionIndex:
         self._lock = threading.Lock()
         self._applied_signal = -1
         self._applied_seq = 0
+        self.provider = DEFAULT_PROVIDER  # the provider tenant (directory.provider_tenant)
         self.tenants: frozenset[str] = frozenset()
         self.roles: dict[str, tuple[tuple[str, str], ...]] = {}
         self._role_sets: dict[tuple, tuple[tuple[str, str], ...]] = {}  # see _shared
@@ -340,9 +344,13 @@ class DecisionIndex:
         reads a half-built index (for a moment there are two)."""
         self._take(self._built(now))
 
+    def _empty(self) -> DecisionIndex:
+        """A new index on the same change counter and settings, nothing loaded."""
+        return DecisionIndex(self.signal, self.retention, self.clock, False, self.configured_provider)
+
     def _built(self, now: datetime) -> DecisionIndex:
         """A whole index, built aside."""
-        fresh = DecisionIndex(self.signal, self.retention, self.clock)
+        fresh = self._empty()
         with _collector_paused():
             fresh._build(now)
         return fresh
@@ -380,7 +388,7 @@ class DecisionIndex:
     def start(self, now: datetime) -> None:
         """Load the directory only, and warm: until `finish_warming` has put the whole
         index in place, `warm_for` loads what each decision needs first."""
-        fresh = DecisionIndex(self.signal, self.retention, self.clock)
+        fresh = self._empty()
         with self._lock:
             fresh._build(now, whole=False)
             self._take(fresh)
@@ -477,6 +485,7 @@ class DecisionIndex:
             self._take(fresh)
 
     def _load_directory(self) -> None:
+        self.provider = provider_tenant(self.configured_provider)
         self.tenants = frozenset(_intern(t) for (t,) in Tenant.select(Tenant.id).tuples())
         roles: dict[str, list[tuple[str, str]]] = {}
         query = RoleAssignment.select(RoleAssignment.principal, RoleAssignment.tenant_id, RoleAssignment.role)

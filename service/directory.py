@@ -15,11 +15,14 @@ from typing import Any
 import yaml
 from peewee import chunked
 
-from models import RoleAssignment, Tenant, transaction
+from models import DirectorySetting, RoleAssignment, Tenant, transaction
 from service import audit, strict_yaml
-from service.errors import BadRequest
+from service.errors import BadRequest, Conflict
 from service.policy import Policy
 from service.validation import openapi_document
+
+DEFAULT_PROVIDER = "provider"  # the provider tenant until a directory file names another
+PROVIDER_SETTING = "provider_tenant"  # its DirectorySetting row
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,16 @@ class DirectoryFile:
     provider_tenant: str
     tenants: dict[str, str]  # id -> name
     assignments: set[tuple[str, str, str]]  # (tenant, principal, role)
+
+
+def provider_tenant(configured: str | None) -> str:
+    """The support provider's own tenant, where provider roles are held (API.md
+    "Directory"): SUPPORT_ACCESS_PROVIDER_TENANT when it is set; else the one a directory
+    file named (`provider_tenant:`, kept by `import_directory`); else "provider"."""
+    if configured:
+        return configured
+    row = DirectorySetting.get_or_none(DirectorySetting.name == PROVIDER_SETTING)
+    return row.value if row else DEFAULT_PROVIDER
 
 
 def check_tenant_id(tenant_id: str, field: str) -> None:
@@ -148,11 +161,14 @@ def check_role(policy: Policy, provider: str, tenant_id: str, role: str, field: 
 
 
 def read_directory_file(
-    path: str | Path, policy: Policy, provider: str, complete: bool = False
+    path: str | Path, policy: Policy, configured_provider: str | None, complete: bool = False
 ) -> DirectoryFile:
     """Parse and validate a directory YAML file (API.md "Directory"). A file may assign
     roles in tenants imported before, unless it is to be `complete` (imported with
-    --prune, which removes what it does not list): then it must list them."""
+    --prune, which removes what it does not list): then it must list them. Its
+    `provider_tenant` (default: the current one) must be SUPPORT_ACCESS_PROVIDER_TENANT
+    when that is set (`configured_provider`); `import_directory` checks that it may
+    become the provider tenant otherwise."""
     try:
         document = strict_yaml.load_large(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -164,10 +180,21 @@ def read_directory_file(
     unknown = set(document) - {"provider_tenant", "tenants", "role_assignments"}
     if unknown:
         raise BadRequest(f"{path}: unknown key {sorted(unknown)[0]!r}")
-    declared = document.get("provider_tenant", provider)
-    if declared != provider:
-        message = f"{path}: provider_tenant is {declared!r} but the service runs with {provider!r}"
+    if "provider_tenant" in document:
+        provider = document["provider_tenant"]
+        if not isinstance(provider, str) or not provider.strip():
+            raise BadRequest(f"{path}: provider_tenant: must be a non-empty string")
+        check_tenant_id(provider, f"{path}: provider_tenant")
+    else:
+        provider = provider_tenant(configured_provider)
+    if configured_provider and provider != configured_provider:
+        message = (
+            f"{path}: provider_tenant is {provider!r} but the service runs with {configured_provider!r} "
+            "(SUPPORT_ACCESS_PROVIDER_TENANT)"
+        )
         raise BadRequest(message)
+    if not configured_provider:
+        _refuse_moving_a_provider_in_use(provider_tenant(None), provider, f"{path}: ")
     tenants = {provider: "Support provider"}
     listed_at: dict[str, int] = {}
     for index, entry in enumerate(document.get("tenants") or []):
@@ -204,13 +231,19 @@ def _fields(path, place: str, entry: Any, names: tuple[str, ...]) -> list[str]:
 
 
 def import_directory(
-    file: DirectoryFile, prune: bool, policy: Policy, actor, now: datetime
+    file: DirectoryFile,
+    prune: bool,
+    policy: Policy,
+    actor,
+    now: datetime,
+    configured_provider: str | None = None,
 ) -> dict[str, int]:
     """Apply a directory file in one transaction; idempotent. Counts what changed.
 
     Each changed tenant gets its own `directory.changed` event with its own counts, so
     no tenant's audit view shows another tenant's changes. An engineer whose provider
-    roles the prune removes loses its access in the same transaction.
+    roles the prune removes loses its access in the same transaction. The file's
+    provider tenant becomes the service's (`_take_provider_tenant`).
     """
     counts = {"tenants_added": 0, "tenants_renamed": 0, "assignments_added": 0, "assignments_removed": 0}
     per_tenant: dict[str, dict[str, int]] = {}
@@ -221,6 +254,7 @@ def import_directory(
         tenant_counts[key] += amount
 
     with transaction():
+        _take_provider_tenant(file.provider_tenant, configured_provider, actor, now)
         existing_tenants = {t.id: t.name for t in Tenant.select()}
         added_tenants = []
         for tenant_id, name in file.tenants.items():
@@ -257,6 +291,31 @@ def import_directory(
             removed = [principal for tenant, principal, _ in stale if tenant == file.provider_tenant]
             _end_access_of_former_engineers(policy, removed, file.provider_tenant, actor, now)
     return counts
+
+
+def _take_provider_tenant(new: str, configured: str | None, actor, now: datetime) -> None:
+    """Make `new`, the tenant a directory file names as `provider_tenant`, the provider
+    tenant, unless it is already. Only while the current one holds no role assignment:
+    moving it then would take every engineer's, operator's and decision client's powers
+    away at once. SUPPORT_ACCESS_PROVIDER_TENANT, when set, decides instead (the file
+    was held to it)."""
+    current = provider_tenant(configured)
+    if configured or new == current:
+        return
+    _refuse_moving_a_provider_in_use(current, new)
+    DirectorySetting.delete().where(DirectorySetting.name == PROVIDER_SETTING).execute()
+    DirectorySetting.create(name=PROVIDER_SETTING, value=new)
+    details = {"change": "directory.provider_tenant", "provider_tenant": new, "previous": current}
+    audit.record("directory.changed", actor, new, [new, current], new, details, now)
+
+
+def _refuse_moving_a_provider_in_use(current: str, new: str, place: str = "") -> None:
+    if new != current and RoleAssignment.select().where(RoleAssignment.tenant_id == current).exists():
+        message = (
+            f"{place}provider_tenant: the provider tenant is {current!r}, which holds role assignments; "
+            f"a directory file cannot make it {new!r}"
+        )
+        raise Conflict(message, code="provider_tenant_in_use")
 
 
 SQLITE_MAX_VARIABLES = 999  # SQLITE_MAX_VARIABLE_NUMBER's default before SQLite 3.32

@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from models import transaction
 from service import audit
+from service.directory import provider_tenant
 from service.errors import PolicyError
 from service.policy import Policy
 
@@ -43,8 +44,8 @@ def reload_policy(app: Flask, trigger: str, actor="system") -> Policy:
     RELOADS.labels(result=result, trigger=trigger).inc()
     details = {"trigger": trigger, "previous_version": previous}
     details.update({"error": error.message} if error else {"version": policy.version})
-    provider = app.config["PROVIDER_TENANT"]
     with app.app_context(), transaction():
+        provider = provider_tenant(app.config["PROVIDER_TENANT"])
         audit.record(
             "policy.reloaded", actor, provider, [provider], str(store.directory), details, now, result
         )

@@ -27,7 +27,7 @@ from models import AccessRequest, RoleAssignment, SupportRequest, Tenant, connec
 from service import strict_yaml
 from service.auth import Caller, mint_token
 from service.clock import FakeClock, parse_iso
-from service.directory import check_principal, check_role, check_tenant_id, has_permission
+from service.directory import DEFAULT_PROVIDER, check_principal, check_role, check_tenant_id, has_permission
 from service.errors import ApiError, BadRequest, PolicyValidationError
 from service.policy import SCHEMA_DIR, Policy, first_repeat, json_path
 from service.strict_yaml import UniqueKeyLoader
@@ -248,7 +248,7 @@ class SuiteRunner:
             }
         )
         self.policy: Policy = self.app.extensions["policy_store"].current
-        self.provider = self.app.config["PROVIDER_TENANT"]
+        self.provider = self.app.config["PROVIDER_TENANT"] or DEFAULT_PROVIDER
         self.coverage: set[str] | None = set() if record_coverage else None
         self.client = self.app.test_client()
         self._databases = 0

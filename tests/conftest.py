@@ -43,8 +43,9 @@ def database_url(tmp_path):
 
 
 @pytest.fixture
-def app(tmp_path, clock, policy_dir, database_url):
-    app = create_app(
+def bare_app(tmp_path, clock, policy_dir, database_url):
+    """The app on its fresh database, before any directory is imported."""
+    return create_app(
         {
             "TESTING": True,
             "DATABASE_URL": database_url,
@@ -54,9 +55,14 @@ def app(tmp_path, clock, policy_dir, database_url):
             "CLOCK": clock,
         }
     )
-    result = app.test_cli_runner().invoke(args=["directory", "import", str(DIRECTORY_FILE)])
+
+
+@pytest.fixture
+def app(bare_app):
+    """The app with tests/directory.yaml imported."""
+    result = bare_app.test_cli_runner().invoke(args=["directory", "import", str(DIRECTORY_FILE)])
     assert result.exit_code == 0, result.output
-    return app
+    return bare_app
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ def test_a_grant_without_an_expiry_never_allows_and_the_index_still_loads(app, a
         policy = app.extensions["policy_store"].current
         fresh = DecisionIndex(ProcessCounter(), policy.timing.retention)
         fresh.load(clock())
-        answer = decide(policy, fresh, Check(**read_check()), clock(), app.config["PROVIDER_TENANT"])
+        answer = decide(policy, fresh, Check(**read_check()), clock(), fresh.provider)
     assert (answer.allowed, answer.reason) == (False, "no_active_grant")
 
 

@@ -8,7 +8,8 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from tests.conftest import DIRECTORY_FILE, read_check
+from service import create_app
+from tests.conftest import DIRECTORY_FILE, Api, read_check
 from tests.helpers import counting_queries
 
 SERVICE_SUPPORT_ADMIN_ID = "f023fd81-a637-4b56-95fd-791ac0226033"
@@ -282,10 +283,83 @@ def test_provider_tenant_may_be_listed(runner, api, tmp_path):
     assert decision_reason(api, "eve") == "no_active_grant"
 
 
-def test_import_refuses_another_provider_tenant(runner, api, tmp_path):
+def test_import_refuses_another_provider_tenant_once_the_provider_holds_roles(runner, api, tmp_path):
     document = base_document()
     document["provider_tenant"] = "someone-else"
+    before = directory_events(api)
     result = run_import(runner, write_directory(tmp_path, document))
+    assert result.exit_code != 0
+    assert "provider_tenant: the provider tenant is 'provider', which holds role assignments" in result.output
+    assert directory_events(api) == before
+    assert decision_reason(api, "eve") == "no_active_grant"  # still the provider's engineer
+
+
+def provider_directory(provider: str) -> dict:
+    """tests/directory.yaml with another provider tenant."""
+    document = base_document()
+    document["provider_tenant"] = provider
+    for assignment in document["role_assignments"]:
+        if assignment["tenant"] == "provider":
+            assignment["tenant"] = provider
+    return document
+
+
+def test_the_provider_tenant_a_file_names_is_the_providers(bare_app, tmp_path):
+    """API.md "Directory": provider_tenant names the provider's own tenant. The app was
+    built before the import: its decisions and workflow learn of the new provider."""
+    api = Api(bare_app.test_client())
+    result = run_import(bare_app.test_cli_runner(), write_directory(tmp_path, provider_directory("msft")))
+    assert result.exit_code == 0, result.output
+    ticket_id = file_ticket(api, "alice", "contoso").get_json()["id"]
+    assigned = api.post(f"/v1/support-requests/{ticket_id}/assign", "eve", {"engineer": "eve"})
+    assert assigned.status_code == 200, assigned.get_json()
+    body = {"support_request_id": ticket_id, "justification": "read sign-in logs"}
+    request_id = api.post("/v1/access-requests", "eve", body).get_json()["id"]
+    approved = api.post(f"/v1/access-requests/{request_id}/approve", "alice", {"tenant_id": "contoso"})
+    assert approved.status_code == 200, approved.get_json()
+    assert decision_reason(api, "eve") == "granted"
+    assert api.put("/v1/tenants/acme", "ops", {"name": "Acme"}).status_code == 201  # ops: the operator
+    events = directory_events(api, "msft")
+    moved = [e["details"] for e in events if e["details"]["change"] == "directory.provider_tenant"]
+    assert [(d["provider_tenant"], d["previous"]) for d in moved] == [("msft", "provider")]
+    # A provider role is held in the provider tenant only, and that is msft now.
+    engineer = {"principal": "gus", "role": "Support Engineer"}
+    refused = api.put("/v1/tenants/contoso/role-assignments", "ops", engineer)
+    assert refused.status_code == 400 and "'msft'" in refused.get_json()["error"]["message"]
+
+
+def test_the_provider_tenant_stays_the_one_the_file_named(bare_app, tmp_path):
+    runner = bare_app.test_cli_runner()
+    assert run_import(runner, write_directory(tmp_path, provider_directory("msft"))).exit_code == 0
+    restarted = create_app({**bare_app.config, "DECISION_LOG": str(tmp_path / "restarted.log")})
+    assert restarted.extensions["decision_index"].provider == "msft"
+    assert decision_reason(Api(restarted.test_client()), "eve") == "no_active_grant"
+    # A file that names no provider tenant keeps it; one naming another, now that msft
+    # holds roles, is refused.
+    document = provider_directory("msft")
+    del document["provider_tenant"]
+    assert run_import(runner, write_directory(tmp_path, document, "same.yaml")).exit_code == 0
+    result = run_import(runner, write_directory(tmp_path, base_document(), "back.yaml"))
+    assert result.exit_code != 0
+    assert "the provider tenant is 'msft', which holds role assignments" in result.output
+    assert decision_reason(Api(bare_app.test_client()), "eve") == "no_active_grant"
+
+
+def test_a_configured_provider_tenant_refuses_a_file_naming_another(bare_app, tmp_path):
+    configured = create_app({**bare_app.config, "PROVIDER_TENANT": "provider"})
+    result = run_import(configured.test_cli_runner(), write_directory(tmp_path, provider_directory("msft")))
+    assert result.exit_code != 0
+    expected = "provider_tenant is 'msft' but the service runs with 'provider'"
+    assert f"{expected} (SUPPORT_ACCESS_PROVIDER_TENANT)" in result.output
+    assert run_import(configured.test_cli_runner(), DIRECTORY_FILE).exit_code == 0
+    assert configured.extensions["decision_index"].provider == "provider"
+
+
+@pytest.mark.parametrize("value", ["", 7, "x" * 129])
+def test_a_bad_provider_tenant_is_refused_naming_it(bare_app, tmp_path, value):
+    document = provider_directory("msft")
+    document["provider_tenant"] = value
+    result = run_import(bare_app.test_cli_runner(), write_directory(tmp_path, document))
     assert result.exit_code != 0
     assert "provider_tenant" in result.output
 

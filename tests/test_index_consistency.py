@@ -32,7 +32,7 @@ APPROVERS = [("alice", "contoso"), ("alice2", "contoso"), ("bob", "fabrikam"), (
 
 def answers_of_both(app, clock, checks: list[Check]) -> list[tuple[Check, tuple, tuple]]:
     policy = app.extensions["policy_store"].current
-    provider = app.config["PROVIDER_TENANT"]
+    provider = app.extensions["decision_index"].provider
     with app.app_context():
         fresh = DecisionIndex(ProcessCounter(), policy.timing.retention)
         fresh.load(clock())
@@ -117,7 +117,7 @@ def test_a_warming_index_answers_as_a_fresh_one(app, api, clock, seed):
     index is read at one step and put in place at a later one."""
     rng = random.Random(seed)
     policy = app.extensions["policy_store"].current
-    provider = app.config["PROVIDER_TENANT"]
+    provider = app.extensions["decision_index"].provider
     start_at = rng.randrange(30)
     read_at = rng.randrange(start_at, 50)
     put_at = rng.randrange(read_at, 50)

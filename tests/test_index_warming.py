@@ -179,7 +179,7 @@ def test_a_principal_without_a_role_is_warmed_too(app, api, clock):
     role = "/v1/tenants/provider/role-assignments"
     assert api.delete(f"{role}/eve/Support Engineer", "ops").status_code in (200, 204)
     policy = app.extensions["policy_store"].current
-    provider = app.config["PROVIDER_TENANT"]
+    provider = app.extensions["decision_index"].provider
     check = Check("eve", "contoso", "read", "diagnostics/signInLogs", None)
     with app.app_context():
         warming = DecisionIndex(app.extensions["decision_index"].signal, policy.timing.retention, clock)

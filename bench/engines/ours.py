@@ -40,7 +40,8 @@ class OursEngine:
         database.connect(reuse_if_open=True)
         self._database = database
         self._policy = self.app.extensions["policy_store"].current
-        self._provider = self.app.config["PROVIDER_TENANT"]
+        # The provider tenant: SUPPORT_ACCESS_PROVIDER_TENANT, else the one the directory named.
+        self._provider = self.app.extensions["decision_index"].provider
         self._decide = decide
         self._check_type = ServiceCheck
         # Since 0d132b9 decisions read an in-memory index that is synced before each

@@ -9,6 +9,7 @@ from flask import Flask, Response, current_app, g, request
 
 from service import clock
 from service.auth import current_caller
+from service.directory import provider_tenant
 from service.errors import BadRequest, Forbidden
 from service.policy import Policy
 from service.validation import json_object, read_body, refuse_nul_characters, validate
@@ -87,7 +88,10 @@ def policy() -> Policy:
 
 
 def provider() -> str:
-    return current_app.config["PROVIDER_TENANT"]
+    """The provider tenant, read once per request: a directory import may change it."""
+    if "provider" not in g:
+        g.provider = provider_tenant(current_app.config["PROVIDER_TENANT"])
+    return g.provider
 
 
 def now():
