@@ -103,16 +103,27 @@ def wait_until_ready(port: int, process: subprocess.Popen, log_path: Path, timeo
         time.sleep(0.1)
 
 
-@contextmanager
-def served(
-    tmp_path: Path, policy_dir: Path, database_url: str, workers: int = 2, journal_dir: Path | None = None
-):
-    """Yield (port, server process) of a served app on the database at `database_url`,
-    with tests/directory.yaml imported."""
-    env = served_environment(tmp_path, policy_dir, database_url, journal_dir)
-    flask = [sys.executable, "-m", "flask", "--app", "service", "directory", "import", str(DIRECTORY_FILE)]
+def import_directory(env: dict, directory: Path) -> None:
+    """`flask --app service directory import` in a process of its own."""
+    flask = [sys.executable, "-m", "flask", "--app", "service", "directory", "import", str(directory)]
     imported = subprocess.run(flask, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert imported.returncode == 0, imported.stderr
+
+
+@contextmanager
+def served(
+    tmp_path: Path,
+    policy_dir: Path,
+    database_url: str,
+    workers: int = 2,
+    journal_dir: Path | None = None,
+    directory: Path | None = DIRECTORY_FILE,
+):
+    """Yield (port, server process) of a served app on the database at `database_url`,
+    with `directory` imported first (tests/directory.yaml; None: none)."""
+    env = served_environment(tmp_path, policy_dir, database_url, journal_dir)
+    if directory is not None:
+        import_directory(env, directory)
     port = free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:

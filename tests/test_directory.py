@@ -319,6 +319,7 @@ def test_the_provider_tenant_a_file_names_is_the_providers(bare_app, tmp_path):
     assert approved.status_code == 200, approved.get_json()
     assert decision_reason(api, "eve") == "granted"
     assert api.put("/v1/tenants/acme", "ops", {"name": "Acme"}).status_code == 201  # ops: the operator
+    assert api.get("/v1/policy", "ops").get_json()["provider_tenant"] == "msft"
     events = directory_events(api, "msft")
     moved = [e["details"] for e in events if e["details"]["change"] == "directory.provider_tenant"]
     assert [(d["provider_tenant"], d["previous"]) for d in moved] == [("msft", "provider")]

@@ -483,6 +483,7 @@ def test_every_operation_answers_as_documented(app, api, contract, document):
     call("GET", url, "tara", status=200)
     call("POST", f"{ticket_url}/close", "tara", status=200)
     assert call("GET", "/v1/policy", "ops", status=200)["last_reload_error"] is None
+    assert call("GET", "/v1/policy", "ops", status=200)["provider_tenant"] == "provider"
     assert call("POST", "/v1/policy/reload", "ops", status=200)["last_reload_error"] is None
 
     documented = {

@@ -18,16 +18,18 @@ from pathlib import Path
 
 import jwt
 import pytest
+import yaml
 from playhouse.db_url import connect
 
 from service.policy import REPO_POLICY_DIR, policy_version
 from service.serve import WORKERS_KILL_TIMEOUT
-from tests.conftest import auth, read_check
+from tests.conftest import DIRECTORY_FILE, auth, read_check
 from tests.helpers import rsa_key, write_jwks
 from tests.served import (
     ROOT,
     call,
     free_port,
+    import_directory,
     kill_tree,
     production_environment,
     serve_command,
@@ -138,6 +140,24 @@ def test_a_policy_reload_is_in_force_in_every_worker_before_its_answer_returns(
         access.write_text(good)
         assert call(port, "POST", "/v1/policy/reload", "ops")[0] == 200
         assert all(_policy_seen_by(client)["last_reload_error"] is None for client in clients)
+
+
+def test_a_provider_tenant_imported_while_serving_is_the_providers_in_every_worker(tmp_path, database_url):
+    """A directory file naming another provider tenant, imported by a CLI process while
+    the server runs on a database with no directory yet: every worker takes it."""
+    document = yaml.safe_load(DIRECTORY_FILE.read_text(encoding="utf-8"))
+    document["provider_tenant"] = "msft"
+    for assignment in document["role_assignments"]:
+        if assignment["tenant"] == "provider":
+            assignment["tenant"] = "msft"
+    directory = tmp_path / "msft.yaml"
+    directory.write_text(yaml.safe_dump(document), encoding="utf-8")
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2, directory=None) as (port, _):
+        clients = _clients_on_two_workers(port)  # each worker has loaded its index: no directory
+        import_directory(served_environment(tmp_path, REPO_POLICY_DIR, database_url), directory)
+        ticket_id, _ = served_grant(port)  # eve works tickets as msft's Support Engineer
+        check = read_check(support_request_id=ticket_id)
+        assert all(client.decide(check)["allowed"] for client in clients)  # diag-tool: msft's client
 
 
 def test_metrics_count_for_the_whole_server_whichever_worker_answers(tmp_path, database_url):

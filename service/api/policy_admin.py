@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from service.api import optional_body, require_operator
+from service.api import optional_body, provider, require_operator
 from service.clock import isoformat
 from service.errors import Conflict, PolicyError
 from service.policy_reload import reload_policy
@@ -38,5 +38,6 @@ def show():
             "loaded_at": isoformat(current.loaded_at),
             "last_reload_error": store.last_reload_error,
             "directory": str(store.directory),
+            "provider_tenant": provider(),
         }
     )
