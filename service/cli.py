@@ -86,6 +86,7 @@ def directory_import(file: str, prune: bool) -> None:
     store = current_app.extensions["policy_store"]
     configured = current_app.config["PROVIDER_TENANT"]
     with database.connection_context():
+        before = directory.provider_tenant(None)
         try:
             parsed = directory.read_directory_file(file, store.current, configured, complete=prune)
             actor, now = "cli:directory-import", current_app.config["CLOCK"]()
@@ -93,8 +94,11 @@ def directory_import(file: str, prune: bool) -> None:
         except ApiError as exc:  # a bad file (400), or a provider tenant in use (409)
             message = exc.message if exc.message.startswith(f"{file}:") else f"{file}: {exc.message}"
             raise click.ClickException(message) from exc
+        after = directory.provider_tenant(None)
     summary = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items())
     click.echo(f"imported {file}: {summary}")
+    if after != before:  # every worker's engineers, operators and decision clients are now its
+        click.echo(f"the provider tenant is now {after!r} (was {before!r})")
 
 
 @policy_cli.command("check")

@@ -48,7 +48,7 @@ from models import (
     Tenant,
     database,
 )
-from service.directory import DEFAULT_PROVIDER, provider_tenant
+from service.directory import DEFAULT_PROVIDER, PROVIDER_MOVED, provider_tenant
 
 # Access requests that can explain a decision: live ones, and finished ones whose end
 # (expiry, close) is reported as a reason.
@@ -515,6 +515,8 @@ class DecisionIndex:
                 tickets[target] = None
             elif kind == "access_request":
                 grants[target] = None
+            elif kind == "directory" and PROVIDER_MOVED in details:  # first: its details name tenants
+                whole_directory = True
             elif kind == "directory" and target and '"role_assignment.' in details:
                 principals[target] = None
             elif kind == "directory" and target and '"tenant.' in details:

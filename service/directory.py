@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from peewee import chunked
 
-from models import DirectorySetting, RoleAssignment, Tenant, transaction
+from models import DirectorySetting, RoleAssignment, SupportRequest, Tenant, transaction
 from service import audit, strict_yaml
 from service.errors import BadRequest, Conflict
 from service.policy import Policy
@@ -23,13 +23,15 @@ from service.validation import openapi_document
 
 DEFAULT_PROVIDER = "provider"  # the provider tenant until a directory file names another
 PROVIDER_SETTING = "provider_tenant"  # its DirectorySetting row
+PROVIDER_MOVED = "directory.provider_tenant"  # the `change` of the directory.changed event moving it
 
 
 @dataclass(frozen=True)
 class DirectoryFile:
-    provider_tenant: str
+    provider_tenant: str  # the file's `provider_tenant`, else the provider tenant when read
     tenants: dict[str, str]  # id -> name
     assignments: set[tuple[str, str, str]]  # (tenant, principal, role)
+    names_provider: bool = True  # False: the file has no `provider_tenant`
 
 
 def provider_tenant(configured: str | None) -> str:
@@ -193,8 +195,8 @@ def read_directory_file(
             "(SUPPORT_ACCESS_PROVIDER_TENANT)"
         )
         raise BadRequest(message)
-    if not configured_provider:
-        _refuse_moving_a_provider_in_use(provider_tenant(None), provider, f"{path}: ")
+    if not configured_provider:  # said before any role in it is checked (and again on import)
+        _refuse_moving_the_provider(provider_tenant(None), provider, f"{path}: ")
     tenants = {provider: "Support provider"}
     listed_at: dict[str, int] = {}
     for index, entry in enumerate(document.get("tenants") or []):
@@ -217,7 +219,7 @@ def read_directory_file(
             raise BadRequest(f"{path}: {place}.tenant: unknown tenant {tenant!r}{listed}")
         canonical = check_role(policy, provider, tenant, role, f"{path}: {place}.role")
         assignments.add((tenant, principal, canonical))
-    return DirectoryFile(provider, tenants, assignments)
+    return DirectoryFile(provider, tenants, assignments, "provider_tenant" in document)
 
 
 def _fields(path, place: str, entry: Any, names: tuple[str, ...]) -> list[str]:
@@ -254,7 +256,7 @@ def import_directory(
         tenant_counts[key] += amount
 
     with transaction():
-        _take_provider_tenant(file.provider_tenant, configured_provider, actor, now)
+        _take_provider_tenant(file, configured_provider, actor, now)
         existing_tenants = {t.id: t.name for t in Tenant.select()}
         added_tenants = []
         for tenant_id, name in file.tenants.items():
@@ -293,29 +295,49 @@ def import_directory(
     return counts
 
 
-def _take_provider_tenant(new: str, configured: str | None, actor, now: datetime) -> None:
-    """Make `new`, the tenant a directory file names as `provider_tenant`, the provider
-    tenant, unless it is already. Only while the current one holds no role assignment:
-    moving it then would take every engineer's, operator's and decision client's powers
-    away at once. SUPPORT_ACCESS_PROVIDER_TENANT, when set, decides instead (the file
-    was held to it)."""
-    current = provider_tenant(configured)
-    if configured or new == current:
+def _take_provider_tenant(file: DirectoryFile, configured: str | None, actor, now: datetime) -> None:
+    """Make the file's `provider_tenant` the provider tenant, unless it is already; under
+    the write lock, so two imports cannot both move it. SUPPORT_ACCESS_PROVIDER_TENANT,
+    when set, decides instead (the file was held to it) and is kept, so that a process
+    without it (a CLI shell, another instance) does not go on with another one."""
+    current = provider_tenant(None)
+    new = configured or file.provider_tenant
+    if new == current:
         return
-    _refuse_moving_a_provider_in_use(current, new)
+    if not configured:
+        if not file.names_provider:  # read as the provider tenant when the file was read
+            raise Conflict(f"the provider tenant became {current!r} while the file was read: import again")
+        _refuse_moving_the_provider(current, new)
     DirectorySetting.delete().where(DirectorySetting.name == PROVIDER_SETTING).execute()
     DirectorySetting.create(name=PROVIDER_SETTING, value=new)
-    details = {"change": "directory.provider_tenant", "provider_tenant": new, "previous": current}
+    details = {"change": PROVIDER_MOVED, "provider_tenant": new, "previous": current}
     audit.record("directory.changed", actor, new, [new, current], new, details, now)
 
 
-def _refuse_moving_a_provider_in_use(current: str, new: str, place: str = "") -> None:
-    if new != current and RoleAssignment.select().where(RoleAssignment.tenant_id == current).exists():
-        message = (
-            f"{place}provider_tenant: the provider tenant is {current!r}, which holds role assignments; "
-            f"a directory file cannot make it {new!r}"
-        )
-        raise Conflict(message, code="provider_tenant_in_use")
+def _refuse_moving_the_provider(current: str, new: str, place: str = "") -> None:
+    """A directory file may move the provider tenant only from one that holds no role
+    assignment (moving it would take every engineer's, operator's and decision client's
+    powers away at once) to one that is no customer's yet: a customer tenant's readers
+    would see the provider's audit events (directory changes, policy reloads)."""
+    if new == current:
+        return
+    if _holds_roles(current):
+        message = f"the provider tenant is {current!r}, which holds role assignments"
+    elif _holds_roles(new) or _has_tickets(new):
+        message = f"{new!r} is a customer tenant already (it holds role assignments or support requests)"
+    else:
+        return
+    message = f"{place}provider_tenant: {message}; a directory file cannot make {new!r} the provider tenant"
+    raise Conflict(message, code="provider_tenant_in_use")
+
+
+def _holds_roles(tenant_id: str) -> bool:
+    return RoleAssignment.select().where(RoleAssignment.tenant_id == tenant_id).exists()
+
+
+def _has_tickets(tenant_id: str) -> bool:
+    named = (SupportRequest.tenant_id == tenant_id) | (SupportRequest.resource_tenant_id == tenant_id)
+    return SupportRequest.select().where(named).exists()
 
 
 SQLITE_MAX_VARIABLES = 999  # SQLITE_MAX_VARIABLE_NUMBER's default before SQLite 3.32

@@ -8,8 +8,10 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from service import create_app
-from tests.conftest import DIRECTORY_FILE, Api, read_check
+from service import create_app, directory
+from service.directory import provider_tenant
+from service.errors import Conflict
+from tests.conftest import DIRECTORY_FILE, START, Api, read_check
 from tests.helpers import counting_queries
 
 SERVICE_SUPPORT_ADMIN_ID = "f023fd81-a637-4b56-95fd-791ac0226033"
@@ -310,6 +312,7 @@ def test_the_provider_tenant_a_file_names_is_the_providers(bare_app, tmp_path):
     api = Api(bare_app.test_client())
     result = run_import(bare_app.test_cli_runner(), write_directory(tmp_path, provider_directory("msft")))
     assert result.exit_code == 0, result.output
+    assert "the provider tenant is now 'msft' (was 'provider')" in result.output
     ticket_id = file_ticket(api, "alice", "contoso").get_json()["id"]
     assigned = api.post(f"/v1/support-requests/{ticket_id}/assign", "eve", {"engineer": "eve"})
     assert assigned.status_code == 200, assigned.get_json()
@@ -356,13 +359,96 @@ def test_a_configured_provider_tenant_refuses_a_file_naming_another(bare_app, tm
     assert configured.extensions["decision_index"].provider == "provider"
 
 
-@pytest.mark.parametrize("value", ["", 7, "x" * 129])
-def test_a_bad_provider_tenant_is_refused_naming_it(bare_app, tmp_path, value):
+def test_a_configured_provider_tenant_is_kept_for_processes_without_the_setting(bare_app, tmp_path):
+    configured = create_app({**bare_app.config, "PROVIDER_TENANT": "msft"})
+    result = run_import(configured.test_cli_runner(), write_directory(tmp_path, provider_directory("msft")))
+    assert result.exit_code == 0, result.output
+    assert decision_reason(Api(bare_app.test_client()), "eve") == "no_active_grant"  # not configured
+    assert bare_app.extensions["decision_index"].provider == "msft"
+
+
+def provider_of(app) -> str:
+    """The provider tenant as the database keeps it."""
+    with app.app_context():
+        return provider_tenant(None)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("", "must be a non-empty string"),
+        (7, "must be a non-empty string"),
+        ("x" * 129, "must have 1 to 128"),
+    ],
+)
+def test_a_bad_provider_tenant_is_refused_naming_it(bare_app, tmp_path, value, problem):
     document = provider_directory("msft")
     document["provider_tenant"] = value
-    result = run_import(bare_app.test_cli_runner(), write_directory(tmp_path, document))
+    path = write_directory(tmp_path, document)
+    result = run_import(bare_app.test_cli_runner(), path)
     assert result.exit_code != 0
-    assert "provider_tenant" in result.output
+    assert f"{path}: provider_tenant: {problem}" in result.output
+    assert provider_of(bare_app) == "provider"
+    assert run_import(bare_app.test_cli_runner(), DIRECTORY_FILE).exit_code == 0  # nothing was left half-done
+
+
+def test_a_customer_tenant_cannot_become_the_provider_tenant(bare_app, tmp_path):
+    customers = {"tenants": [{"id": "contoso", "name": "Contoso"}], "role_assignments": []}
+    customers["role_assignments"].append({"tenant": "contoso", "principal": "sam", "role": "Security Reader"})
+    assert run_import(bare_app.test_cli_runner(), write_directory(tmp_path, customers)).exit_code == 0
+    moved = write_directory(tmp_path, {"provider_tenant": "contoso"}, "contoso.yaml")
+    result = run_import(bare_app.test_cli_runner(), moved)
+    assert result.exit_code != 0
+    assert "provider_tenant: 'contoso' is a customer tenant already" in result.output
+    assert provider_of(bare_app) == "provider"
+
+
+def test_a_move_of_the_provider_tenant_alone_reaches_the_decision_index(bare_app, tmp_path):
+    """The move's own event (no tenant or role added with it) reloads the directory, even
+    for a tenant id that looks like another kind of directory change."""
+    runner = bare_app.test_cli_runner()
+    tenants = {"tenants": [{"id": "tenant.x", "name": "X"}]}
+    assert run_import(runner, write_directory(tmp_path, tenants)).exit_code == 0
+    index = bare_app.extensions["decision_index"]
+    with bare_app.app_context():
+        index.sync()
+    assert index.provider == "provider"
+    moved = run_import(runner, write_directory(tmp_path, {"provider_tenant": "tenant.x"}, "moved.yaml"))
+    assert moved.exit_code == 0, moved.output
+    with bare_app.app_context():
+        index.sync()
+    assert index.provider == "tenant.x"
+
+
+def read_now(app, path: Path) -> directory.DirectoryFile:
+    with app.app_context():
+        return directory.read_directory_file(path, app.extensions["policy_store"].current, None)
+
+
+def import_read(app, read: directory.DirectoryFile) -> None:
+    with app.app_context():
+        directory.import_directory(read, False, app.extensions["policy_store"].current, "test", START)
+
+
+def test_a_move_is_refused_when_the_provider_tenant_got_roles_after_the_file_was_read(bare_app, tmp_path):
+    """The move is decided again under the write lock, not on what was true when the
+    file was read."""
+    read = read_now(bare_app, write_directory(tmp_path, {"provider_tenant": "msft"}))
+    assert run_import(bare_app.test_cli_runner(), DIRECTORY_FILE).exit_code == 0  # 'provider' holds roles now
+    with pytest.raises(Conflict, match="the provider tenant is 'provider', which holds role assignments"):
+        import_read(bare_app, read)
+    assert provider_of(bare_app) == "provider"
+
+
+def test_a_file_naming_no_provider_tenant_is_refused_when_it_moved_after_the_file_was_read(
+    bare_app, tmp_path
+):
+    read = read_now(bare_app, write_directory(tmp_path, {"tenants": [{"id": "acme", "name": "Acme"}]}))
+    moving = write_directory(tmp_path, {"provider_tenant": "msft"}, "moving.yaml")
+    assert run_import(bare_app.test_cli_runner(), moving).exit_code == 0
+    with pytest.raises(Conflict, match="the provider tenant became 'msft' while the file was read"):
+        import_read(bare_app, read)
+    assert provider_of(bare_app) == "msft"
 
 
 # --- HTTP: tenants -----------------------------------------------------------------------------

@@ -153,7 +153,8 @@ def test_a_provider_tenant_imported_while_serving_is_the_providers_in_every_work
     directory = tmp_path / "msft.yaml"
     directory.write_text(yaml.safe_dump(document), encoding="utf-8")
     with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2, directory=None) as (port, _):
-        clients = _clients_on_two_workers(port)  # each worker has loaded its index: no directory
+        clients = _clients_on_two_workers(port)
+        assert wait_for_whole_indexes(clients)  # of no directory: the import reaches them as events
         import_directory(served_environment(tmp_path, REPO_POLICY_DIR, database_url), directory)
         ticket_id, _ = served_grant(port)  # eve works tickets as msft's Support Engineer
         check = read_check(support_request_id=ticket_id)
@@ -185,24 +186,25 @@ def test_every_worker_asked_loads_its_whole_decision_index_and_metrics_show_it(t
     with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, _):
         ticket_id, _ = served_grant(port)
         clients = _clients_on_two_workers(port)
-        whole = ""
-        deadline = time.monotonic() + 30
-        while whole != "support_access_decision_index_whole 2.0" and time.monotonic() < deadline:
-            assert all(
-                client.decide(read_check(support_request_id=ticket_id))["allowed"] for client in clients
-            )
-            clients[0].connection.request("GET", "/metrics")
-            text = clients[0].connection.getresponse().read().decode()
-            whole = next(
-                (
-                    line
-                    for line in text.splitlines()
-                    if line.startswith("support_access_decision_index_whole ")
-                ),
-                "",
-            )
-            time.sleep(0.05)
-        assert whole == "support_access_decision_index_whole 2.0"
+        check = read_check(support_request_id=ticket_id)
+        assert wait_for_whole_indexes(clients, lambda: all(c.decide(check)["allowed"] for c in clients))
+
+
+WHOLE_LINE = "support_access_decision_index_whole "
+
+
+def wait_for_whole_indexes(clients: list[Client], holds=lambda: True) -> bool:
+    """Until /metrics counts two workers with their whole decision index (up to 30 s),
+    asserting `holds()` on the way. True if it did."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert holds()
+        clients[0].connection.request("GET", "/metrics")
+        text = clients[0].connection.getresponse().read().decode()
+        if f"{WHOLE_LINE}2.0" in text.splitlines():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_metrics_directories_of_servers_no_longer_running_are_removed(tmp_path, monkeypatch):
