@@ -236,6 +236,11 @@ def _init_policy(app: Flask) -> None:
     except PolicyError as exc:
         if not store.start_from_snapshot(app.config["CLOCK"](), exc):
             raise PolicyNotLoaded(f"policy in {store.directory} does not load: {exc.message}") from exc
+        # Said as a failed reload is (SPEC §3): the log (the store), the API
+        # (last_reload_error), and this metric.
+        from service.policy_reload import RELOADS
+
+        RELOADS.labels(result="failure", trigger="start").inc()
     app.extensions["policy_store"] = store
     if app.config.get("TESTING"):
         return

@@ -473,9 +473,15 @@ def _walk_chain(batch: int) -> ChainReport:
     if not visibility.done():
         return ChainReport(False, checked, "visibility altered: visibility rows name events not in the log")
     head = AuditHead.get_or_none(AuditHead.id == 1)
-    if head and (head.last_hash != prev_hash or head.last_seq != last_seq):
+    if head and head.last_seq > last_seq:
         problem = f"the log ends at event {last_seq} but the chain head records {head.last_seq}"
         return ChainReport(False, checked, f"{problem}: events were removed from the end", None)
+    if head and head.last_seq < last_seq:
+        problem = f"the log goes on to event {last_seq} past its chain head ({head.last_seq})"
+        return ChainReport(False, checked, f"{problem}: the head was altered, or events added past it")
+    if head and head.last_hash != prev_hash:
+        problem = f"the chain head's hash is not that of the last event ({last_seq})"
+        return ChainReport(False, checked, f"{problem}: the head or the last event was altered")
     return ChainReport(True, checked)
 
 

@@ -224,8 +224,8 @@ def _load_or_exit(directory):
 
     try:
         return load_policy(directory)
-    except PolicyError as exc:
-        click.echo(f"invalid policy: {exc.message}", err=True)
+    except PolicyError as exc:  # its message names the file; this, which directory
+        click.echo(f"invalid policy in {directory}: {exc.message}", err=True)
         sys.exit(EXIT_INVALID_POLICY)
 
 
@@ -247,12 +247,19 @@ def audit_verify() -> None:
     sys.exit(1)
 
 
+MAX_TOKEN_SECONDS = 10 * 366 * 24 * 3600  # a development token; more overflows a date
+
+
 @click.command("token")
 @with_appcontext
 @click.option("--sub", required=True, help="Principal id (the directory's principal).")
 @click.option("--tenant", "tenant", required=True, help="The tenant signed in to (tid).")
 @click.option(
-    "--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="Lifetime in seconds."
+    "--ttl",
+    default=3600,
+    show_default=True,
+    type=click.IntRange(min=1, max=MAX_TOKEN_SECONDS),
+    help="Lifetime in seconds (at most ten years).",
 )
 def token(sub: str, tenant: str, ttl: int) -> None:
     """Mint a development HS256 token (needs SUPPORT_ACCESS_JWT_SECRET)."""

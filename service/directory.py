@@ -182,6 +182,9 @@ def read_directory_file(
     unknown = set(document) - {"provider_tenant", "tenants", "role_assignments"}
     if unknown:
         raise BadRequest(f"{path}: unknown key {sorted(unknown)[0]!r}")
+    for key in ("tenants", "role_assignments"):
+        if not isinstance(document.get(key) or [], list):
+            raise BadRequest(f"{path}: {key}: must be a list")
     if "provider_tenant" in document:
         provider = document["provider_tenant"]
         if not isinstance(provider, str) or not provider.strip():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,17 +28,30 @@ class Change:
     new: tuple[bool, str]
 
 
+def is_json_lines(path: Path) -> bool:
+    """A decision log, read as JSON lines: named *.log or *.jsonl, or a rotated copy
+    of one (decisions.log.1). Anything else is a YAML or JSON list."""
+    return bool(re.search(r"\.(log|jsonl)(\.\d+)?$", path.name))
+
+
 def read_requests(path: str | Path) -> list[Check]:
     """Decision requests from a decision log (JSON lines with an `input`) or from a YAML
     or JSON list of request bodies (optionally under `checks`)."""
     text = Path(path).read_text(encoding="utf-8")
-    try:
-        if Path(path).suffix in (".log", ".jsonl"):
-            entries = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
+    if is_json_lines(Path(path)):
+        entries = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except ValueError as exc:
+                raise BadRequest(f"{path}: line {number}: cannot parse: {exc}") from exc
+    else:
+        try:
             entries = strict_yaml.load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise BadRequest(f"{path}: cannot parse: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise BadRequest(f"{path}: cannot parse: {exc}") from exc
     if isinstance(entries, dict):
         entries = entries.get("checks")
     if not isinstance(entries, list):

@@ -19,13 +19,20 @@ import threading
 import time
 from collections.abc import Callable
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, render_template_string
 
 from service.errors import PolicyNotLoaded, store_failed
 from service.errors_http import error_response
 
 log = logging.getLogger("support_access")
 RETRY_INTERVAL = 1.0  # seconds between attempts to build the real app
+# The admin page's error page while not ready (its own templates need the real app).
+ADMIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>503 Service Unavailable &middot; Support Access admin</title></head>
+<body><h2>503 Service Unavailable</h2>
+<p role="alert">The service is not ready: {{ problem }}. Try again shortly.</p></body></html>
+"""
 
 
 def is_not_ready(exc: BaseException) -> bool:
@@ -75,6 +82,8 @@ def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception
         else:
             code, problem = "unavailable", "the service cannot start"
         code = "not_ready" if path == "readyz" else code
+        if path == "admin" or path.startswith("admin/"):  # the admin page's errors are pages
+            return render_template_string(ADMIN_PAGE, problem=problem), 503
         return error_response(503, code, f"{problem}; see the service log")
 
     waiting_wsgi = app.wsgi_app

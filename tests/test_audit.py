@@ -204,6 +204,15 @@ def test_verify_detects_a_deleted_last_event(runner, history):
     assert re.search(rf"\b{last.seq}\b", result.output) or last.id in result.output, result.output
 
 
+def test_verify_names_an_altered_chain_head_as_such(runner, history):
+    with database.connection_context():
+        AuditHead.update(last_hash="f" * 64).execute()
+    result = verify(runner)
+    assert result.exit_code != 0
+    expected = f"the chain head's hash is not that of the last event ({history[-1].seq})"
+    assert expected in result.output and "removed" not in result.output, result.output
+
+
 def test_verify_detects_a_deleted_first_event(runner, history):
     first, following = history[0], history[1]
     with database.connection_context():

@@ -638,6 +638,13 @@ def test_token_cli_refuses_a_token_the_service_would_refuse(app, runner, args):
     assert result.exit_code != 0 and "eyJ" not in result.output, result.output
 
 
+def test_token_cli_refuses_a_lifetime_past_ten_years_as_a_usage_error(app, runner):
+    with app.app_context():
+        result = runner.invoke(args=["token", "--sub", "ops", "--tenant", "p", "--ttl", "99999999999999"])
+    assert result.exit_code == 2 and "--ttl" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_token_cli_ttl_is_honoured(app, runner):
     minted = mint(app, runner, "--sub", "ops", "--tenant", "provider", "--ttl", "60")
     decoded = jwt.decode(minted, SECRET, algorithms=["HS256"], audience="support-access")

@@ -285,6 +285,16 @@ def test_provider_tenant_may_be_listed(runner, api, tmp_path):
     assert decision_reason(api, "eve") == "no_active_grant"
 
 
+@pytest.mark.parametrize("key", ["tenants", "role_assignments"])
+def test_a_list_given_as_a_mapping_is_refused_naming_it(runner, tmp_path, key):
+    document = base_document()
+    document[key] = {"id": "t1"}
+    path = write_directory(tmp_path, document)
+    result = run_import(runner, path)
+    assert result.exit_code != 0
+    assert f"{path}: {key}: must be a list" in result.output
+
+
 def test_import_refuses_another_provider_tenant_once_the_provider_holds_roles(runner, api, tmp_path):
     document = base_document()
     document["provider_tenant"] = "someone-else"

@@ -162,6 +162,22 @@ def test_replays_the_decision_log_written_by_real_decisions(
     assert same.exit_code == 0, same.output
     assert "no decision changes" in same.output
 
+    # a rotated copy of the log is read as the log is
+    rotated = tmp_path / "decisions.log.1"
+    rotated.write_text(log.read_text(encoding="utf-8"), encoding="utf-8")
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(new_dir), "--log", str(rotated)])
+    assert result.exit_code == 1, result.output
+    assert f"replayed {len(lines)} decisions" in result.output
+
+
+def test_a_broken_decision_log_line_is_named_by_its_line_in_the_file(runner, old_dir, tmp_path):
+    log = tmp_path / "decisions.log"
+    good = json.dumps({"input": REQUESTS[0]})
+    log.write_text(f"{good}\n\n{good}\n{{broken\n", encoding="utf-8")
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir), "--log", str(log)])
+    assert result.exit_code == 2, result.output
+    assert f"{log}: line 4: cannot parse" in result.output
+
 
 def test_a_diff_records_nothing(app, runner, approved_request, old_dir, requests_file, tmp_path):
     """Replays are what-ifs: no audit event, no decision log line."""
@@ -185,7 +201,7 @@ def test_an_invalid_policy_exits_3(runner, old_dir, requests_file, tmp_path, whi
     edit(broken / "access.yaml", '[grant, "diagnostics/*", read]', '[grant, "diagnostics/*", delete]')
     result = runner.invoke(args=["policy", "diff", str(old_dir), str(new_dir), "--log", str(requests_file)])
     assert result.exit_code == 3, result.output
-    assert "invalid policy: access.yaml: rules[0]" in result.output
+    assert f"invalid policy in {broken}: access.yaml: rules[0]" in result.output  # which of the two
 
 
 def test_a_missing_requests_file_is_a_usage_error(runner, old_dir, tmp_path):

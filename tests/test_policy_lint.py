@@ -42,7 +42,7 @@ def test_an_invalid_policy_fails_check_with_file_place_and_problem(runner, tmp_p
     edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: eight hours")
     result = runner.invoke(args=["policy", "check", str(policy_dir)])
     assert result.exit_code == EXIT_INVALID, result.output
-    assert "invalid policy: workflow.yaml: timing.max_grant_duration:" in result.output
+    assert f"invalid policy in {policy_dir}: workflow.yaml: timing.max_grant_duration:" in result.output
 
 
 # Each variant: how to change a copy of the shipped policy, and the warning it must give.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from service import create_app
 from service import policy as policy_module
 from service.policy import REPO_POLICY_DIR, policy_version
 from service.policy_reload import PolicyWatcher, reload_policy
@@ -548,6 +549,27 @@ def test_reload_policy_failure_raises_and_keeps_the_policy(app, policy_dir, stor
     assert "roles.yaml" in raised.value.message
     assert store.current is good
     assert store.last_reload_error == raised.value.message
+
+
+def test_a_start_on_broken_files_serves_the_last_good_policy_and_says_so(app, tmp_path, policy_dir):
+    """SPEC §3: a policy that fails to load keeps the last good one in force and says so
+    (log, metric, API), at a start as at a reload."""
+    config = {**app.config, "POLICY_SNAPSHOT_DIR": str(tmp_path / "snapshot")}
+    first = create_app(config)  # its policy is the last good one from now on
+    good = first.extensions["policy_store"].current.version
+    before = failed_starts(first.test_client())
+    write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
+    restarted = Api(create_app(config).test_client())
+    body = shown(restarted)
+    assert body["version"] == good and "access.yaml" in body["last_reload_error"]
+    assert failed_starts(restarted.client) == before + 1
+
+
+def failed_starts(client) -> float:
+    """support_access_policy_reloads_total{result="failure",trigger="start"} on /metrics."""
+    name = 'support_access_policy_reloads_total{result="failure",trigger="start"} '
+    lines = client.get("/metrics").get_data(as_text=True).splitlines()
+    return next((float(line[len(name) :]) for line in lines if line.startswith(name)), 0.0)
 
 
 # --- production serving ---------------------------------------------------------------

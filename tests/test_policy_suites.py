@@ -212,7 +212,7 @@ def test_an_invalid_policy_file_exits_3_and_names_the_file(runner, tmp_path, bro
     edit(policy_dir / file, old, new)
     result = runner.invoke(args=["policy", "test", str(policy_dir)])
     assert result.exit_code == EXIT_INVALID, result.output
-    assert "invalid policy:" in result.output and named in result.output, result.output
+    assert f"invalid policy in {policy_dir}: " in result.output and named in result.output, result.output
     assert "passed" not in result.output  # no case runs against a policy that does not load
 
 

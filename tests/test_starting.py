@@ -54,6 +54,15 @@ def test_the_process_is_up_but_not_ready_while_the_store_cannot_be_opened(unopen
         assert "not-yet" not in answer.get_json()["error"]["message"]  # no paths or hosts
 
 
+def test_the_admin_page_answers_an_html_page_while_the_store_cannot_be_opened(unopenable):
+    app, _, _ = unopenable
+    answer = app.test_client().get("/admin/login")
+    assert answer.status_code == 503 and answer.mimetype == "text/html"
+    page = answer.get_data(as_text=True)
+    assert "Service Unavailable" in page and "the data store cannot be opened" in page
+    assert "not-yet" not in page  # no paths or hosts
+
+
 def test_once_the_store_can_be_opened_the_service_answers(unopenable):
     app, folder, config = unopenable
     client = app.test_client()
