@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from flask import Flask, jsonify, render_template_string
 
+from service.api import health
 from service.errors import PolicyNotLoaded, store_failed
 from service.errors_http import error_response
 
@@ -70,6 +71,9 @@ def waiting_app(config: dict, build: Callable[[], Flask], first_error: Exception
     @app.get("/healthz")
     def healthz():
         return jsonify({"status": "ok", "pid": os.getpid()})
+
+    # Scraped as when ready: a monitor must not lose the figures when they matter most.
+    app.add_url_rule("/metrics", view_func=health.metrics)
 
     @app.route("/", defaults={"path": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     @app.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

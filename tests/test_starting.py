@@ -63,6 +63,13 @@ def test_the_admin_page_answers_an_html_page_while_the_store_cannot_be_opened(un
     assert "not-yet" not in page  # no paths or hosts
 
 
+def test_metrics_are_served_while_the_store_cannot_be_opened(unopenable):
+    app, _, _ = unopenable
+    answer = app.test_client().get("/metrics")
+    assert answer.status_code == 200 and answer.mimetype == "text/plain"
+    assert "# TYPE python_gc_objects_collected_total counter" in answer.get_data(as_text=True)
+
+
 def test_once_the_store_can_be_opened_the_service_answers(unopenable):
     app, folder, config = unopenable
     client = app.test_client()
