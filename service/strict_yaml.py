@@ -37,16 +37,32 @@ class _UniqueKeys:
                 )
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_timestamp(self, node):
+        """PyYAML's, but a value shaped like a date that is none (2026-02-30, or any text
+        tagged !!timestamp) is a YAML error with its place, not a bare ValueError."""
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, AttributeError) as exc:  # AttributeError: no match at all
+            problem = f"{node.value!r} is not a valid date or time"
+            raise ConstructorError(None, None, problem, node.start_mark) from exc
+
+
+TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
 
 class UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
     pass
 
+
+UniqueKeyLoader.add_constructor(TIMESTAMP_TAG, _UniqueKeys.construct_yaml_timestamp)
 
 # libyaml's parser, where PyYAML was built with it: the same nodes, built into the same
 # objects by the same (Python) constructor, about ten times faster to parse.
 FastUniqueKeyLoader = (
     type("FastUniqueKeyLoader", (_UniqueKeys, yaml.CSafeLoader), {}) if yaml.__with_libyaml__ else None
 )
+if FastUniqueKeyLoader is not None:
+    FastUniqueKeyLoader.add_constructor(TIMESTAMP_TAG, _UniqueKeys.construct_yaml_timestamp)
 
 
 def load(text: str) -> Any:

@@ -285,6 +285,15 @@ def test_provider_tenant_may_be_listed(runner, api, tmp_path):
     assert decision_reason(api, "eve") == "no_active_grant"
 
 
+def test_an_impossible_date_is_refused_naming_its_place(runner, tmp_path):
+    path = tmp_path / "directory.yaml"
+    path.write_text("tenants:\n  - {id: acme, name: 2026-02-30}\n", encoding="utf-8")
+    result = run_import(runner, path)
+    assert result.exit_code == 1, result.output
+    expected = "line 2, column 22: invalid YAML: '2026-02-30' is not a valid date or time"
+    assert f"{path}: {expected}" in result.output
+
+
 @pytest.mark.parametrize("key", ["tenants", "role_assignments"])
 def test_a_list_given_as_a_mapping_is_refused_naming_it(runner, tmp_path, key):
     document = base_document()

@@ -170,6 +170,15 @@ def test_replays_the_decision_log_written_by_real_decisions(
     assert f"replayed {len(lines)} decisions" in result.output
 
 
+def test_a_yaml_requests_file_with_an_impossible_date_is_a_usage_error(runner, old_dir, tmp_path):
+    requests = tmp_path / "requests.yaml"
+    requests.write_text("- principal: eve\n  tenant_id: contoso\n  at: 2026-02-30\n", encoding="utf-8")
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir), "--log", str(requests)])
+    assert result.exit_code == 2, result.output
+    assert f"{requests}: cannot parse:" in result.output
+    assert "'2026-02-30' is not a valid date" in result.output
+
+
 def test_a_broken_decision_log_line_is_named_by_its_line_in_the_file(runner, old_dir, tmp_path):
     log = tmp_path / "decisions.log"
     good = json.dumps({"input": REQUESTS[0]})

@@ -44,6 +44,8 @@ def test_load_large_parses_with_libyaml(monkeypatch):
         "a: b: c\n",  # a mapping where none may start
         "a: x\ty\n",  # a tab libyaml would take
         "\t- a\n",
+        "a: 2026-02-30\n",  # shaped like a date, but none: a YAML error, not a ValueError
+        "a: [1, !!timestamp soon]\n",
     ],
 )
 def test_load_large_refuses_what_load_refuses_with_its_words(text):
