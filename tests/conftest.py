@@ -12,10 +12,10 @@ from service import create_app
 from service.auth import mint_token
 from service.clock import FakeClock
 from service.policy import REPO_POLICY_DIR
+from tests.helpers import DIRECTORY_FILE
 from tests.postgres import fresh_database
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
-DIRECTORY_FILE = Path(__file__).with_name("directory.yaml")
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 

@@ -12,9 +12,22 @@ from pathlib import Path
 
 import jwt
 import peewee
+import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.policy import REPO_POLICY_DIR
+
+DIRECTORY_FILE = Path(__file__).with_name("directory.yaml")  # the directory every test starts from
+
+
+def provider_directory(provider: str) -> dict:
+    """tests/directory.yaml with `provider` as its provider tenant."""
+    document = yaml.safe_load(DIRECTORY_FILE.read_text(encoding="utf-8"))
+    document["provider_tenant"] = provider
+    for assignment in document["role_assignments"]:
+        if assignment["tenant"] == "provider":
+            assignment["tenant"] = provider
+    return document
 
 
 def copy_policies(tmp_path: Path, name: str = "policies") -> Path:

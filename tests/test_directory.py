@@ -12,7 +12,7 @@ from service import create_app, directory
 from service.directory import provider_tenant
 from service.errors import Conflict
 from tests.conftest import DIRECTORY_FILE, START, Api, read_check
-from tests.helpers import counting_queries
+from tests.helpers import counting_queries, provider_directory
 
 SERVICE_SUPPORT_ADMIN_ID = "f023fd81-a637-4b56-95fd-791ac0226033"
 HELPDESK_ADMIN_ID = "729827e3-9c14-49f7-bb1b-9608f156bbb8"
@@ -313,16 +313,6 @@ def test_import_refuses_another_provider_tenant_once_the_provider_holds_roles(ru
     assert "provider_tenant: the provider tenant is 'provider', which holds role assignments" in result.output
     assert directory_events(api) == before
     assert decision_reason(api, "eve") == "no_active_grant"  # still the provider's engineer
-
-
-def provider_directory(provider: str) -> dict:
-    """tests/directory.yaml with another provider tenant."""
-    document = base_document()
-    document["provider_tenant"] = provider
-    for assignment in document["role_assignments"]:
-        if assignment["tenant"] == "provider":
-            assignment["tenant"] = provider
-    return document
 
 
 def test_the_provider_tenant_a_file_names_is_the_providers(bare_app, tmp_path):

@@ -23,8 +23,8 @@ from playhouse.db_url import connect
 
 from service.policy import REPO_POLICY_DIR, policy_version
 from service.serve import WORKERS_KILL_TIMEOUT
-from tests.conftest import DIRECTORY_FILE, auth, read_check
-from tests.helpers import rsa_key, write_jwks
+from tests.conftest import auth, read_check
+from tests.helpers import provider_directory, rsa_key, write_jwks
 from tests.served import (
     ROOT,
     call,
@@ -145,13 +145,8 @@ def test_a_policy_reload_is_in_force_in_every_worker_before_its_answer_returns(
 def test_a_provider_tenant_imported_while_serving_is_the_providers_in_every_worker(tmp_path, database_url):
     """A directory file naming another provider tenant, imported by a CLI process while
     the server runs on a database with no directory yet: every worker takes it."""
-    document = yaml.safe_load(DIRECTORY_FILE.read_text(encoding="utf-8"))
-    document["provider_tenant"] = "msft"
-    for assignment in document["role_assignments"]:
-        if assignment["tenant"] == "provider":
-            assignment["tenant"] = "msft"
     directory = tmp_path / "msft.yaml"
-    directory.write_text(yaml.safe_dump(document), encoding="utf-8")
+    directory.write_text(yaml.safe_dump(provider_directory("msft")), encoding="utf-8")
     with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2, directory=None) as (port, _):
         clients = _clients_on_two_workers(port)
         assert wait_for_whole_indexes(clients)  # of no directory: the import reaches them as events
