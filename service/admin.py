@@ -130,7 +130,7 @@ def _when(value: datetime | None) -> str:
 def _row(item: AccessRequest, view: str, tenant_id: str, viewer: Viewer) -> Row:
     status = workflow.view_status(item, view)
     party = "resource" if tenant_id == item.resource_tenant_id else "support_request"
-    approvals = workflow.approvals_of(item)
+    approvals = workflow.approvals_of(policy(), item)
     return Row(
         id=item.id,
         ticket_id=item.support_request_id,

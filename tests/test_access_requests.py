@@ -433,6 +433,10 @@ def test_approval_of_an_approver_who_lost_its_role_no_longer_counts(api, access_
     assert approve(api, access_request, "alice", "contoso").status_code == 200
     removed = api.delete("/v1/tenants/contoso/role-assignments/alice/Global%20Administrator", "ops")
     assert removed.status_code == 204
+    # Listed approvals are those that count, before any approve call has looked.
+    assert api.get(url(access_request), "alice2").get_json()["approvals"] == []
+    listed = api.get("/v1/access-requests?tenant_id=fabrikam", "bob").get_json()["items"]
+    assert [item["approvals"] for item in listed if item["id"] == access_request["id"]] == [[]]
 
     answer = approve(api, access_request, "bob", "fabrikam")
 
@@ -477,6 +481,16 @@ def test_an_approval_that_lapsed_stays_void_when_the_role_comes_back(api, access
         assert [(e["actor"], e["details"]["approver"], e["details"]["reason"]) for e in lapsed] == [
             ("system", "alice", "approver_role_lost")
         ]
+
+
+def test_a_decided_request_keeps_listing_the_approvals_it_was_decided_with(api, approved_request):
+    role = "/v1/tenants/contoso/role-assignments/alice/Global%20Administrator"
+    assert api.delete(role, "ops").status_code == 204
+
+    body = api.get(url(approved_request), "alice2").get_json()
+
+    assert body["status"] == "approved"
+    assert sorted(a["approver"] for a in body["approvals"]) == ["alice", "bob"]
 
 
 # --- reject ------------------------------------------------------------------------------

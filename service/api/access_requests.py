@@ -29,7 +29,7 @@ def access_request_json(item: AccessRequest, view: str, approvals: list[Approval
         "required_approvals": workflow.required_approvals(item),
         "approvals": [
             {"tenant_id": a.tenant_id, "party": a.party, "approver": a.approver, "at": isoformat(a.at)}
-            for a in (workflow.approvals_of(item) if approvals is None else approvals)
+            for a in (workflow.approvals_of(policy(), item) if approvals is None else approvals)
         ],
         "created_at": isoformat(item.created_at),
         "expires_at": isoformat(item.expires_at),
@@ -56,7 +56,7 @@ def list_requests():
     current = viewer()
     workflow.sweep(now())
     items = workflow.list_access_requests(current, policy(), tenant_id, status, now())
-    approvals = workflow.approvals_by_request([item for item, _ in items])
+    approvals = workflow.approvals_by_request(policy(), [item for item, _ in items])
     return jsonify({"items": [access_request_json(item, view, approvals[item.id]) for item, view in items]})
 
 
