@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -154,10 +156,33 @@ def _run_granian(host: str | None, port: int | None, workers: int | None, thread
     )
     from granian.errors import FatalError
 
+    server = granian_server(host, port, workers, threads)
+    relay_signals(server)
     try:
-        granian_server(host, port, workers, threads).serve()
+        server.serve()
     except FatalError:  # granian has said why (a port in use, say)
         sys.exit(1)
+
+
+def relay_signals(server) -> None:
+    """granian's handlers for SIGTERM, SIGINT and SIGHUP set a threading.Event. A second
+    signal that arrives while the first one's handler holds the Event's lock runs its
+    handler in the same thread, which waits for that lock for ever: the server hung
+    instead of stopping (`make serve` stopped with killpg gets SIGTERM twice: once from
+    killpg, once from make passing it on). The handlers granian installs now only queue
+    the signal (SimpleQueue.put may interrupt itself), and a thread of this process
+    calls granian's own handler."""
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    handlers = {"stop": server.signal_handler_interrupt, "reload": server.signal_handler_reload}
+
+    def relay() -> None:
+        while True:
+            handlers[pending.get()]()
+
+    threading.Thread(target=relay, name="signal-relay", daemon=True).start()
+    # granian installs whatever these attributes hold when it starts.
+    server.signal_handler_interrupt = lambda *_: pending.put("stop")
+    server.signal_handler_reload = lambda *_: pending.put("reload")
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}

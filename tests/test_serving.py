@@ -22,7 +22,7 @@ import yaml
 from playhouse.db_url import connect
 
 from service.policy import REPO_POLICY_DIR, policy_version
-from service.serve import WORKERS_KILL_TIMEOUT
+from service.serve import WORKERS_KILL_TIMEOUT, relay_signals
 from tests.conftest import auth, read_check
 from tests.helpers import provider_directory, rsa_key, write_jwks
 from tests.served import (
@@ -384,6 +384,57 @@ def test_the_server_stops_even_when_a_worker_does_not(tmp_path, database_url):
     while _runs_granian(stuck):
         assert time.monotonic() < deadline, "the stuck worker outlived its server"
         time.sleep(0.1)
+
+
+def test_the_server_stops_when_stop_signals_come_in_a_burst(tmp_path, database_url):
+    """`make serve` stopped with killpg gets SIGTERM twice: from killpg, and from make
+    passing it on. A signal that came while granian's handler ran for the one before
+    hung the server for ever (1 to 2 of 4 runs of this burst before service.serve's
+    relay_signals); a clean-clone CI run hung so on `make serve`."""
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (_, server):
+        workers = _granian_workers_of(server.pid)
+        end_of_burst, sent = time.monotonic() + 0.5, 0
+        while time.monotonic() < end_of_burst:
+            with contextlib.suppress(ProcessLookupError):  # as a zombie it is still there
+                os.kill(server.pid, (signal.SIGINT, signal.SIGTERM)[sent % 2])
+            sent += 1
+            time.sleep(0.00005)
+        stopped = server.wait(timeout=WORKERS_KILL_TIMEOUT + 30)  # a bound for a hang, not speed
+    # A signal of the burst may end it as it exits: Python restores the default handlers
+    # then. Its workers were stopped before that.
+    assert stopped in (0, -signal.SIGINT, -signal.SIGTERM)
+    assert workers and not any(_runs_granian(worker) for worker in workers)
+
+
+class _Server:
+    """granian's server as relay_signals sees it: handlers that take a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stopping, self.reloading = threading.Event(), threading.Event()
+
+    def signal_handler_interrupt(self, *_) -> None:
+        with self.lock:
+            self.stopping.set()
+
+    def signal_handler_reload(self, *_) -> None:
+        with self.lock:
+            self.reloading.set()
+
+
+def test_the_installed_signal_handlers_take_no_lock_and_the_relay_passes_them_on():
+    """A second signal runs its handler in the thread that the first one's handler is
+    in: the handler granian installs must not wait for a lock that thread may hold."""
+    server = _Server()
+    relay_signals(server)
+    with server.lock:  # what a signal found while granian's handler held its Event's lock
+        for handler in (server.signal_handler_interrupt, server.signal_handler_reload):
+            called = threading.Thread(target=handler, args=(signal.SIGTERM, None), daemon=True)
+            called.start()
+            called.join(timeout=10)
+            assert not called.is_alive(), "the handler waited for the lock"
+        assert not server.stopping.is_set()
+    assert server.stopping.wait(timeout=10) and server.reloading.wait(timeout=10)
 
 
 def _granian_workers_of(pid: int) -> list[int]:
