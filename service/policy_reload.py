@@ -10,7 +10,9 @@ as a revocation is, and a failed one is reported by all of them."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import signal
 import threading
 
@@ -60,7 +62,7 @@ def reload_policy(app: Flask, trigger: str, actor="system") -> Policy:
 class PolicyWatcher:
     """A daemon thread that reloads on SIGHUP or when the files' content hash changes.
 
-    The signal handler only sets an event: the reload itself (files, database) runs on
+    The signal handler only queues a wake-up: the reload itself (files, database) runs on
     this thread, never inside a signal handler that may have interrupted a transaction.
     """
 
@@ -68,7 +70,10 @@ class PolicyWatcher:
         self.app = app
         self.interval = interval
         self.generation = generation  # the machine's policy generation (see the module)
-        self.wake = threading.Event()
+        # Not a threading.Event: a second SIGHUP arriving while the first one's handler
+        # held the Event's lock would wait for that lock in the same thread, for ever.
+        # SimpleQueue.put may interrupt itself.
+        self.wakeups: queue.SimpleQueue = queue.SimpleQueue()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="policy-watcher", daemon=True)
         self._followed = generation.value()
@@ -87,19 +92,30 @@ class PolicyWatcher:
                     self.thread.start()
 
     def trigger(self) -> None:
-        self.wake.set()
+        self.wakeups.put(True)
 
     def stop(self) -> None:
         self.stopped.set()
-        self.wake.set()
+        self.wakeups.put(True)
 
     def _run(self) -> None:
         while not self.stopped.is_set():
-            signalled = self.wake.wait(self.interval if self.interval > 0 else None)
-            self.wake.clear()
+            signalled = self._wait()
             if self.stopped.is_set():
                 return
             self._check("sighup" if signalled else "watch", force=signalled)
+
+    def _wait(self) -> bool:
+        """Until a wake-up (True) or the end of the interval (False). Wake-ups that came
+        meanwhile are one reload."""
+        try:
+            self.wakeups.get(timeout=self.interval if self.interval > 0 else None)
+        except queue.Empty:
+            return False
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.wakeups.get_nowait()
+        return True
 
     def keep_current(self) -> None:
         """Before each request: if another worker's policy state changed since (see the

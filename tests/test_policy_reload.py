@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -405,6 +406,32 @@ def test_a_real_sighup_reloads(app, api, policy_dir, store):
         assert store.current.timing.retention.days == 14
         assert last_event(api, "sighup")["details"]["version"] == policy_version(policy_dir)
     finally:
+        signal.signal(signal.SIGHUP, previous)
+        watcher.stop()
+        watcher.thread.join(timeout=5)
+    assert not watcher.thread.is_alive()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_a_burst_of_sighups_is_one_reload_and_never_blocks_the_process(app, api, policy_dir, store):
+    """A SIGHUP that came while the handler ran for the one before waited, in the same
+    thread, for a lock that handler held (a threading.Event's), for ever."""
+    previous = signal.getsignal(signal.SIGHUP)
+    watcher = PolicyWatcher(app, interval=0, generation=ProcessCounter())
+    burst = f"end=$((SECONDS+2)); while [ $SECONDS -lt $end ] && kill -HUP {os.getpid()}; do :; done"
+    sender = None
+    try:
+        watcher.install_signal_handler()
+        watcher.start_once()
+        edit(policy_dir / "workflow.yaml", "retention: 30d", "retention: 14d")
+        sender = subprocess.Popen(["bash", "-c", burst])
+        while sender.poll() is None:  # this thread runs Python code, so it runs the handlers
+            time.sleep(0.0001)
+        assert wait_for(lambda: store.current.version == policy_version(policy_dir)), "SIGHUP did not reload"
+    finally:
+        if sender is not None:  # before SIGHUP's default action (the end of this process) is back
+            sender.kill()
+            sender.wait()
         signal.signal(signal.SIGHUP, previous)
         watcher.stop()
         watcher.thread.join(timeout=5)
