@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import queue
 import shutil
@@ -177,7 +178,11 @@ def relay_signals(server) -> None:
 
     def relay() -> None:
         while True:
-            handlers[pending.get()]()
+            signalled = pending.get()
+            try:
+                handlers[signalled]()
+            except Exception:  # the next signal must still reach granian
+                logging.getLogger(__name__).exception("granian's %s handler failed", signalled)
 
     threading.Thread(target=relay, name="signal-relay", daemon=True).start()
     # granian installs whatever these attributes hold when it starts.

@@ -642,8 +642,9 @@ def approvals_by_request(policy: Policy, requests: list[AccessRequest]) -> dict[
     """The approvals listed with each request, a few hundred requests a query (a list of
     20,000 requests spent 12 s on a query each). While a request is pending only those
     that count are listed: an approver who lost its qualifying role no longer counts
-    (SPEC §3), and a client compares `approvals` with `required_approvals`. A decided
-    request lists the approvals it was decided with."""
+    (SPEC §3), and a client compares `approvals` with `required_approvals`. A request no
+    longer pending lists every approval kept for it: an approve or reject call dropped
+    the lapsed ones first, so an approved or rejected one lists those it was decided with."""
     found: dict[str, list[Approval]] = {request.id: [] for request in requests}
     for batch in chunked(list(found), 500):
         query = Approval.select().where(Approval.access_request.in_(batch))
