@@ -406,6 +406,19 @@ def test_the_server_stops_when_stop_signals_come_in_a_burst(tmp_path, database_u
     assert workers and not any(_runs_granian(worker) for worker in workers)
 
 
+def test_sighup_to_the_server_respawns_its_workers_through_the_relay(tmp_path, database_url):
+    """SIGHUP reaches granian through relay_signals: new workers, the server still up."""
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, server):
+        before = set(_granian_workers_of(server.pid))
+        os.kill(server.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60  # a bound for a loaded machine, not a speed test
+        while not (len(now := set(_granian_workers_of(server.pid))) == 2 and not now & before):
+            assert time.monotonic() < deadline and server.poll() is None, f"{before} then {now}"
+            time.sleep(0.1)
+        wait_until_ready(port, server, tmp_path / "server.log")
+        assert server.poll() is None and not any(_runs_granian(worker) for worker in before)
+
+
 class _Server:
     """granian's server as relay_signals sees it: handlers that take a lock."""
 
