@@ -339,16 +339,35 @@ def connect_database(url: str, background_checkpoints: bool = False, create: boo
     # The key is all the row holds: SQLite need not keep a rowid table beside it
     # (peewee would write WITHOUT ROWID for PostgreSQL too).
     AuditReadIndex._meta.without_rowid = is_sqlite(db)
-    with _one_setup_at_a_time(db), db.connection_context():
+    with _one_setup_at_a_time(db), db.connection_context(), _postgres_setup_lock(db):
         _add_new_columns(db)
         try:
             db.create_tables(MODELS, safe=True)
         except (IntegrityError, OperationalError, ProgrammingError):
-            # Another process starting at the same moment created a new table first
-            # (PostgreSQL: a unique violation on its type): now it is there.
+            # Another process starting at the same moment created a new table first: now
+            # it is there.
             db.create_tables(MODELS, safe=True)
         AuditHead.insert(id=1, last_seq=0, last_hash="0" * 64).on_conflict_ignore().execute()
     return db
+
+
+SCHEMA_LOCK_KEY = 0x5A5E7C0DE  # any number, the same in every process of the service
+
+
+@contextmanager
+def _postgres_setup_lock(db):
+    """PostgreSQL: one process at a time creates the schema. CREATE TABLE IF NOT EXISTS
+    is not safe against itself there (a unique violation on the table's type), and two
+    workers starting together on a new database create it table by table side by side:
+    one retry was not enough, and the worker that lost twice crashed the server."""
+    if is_sqlite(db):
+        yield
+        return
+    db.execute_sql("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+    try:
+        yield
+    finally:
+        db.execute_sql("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
 
 
 @contextmanager

@@ -70,12 +70,11 @@ def tenant_exists(tenant_id: str) -> bool:
 
 def roles_of(principal: str) -> list[tuple[str, str]]:
     """(tenant, role) pairs held by `principal`."""
-    query = RoleAssignment.select(RoleAssignment.tenant_id, RoleAssignment.role)
-    return [(a.tenant_id, a.role) for a in query.where(RoleAssignment.principal == principal)]
+    return roles_by_principal({principal})[principal]
 
 
 def roles_by_principal(principals: set[str]) -> dict[str, list[tuple[str, str]]]:
-    """`roles_of` for many principals, a few hundred a query."""
+    """(tenant, role) pairs held by each of `principals`, a few hundred principals a query."""
     found: dict[str, list[tuple[str, str]]] = {principal: [] for principal in principals}
     for batch in chunked(sorted(principals), 500):
         query = RoleAssignment.select(RoleAssignment.principal, RoleAssignment.tenant_id, RoleAssignment.role)
