@@ -435,13 +435,40 @@ class ChainReport:
     checked: int
     problem: str | None = None
     bad_event: str | None = None  # id (seq) of the first bad event
+    head: str | None = None  # "<seq>:<hash>" of the last event, when the chain is intact
 
 
-def verify_chain(batch: int = 1000) -> ChainReport:
-    """Walk the chain in order; report the first event whose hash or link is wrong."""
+def verify_chain(batch: int = 1000, anchors: tuple[str, ...] = ()) -> ChainReport:
+    """Walk the chain in order; report the first event whose hash or link is wrong.
+    `anchors` are heads ("<seq>:<hash>") printed by earlier runs and kept outside the
+    database: each must still be in the chain. Without one, whoever can rewrite the
+    database can drop the newest events and rewrite the head row to match."""
     flush_reads()
     with snapshot():  # the events, the read index and the head as of one moment
-        return _walk_chain(batch)
+        report = _walk_chain(batch)
+        return _check_anchors(report, anchors) if report.ok else report
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """An anchor's event seq and hash; ValueError if it is not "<seq>:<64 hex digits>"."""
+    seq, _, digest = text.partition(":")
+    if not (seq.isdigit() and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise ValueError(f"{text!r} is not <seq>:<hash> as `audit verify` prints it")
+    return int(seq), digest
+
+
+def _check_anchors(report: ChainReport, anchors: tuple[str, ...]) -> ChainReport:
+    for anchor in anchors:
+        seq, digest = parse_anchor(anchor)
+        event = AuditEvent.get_or_none(AuditEvent.seq == seq)
+        if event is None:
+            problem = f"anchor {anchor} is gone: the log ends before event {seq} (events were removed)"
+            return ChainReport(False, report.checked, problem)
+        if event.hash != digest:
+            where = f"event {event.seq} ({event.id}, {event.activity})"
+            problem = f"anchor {anchor} does not match: the chain was rewritten from this event or before"
+            return ChainReport(False, report.checked, problem, where)
+    return report
 
 
 def _walk_chain(batch: int) -> ChainReport:
@@ -482,7 +509,7 @@ def _walk_chain(batch: int) -> ChainReport:
     if head and head.last_hash != prev_hash:
         problem = f"the chain head's hash is not that of the last event ({last_seq})"
         return ChainReport(False, checked, f"{problem}: the head or the last event was altered")
-    return ChainReport(True, checked)
+    return ChainReport(True, checked, head=f"{last_seq}:{prev_hash}" if checked else None)
 
 
 class _RowsByEvent:

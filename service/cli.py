@@ -229,18 +229,40 @@ def _load_or_exit(directory):
         sys.exit(EXIT_INVALID_POLICY)
 
 
+def _anchors(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    from service.audit import parse_anchor
+
+    for value in values:
+        try:
+            parse_anchor(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return values
+
+
 @audit_cli.command("verify")
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    callback=_anchors,
+    metavar="SEQ:HASH",
+    help="A head an earlier run printed, kept outside the database: it must still be in the chain.",
+)
 @_needs_store("cannot read the audit log", create=False)  # a mistyped path is no empty log
-def audit_verify() -> None:
+def audit_verify(anchors: tuple[str, ...]) -> None:
     """Check the audit log's hash chain; exit 1 naming the first bad event, 2 if the
     store cannot be opened or fails while the chain is read (which says nothing about
-    the chain)."""
+    the chain). On success it prints the head (SEQ:HASH of the last event): kept
+    outside the database and passed back with --anchor, it shows whether events were
+    later removed from the end by someone who also rewrote the head row."""
     from service.audit import verify_chain
 
     with database.connection_context():
-        report = verify_chain()
+        report = verify_chain(anchors=anchors)
     if report.ok:
-        click.echo(f"ok: {report.checked} events, chain intact")
+        head = f"; head {report.head}" if report.head else ""
+        click.echo(f"ok: {report.checked} events, chain intact{head}")
         return
     where = f" at {report.bad_event}" if report.bad_event else ""
     click.echo(f"audit log tampered{where}: {report.problem}", err=True)

@@ -267,6 +267,64 @@ def test_verify_detects_middle_deletion_despite_edited_head(runner, history):
     assert following.id in result.output
 
 
+def verified_head(runner) -> str:
+    result = verify(runner)
+    assert result.exit_code == 0, result.output
+    found = re.search(r"; head (\d+:[0-9a-f]{64})$", result.output.strip())
+    assert found, result.output
+    return found.group(1)
+
+
+def test_verify_prints_the_head_and_accepts_it_as_an_anchor(runner, history):
+    head = verified_head(runner)
+    assert head == f"{history[-1].seq}:{history[-1].hash}"
+    result = runner.invoke(args=["audit", "verify", "--anchor", head])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_anchor_catches_events_removed_from_the_end_with_the_head_rewritten(runner, history):
+    """Dropping the newest events and rewriting the head row to match leaves a chain that
+    is intact on its own; a head kept from an earlier run is what shows the loss."""
+    kept_head = verified_head(runner)
+    last, before = history[-1], history[-2]
+    with database.connection_context():
+        AuditEvent.delete().where(AuditEvent.seq == last.seq).execute()
+        AuditHead.update(last_seq=before.seq, last_hash=before.hash).execute()
+    assert verify(runner).exit_code == 0  # the limit of a chain checked against itself
+    result = runner.invoke(args=["audit", "verify", "--anchor", kept_head])
+    assert result.exit_code == 1
+    assert f"anchor {kept_head} is gone" in result.output, result.output
+
+
+def test_an_anchor_catches_a_chain_rewritten_from_an_earlier_event(runner, history):
+    """An attacker who edits an event and rehashes every event after it, and the head,
+    leaves a chain intact on its own, but the kept head no longer matches."""
+    kept_head = verified_head(runner)
+    victim = history[3]
+    with database.connection_context():
+        prev_hash = None
+        for event in AuditEvent.select().where(AuditEvent.seq >= victim.seq).order_by(AuditEvent.seq):
+            if event.seq == victim.seq:
+                event.actor = "mallory"
+            else:
+                event.prev_hash = prev_hash
+            event.hash = prev_hash = event_hash(event)
+            event.save()
+        AuditHead.update(last_hash=prev_hash).execute()
+    assert verify(runner).exit_code == 0
+    result = runner.invoke(args=["audit", "verify", "--anchor", kept_head])
+    assert result.exit_code == 1
+    assert f"anchor {kept_head} does not match" in result.output, result.output
+    assert history[-1].id in result.output, result.output
+
+
+@pytest.mark.parametrize("anchor", ["12", "x:" + "0" * 64, "3:" + "0" * 63, "3:" + "G" * 64])
+def test_verify_refuses_a_malformed_anchor(runner, history, anchor):
+    result = runner.invoke(args=["audit", "verify", "--anchor", anchor])
+    assert result.exit_code == 2
+    assert "is not <seq>:<hash>" in result.output, result.output
+
+
 def test_log_keeps_growing_intact_after_many_writes(api, runner, approved_request, clock):
     checks = [read_check() for _ in range(20)]
     assert api.post("/v1/decisions/batch", "diag-tool", {"checks": checks}).status_code == 200
