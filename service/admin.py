@@ -31,7 +31,7 @@ from models import AccessRequest, Tenant
 from service import clock, workflow
 from service.api import policy, provider
 from service.errors import ApiError, BadRequest, SupportAccessError, Unauthorized, store_failed
-from service.validation import refuse_nul_characters
+from service.validation import refuse_nul_characters, refuse_undecodable_url
 from service.viewer import Viewer, viewer_for
 
 log = logging.getLogger("support_access")
@@ -189,11 +189,15 @@ def _template_helpers() -> dict:
 @bp.before_request
 def _check_csrf() -> None:
     if request.method != "POST":
+        refuse_undecodable_url(request.environ)
         return
+    # The raw form first (cached: request.form is parsed from it), to refuse undecodable bytes.
+    form = request.get_data(cache=True) if request.mimetype == "application/x-www-form-urlencoded" else b""
     sent = request.form.get("csrf_token", "").encode()
     expected = session.get(CSRF_KEY, "").encode()
     if not expected or not hmac.compare_digest(sent, expected):
         abort(400, "The form is out of date or did not come from this page. Reload the page and try again.")
+    refuse_undecodable_url(request.environ, form)
     refuse_nul_characters(request.path, request.form.items(multi=True))
 
 

@@ -13,6 +13,7 @@ from functools import cache
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import unquote_to_bytes
 
 import fastjsonschema
 import jsonschema
@@ -128,6 +129,39 @@ def refuse_nul_characters(path: str, parameters: Iterable[tuple[str, str]]) -> N
     for name, value in parameters:
         if "\x00" in value:
             raise BadRequest(f"{name}: must not contain a NUL character", code="invalid_query")
+
+
+def refuse_undecodable_url(environ: dict[str, Any], form: bytes = b"") -> None:
+    """A 400 for a URL path, a query parameter or an URL-encoded form field whose bytes
+    are not UTF-8. Werkzeug decodes a path with errors="replace", so `/v1/tenants/x%80`
+    and `/v1/tenants/x%FF` would both name the tenant 'x\ufffd', and it keeps an
+    undecodable parameter as its percent-escapes ('x%FE'): an id the caller never sent."""
+    try:
+        path = environ.get("PATH_INFO", "")  # WSGI: the decoded bytes, as latin-1
+        if not path.isascii():
+            path.encode("latin-1").decode("utf-8")
+        query = environ.get("QUERY_STRING", "").encode("latin-1")
+    except UnicodeError:
+        raise BadRequest("path: not valid UTF-8", code="invalid_field") from None
+    for raw, where, code in ((query, "query", "invalid_query"), (form, "form", "invalid_field")):
+        name = _undecodable_parameter(raw)
+        if name is not None:
+            raise BadRequest(f"{name or where}: not valid UTF-8", code=code)
+
+
+def _undecodable_parameter(raw: bytes) -> str | None:
+    """The name of the first `name=value` pair of `raw` (a query string or an URL-encoded
+    form) that does not decode as UTF-8, or None."""
+    if raw.isascii() and b"%" not in raw:
+        return None
+    for pair in raw.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        try:
+            unquote_to_bytes(name).decode("utf-8")
+            unquote_to_bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "replace")
+    return None
 
 
 # JSON Schema patterns are ECMA-262 regular expressions, whose `$` ends the string;

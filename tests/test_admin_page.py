@@ -396,6 +396,28 @@ def test_a_nul_character_in_a_form_is_400_and_changes_nothing(app, api, access_r
     assert status_for(api, access_request["id"], "alice", "contoso") == "pending"
 
 
+@pytest.mark.parametrize(
+    ("path", "form"),
+    [
+        ("{id}\x80/reject", "tenant_id=contoso"),  # PATH_INFO as WSGI passes it: bytes as latin-1
+        ("{id}/approve", "tenant_id=con%80toso"),
+        ("{id}/reject", "tenant_id=contoso&reason=no%FF"),
+    ],
+)
+def test_a_url_or_form_whose_bytes_are_not_utf8_is_400_and_changes_nothing(
+    app, api, access_request, path, form
+):
+    alice = Browser(app, "alice", "contoso")
+    answer = alice.client.post(
+        "/",
+        data=f"csrf_token={alice.csrf()}&{form}",
+        content_type="application/x-www-form-urlencoded",
+        environ_overrides={"PATH_INFO": "/admin/requests/" + path.format(id=access_request["id"])},
+    )
+    assert answer.status_code == 400 and "not valid UTF-8" in answer.get_data(as_text=True)
+    assert status_for(api, access_request["id"], "alice", "contoso") == "pending"
+
+
 def test_an_unexpected_error_is_a_plain_500_page(app, access_request, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals")

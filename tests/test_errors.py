@@ -217,6 +217,42 @@ def test_a_nul_character_in_a_url_is_400(client, method, url):
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "query", "named"),
+    [
+        # PATH_INFO as WSGI passes it: the URL's decoded bytes as latin-1 (b"\x80" is "\x80")
+        ("PUT", "/v1/tenants/x\x80", "", "path"),
+        ("PUT", "/v1/tenants/x\xff/role-assignments", "", "path"),
+        ("GET", "/v1/support-requests/x\xc3", "", "path"),
+        ("GET", "/v1/access-requests", "tenant_id=x%FE", "tenant_id"),
+        ("GET", "/v1/audit-events", "tenant_id=fabrikam&activity=%ff", "activity"),
+    ],
+)
+def test_a_url_whose_bytes_are_not_utf8_is_400_and_changes_nothing(client, method, path, query, named):
+    """Werkzeug would decode x%80 and x%FF both to 'x\ufffd', one tenant for two ids."""
+    body = {"principal": "m", "role": "Global Administrator"} if "role-assignments" in path else {"name": "A"}
+    answer = client.open(
+        "/",
+        method=method,
+        json=body if method == "PUT" else None,
+        query_string=query,
+        headers=auth("ops"),
+        environ_overrides={"PATH_INFO": path},
+    )
+    error = assert_error_body(answer, 400)
+    assert error["message"] == f"{named}: not valid UTF-8"
+    with database.connection_context():
+        assert not [tenant.id for tenant in Tenant.select() if "\ufffd" in tenant.id]
+
+
+def test_a_url_with_valid_utf8_beyond_ascii_still_works(api):
+    tenant = "m\u00fcller-\u6771\u4eac"  # sent percent-encoded, as UTF-8
+    answer = api.put(f"/v1/tenants/{tenant}", "ops", {"name": "M"})
+    assert answer.status_code == 201, answer.get_json()
+    assert answer.get_json()["id"] == tenant
+    assert api.get(f"/v1/access-requests?tenant_id={tenant}", "ops").status_code == 200
+
+
+@pytest.mark.parametrize(
     ("url", "who", "body", "field"),
     [
         ("/v1/tenants/newt", "ops", {"name": "NEST"}, "name"),

@@ -12,7 +12,7 @@ from service.auth import current_caller
 from service.directory import provider_tenant
 from service.errors import BadRequest, Forbidden
 from service.policy import Policy
-from service.validation import json_object, read_body, refuse_nul_characters, validate
+from service.validation import json_object, read_body, refuse_nul_characters, refuse_undecodable_url, validate
 from service.viewer import Viewer, viewer_for
 
 T = TypeVar("T")
@@ -54,6 +54,7 @@ def register_blueprints(app: Flask) -> None:
         caller without a valid token learns nothing (401) from a bad body or query."""
         if request.path.startswith("/v1/") and request.endpoint not in PUBLIC_ENDPOINTS:
             current_caller()
+            refuse_undecodable_url(request.environ)
             refuse_nul_characters(request.path, request.args.items(multi=True))
 
 
