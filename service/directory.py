@@ -184,6 +184,8 @@ def read_directory_file(
         document = strict_yaml.load_large(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise BadRequest(f"{path}: cannot read directory file: {exc}") from exc
+    except UnicodeDecodeError as exc:  # as policy files are refused (service/policy.py)
+        raise BadRequest(f"{path}: byte {exc.start}: not UTF-8 text") from exc
     except yaml.YAMLError as exc:
         raise BadRequest(f"{path}: {strict_yaml.describe(exc)}") from exc
     if not isinstance(document, dict):

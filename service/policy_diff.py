@@ -37,7 +37,10 @@ def is_json_lines(path: Path) -> bool:
 def read_requests(path: str | Path) -> list[Check]:
     """Decision requests from a decision log (JSON lines with an `input`) or from a YAML
     or JSON list of request bodies (optionally under `checks`)."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"{path}: byte {exc.start}: not UTF-8 text") from exc
     if is_json_lines(Path(path)):
         entries = []
         for number, line in enumerate(text.splitlines(), 1):

@@ -250,6 +250,15 @@ def test_import_of_a_malformed_file_is_refused(runner, tmp_path):
     assert "broken.yaml" in result.output
 
 
+def test_import_of_a_file_that_is_not_utf8_is_refused_in_a_line(runner, tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("tenants:\n  - {id: caf\u00e9, name: Caf\u00e9}\n".encode("latin-1"))
+    result = run_import(runner, path)
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert result.exit_code == 1
+    assert f"{path}: byte 21: not UTF-8 text" in result.output, result.output
+
+
 def test_import_refuses_a_key_given_twice(runner, api, tmp_path):
     """A second `role_assignments:` would silently replace the first; with --prune, that
     removes every assignment the first listed."""

@@ -220,6 +220,15 @@ def test_a_missing_requests_file_is_a_usage_error(runner, old_dir, tmp_path):
     assert result.exit_code == 2, result.output
 
 
+def test_a_requests_file_that_is_not_utf8_is_a_usage_error(runner, old_dir, tmp_path):
+    requests = tmp_path / "requests.yaml"
+    requests.write_bytes("- {principal: j\u00fcrgen}\n".encode("latin-1"))
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir), "--log", str(requests)])
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert result.exit_code == 2
+    assert f"{requests}: byte 15: not UTF-8 text" in result.output, result.output
+
+
 def test_an_unusable_requests_file_is_not_reported_as_changes(runner, old_dir, tmp_path):
     requests = tmp_path / "requests.yaml"
     requests.write_text("- {principal: eve}\n", encoding="utf-8")
