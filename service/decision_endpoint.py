@@ -85,7 +85,9 @@ class FastDecisions:
 
     def __call__(self, environ, start_response):
         route = ROUTES.get(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
-        if route is None:
+        # A query string (the decision routes take none) goes to Flask too, which refuses one
+        # it cannot decode or that holds a NUL, as for every other route.
+        if route is None or environ.get("QUERY_STRING"):
             return self.next(environ, start_response)
         for hook in self.service.app.extensions["before_every_request"]:
             hook()

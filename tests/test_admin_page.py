@@ -4,6 +4,7 @@ errors as messages (never a stack trace) and HTML escaping."""
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import timedelta
 
@@ -415,6 +416,19 @@ def test_a_url_or_form_whose_bytes_are_not_utf8_is_400_and_changes_nothing(
         environ_overrides={"PATH_INFO": "/admin/requests/" + path.format(id=access_request["id"])},
     )
     assert answer.status_code == 400 and "not valid UTF-8" in answer.get_data(as_text=True)
+    assert status_for(api, access_request["id"], "alice", "contoso") == "pending"
+
+
+def test_a_form_not_sent_url_encoded_is_refused_and_changes_nothing(app, api, access_request):
+    """Werkzeug decodes multipart fields with errors="replace": b"no\\xff" would be stored
+    as a reason the admin never gave. The page's own forms are all URL-encoded."""
+    alice = Browser(app, "alice", "contoso")
+    answer = alice.client.post(
+        f"/admin/requests/{access_request['id']}/reject",
+        data={"csrf_token": alice.csrf(), "tenant_id": "contoso", "reason": (io.BytesIO(b"no\xff"), "")},
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 415 and "URL-encoded" in answer.get_data(as_text=True)
     assert status_for(api, access_request["id"], "alice", "contoso") == "pending"
 
 

@@ -63,6 +63,9 @@ def _cases(ticket_id: str) -> list[tuple[str, str, dict, bytes]]:
         ("too many checks", batch, client, dumps({"checks": [read_check()] * 1001})),
         ("no checks", batch, client, dumps({"checks": []})),
         ("too large", batch, client, b" " * (3 * 1024 * 1024)),
+        ("a query, which the routes ignore", single + "?explain=1", client, dumps(read_check())),
+        ("a query that is not UTF-8", single + "?x=%FF", client, dumps(read_check())),
+        ("a NUL in a query", batch + "?x=a%00b", client, dumps({"checks": [read_check()]})),
     ]
 
 
