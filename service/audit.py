@@ -452,7 +452,9 @@ def verify_chain(batch: int = 1000, anchors: tuple[str, ...] = ()) -> ChainRepor
 def parse_anchor(text: str) -> tuple[int, str]:
     """An anchor's event seq and hash; ValueError if it is not "<seq>:<64 hex digits>"."""
     seq, _, digest = text.partition(":")
-    if not (seq.isdigit() and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+    digest = digest.lower()
+    well_formed = seq.isascii() and seq.isdigit() and int(seq) > 0  # events count from 1
+    if not (well_formed and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
         raise ValueError(f"{text!r} is not <seq>:<hash> as `audit verify` prints it")
     return int(seq), digest
 
@@ -462,11 +464,14 @@ def _check_anchors(report: ChainReport, anchors: tuple[str, ...]) -> ChainReport
         seq, digest = parse_anchor(anchor)
         event = AuditEvent.get_or_none(AuditEvent.seq == seq)
         if event is None:
-            problem = f"anchor {anchor} is gone: the log ends before event {seq} (events were removed)"
+            problem = f"anchor {anchor} is gone: there is no event {seq} in the log (events were removed)"
             return ChainReport(False, report.checked, problem)
         if event.hash != digest:
             where = f"event {event.seq} ({event.id}, {event.activity})"
-            problem = f"anchor {anchor} does not match: the chain was rewritten from this event or before"
+            problem = (
+                f"anchor {anchor} does not match: the chain was rewritten from this event or"
+                " before, or cut short and added to"
+            )
             return ChainReport(False, report.checked, problem, where)
     return report
 

@@ -37,22 +37,23 @@ def is_json_lines(path: Path) -> bool:
 def read_requests(path: str | Path) -> list[Check]:
     """Decision requests from a decision log (JSON lines with an `input`) or from a YAML
     or JSON list of request bodies (optionally under `checks`)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"{path}: byte {exc.start}: not UTF-8 text") from exc
+    raw = Path(path).read_bytes()
     if is_json_lines(Path(path)):
         entries = []
-        for number, line in enumerate(text.splitlines(), 1):
+        # Line by line from the bytes: a line cut short inside a UTF-8 character (a log
+        # being written) is named by its line, as any other line that does not parse.
+        for number, line in enumerate(raw.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 entries.append(json.loads(line))
-            except ValueError as exc:
+            except ValueError as exc:  # UnicodeDecodeError included
                 raise BadRequest(f"{path}: line {number}: cannot parse: {exc}") from exc
     else:
         try:
-            entries = strict_yaml.load(text)
+            entries = strict_yaml.load(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"{path}: byte {exc.start}: not UTF-8 text") from exc
         except yaml.YAMLError as exc:
             raise BadRequest(f"{path}: cannot parse: {exc}") from exc
     if isinstance(entries, dict):

@@ -278,7 +278,8 @@ def verified_head(runner) -> str:
 def test_verify_prints_the_head_and_accepts_it_as_an_anchor(runner, history):
     head = verified_head(runner)
     assert head == f"{history[-1].seq}:{history[-1].hash}"
-    result = runner.invoke(args=["audit", "verify", "--anchor", head])
+    older = f"{history[2].seq}:{history[2].hash.upper()}"  # an earlier head still in the chain
+    result = runner.invoke(args=["audit", "verify", "--anchor", older, "--anchor", head])
     assert result.exit_code == 0, result.output
 
 
@@ -318,7 +319,9 @@ def test_an_anchor_catches_a_chain_rewritten_from_an_earlier_event(runner, histo
     assert history[-1].id in result.output, result.output
 
 
-@pytest.mark.parametrize("anchor", ["12", "x:" + "0" * 64, "3:" + "0" * 63, "3:" + "G" * 64])
+@pytest.mark.parametrize(
+    "anchor", ["12", "x:" + "0" * 64, "3:" + "0" * 63, "3:" + "G" * 64, "0:" + "0" * 64, "\u0663:" + "0" * 64]
+)
 def test_verify_refuses_a_malformed_anchor(runner, history, anchor):
     result = runner.invoke(args=["audit", "verify", "--anchor", anchor])
     assert result.exit_code == 2

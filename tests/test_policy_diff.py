@@ -188,6 +188,17 @@ def test_a_broken_decision_log_line_is_named_by_its_line_in_the_file(runner, old
     assert f"{log}: line 4: cannot parse" in result.output
 
 
+def test_a_decision_log_line_cut_inside_a_character_is_named_by_its_line(runner, old_dir, tmp_path):
+    log = tmp_path / "decisions.log"
+    good = json.dumps({"input": REQUESTS[0]}).encode()
+    line = json.dumps({"input": {**REQUESTS[0], "principal": "j\u00fcrgen"}}, ensure_ascii=False).encode()
+    log.write_bytes(good + b"\n" + line[: line.index("\u00fc".encode()) + 1])  # ends inside the ü
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir), "--log", str(log)])
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, result.output
+    assert f"{log}: line 2: cannot parse" in result.output, result.output
+
+
 def test_a_diff_records_nothing(app, runner, approved_request, old_dir, requests_file, tmp_path):
     """Replays are what-ifs: no audit event, no decision log line."""
     log = Path(app.config["DECISION_LOG"])
