@@ -52,17 +52,29 @@ class DecisionService:
         """The policy for this call (one version stamps every answer), with the index
         current and the caller checked to be a decision client (403 if not)."""
         policy = self.store.current
-        if self.listener is not None:
-            self.listener.check_fresh()  # another instance's revocation is heard (503 if not)
-        self.index.sync()
+        # Its store query may stall (a hung connection): here, before the state this call
+        # decides from is read, never between deciding and answering.
+        self.journal.keep_up()
+        self._current()
         roles = self.index.roles.get(caller.principal, ())
         if not policy.any_role_allows(roles, self.index.provider, "evaluate_decisions"):
             raise Forbidden("only decision clients may ask for decisions", code="not_decision_client")
         return policy
 
+    def _current(self) -> None:
+        """Every change this process or another instance has committed is in the index
+        (503 if another instance's cannot be heard)."""
+        if self.listener is not None:
+            self.listener.check_fresh()
+        self.index.sync()
+
     def answer(self, policy: Policy, caller: Caller, checks: list[decisions.Check], many: bool) -> Any:
-        at = self.app.config["CLOCK"]()
         self.index.warm_for(checks)  # at start-up only: what these checks need of the index
+        # Again, right before deciding: reading the body (a slow client) or warming (its
+        # queries) may have taken seconds since begin, and a revocation answered meanwhile
+        # must be in force. From here to the answer nothing waits on the store or a client.
+        self._current()
+        at = self.app.config["CLOCK"]()
         provider = self.index.provider
         answers = [(check, decisions.decide(policy, self.index, check, at, provider)) for check in checks]
         # Allowed reads are committed to the audit journal before the answer leaves.

@@ -94,17 +94,30 @@ class ReadJournal:
         self._pid: int | None = None
         self._size = 0
         self._checked_at = -CHECK_INTERVAL  # monotonic time of the last backlog check
+        self._keep_up_lock = threading.Lock()
         self._store_down = False
+
+    def keep_up(self) -> None:
+        """Every CHECK_INTERVAL, and on every call while the store is down: see that the
+        journal is being imported (`_keep_up`). Call it before deciding, not between a
+        decision and its answer: it queries the store, and a hung connection would hold an
+        answer computed before a revocation for as long as it hangs. It does not raise:
+        while the store is down, `append` refuses (503) and denials are still answered."""
+        if not (self._store_down or time.monotonic() - self._checked_at >= CHECK_INTERVAL):
+            return
+        with self._keep_up_lock:
+            if self._store_down or time.monotonic() - self._checked_at >= CHECK_INTERVAL:
+                self._keep_up()
 
     def append(self, records: list[list]) -> None:
         """Return once `records` (audit.RECORD_FIELDS order) are in the journal; raise
-        Unavailable if they are not."""
+        Unavailable if they are not, or if the last `keep_up` found the store down."""
         if not records:
             return
+        if self._store_down:
+            raise Unavailable("the audit log is unavailable", code="store_unavailable")
         data = b"".join([orjson.dumps(record) + b"\n" for record in records])
         with self._lock:
-            if self._store_down or time.monotonic() - self._checked_at >= CHECK_INTERVAL:
-                self._keep_up()
             try:
                 fd = self._file()
                 written = os.write(fd, data)
@@ -139,7 +152,9 @@ class ReadJournal:
                 raise
             self._store_down = True
             log.error("read journal: the audit store is unavailable: %s", exc)
-            raise Unavailable("the audit log is unavailable", code="store_unavailable") from exc
+        except OSError as exc:  # the journal directory cannot be listed (its permissions)
+            self._store_down = True
+            log.error("read journal: cannot check the journal: %s", exc)
 
     def close(self) -> None:
         with self._lock:

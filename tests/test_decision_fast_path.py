@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -123,3 +124,44 @@ def test_other_methods_and_paths_still_go_to_flask(client):
     assert client.post("/v1/decisions/other", headers=auth("diag-tool")).status_code == 404
     expired = {"Authorization": f"Bearer {token('diag-tool')}x"}
     assert client.post("/v1/decisions", headers=expired, json=read_check()).status_code == 401
+
+
+class SlowBody(io.BytesIO):
+    """A request body that arrives slowly: while it is read, `meanwhile` runs."""
+
+    def __init__(self, data: bytes, meanwhile):
+        super().__init__(data)
+        self.meanwhile = meanwhile
+
+    def _arriving(self) -> None:
+        if self.meanwhile is not None:
+            self.meanwhile, meanwhile = None, self.meanwhile
+            meanwhile()
+
+    def read(self, *args):
+        self._arriving()
+        return super().read(*args)
+
+    def readinto(self, buffer):  # how Werkzeug's request.stream reads it
+        self._arriving()
+        return super().readinto(buffer)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_revocation_answered_while_a_body_arrives_is_in_force_in_the_answer(
+    app, approved_request, flask_only, client, fast
+):
+    """A decision reads the index again once its body is in: a client sending slowly
+    gets no allow decided from the state before a revocation answered meanwhile."""
+    from tests.test_read_journal import revoke_from_another_thread
+
+    body = json.dumps(read_check()).encode()
+    answer = (client if fast else flask_only).post(
+        "/v1/decisions",
+        headers=auth("diag-tool"),
+        content_type="application/json",
+        content_length=len(body),
+        input_stream=SlowBody(body, lambda: revoke_from_another_thread(app, approved_request["id"])),
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["allowed"] is False

@@ -164,6 +164,60 @@ def test_an_audit_store_that_cannot_be_reached_is_never_an_allow(app, api, appro
     assert journalled_decision_ids(journal_dir(app)) == []
 
 
+def revoke_from_another_thread(app, request_id: str) -> None:
+    """Remove access through the API on another thread, as another client would while
+    this one's call waits, and return once that call has been answered."""
+    from tests.conftest import Api
+
+    answers = []
+    thread = threading.Thread(
+        target=lambda: answers.append(
+            Api(app.test_client()).post(f"/v1/access-requests/{request_id}/revoke", "alice")
+        )
+    )
+    thread.start()
+    thread.join(30)
+    assert answers and answers[0].status_code == 200, answers
+
+
+def test_a_journal_check_that_hangs_never_sends_an_allow_decided_before_it(
+    app, api, approved_request, monkeypatch
+):
+    """The journal's store check can hang (a stalled connection). It runs before the
+    decision is made, so a revocation answered while it hung is in force in the answer."""
+    monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 0.0)
+    checked = read_journal.backlog
+    hung = []
+
+    def hangs_while_access_is_removed(directory):
+        if not hung:
+            hung.append(True)
+            revoke_from_another_thread(app, approved_request["id"])
+        return checked(directory)
+
+    monkeypatch.setattr(read_journal, "backlog", hangs_while_access_is_removed)
+    answer = api.post("/v1/decisions", "diag-tool", read_check())
+    assert hung and answer.status_code == 200
+    assert answer.get_json()["allowed"] is False
+
+
+def test_a_journal_that_cannot_be_listed_is_never_an_allow_and_still_denies(
+    app, api, approved_request, monkeypatch
+):
+    monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 0.0)
+
+    def unreadable(directory):
+        raise PermissionError(13, "Permission denied", str(directory))
+
+    monkeypatch.setattr(read_journal, "backlog", unreadable)
+    allowed = api.post("/v1/decisions", "diag-tool", read_check())
+    assert allowed.status_code == 503 and allowed.get_json()["error"]["code"] == "store_unavailable"
+    denied = api.post("/v1/decisions", "diag-tool", read_check(tenant_id="fabrikam"))
+    assert denied.status_code == 200 and denied.get_json()["allowed"] is False
+    monkeypatch.undo()
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
+
+
 def test_writers_import_themselves_when_the_backlog_grows(app, api, approved_request, monkeypatch):
     """No background importer runs in tests: past BACKLOG_BYTES, writers import."""
     monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 0.0)
