@@ -59,6 +59,20 @@ class PolicyError(SupportAccessError):
 
     status, code = 503, "policy_unavailable"
 
+    def __init__(self, message: str, **kwargs):
+        super().__init__(bounded(message), **kwargs)
+
+
+MESSAGE_LIMIT = 2000  # characters of a policy error kept: it goes to the API, the log and the audit log
+
+
+def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text`, cut to `limit` characters: a schema error quotes the offending value whole,
+    and YAML aliases can make that megabytes from a few lines."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
 
 class PolicyLoadError(PolicyError):
     """A file is missing, unreadable or not valid YAML / Casbin model syntax."""
@@ -73,6 +87,7 @@ class PolicyValidationError(PolicyError):
     """A file parsed but breaks the schema or a rule that spans files."""
 
     def __init__(self, file: str, place: str, problem: str):
+        place, problem = bounded(place, 500), bounded(problem)
         super().__init__(f"{file}: {place}: {problem}")
         self.file, self.place, self.problem = file, place, problem
 

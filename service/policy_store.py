@@ -12,6 +12,7 @@ first start with no good policy at all is refused.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -96,22 +97,32 @@ class PolicyStore:
         if self.snapshot_dir is None or self._snapshot_holds(policy.version):
             return
         try:
-            staging = self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.{os.getpid()}.tmp")
-            shutil.rmtree(staging, ignore_errors=True)
-            (staging / "files").mkdir(parents=True)
-            for name in (*YAML_FILES, *MODEL_FILES):
-                shutil.copyfile(policy.directory / name, staging / "files" / name)
-            if policy_version(staging / "files") != policy.version:
-                # A file was replaced since it was loaded: these copies are not what is in
-                # force, and may not load at all. The next load saves its own.
-                shutil.rmtree(staging, ignore_errors=True)
-                return
-            (staging / "SOURCE").write_text(str(self.directory.resolve()), encoding="utf-8")
-            (staging / "VERSION").write_text(policy.version, encoding="utf-8")
-            shutil.rmtree(self.snapshot_dir, ignore_errors=True)
-            os.replace(staging, self.snapshot_dir)
+            self.snapshot_dir.parent.mkdir(parents=True, exist_ok=True)
+            # One process at a time: workers that load the same new files save together,
+            # and one's rmtree of the snapshot failed under the other's os.replace.
+            with open(self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not self._snapshot_holds(policy.version):  # the other one saved it meanwhile
+                    self._save_snapshot_now(policy)
         except OSError as exc:  # a snapshot is a convenience; never fail a reload for it
             log.warning("could not save the policy snapshot in %s: %s", self.snapshot_dir, exc)
+
+    def _save_snapshot_now(self, policy: Policy) -> None:
+        """Copy the files in force beside the snapshot, then put the copy in its place."""
+        staging = self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "files").mkdir(parents=True)
+        for name in (*YAML_FILES, *MODEL_FILES):
+            shutil.copyfile(policy.directory / name, staging / "files" / name)
+        if policy_version(staging / "files") != policy.version:
+            # A file was replaced since it was loaded: these copies are not what is in
+            # force, and may not load at all. The next load saves its own.
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        (staging / "SOURCE").write_text(str(self.directory.resolve()), encoding="utf-8")
+        (staging / "VERSION").write_text(policy.version, encoding="utf-8")
+        shutil.rmtree(self.snapshot_dir, ignore_errors=True)
+        os.replace(staging, self.snapshot_dir)
 
     def _version(self) -> str | None:
         return self._policy.version if self._policy else None

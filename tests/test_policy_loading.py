@@ -153,6 +153,24 @@ def test_yaml_syntax_error(tmp_path):
     assert "YAML" in message
 
 
+def test_an_error_quoting_a_huge_value_is_cut_short(tmp_path):
+    """The message goes to the API, the log and the audit log: a schema error quotes the
+    offending value whole, and YAML aliases can make that megabytes from a few lines."""
+    directory = copy_policies(tmp_path)
+    aliases = "[&a [" + ", ".join(["abcdefgh"] * 9) + "]" + ", *a" * 8 + "]"
+    for depth in range(4):  # each level nine times the one before: ~60,000 quoted words
+        aliases = f"[&l{depth} {aliases}" + f", *l{depth}" * 8 + "]"
+    edit(
+        directory,
+        "roles.yaml",
+        "template_id: d2562ede-74db-457e-a7b6-544e236ebb61",
+        f"template_id: {aliases}",
+    )
+    message = load_error(directory)
+    assert message.startswith("roles.yaml: ") and "more characters)" in message
+    assert len(message) < 3_000
+
+
 def test_unknown_top_level_key(tmp_path):
     directory = copy_policies(tmp_path)
     edit_yaml(directory, "access.yaml", lambda d: d.update(colour="blue"))

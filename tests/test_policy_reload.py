@@ -21,8 +21,9 @@ import pytest
 
 from service import create_app
 from service import policy as policy_module
-from service.policy import REPO_POLICY_DIR, policy_version
+from service.policy import REPO_POLICY_DIR, load_policy, policy_version
 from service.policy_reload import PolicyWatcher, reload_policy
+from service.policy_store import PolicyStore
 from service.state_signal import ProcessCounter
 from tests.conftest import Api, read_check
 from tests.helpers import edit
@@ -629,3 +630,28 @@ def test_sighup_to_the_server_with_a_broken_policy_keeps_serving_the_last_good_o
         answers = [call(port, "GET", "/v1/policy", OPERATOR) for _ in range(6)]
         assert all(status == 200 and body["version"] == good["version"] for status, body in answers), answers
         assert any("access.yaml" in (body["last_reload_error"] or "") for _, body in answers), answers
+
+
+def test_processes_saving_the_same_snapshot_take_turns(tmp_path, monkeypatch):
+    """Workers that load the same new files save the last good snapshot together; one's
+    removal of the old snapshot failed under the other's replace ("Directory not empty")."""
+    stores = [PolicyStore(REPO_POLICY_DIR, tmp_path / "last-good") for _ in range(2)]
+    inside, most = [], []
+    save_now = PolicyStore._save_snapshot_now
+
+    def slow_save(store, policy):
+        inside.append(store)
+        most.append(len(inside))
+        time.sleep(0.3)  # long enough for the other thread to arrive
+        save_now(store, policy)
+        inside.remove(store)
+
+    monkeypatch.setattr(PolicyStore, "_save_snapshot_now", slow_save)
+    policy = load_policy(REPO_POLICY_DIR)
+    threads = [threading.Thread(target=store._save_snapshot, args=(policy,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert most == [1]  # one saved; the other then found it saved
+    assert (tmp_path / "last-good" / "VERSION").read_text(encoding="utf-8") == policy.version
