@@ -57,7 +57,10 @@ class PolicyStore:
             except PolicyError as exc:
                 self.last_reload_error = exc.message
                 self.failed_version = self.files_version()
-                log.error("policy reload failed, keeping version %s: %s", self._version(), exc.message)
+                if self._policy is None:  # the first load: start_from_snapshot may follow
+                    log.error("policy in %s does not load: %s", self.directory, exc.message)
+                else:
+                    log.error("policy reload failed, keeping version %s: %s", self._version(), exc.message)
                 raise
             self._policy = policy
             self.last_reload_error = None
