@@ -11,6 +11,7 @@ Every other request goes to Flask untouched.
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
 from http import HTTPStatus
 from typing import Any
@@ -24,15 +25,18 @@ from werkzeug.wsgi import get_input_stream
 
 from service import decisions, fast_bodies
 from service.auth import Caller, caller_from_header
-from service.errors import ApiError, Forbidden
+from service.errors import ApiError, Forbidden, Unavailable
 from service.errors_http import challenge_headers, error_for
-from service.policy import Policy
 from service.validation import json_object, prepare, read_body, validate
 
 # JSON writes U+0000 only as this escape; `validate` refuses it (service/validation.py),
 # and the fast decoder does not check for it.
 NUL_ESCAPE = b"\\u0000"
 ROUTES = {"/v1/decisions": ("DecisionRequest", False), "/v1/decisions/batch": ("DecisionBatch", True)}
+# A sync that took longer than this and missed a change made meanwhile is done again (a
+# stalled store connection); a change during a quicker one is concurrent with the decision.
+SLOW_SYNC = 0.01  # seconds
+SYNC_ATTEMPTS = 5  # then 503: the index cannot catch up with the store
 DECISIONS = Counter("support_access_decisions", "Decisions answered", ["allowed", "reason"])
 
 
@@ -47,33 +51,44 @@ class DecisionService:
         self.journal = app.extensions["read_journal"]
         self.decision_log = app.extensions["decision_log"]
         self.verifier = app.extensions["token_verifier"]
+        self.watcher = app.extensions.get("policy_watcher")
 
-    def begin(self, caller: Caller) -> Policy:
-        """The policy for this call (one version stamps every answer), with the index
-        current and the caller checked to be a decision client (403 if not)."""
-        policy = self.store.current
+    def begin(self, caller: Caller) -> None:
+        """The caller checked to be a decision client (403 if not), with the index current."""
+        if self.listener is not None:
+            self.listener.check_fresh()  # refused at once, before anything may wait
         # Its store query may stall (a hung connection): here, before the state this call
         # decides from is read, never between deciding and answering.
         self.journal.keep_up()
         self._current()
         roles = self.index.roles.get(caller.principal, ())
-        if not policy.any_role_allows(roles, self.index.provider, "evaluate_decisions"):
+        if not self.store.current.any_role_allows(roles, self.index.provider, "evaluate_decisions"):
             raise Forbidden("only decision clients may ask for decisions", code="not_decision_client")
-        return policy
 
     def _current(self) -> None:
-        """Every change this process or another instance has committed is in the index
-        (503 if another instance's cannot be heard)."""
-        if self.listener is not None:
-            self.listener.check_fresh()
-        self.index.sync()
+        """Every change committed by this process, another worker or another instance
+        (503 if another instance's cannot be heard), and another worker's new policy, is
+        in force. A sync that stalls (its store queries) is done again if a change came
+        meanwhile: one answered during the stall must be in force in this decision."""
+        for _ in range(SYNC_ATTEMPTS):
+            if self.watcher is not None:
+                self.watcher.keep_current()
+            if self.listener is not None:
+                self.listener.check_fresh()
+            started = time.monotonic()
+            self.index.sync()
+            if self.index.is_current() or time.monotonic() - started < SLOW_SYNC:
+                return
+        raise Unavailable("the decision index cannot catch up with the store", code="store_unavailable")
 
-    def answer(self, policy: Policy, caller: Caller, checks: list[decisions.Check], many: bool) -> Any:
+    def answer(self, caller: Caller, checks: list[decisions.Check], many: bool) -> Any:
         self.index.warm_for(checks)  # at start-up only: what these checks need of the index
         # Again, right before deciding: reading the body (a slow client) or warming (its
-        # queries) may have taken seconds since begin, and a revocation answered meanwhile
-        # must be in force. From here to the answer nothing waits on the store or a client.
+        # queries) may have taken seconds since begin, and a revocation or a new policy
+        # answered meanwhile must be in force. From here to the answer nothing waits on
+        # the store or on a client.
         self._current()
+        policy = self.store.current  # one version stamps every answer of the call
         at = self.app.config["CLOCK"]()
         provider = self.index.provider
         answers = [(check, decisions.decide(policy, self.index, check, at, provider)) for check in checks]
@@ -118,7 +133,7 @@ class FastDecisions:
     def _handle(self, environ, schema: str, many: bool) -> Any:
         service = self.service
         caller = caller_from_header(service.verifier, environ.get("HTTP_AUTHORIZATION", ""))
-        policy = service.begin(caller)
+        service.begin(caller)
         raw = self._raw_json(environ)
         try:
             if NUL_ESCAPE in raw:
@@ -127,7 +142,7 @@ class FastDecisions:
             checks = [_check(item) for item in (body.checks if many else [body])]
         except Exception:  # not a valid body, or a NUL: the reference path names the problem
             checks = checks_of(validate(schema, json_object(raw)), many)
-        return service.answer(policy, caller, checks, many)
+        return service.answer(caller, checks, many)
 
     def _raw_json(self, environ) -> bytes:
         media = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()

@@ -322,6 +322,10 @@ class DecisionIndex:
 
     # --- keeping current ------------------------------------------------------------
 
+    def is_current(self) -> bool:
+        """No change committed since the last `sync` began."""
+        return self.signal.value() == self._applied_signal
+
     def sync(self) -> None:
         """Apply every change committed since the last call (cheap when there is none)."""
         if self.signal.value() == self._applied_signal:

@@ -96,18 +96,25 @@ class ReadJournal:
         self._checked_at = -CHECK_INTERVAL  # monotonic time of the last backlog check
         self._keep_up_lock = threading.Lock()
         self._store_down = False
+        self._far_behind = False
 
     def keep_up(self) -> None:
-        """Every CHECK_INTERVAL, and on every call while the store is down: see that the
-        journal is being imported (`_keep_up`). Call it before deciding, not between a
-        decision and its answer: it queries the store, and a hung connection would hold an
-        answer computed before a revocation for as long as it hangs. It does not raise:
-        while the store is down, `append` refuses (503) and denials are still answered."""
-        if not (self._store_down or time.monotonic() - self._checked_at >= CHECK_INTERVAL):
+        """Every CHECK_INTERVAL: see that the journal is being imported (`_keep_up`). Call
+        it before deciding, not between a decision and its answer: it queries the store,
+        and a hung connection would hold an answer computed before a revocation for as
+        long as it hangs. One thread checks; the others go on without waiting for it,
+        unless the journal is far behind (then they wait their turn: the backlog's bound).
+        It does not raise: while the store is down, `append` refuses (503) and denials
+        are still answered."""
+        if time.monotonic() - self._checked_at < CHECK_INTERVAL:
             return
-        with self._keep_up_lock:
-            if self._store_down or time.monotonic() - self._checked_at >= CHECK_INTERVAL:
+        if not self._keep_up_lock.acquire(blocking=self._far_behind):
+            return
+        try:
+            if time.monotonic() - self._checked_at >= CHECK_INTERVAL:
                 self._keep_up()
+        finally:
+            self._keep_up_lock.release()
 
     def append(self, records: list[list]) -> None:
         """Return once `records` (audit.RECORD_FIELDS order) are in the journal; raise
@@ -135,10 +142,12 @@ class ReadJournal:
         """Every few milliseconds: if more than BACKLOG_BYTES wait to be imported (the
         background importer is behind, or there is none), import them here, so the time a
         recorded read takes to reach the audit log stays bounded. If the store cannot be
-        reached, refuse (503) until it can: reads are not piled up unboundedly."""
+        reached, `append` refuses (503) until a check finds it again: reads are not piled
+        up unboundedly."""
         self._checked_at = time.monotonic()
         try:
             waiting = backlog(self.directory)
+            self._far_behind = waiting > FAR_BEHIND_BYTES
             if waiting > BACKLOG_BYTES:
                 # Help with one round; if another process is writing, it is likely the
                 # importer: queue behind it only when far behind.

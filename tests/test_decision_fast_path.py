@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 from werkzeug.test import Client
@@ -163,5 +164,48 @@ def test_a_revocation_answered_while_a_body_arrives_is_in_force_in_the_answer(
         content_length=len(body),
         input_stream=SlowBody(body, lambda: revoke_from_another_thread(app, approved_request["id"])),
     )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["allowed"] is False
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_revocation_answered_while_the_index_syncs_is_in_force(
+    app, api, approved_request, flask_only, client, monkeypatch, fast
+):
+    """The last sync before deciding stalls (its store query, reloading a ticket changed
+    while the body arrived) while access is removed: it is done again, so the removal is
+    in force in the answer."""
+    from tests.test_read_journal import from_another_thread, revoke_from_another_thread
+
+    # Another ticket, whose change the last sync applies (a ticket's reload also reloads
+    # its own grants, so it must not be the ticket of the grant removed).
+    other = api.post("/v1/support-requests", "bob", {"tenant_id": "fabrikam", "title": "Another problem"})
+    assert other.status_code == 201, other.get_json()
+    assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True  # index current
+    index = app.extensions["decision_index"]
+    reload_ticket, hung = index._reload_ticket, []
+
+    def stalls_while_access_is_removed(ticket_id):
+        if not hung:
+            hung.append(ticket_id)
+            revoke_from_another_thread(app, approved_request["id"])
+            time.sleep(0.05)  # a stall, longer than a sync takes
+        return reload_ticket(ticket_id)
+
+    monkeypatch.setattr(index, "_reload_ticket", stalls_while_access_is_removed)
+    body = json.dumps(read_check()).encode()
+
+    def ticket_changes():  # another client's change, for the last sync to apply
+        url = f"/v1/support-requests/{other.get_json()['id']}"
+        from_another_thread(app, "PATCH", url, "bob", {"allow_advanced_diagnostics": True})
+
+    answer = (client if fast else flask_only).post(
+        "/v1/decisions",
+        headers=auth("diag-tool"),
+        content_type="application/json",
+        content_length=len(body),
+        input_stream=SlowBody(body, ticket_changes),
+    )
+    assert hung == [other.get_json()["id"]]
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.get_json()["allowed"] is False

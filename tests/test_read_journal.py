@@ -164,20 +164,22 @@ def test_an_audit_store_that_cannot_be_reached_is_never_an_allow(app, api, appro
     assert journalled_decision_ids(journal_dir(app)) == []
 
 
-def revoke_from_another_thread(app, request_id: str) -> None:
-    """Remove access through the API on another thread, as another client would while
-    this one's call waits, and return once that call has been answered."""
+def from_another_thread(app, method: str, url: str, who: str, body=None) -> None:
+    """A call through the API on another thread, as another client's while this one's
+    call waits; returns once it has been answered (200)."""
     from tests.conftest import Api
 
     answers = []
     thread = threading.Thread(
-        target=lambda: answers.append(
-            Api(app.test_client()).post(f"/v1/access-requests/{request_id}/revoke", "alice")
-        )
+        target=lambda: answers.append(Api(app.test_client()).call(method, url, who, body))
     )
     thread.start()
     thread.join(30)
     assert answers and answers[0].status_code == 200, answers
+
+
+def revoke_from_another_thread(app, request_id: str) -> None:
+    from_another_thread(app, "POST", f"/v1/access-requests/{request_id}/revoke", "alice")
 
 
 def test_a_journal_check_that_hangs_never_sends_an_allow_decided_before_it(
@@ -201,6 +203,38 @@ def test_a_journal_check_that_hangs_never_sends_an_allow_decided_before_it(
     assert answer.get_json()["allowed"] is False
 
 
+def test_a_decision_does_not_wait_for_another_threads_journal_check(app, api, approved_request, monkeypatch):
+    """One thread checks the journal's store; a hung check must not hold the others'
+    decisions, denials included (they decide from the index, and record to the file)."""
+    monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 0.0)
+    checked, entered, release, still_hung = read_journal.backlog, threading.Event(), threading.Event(), []
+
+    def hangs_once(directory):
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
+        return checked(directory)
+
+    monkeypatch.setattr(read_journal, "backlog", hangs_once)
+    from tests.conftest import Api
+
+    first = threading.Thread(
+        target=lambda: Api(app.test_client()).post("/v1/decisions", "diag-tool", read_check())
+    )
+    first.start()
+    assert entered.wait(10)
+    try:
+        allowed = api.post("/v1/decisions", "diag-tool", read_check())
+        denied = api.post("/v1/decisions", "diag-tool", read_check(tenant_id="fabrikam"))
+        still_hung.append(not release.is_set() and first.is_alive())
+    finally:
+        release.set()
+        first.join(10)
+    assert still_hung == [True]
+    assert allowed.status_code == 200 and allowed.get_json()["allowed"] is True
+    assert denied.status_code == 200 and denied.get_json()["allowed"] is False
+
+
 def test_a_journal_that_cannot_be_listed_is_never_an_allow_and_still_denies(
     app, api, approved_request, monkeypatch
 ):
@@ -215,6 +249,7 @@ def test_a_journal_that_cannot_be_listed_is_never_an_allow_and_still_denies(
     denied = api.post("/v1/decisions", "diag-tool", read_check(tenant_id="fabrikam"))
     assert denied.status_code == 200 and denied.get_json()["allowed"] is False
     monkeypatch.undo()
+    time.sleep(read_journal.CHECK_INTERVAL)  # until the next check finds the journal again
     assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
 
 

@@ -19,9 +19,9 @@ bp = Blueprint("decisions", __name__, url_prefix="/v1/decisions")
 def _decide(schema: str, many: bool):
     service = current_app.extensions["decision_service"]
     caller = current_caller()
-    policy = service.begin(caller)
+    service.begin(caller)
     checks = checks_of(json_body(schema), many)
-    return jsonify(service.answer(policy, caller, checks, many))
+    return jsonify(service.answer(caller, checks, many))
 
 
 @bp.post("")
