@@ -55,15 +55,13 @@ class DecisionService:
 
     def begin(self, caller: Caller) -> None:
         """The caller checked to be a decision client (403 if not), with the index current."""
-        if self.listener is not None:
-            self.listener.check_fresh()  # refused at once, before anything may wait
-        # Its store query may stall (a hung connection): here, before the state this call
-        # decides from is read, never between deciding and answering.
-        self.journal.keep_up()
         self._current()
         roles = self.index.roles.get(caller.principal, ())
         if not self.store.current.any_role_allows(roles, self.index.provider, "evaluate_decisions"):
             raise Forbidden("only decision clients may ask for decisions", code="not_decision_client")
+        # Its store query may stall (a hung connection): here, before `answer` reads the
+        # state it decides from, never between deciding and answering.
+        self.journal.keep_up()
 
     def _current(self) -> None:
         """Every change committed by this process, another worker or another instance

@@ -87,7 +87,8 @@ class PolicyValidationError(PolicyError):
     """A file parsed but breaks the schema or a rule that spans files."""
 
     def __init__(self, file: str, place: str, problem: str):
-        place, problem = bounded(place, 500), bounded(problem)
+        # Cut apart so that the whole message stays within MESSAGE_LIMIT, cut once.
+        place, problem = bounded(place, 400), bounded(problem, MESSAGE_LIMIT - 500)
         super().__init__(f"{file}: {place}: {problem}")
         self.file, self.place, self.problem = file, place, problem
 
