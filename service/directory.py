@@ -136,6 +136,7 @@ def delete_role_assignment(
         if deleted:
             details = {"change": "role_assignment.removed", "principal": principal, "role": canonical}
             audit.record("directory.changed", actor, tenant_id, [tenant_id], principal, details, now)
+            _drop_lapsed_approvals_of(policy, [(tenant_id, principal)], now)
             if tenant_id == provider:
                 _end_access_of_former_engineers(policy, [principal], provider, actor, now)
         return bool(deleted)
@@ -145,6 +146,12 @@ def _end_access_of_former_engineers(policy: Policy, principals, provider: str, a
     from service.workflow import end_access_of_former_engineers  # workflow imports this module
 
     end_access_of_former_engineers(policy, principals, provider, actor, now)
+
+
+def _drop_lapsed_approvals_of(policy: Policy, removed: list[tuple[str, str]], now: datetime) -> None:
+    from service.workflow import drop_lapsed_approvals_of  # workflow imports this module
+
+    drop_lapsed_approvals_of(policy, removed, now)
 
 
 def _assignment(policy: Policy, tenant_id: str, principal: str, role: str):
@@ -304,6 +311,7 @@ def import_directory(
             events.append(audit.build("directory.changed", actor, tenant, visible, tenant, details, now))
         audit.record_all(events)
         if prune:
+            _drop_lapsed_approvals_of(policy, [(tenant, principal) for tenant, principal, _ in stale], now)
             removed = [principal for tenant, principal, _ in stale if tenant == file.provider_tenant]
             _end_access_of_former_engineers(policy, removed, file.provider_tenant, actor, now)
     return counts

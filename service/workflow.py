@@ -234,6 +234,31 @@ def end_access_of_former_engineers(policy: Policy, principals, provider: str, ac
             _finish_for_ticket_end(request, actor, now, "engineer_removed")
 
 
+def drop_lapsed_approvals_of(policy: Policy, removed: list[tuple[str, str]], now: datetime) -> None:
+    """After a directory change removed roles (inside its transaction; `removed` holds
+    (tenant, principal) pairs): the approvals those principals gave on behalf of those
+    tenants to pending requests lapse now, if they no longer hold a qualifying role
+    there. Left to the next approve or reject, a role given back in between made the
+    approval count again, though the request had listed it as gone (SPEC §3)."""
+    pairs = sorted(set(removed))
+    ids: set[str] = set()
+    for tenant, principal in pairs:
+        query = (
+            Approval.select(Approval.access_request)
+            .join(AccessRequest)
+            .where(
+                (Approval.tenant_id == tenant)
+                & (Approval.approver == principal)
+                & (AccessRequest.status == PENDING)
+            )
+        )
+        ids.update(approval.access_request_id for approval in query)
+    for request_id in sorted(ids):  # rows locked in one order
+        request = _locked(AccessRequest, request_id)
+        if request is not None and request.status == PENDING:
+            _drop_lapsed_approvals(policy, request, now)
+
+
 # --- access requests -------------------------------------------------------------
 
 
@@ -446,7 +471,9 @@ def _drop_lapsed_approvals(policy: Policy, request: AccessRequest, now: datetime
     """An approval whose approver no longer holds a qualifying role no longer counts
     (SPEC §3), and it stays void if the role comes back: the party must approve again.
     Kept, it would count again then, with every party covered and yet no approval left
-    to give that would move the request on. Audited like the approval it undoes."""
+    to give that would move the request on. Audited like the approval it undoes. Run
+    when a directory change removes a role (drop_lapsed_approvals_of) and before each
+    approve or reject (a policy reload can take a role's qualifying action away)."""
     for approval in list(request.approvals):
         if _counts(policy, request, approval):
             continue

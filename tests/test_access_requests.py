@@ -483,6 +483,32 @@ def test_an_approval_that_lapsed_stays_void_when_the_role_comes_back(api, access
         ]
 
 
+@pytest.mark.parametrize("given_back", ["Global Administrator", "Helpdesk Administrator"])
+def test_an_approval_lapses_when_the_role_goes_even_if_it_comes_back_before_anyone_approves(
+    api, access_request, given_back
+):
+    """alice approves, loses her role and gets a qualifying role back before anyone else
+    approves. Her approval lapsed when the role went (the request listed it as gone), so
+    bob's approval leaves the request pending: contoso must approve again."""
+    role = "/v1/tenants/contoso/role-assignments"
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+    assert api.delete(f"{role}/alice/Global%20Administrator", "ops").status_code == 204
+    lapsed = audit_events(api, "contoso", "alice2", "access_request.approval_lapsed")
+    assert [(e["actor"], e["details"]["approver"]) for e in lapsed] == [("system", "alice")]
+    restored = api.put(role, "ops", {"principal": "alice", "role": given_back})
+    assert restored.status_code in (200, 201)
+    assert api.get(url(access_request), "alice").get_json()["approvals"] == []
+
+    bobs = approve(api, access_request, "bob", "fabrikam")
+
+    assert bobs.status_code == 200
+    assert bobs.get_json()["status"] == "pending"
+    assert [a["approver"] for a in bobs.get_json()["approvals"]] == ["bob"]
+    assert decide(api)["allowed"] is False
+    assert approve(api, access_request, "alice", "contoso").get_json()["status"] == "approved"
+    assert len(audit_events(api, "contoso", "alice", "access_request.approval_lapsed")) == 1
+
+
 def test_a_decided_request_keeps_listing_the_approvals_it_was_decided_with(api, approved_request):
     role = "/v1/tenants/contoso/role-assignments/alice/Global%20Administrator"
     assert api.delete(role, "ops").status_code == 204

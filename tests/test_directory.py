@@ -225,6 +225,23 @@ def test_prune_removing_an_engineers_role_ends_its_access(runner, api, tmp_path,
     assert seen["status"] == "completed"
 
 
+def test_prune_removing_an_approvers_role_voids_its_approval(runner, api, tmp_path, access_request):
+    """An approval lapses when the prune removes its approver's role: importing the role
+    back before the other party approves does not revive it."""
+    approve = f"/v1/access-requests/{access_request['id']}/approve"
+    assert api.post(approve, "alice", {"tenant_id": "contoso"}).status_code == 200
+    document = base_document()
+    document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "alice"]
+    assert run_import(runner, write_directory(tmp_path, document), "--prune").exit_code == 0
+    assert run_import(runner, DIRECTORY_FILE).exit_code == 0  # alice is back
+
+    answer = api.post(approve, "bob", {"tenant_id": "fabrikam"})
+
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "pending"
+    assert [a["party"] for a in answer.get_json()["approvals"]] == ["support_request"]
+
+
 def test_prune_removes_a_customer_admin(runner, api, tmp_path):
     document = base_document()
     document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "nina"]
