@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -95,9 +96,6 @@ class TokenVerifier:
     def _verify(self, token: str) -> tuple[Caller, float]:
         try:
             claims = self._claims(token)
-        except jwt.PyJWKClientConnectionError as exc:
-            # The keys' server is down: not the caller's fault, and no detail of ours to show.
-            raise Unavailable("the signing keys (SUPPORT_ACCESS_JWKS) cannot be fetched now") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from exc
         subject = claims.get("sub")
@@ -141,14 +139,22 @@ class TokenVerifier:
     def _keys_for(self, algorithm: str, kid: str | None) -> list[jwt.PyJWK]:
         """The JWKS signing keys that can check `algorithm` (an RSA key cannot check
         ES256), with that kid if the token names one."""
-        if self.jwk_client and kid is not None:
+        if self.jwk_client:
+            keys = self._served_keys(kid)
+        else:
+            keys = [k for k in self.jwk_set.keys if kid in (None, k.key_id)]
+        return [k for k in keys if k.algorithm_name == algorithm and k.public_key_use in ("sig", None)]
+
+    def _served_keys(self, kid: str | None) -> list[jwt.PyJWK]:
+        """The keys the JWKS URL serves (that kid's, if the token names one)."""
+        with _key_server_faults():
+            served = self.jwk_client.get_jwk_set().keys
+        if kid is None:
+            return served
+        with _key_server_faults(but_not=jwt.PyJWKClientError):  # no such kid: a 401
             # The client fetches the set again for a kid it does not know (a rotated
             # key), at most once per cooldown whatever the tokens it is shown.
-            keys = [self.jwk_client.get_signing_key(kid)]
-        else:
-            jwk_set = self.jwk_set or self.jwk_client.get_jwk_set()
-            keys = [k for k in jwk_set.keys if kid in (None, k.key_id)]
-        return [k for k in keys if k.algorithm_name == algorithm and k.public_key_use in ("sig", None)]
+            return [self.jwk_client.get_signing_key(kid)]
 
     @staticmethod
     def _decode(token: str, key, algorithm: str) -> dict:
@@ -165,6 +171,29 @@ class TokenVerifier:
         if isinstance(expires, int | float) and not isinstance(expires, bool) and expires <= time.time():
             raise jwt.ExpiredSignatureError("Signature has expired")
         return claims
+
+
+@contextmanager
+def _key_server_faults(but_not: type[Exception] | None = None):
+    """A JWKS URL that cannot be fetched, or whose answer is no usable key set (not JSON,
+    not an object, no key: a proxy's error page, say), is the service's fault, not the
+    token's: 503, as /readyz says, rather than a 401 blaming the token or a 500."""
+    try:
+        yield
+    except jwt.PyJWKClientConnectionError as exc:
+        # The keys' server is down; no detail of ours (its address) to show.
+        raise Unavailable("the signing keys (SUPPORT_ACCESS_JWKS) cannot be fetched now") from exc
+    except (
+        ValueError,
+        jwt.PyJWKClientError,
+        jwt.PyJWKSetError,
+        jwt.PyJWKError,
+    ) as exc:  # ValueError: not JSON
+        if but_not is not None and isinstance(exc, but_not):
+            raise
+        log.error("SUPPORT_ACCESS_JWKS: the URL answered no usable key set: %s", exc)
+        message = "the signing keys (SUPPORT_ACCESS_JWKS) are not a usable key set now"
+        raise Unavailable(message) from exc
 
 
 def _check_secret(secret: str) -> None:

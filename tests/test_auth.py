@@ -570,6 +570,39 @@ def test_jwks_url_that_cannot_be_reached_is_503_not_a_bad_token(tmp_path, rsa_ke
     assert str(port) not in answer.get_json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "served",
+    [b"<html>502 Bad Gateway</html>", b"\xff\xfe", b"[1, 2]", b'{"keys": "x"}', b'{"keys": []}'],
+)
+@pytest.mark.parametrize("kid", ["k1", None])
+def test_a_jwks_url_answering_no_usable_key_set_is_503_not_a_bad_token(tmp_path, rsa_keys, served, kid):
+    """A proxy's error page where the key set should be is the service's fault: every
+    call answers 503 (as /readyz says), never a 500 or a 401 blaming the token."""
+    path = tmp_path / "jwks.json"
+    path.write_bytes(served)
+    server = JwksServer(path)
+    try:
+        client = create_app(base_config(tmp_path, JWKS=server.url)).test_client()
+        signed = jwt.encode(claims(), rsa_keys[0], algorithm="RS256", headers={"kid": kid} if kid else None)
+
+        answer = client.get(POLICY, headers=bearer(signed))
+
+        assert answer.status_code == 503, answer.get_json()
+        assert answer.get_json()["error"]["code"] == "unavailable"
+        assert client.get("/readyz").status_code == 503
+        write_jwks(path, [("k1", rsa_keys[0], "RS256")])  # the key server mended
+        client.application.extensions["token_verifier"].jwk_client.jwk_set_cache = None
+        assert_accepted(client.get(POLICY, headers=bearer(signed)))
+    finally:
+        server.close()
+
+
+def test_a_token_naming_a_kid_the_key_set_lacks_is_401(tmp_path, jwks_server, rsa_keys):
+    client = create_app(base_config(tmp_path, JWKS=jwks_server.url)).test_client()
+    signed = jwt.encode(claims(), rsa_keys[0], algorithm="RS256", headers={"kid": "k9"})
+    assert_401(client.get(POLICY, headers=bearer(signed)))
+
+
 @pytest.mark.parametrize("claim", ["sub", "tid"])
 def test_claims_holding_a_nul_character_are_refused(client, claim):
     """PostgreSQL cannot store U+0000 in the audit log, where sub and tid are recorded."""
