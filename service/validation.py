@@ -140,6 +140,12 @@ def refuse_undecodable_url(environ: dict[str, Any], form: bytes = b"") -> None:
         path = environ.get("PATH_INFO", "")  # WSGI: the decoded bytes, as latin-1
         if not path.isascii():
             path.encode("latin-1").decode("utf-8")
+        # Werkzeug's development server (and test client) decodes PATH_INFO itself, with
+        # replacement characters: only the request target as sent (RAW_URI, also set by
+        # gunicorn) still shows the bytes.
+        target = environ.get("RAW_URI", "").partition("?")[0]
+        if "%" in target or not target.isascii():
+            unquote_to_bytes(target.encode("latin-1")).decode("utf-8")
         query = environ.get("QUERY_STRING", "").encode("latin-1")
     except UnicodeError:
         raise BadRequest("path: not valid UTF-8", code="invalid_field") from None

@@ -3,9 +3,11 @@ never an HTML page, never a stack trace."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import peewee
@@ -242,6 +244,28 @@ def test_a_url_whose_bytes_are_not_utf8_is_400_and_changes_nothing(client, metho
     assert error["message"] == f"{named}: not valid UTF-8"
     with database.connection_context():
         assert not [tenant.id for tenant in Tenant.select() if "\ufffd" in tenant.id]
+
+
+@pytest.mark.parametrize("escaped", ["zz%80", "zz%FF", "zz%C3"])
+def test_a_percent_escaped_path_that_is_not_utf8_is_400_under_the_development_server(app, escaped):
+    """Werkzeug's development server (`flask run`) decodes the path itself, replacing what
+    is not UTF-8, before the app sees it: the request target as sent still shows it."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        body = json.dumps({"name": "Z"})
+        headers = {**auth("ops"), "Content-Type": "application/json"}
+        connection.request("PUT", f"/v1/tenants/{escaped}", body=body, headers=headers)
+        answer = connection.getresponse()
+        error = json.loads(answer.read())["error"]
+        assert (answer.status, error["message"]) == (400, "path: not valid UTF-8")
+    finally:
+        server.shutdown()
+    with app.app_context(), database.connection_context():
+        assert not [tenant.id for tenant in Tenant.select() if tenant.id.startswith("zz")]
 
 
 def test_a_url_with_valid_utf8_beyond_ascii_still_works(api):
