@@ -47,16 +47,19 @@ class CommandConfigError(click.ClickException):
 def app_or_stand_in(test_config: dict | None = None, create_database: bool = True) -> Flask:
     """The app, or the stand-in while the store cannot be opened or no policy loads."""
     from service.starting import is_not_ready, waiting_app
+    from service.unread_body import ReadUnreadBody
 
     try:
-        return build_app(test_config, create_database)
+        app = build_app(test_config, create_database)
     except Exception as exc:
         if not is_not_ready(exc):
             raise
         config = configured_app(test_config).config
         app = waiting_app(config, lambda: build_app(test_config, create_database), exc)
         cli.init_app(app)  # audit verify then says the store cannot be read (exit 2)
-        return app
+    # Outermost, round the decision fast path too (and the stand-in, round the app it builds).
+    app.wsgi_app = ReadUnreadBody(app.wsgi_app)
+    return app
 
 
 def command_app(test_config: dict | None = None) -> Flask:

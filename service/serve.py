@@ -79,6 +79,7 @@ WORKER_MODULES = (
     "service.read_journal",
     "service.starting",
     "service.state_signal",
+    "service.unread_body",
 )
 
 

@@ -74,8 +74,9 @@ def _cases(ticket_id: str) -> list[tuple[str, str, dict, bytes]]:
 @pytest.fixture
 def flask_only(app):
     """A client for the same app with the fast path skipped."""
-    assert isinstance(app.wsgi_app, FastDecisions)
-    return Client(app.wsgi_app.next)
+    fast = app.wsgi_app.next  # inside service.unread_body.ReadUnreadBody
+    assert isinstance(fast, FastDecisions)
+    return Client(fast.next)
 
 
 def test_fast_path_and_flask_routes_give_the_same_answers(app, client, flask_only, approved_request, ticket):

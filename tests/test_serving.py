@@ -520,6 +520,30 @@ def test_chunked_bodies_are_read_by_the_served_app(tmp_path, database_url):
         assert (status, answer["title"]) == (201, "streamed"), answer
 
 
+def test_an_error_answered_before_a_large_body_is_read_reaches_a_client_that_sends_it_all(
+    tmp_path, database_url
+):
+    """http.client (and requests) send the whole body before reading the answer. Left
+    unread, a body larger than the sockets' buffers made the server's close a reset: a
+    broken pipe where the 413, 401 or 415 should be (service/unread_body.py)."""
+    big = b'{"title": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    cases = [
+        ("/v1/support-requests", auth("bob", "fabrikam"), "application/json", 413),
+        ("/v1/decisions", auth("diag-tool"), "application/json", 413),
+        ("/v1/decisions", {}, "application/json", 401),
+        ("/v1/decisions/batch", auth("diag-tool"), "text/plain", 415),
+    ]
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=1) as (port, _):
+        for path, headers, media, status in cases:
+            for _ in range(3):
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                connection.request("POST", path, big, {**headers, "Content-Type": media})
+                answer = connection.getresponse()
+                assert answer.status == status, (path, answer.status)
+                assert "error" in json.loads(answer.read())
+                connection.close()
+
+
 def _start_make(target: str, port: int, env: dict, log_path: Path) -> subprocess.Popen:
     """`make TARGET` on 127.0.0.1:`port`, in a session of its own: make, its shell and the
     server can be stopped together (os.killpg), whatever the test does first."""
