@@ -372,6 +372,41 @@ def test_matcher_with_undefined_name_after_g(tmp_path, old, new):
     assert "access.conf" in message and "matchers" in message
 
 
+@pytest.mark.parametrize(
+    "condition", ['regexMatch(r.act, "(")', "keyMatch2(r.act, 5)", 'regexMatch(p.act, "[")']
+)
+def test_a_permissions_matcher_failing_past_the_link_call_fails_the_load(tmp_path, runner, condition):
+    """A real question gets past g(r.sub, p.sub, r.dom) only on its own role's rows, so a
+    single probe never reached what follows: such a policy was served, and every call
+    then failed (a 500). The load evaluates the whole matcher on every row now."""
+    directory = copy_policies(tmp_path)
+    edit(directory, "permissions.conf", "&& r.act == p.act", f"&& r.act == p.act && {condition}")
+
+    message = load_error(directory)
+
+    assert message.startswith("permissions.conf: [matchers]: matcher fails for"), message
+    result = runner.invoke(args=["policy", "check", str(directory)])
+    assert result.exit_code == 3, result.output
+    assert "permissions.conf: [matchers]" in result.output
+
+
+def test_a_permissions_matcher_failing_at_request_time_is_a_503_not_a_500(api, app, monkeypatch):
+    """What the load cannot reach (a matcher may name r.sub only in the link call, so
+    nothing should be left) still fails closed, as the policy being unavailable."""
+    policy = app.extensions["policy_store"].current
+
+    def failing(*question):
+        raise ValueError("unbalanced parenthesis")
+
+    monkeypatch.setattr(policy.permission_enforcer, "enforce", failing)
+    policy._role_cache.clear()
+
+    answer = api.get("/v1/support-requests", "bob")
+
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "policy_unavailable"
+
+
 def test_casbin_model_missing_a_section(tmp_path):
     directory = copy_policies(tmp_path)
     edit(directory, "permissions.conf", "[policy_effect]\ne = some(where (p.eft == allow))\n", "")
