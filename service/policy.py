@@ -11,7 +11,9 @@ import ast
 import hashlib
 import io
 import logging
+import os
 import re
+import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ REPO_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 SCHEMA_DIR = REPO_POLICY_DIR / "schema"
 
 YAML_FILES = ("roles.yaml", "access.yaml", "workflow.yaml")
+MAX_POLICY_FILE_BYTES = 1024 * 1024
 # Casbin's short names for the sections of a model file, and the headings the file uses.
 MODEL_SECTIONS = {
     "r": "request_definition",
@@ -319,11 +322,39 @@ def policy_version(directory: Path) -> str:
 
 def _file_bytes(directory: Path, name: str) -> bytes:
     try:
-        return (directory / name).read_bytes()
+        return read_policy_file(directory / name, name)
     except FileNotFoundError:
         return b""  # reading it names the missing file
+
+
+def read_policy_file(path: Path, name: str) -> bytes:
+    """A policy file's bytes: a regular file (or a link to one) of at most
+    MAX_POLICY_FILE_BYTES, else a PolicyLoadError naming it. A FIFO would block the
+    reader for good (the watcher's thread, and so every reload after it), a link to
+    /dev/zero fill the memory, a 100 MB file take a minute to parse. Opened without
+    blocking, and checked once open: a FIFO put in its place after a check would block.
+    Raises FileNotFoundError for a file that is not there (the caller names it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
     except OSError as exc:
         raise PolicyLoadError(f"{name}: cannot read file: {exc.strerror or exc}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise PolicyLoadError(f"{name}: is a directory, not a file")
+        raise PolicyLoadError(f"{name}: not a regular file (a device, FIFO or socket)")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_POLICY_FILE_BYTES + 1)
+        except OSError as exc:
+            raise PolicyLoadError(f"{name}: cannot read file: {exc.strerror or exc}") from exc
+    if len(data) > MAX_POLICY_FILE_BYTES:
+        problem = f"over {MAX_POLICY_FILE_BYTES:,} bytes, too large for a policy file"
+        raise PolicyLoadError(f"{name}: {problem}")
+    return data
 
 
 def parse_duration(text: str) -> timedelta:
@@ -347,10 +378,9 @@ def _timing(timing: dict[str, str]) -> Timing:
 
 
 def _read_yaml(directory: Path, name: str) -> Any:
-    path = directory / name
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+        text = read_policy_file(directory / name, name).decode("utf-8")
+    except FileNotFoundError as exc:
         raise PolicyLoadError(f"{name}: cannot read file: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
@@ -465,16 +495,15 @@ def _check_access_rules(access: dict) -> tuple[Rule, ...]:
 
 
 def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casbin.Enforcer:
-    path = directory / name
-    if not path.is_file():
-        raise PolicyLoadError(f"{name}: file not found in {directory}")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_policy_file(directory / name, name).decode("utf-8")
+    except FileNotFoundError:
+        raise PolicyLoadError(f"{name}: file not found in {directory}") from None
     except UnicodeDecodeError as exc:
         raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
     try:
         _KeysOnce(name)._parse_buffer(io.StringIO(text))
-        model = casbin.Enforcer.new_model(path=str(path))
+        model = casbin.Enforcer.new_model(text=text)  # what was checked, not the file read again
     except PolicyError:
         raise
     except Exception as exc:  # casbin raises bare exceptions for bad model text

@@ -134,6 +134,10 @@ class PolicyStore:
         """The version the files in the directory have now; None if they cannot be read."""
         try:
             return policy_version(self.directory)
+        except PolicyError as exc:
+            # A file that cannot be hashed (unreadable, a FIFO, too large) is a version of
+            # its own: the watcher then tries it once and reports why it does not load.
+            return f"unreadable: {exc.message}"
         except OSError as exc:
             log.error("cannot read policy directory %s: %s", self.directory, exc)
             return None

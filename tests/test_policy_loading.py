@@ -4,7 +4,9 @@ the approval rule as data, and the built-in roles."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -405,6 +407,48 @@ def test_a_permissions_matcher_failing_at_request_time_is_a_503_not_a_500(api, a
 
     assert answer.status_code == 503
     assert answer.get_json()["error"]["code"] == "policy_unavailable"
+
+
+def _load_error_within(directory: Path, seconds: float = 20) -> str:
+    """load_error, failing the test instead of hanging it if the load blocks."""
+    found: list[str] = []
+    worker = threading.Thread(target=lambda: found.append(load_error(directory)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "the load blocked"
+    return found[0]
+
+
+@pytest.mark.parametrize("name", ["access.conf", "roles.yaml"])
+def test_a_fifo_in_place_of_a_policy_file_is_refused_without_blocking(tmp_path, name):
+    directory = copy_policies(tmp_path)
+    (directory / name).unlink()
+    os.mkfifo(directory / name)
+    assert _load_error_within(directory) == f"{name}: not a regular file (a device, FIFO or socket)"
+
+
+def test_a_link_to_a_device_in_place_of_a_policy_file_is_refused(tmp_path):
+    directory = copy_policies(tmp_path)
+    (directory / "access.yaml").unlink()
+    (directory / "access.yaml").symlink_to("/dev/zero")
+    assert _load_error_within(directory) == "access.yaml: not a regular file (a device, FIFO or socket)"
+
+
+def test_a_directory_in_place_of_a_policy_file_is_named(tmp_path):
+    directory = copy_policies(tmp_path)
+    (directory / "workflow.yaml").unlink()
+    (directory / "workflow.yaml").mkdir()
+    assert _load_error_within(directory) == "workflow.yaml: is a directory, not a file"
+
+
+def test_a_policy_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path):
+    directory = copy_policies(tmp_path)
+    path = directory / "access.yaml"
+    limit = policy_module.MAX_POLICY_FILE_BYTES
+    path.write_bytes(path.read_bytes() + b"# padding\n" * (limit // 10))
+    assert _load_error_within(directory) == f"access.yaml: over {limit:,} bytes, too large for a policy file"
+    path.write_bytes(path.read_bytes()[: limit - 1])  # just under the limit: read (and still valid YAML)
+    assert load_policy(directory).version == policy_module.policy_version(directory)
 
 
 def test_casbin_model_missing_a_section(tmp_path):
@@ -969,12 +1013,12 @@ def test_the_last_good_snapshot_never_holds_files_other_than_those_loaded(tmp_pa
 def test_an_unreadable_policy_file_is_a_policy_error_naming_it(tmp_path, monkeypatch):
     """Not a crash: a worker starting then falls back to the last good policy."""
     directory = copy_policies(tmp_path)
-    read_bytes = Path.read_bytes
+    open_file = os.open
 
-    def refuse_access_yaml(path: Path) -> bytes:
-        if path.name == "access.yaml":
+    def refuse_access_yaml(path, *args, **kwargs) -> int:
+        if Path(path).name == "access.yaml":  # chmod would not do: CI runs as root
             raise PermissionError(13, "Permission denied")
-        return read_bytes(path)
+        return open_file(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", refuse_access_yaml)
+    monkeypatch.setattr(policy_module.os, "open", refuse_access_yaml)
     assert "access.yaml: cannot read file: Permission denied" in load_error(directory)

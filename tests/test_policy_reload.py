@@ -280,6 +280,25 @@ def test_watcher_keeps_the_good_policy_when_a_change_is_broken(api, policy_dir, 
     assert store.current.version == good
 
 
+def test_a_fifo_put_in_the_policy_folder_is_reported_and_the_watcher_goes_on(api, policy_dir, store, watcher):
+    """A FIFO blocked the watcher's thread for good: no later change was picked up, and
+    GET /v1/policy showed no error while the files on disk were not those in force."""
+    good = store.current.version
+    watcher.start_once()
+    original = (policy_dir / "access.conf").read_bytes()
+    (policy_dir / "access.conf").unlink()
+    os.mkfifo(policy_dir / "access.conf")
+    assert wait_for(lambda: store.last_reload_error is not None), "the watcher did not report it"
+    assert shown(api)["last_reload_error"] == "access.conf: not a regular file (a device, FIFO or socket)"
+    assert shown(api)["version"] == good
+
+    (policy_dir / "access.conf").unlink()
+    (policy_dir / "access.conf").write_bytes(original)
+    assert wait_for(lambda: store.last_reload_error is None), "the watcher stopped"
+    assert store.current.version == good
+    assert watcher.thread.is_alive()
+
+
 def test_the_watcher_does_not_load_again_what_the_api_loaded(api, policy_dir, store, watcher, monkeypatch):
     ticks = []
     check = watcher._check
