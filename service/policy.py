@@ -501,6 +501,7 @@ def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casb
         raise PolicyLoadError(f"{name}: file not found in {directory}") from None
     except UnicodeDecodeError as exc:
         raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write (YAML files may have one)
     try:
         _KeysOnce(name)._parse_buffer(io.StringIO(text))
         model = casbin.Enforcer.new_model(text=text)  # what was checked, not the file read again
@@ -544,13 +545,27 @@ def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casb
 class _KeysOnce(casbin.config.Config):
     """Casbin's own model-file reader, refusing a key set twice in one section: Casbin
     keeps the last, so a second `m = ...` pasted below the first would silently replace
-    the matcher a reviewer read."""
+    the matcher a reviewer read. It refuses keys and sections the service never reads
+    too: an `m2 = ...` under [matchers] reads like one more condition, and Casbin
+    evaluates it only when a caller names it (an EnforceContext), which the service never
+    does."""
 
     def __init__(self, file_name: str):
         super().__init__()
         self.file_name = file_name
 
     def add_config(self, section: str, option: str, value: str) -> None:
+        key = {heading: key for key, heading in MODEL_SECTIONS.items()}.get(section)
+        if key is None and not section:
+            problem = f"{option!r} is outside any section"
+            raise PolicyValidationError(self.file_name, "the top of the file", problem)
+        if key is None:
+            known = ", ".join(f"[{heading}]" for heading in MODEL_SECTIONS.values())
+            problem = f"not a section the service reads (it reads {known})"
+            raise PolicyValidationError(self.file_name, f"[{section}]", problem)
+        if option != key:
+            problem = f"{option!r} is not read by the service: this section takes {key!r} only"
+            raise PolicyValidationError(self.file_name, f"[{section}]", problem)
         if option in self._data.get(section or self.DEFAULT_SECTION, {}):
             problem = f"{option!r} is set twice (Casbin would use the last one)"
             raise PolicyValidationError(self.file_name, f"[{section}]", problem)

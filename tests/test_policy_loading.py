@@ -451,6 +451,53 @@ def test_a_policy_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_pa
     assert load_policy(directory).version == policy_module.policy_version(directory)
 
 
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        (
+            "access.conf",
+            "[matchers]\n",
+            "[matchers]\nm2 = r.act == p.act\n",
+            "access.conf: [matchers]: 'm2' is not read by the service: this section takes 'm' only",
+        ),
+        (
+            "permissions.conf",
+            "[request_definition]\n",
+            "[request_definition]\nr2 = sub\n",
+            "permissions.conf: [request_definition]: 'r2' is not read by the service: "
+            "this section takes 'r' only",
+        ),
+        (
+            "access.conf",
+            "[matchers]\n",
+            "[extra]\nx = 1\n\n[matchers]\n",
+            "access.conf: [extra]: not a section the service reads (it reads [request_definition], "
+            "[policy_definition], [role_definition], [policy_effect], [matchers])",
+        ),
+        (
+            "permissions.conf",
+            "[request_definition]\n",
+            "m = true\n[request_definition]\n",
+            "permissions.conf: the top of the file: 'm' is outside any section",
+        ),
+    ],
+)
+def test_a_model_key_or_section_the_service_never_reads_is_refused(tmp_path, file, old, new, expected):
+    """Casbin evaluates `m2` only for a caller that names it: a reviewer would read it as
+    one more condition that never applies."""
+    directory = copy_policies(tmp_path)
+    edit(directory, file, old, new)
+    assert load_error(directory) == expected
+
+
+@pytest.mark.parametrize("file", ["access.conf", "access.yaml"])
+def test_a_policy_file_may_start_with_a_byte_order_mark(tmp_path, file):
+    directory = copy_policies(tmp_path)
+    path = directory / file
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_policy(directory).version == policy_module.policy_version(directory)
+
+
 def test_casbin_model_missing_a_section(tmp_path):
     directory = copy_policies(tmp_path)
     edit(directory, "permissions.conf", "[policy_effect]\ne = some(where (p.eft == allow))\n", "")
