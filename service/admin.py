@@ -298,7 +298,7 @@ def _act(request_id: str, action: str):
     viewer = _signed_in()
     if viewer is None:
         return _to_login()
-    tenant_id = request.form.get("tenant_id", "").strip()
+    tenant_id = request.form.get("tenant_id", "")  # as the page's own form sent it: an id is never trimmed
     if action != "revoke" and not tenant_id:
         abort(400, "tenant_id: missing (the tenant on whose behalf you act).")
     now = clock.now()

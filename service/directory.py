@@ -44,24 +44,42 @@ def provider_tenant(configured: str | None) -> str:
     return row.value if row else DEFAULT_PROVIDER
 
 
+# The checks below are the same over HTTP and in `directory import`: a value one of them
+# takes, the other must take too, and a value neither can reach must not be stored.
+
+
 def check_tenant_id(tenant_id: str, field: str) -> None:
     """Refuse (400) a tenant id that no endpoint would take: every body and path bounds
     tenant_id as the OpenAPI document's TenantIdPath does."""
     components = openapi_document()["components"]
-    _check_length(tenant_id, components["parameters"]["TenantIdPath"]["schema"], field)
+    _check_text(tenant_id, components["parameters"]["TenantIdPath"]["schema"], field)
 
 
 def check_principal(principal: str, field: str) -> None:
     """Refuse (400) a principal longer than a role assignment holds, as the OpenAPI
     document's RoleAssignmentPut does (PostgreSQL would refuse it: a 500)."""
     components = openapi_document()["components"]
-    _check_length(principal, components["schemas"]["RoleAssignmentPut"]["properties"]["principal"], field)
+    _check_text(principal, components["schemas"]["RoleAssignmentPut"]["properties"]["principal"], field)
 
 
-def _check_length(value: str, schema: dict, field: str) -> None:
+def check_tenant_name(name: str, field: str) -> None:
+    components = openapi_document()["components"]
+    _check_text(name, components["schemas"]["TenantPut"]["properties"]["name"], field)
+
+
+def _check_text(value: str, schema: dict, field: str) -> None:
+    """Within the schema's lengths; no NUL (PostgreSQL cannot store it); not blank, and no
+    space at either end: ' lead' beside 'lead' would be two tenants a person reads as one
+    (and a form that trims its fields would act for the other)."""
     low, high = schema["minLength"], schema["maxLength"]
     if not low <= len(value) <= high:
         raise BadRequest(f"{field}: must have {low} to {high} characters", code="invalid_field")
+    if "\x00" in value:
+        raise BadRequest(f"{field}: must not contain a NUL character", code="invalid_field")
+    if not value.strip():
+        raise BadRequest(f"{field}: must not be blank", code="invalid_field")
+    if value != value.strip():
+        raise BadRequest(f"{field}: must not begin or end with a space", code="invalid_field")
 
 
 def tenant_exists(tenant_id: str) -> bool:
@@ -93,7 +111,13 @@ def has_permission(policy: Policy, principal: str, tenant_id: str, permission: s
 # --- changes ---------------------------------------------------------------------
 
 
-def put_tenant(tenant_id: str, name: str, actor, now: datetime) -> bool:
+def _seen_by(tenant_id: str, provider: str) -> list[str]:
+    """Who sees a directory change: its tenant, and the provider, whose operators make
+    every change (an import's events are seen by both too)."""
+    return sorted({tenant_id, provider})
+
+
+def put_tenant(tenant_id: str, name: str, actor, now: datetime, provider: str) -> bool:
     """Create or rename a tenant; True if it was created."""
     with transaction():
         tenant = Tenant.get_or_none(Tenant.id == tenant_id)
@@ -104,7 +128,11 @@ def put_tenant(tenant_id: str, name: str, actor, now: datetime) -> bool:
         else:
             Tenant.create(id=tenant_id, name=name, created_at=now)
         change = {"change": "tenant.created" if not tenant else "tenant.renamed", "name": name}
-        audit.record("directory.changed", actor, tenant_id, [tenant_id], tenant_id, change, now)
+        if tenant:
+            change["previous_name"] = tenant.name
+        audit.record(
+            "directory.changed", actor, tenant_id, _seen_by(tenant_id, provider), tenant_id, change, now
+        )
         return tenant is None
 
 
@@ -118,7 +146,9 @@ def put_role_assignment(
             return False
         RoleAssignment.create(tenant_id=tenant_id, principal=principal, role=canonical, created_at=now)
         details = {"change": "role_assignment.added", "principal": principal, "role": canonical}
-        audit.record("directory.changed", actor, tenant_id, [tenant_id], principal, details, now)
+        audit.record(
+            "directory.changed", actor, tenant_id, _seen_by(tenant_id, provider), principal, details, now
+        )
         return True
 
 
@@ -135,7 +165,8 @@ def delete_role_assignment(
         deleted = RoleAssignment.delete().where(_assignment(policy, tenant_id, principal, role)).execute()
         if deleted:
             details = {"change": "role_assignment.removed", "principal": principal, "role": canonical}
-            audit.record("directory.changed", actor, tenant_id, [tenant_id], principal, details, now)
+            seen_by = _seen_by(tenant_id, provider)
+            audit.record("directory.changed", actor, tenant_id, seen_by, principal, details, now)
             _drop_lapsed_approvals_of(policy, [(tenant_id, principal)], now)
             if tenant_id == provider:
                 _end_access_of_former_engineers(policy, [principal], provider, actor, now)
@@ -223,6 +254,7 @@ def read_directory_file(
     for index, entry in enumerate(document.get("tenants") or []):
         tenant_id, name = _fields(path, f"tenants[{index}]", entry, ("id", "name"))
         check_tenant_id(tenant_id, f"{path}: tenants[{index}].id")
+        check_tenant_name(name, f"{path}: tenants[{index}].name")
         if tenant_id in listed_at:  # which of two names is meant? Ask, rather than guess.
             raise BadRequest(
                 f"{path}: tenants[{index}].id: tenant {tenant_id!r} is listed already, "
@@ -253,6 +285,11 @@ def _fields(path, place: str, entry: Any, names: tuple[str, ...]) -> list[str]:
     return values
 
 
+# The role assignments an import's event lists by name, per tenant (the counts cover all):
+# enough for a person's edit of the file, bounded for a first import of a whole directory.
+IMPORT_EVENT_ASSIGNMENTS = 100
+
+
 def import_directory(
     file: DirectoryFile,
     prune: bool,
@@ -270,11 +307,20 @@ def import_directory(
     """
     counts = {"tenants_added": 0, "tenants_renamed": 0, "assignments_added": 0, "assignments_removed": 0}
     per_tenant: dict[str, dict[str, int]] = {}
+    changes: dict[str, dict[str, Any]] = {}  # each tenant's event: who gained or lost which role
 
     def note(tenant: str, key: str, amount: int = 1) -> None:
         counts[key] += amount
         tenant_counts = per_tenant.setdefault(tenant, dict.fromkeys(counts, 0))
         tenant_counts[key] += amount
+
+    def name_change(tenant: str, name: str, previous: str | None) -> None:
+        changes.setdefault(tenant, {}).update({"name": name, "previous_name": previous})
+
+    def assignment_change(tenant: str, principal: str, role: str, change: str) -> None:
+        listed = changes.setdefault(tenant, {}).setdefault("assignments", [])
+        if len(listed) < IMPORT_EVENT_ASSIGNMENTS:
+            listed.append({"principal": principal, "role": role, "change": change})
 
     with transaction():
         _take_provider_tenant(file, configured_provider, actor, now)
@@ -284,9 +330,11 @@ def import_directory(
             if tenant_id not in existing_tenants:
                 added_tenants.append((tenant_id, name, now))
                 note(tenant_id, "tenants_added")
+                name_change(tenant_id, name, None)
             elif existing_tenants[tenant_id] != name and tenant_id != file.provider_tenant:
                 Tenant.update(name=name).where(Tenant.id == tenant_id).execute()
                 note(tenant_id, "tenants_renamed")
+                name_change(tenant_id, name, existing_tenants[tenant_id])
         _insert_rows(Tenant, ("id", "name", "created_at"), added_tenants)
         existing = {(a.tenant_id, a.principal, a.role): a.id for a in RoleAssignment.select()}
         added = sorted(file.assignments - set(existing))
@@ -295,18 +343,25 @@ def import_directory(
             ("tenant_id", "principal", "role", "created_at"),
             [(tenant, principal, role, now) for tenant, principal, role in added],
         )
-        for tenant, _, _ in added:
+        for tenant, principal, role in added:
             note(tenant, "assignments_added")
+            assignment_change(tenant, principal, role, "added")
         if prune:
             stale = sorted(set(existing) - file.assignments)
             ids = [existing[key] for key in stale]
             for chunk in range(0, len(ids), 500):
                 RoleAssignment.delete().where(RoleAssignment.id.in_(ids[chunk : chunk + 500])).execute()
-            for tenant, _, _ in stale:
+            for tenant, principal, role in stale:
                 note(tenant, "assignments_removed")
+                assignment_change(tenant, principal, role, "removed")
         events = []
         for tenant, tenant_counts in sorted(per_tenant.items()):
-            details = {"change": "directory.imported", "prune": prune, **tenant_counts}
+            details = {
+                "change": "directory.imported",
+                "prune": prune,
+                **tenant_counts,
+                **changes.get(tenant, {}),
+            }
             visible = {tenant, file.provider_tenant}
             events.append(audit.build("directory.changed", actor, tenant, visible, tenant, details, now))
         audit.record_all(events)

@@ -381,6 +381,15 @@ def test_missing_tenant_is_400(app, access_request):
     assert answer.status_code == 400 and "tenant_id" in answer.get_data(as_text=True)
 
 
+def test_the_tenant_a_form_names_is_taken_as_sent_not_trimmed(app, api, access_request):
+    """Trimmed, ' contoso' would have been approved as contoso: the page acts for exactly
+    the tenant its form names (the API refuses to create an id with a space at an end)."""
+    alice = Browser(app, "alice", "contoso")
+    page = alice.act(access_request["id"], "approve", tenant_id=" contoso")
+    assert "approval on behalf of contoso is recorded" not in page
+    assert api.get(f"/v1/access-requests/{access_request['id']}", "alice").get_json()["approvals"] == []
+
+
 @pytest.mark.parametrize(
     ("path", "fields"),
     [

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 
+from models import RoleAssignment, Tenant, database
 from service import create_app, directory
 from service.directory import provider_tenant
 from service.errors import Conflict
@@ -195,6 +196,46 @@ def test_removed_assignment_stays_without_prune(runner, api, tmp_path):
     assert run_import(runner, path).exit_code == 0
     assert decision_reason(api, "frank") == "no_active_grant"
     assert directory_events(api) == before
+
+
+def test_an_imports_event_names_who_gained_or_lost_which_role(runner, api, tmp_path):
+    """The counts alone did not tell a tenant's log readers who became a Global
+    Administrator; each tenant's event lists its changed assignments (and a rename's old
+    name)."""
+    document = base_document()
+    document["tenants"][0]["name"] = "Contoso Renamed"
+    document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "alice2"]
+    document["role_assignments"].append(
+        {"tenant": "contoso", "principal": "mallory", "role": "Global Administrator"}
+    )
+    assert run_import(runner, write_directory(tmp_path, document), "--prune").exit_code == 0
+
+    event = directory_events(api, "contoso", "alice")[-1]
+
+    assert event["details"]["assignments_added"] == 1 and event["details"]["assignments_removed"] == 1
+    assert sorted(event["details"]["assignments"], key=lambda a: a["change"]) == [
+        {"principal": "mallory", "role": "Global Administrator", "change": "added"},
+        {"principal": "alice2", "role": "Service Support Administrator", "change": "removed"},
+    ]
+    assert (event["details"]["name"], event["details"]["previous_name"]) == ("Contoso Renamed", "Contoso Ltd")
+    assert "mallory" not in str(directory_events(api, "fabrikam", "bob"))
+
+
+def test_a_directory_change_over_http_shows_to_the_provider_as_an_imported_one_does(api):
+    body = {"principal": "zoe", "role": "Security Administrator"}
+    assert api.put("/v1/tenants/contoso/role-assignments", "ops", body).status_code == 201
+    assert api.put("/v1/tenants/contoso", "ops", {"name": "Contoso Two"}).status_code == 200
+
+    changes = [e["details"] for e in directory_events(api, "provider") if e["tenant_id"] == "contoso"]
+
+    assert {
+        "change": "role_assignment.added",
+        "principal": "zoe",
+        "role": "Security Administrator",
+    } in changes
+    renamed = {"change": "tenant.renamed", "name": "Contoso Two", "previous_name": "Contoso Ltd"}
+    assert renamed in changes
+    assert all(e["tenant_id"] != "contoso" for e in directory_events(api, "fabrikam", "bob"))
 
 
 def test_removed_assignment_goes_with_prune(runner, api, tmp_path):
@@ -540,6 +581,70 @@ def test_put_tenant_refuses_an_id_that_other_endpoints_would_refuse(api):
     assert read.get_json()["tenant_id"] == longest
 
 
+ASSIGNMENTS, GLOBAL_ADMIN = "/v1/tenants/contoso/role-assignments", "Global Administrator"
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "message"),
+    [
+        ("/v1/tenants/%20lead", {"name": "Lead"}, "tenant_id: must not begin or end with a space"),
+        ("/v1/tenants/lead%20", {"name": "Lead"}, "tenant_id: must not begin or end with a space"),
+        ("/v1/tenants/lead", {"name": "   "}, "name: must not be blank"),
+        (ASSIGNMENTS, {"principal": "  ", "role": GLOBAL_ADMIN}, "principal: must not be blank"),
+        (
+            ASSIGNMENTS,
+            {"principal": " al", "role": GLOBAL_ADMIN},
+            "principal: must not begin or end with a space",
+        ),
+    ],
+)
+def test_the_directory_api_refuses_what_an_import_refuses(api, url, body, message):
+    """A blank value, or one with a space at either end (' lead' beside 'lead': two tenants
+    a person reads as one), is a 400 over HTTP as in a directory file."""
+    answer = api.put(url, "ops", body)
+    assert answer.status_code == 400, answer.get_json()
+    assert answer.get_json()["error"]["message"] == message
+    assert api.get("/v1/access-requests?tenant_id=lead", "ops").status_code == 200
+    with database.connection_context():
+        assert not Tenant.select().where(Tenant.id.contains("lead")).exists()
+        assert not RoleAssignment.select().where(RoleAssignment.principal.in_(["  ", " al"])).exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "place", "problem"),
+    [
+        ({"id": " lead", "name": "Lead"}, "id", "must not begin or end with a space"),
+        ({"id": "a\x00b", "name": "A"}, "id", "must not contain a NUL character"),
+        ({"id": "lead", "name": "L\x00"}, "name", "must not contain a NUL character"),
+        ({"id": "lead", "name": "n" * 257}, "name", "must have 1 to 256 characters"),
+    ],
+)
+def test_import_refuses_tenant_values_the_api_refuses(runner, api, tmp_path, entry, place, problem):
+    """Refused in one line naming the place: PostgreSQL answered a NUL or a 257-character
+    name with a traceback, and SQLite stored them where no endpoint could reach them."""
+    document = base_document()
+    index = len(document["tenants"])
+    document["tenants"].append(entry)
+    path = write_directory(tmp_path, document)
+    result = run_import(runner, path)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().endswith(f"{path}: tenants[{index}].{place}: {problem}"), result.output
+    assert "Traceback" not in result.output
+    with database.connection_context():
+        assert not Tenant.select().where(Tenant.name.in_(["Lead", "A", "L\x00", "n" * 257])).exists()
+
+
+def test_import_refuses_a_principal_holding_a_nul(runner, api, tmp_path):
+    document = base_document()
+    document["role_assignments"].append(
+        {"tenant": "contoso", "principal": "x\x00", "role": "Global Administrator"}
+    )
+    result = run_import(runner, write_directory(tmp_path, document))
+    assert result.exit_code == 1, result.output
+    assert "principal: must not contain a NUL character" in result.output
+
+
+# --- HTTP: role assignments ---------------------------------------------------------------------
 # --- HTTP: role assignments ---------------------------------------------------------------------
 
 

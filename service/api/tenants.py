@@ -18,7 +18,8 @@ def put_tenant(tenant_id: str):
     operator = require_operator()
     directory.check_tenant_id(tenant_id, "tenant_id")
     body = json_body("TenantPut")
-    created = directory.put_tenant(tenant_id, body["name"], operator.caller, now())
+    directory.check_tenant_name(body["name"], "name")
+    created = directory.put_tenant(tenant_id, body["name"], operator.caller, now(), provider())
     tenant = Tenant.get_by_id(tenant_id)
     answer = {"id": tenant.id, "name": tenant.name, "created_at": isoformat(tenant.created_at)}
     return jsonify(answer), 201 if created else 200
@@ -28,6 +29,7 @@ def put_tenant(tenant_id: str):
 def put_role_assignment(tenant_id: str):
     operator = require_operator()
     body = json_body("RoleAssignmentPut")
+    directory.check_principal(body["principal"], "principal")
     if not directory.tenant_exists(tenant_id):
         raise NotFound(f"tenant {tenant_id!r} not found")
     current = policy()
