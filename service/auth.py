@@ -231,6 +231,10 @@ def init_app(app: Flask) -> None:
     app.extensions["token_verifier"] = TokenVerifier(app.config["JWT_SECRET"], app.config["JWKS"])
 
 
+# Set in a request's WSGI environ once its token checks out.
+AUTHENTICATED = "support_access.authenticated"
+
+
 def caller_from_header(verifier: TokenVerifier, header: str) -> Caller:
     """The caller an `Authorization: Bearer <JWT>` header names (401 if none)."""
     scheme, _, token = header.partition(" ")
@@ -244,4 +248,5 @@ def current_caller() -> Caller:
     if "caller" not in g:
         verifier = current_app.extensions["token_verifier"]
         g.caller = caller_from_header(verifier, request.headers.get("Authorization", ""))
+        request.environ[AUTHENTICATED] = True  # service/unread_body.py
     return g.caller

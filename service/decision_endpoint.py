@@ -24,7 +24,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
 from service import decisions, fast_bodies
-from service.auth import Caller, caller_from_header
+from service.auth import AUTHENTICATED, Caller, caller_from_header
 from service.errors import ApiError, Forbidden, Unavailable
 from service.errors_http import challenge_headers, error_for
 from service.validation import json_object, prepare, read_body, validate
@@ -131,6 +131,7 @@ class FastDecisions:
     def _handle(self, environ, schema: str, many: bool) -> Any:
         service = self.service
         caller = caller_from_header(service.verifier, environ.get("HTTP_AUTHORIZATION", ""))
+        environ[AUTHENTICATED] = True  # service/unread_body.py
         service.begin(caller)
         raw = self._raw_json(environ)
         try:
