@@ -24,7 +24,7 @@ from typing import Any
 import casbin
 import jsonschema
 import yaml
-from casbin.effect import DENY_OVERRIDE_EFFECT, get_effector
+from casbin.effect import ALLOW_AND_DENY_EFFECT, DENY_OVERRIDE_EFFECT, get_effector
 
 from service import strict_yaml
 from service.errors import PolicyError, PolicyLoadError, PolicyValidationError
@@ -290,10 +290,13 @@ def _evaluate_every_permission_row(directory: Path, rules: tuple[Rule, ...], act
     matcher is never evaluated on the others: asking all ~300 would cost ~130 ms a load.
     So a throw-away enforcer, in which one role is linked to every role, asks one
     question per action with that role: g holds on every row, and the rest is evaluated
-    on each (~6 questions, a few ms)."""
+    on each (~6 questions, a few ms). Its effect is allow-and-deny, which Casbin cannot
+    settle before the last row: with the policy's own (allow on the first match) it
+    would stop at the first row that allows."""
     if not rules:
         return
     probe = _build_enforcer(directory, "permissions.conf", rules)
+    probe.set_effector(get_effector(ALLOW_AND_DENY_EFFECT))
     subject = rules[0].values[0]
     domain_fields = ("*",) * (len(probe.get_model()["g"]["g"].value.split(",")) - 2)
     for role in sorted({rule.values[0] for rule in rules} - {subject}):

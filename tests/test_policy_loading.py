@@ -375,7 +375,15 @@ def test_matcher_with_undefined_name_after_g(tmp_path, old, new):
 
 
 @pytest.mark.parametrize(
-    "condition", ['regexMatch(r.act, "(")', "keyMatch2(r.act, 5)", 'regexMatch(p.act, "[")']
+    "condition",
+    [
+        'regexMatch(r.act, "(")',
+        "keyMatch2(r.act, 5)",
+        'regexMatch(p.act, "[")',
+        # fails on the row of the last role carrying the support-ticket action: Casbin stops at the
+        # first row that allows, so the check must not
+        '(p.sub != "Windows 365 Administrator" || regexMatch(r.act, "("))',
+    ],
 )
 def test_a_permissions_matcher_failing_past_the_link_call_fails_the_load(tmp_path, runner, condition):
     """A real question gets past g(r.sub, p.sub, r.dom) only on its own role's rows, so a
