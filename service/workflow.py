@@ -240,19 +240,19 @@ def drop_lapsed_approvals_of(policy: Policy, removed: list[tuple[str, str]], now
     tenants to pending requests lapse now, if they no longer hold a qualifying role
     there. Left to the next approve or reject, a role given back in between made the
     approval count again, though the request had listed it as gone (SPEC §3)."""
-    pairs = sorted(set(removed))
+    pairs = set(removed)
+    if not pairs:
+        return
+    sweep(now)  # a request that ran out meanwhile ends as having run out, not with a lapse
     ids: set[str] = set()
-    for tenant, principal in pairs:
+    # One query per 500 principals, not one per pair: a prune may remove thousands.
+    for batch in chunked(sorted({principal for _, principal in pairs}), 500):
         query = (
-            Approval.select(Approval.access_request)
+            Approval.select(Approval.access_request, Approval.tenant_id, Approval.approver)
             .join(AccessRequest)
-            .where(
-                (Approval.tenant_id == tenant)
-                & (Approval.approver == principal)
-                & (AccessRequest.status == PENDING)
-            )
+            .where(Approval.approver.in_(batch) & (AccessRequest.status == PENDING))
         )
-        ids.update(approval.access_request_id for approval in query)
+        ids.update(a.access_request_id for a in query if (a.tenant_id, a.approver) in pairs)
     for request_id in sorted(ids):  # rows locked in one order
         request = _locked(AccessRequest, request_id)
         if request is not None and request.status == PENDING:

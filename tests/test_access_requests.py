@@ -509,6 +509,24 @@ def test_an_approval_lapses_when_the_role_goes_even_if_it_comes_back_before_anyo
     assert len(audit_events(api, "contoso", "alice", "access_request.approval_lapsed")) == 1
 
 
+def test_a_request_that_ran_out_before_its_approver_lost_the_role_ends_expired_not_lapsed(
+    api, access_request, clock
+):
+    assert approve(api, access_request, "alice", "contoso").status_code == 200
+    clock.advance(hours=25)  # past workflow.yaml timing.pending_ttl, with no call since
+
+    assert (
+        api.delete("/v1/tenants/contoso/role-assignments/alice/Global%20Administrator", "ops").status_code
+        == 204
+    )
+
+    assert status_seen_by(api, access_request, "alice2") == "expired"
+    assert audit_events(api, "contoso", "alice2", "access_request.approval_lapsed") == []
+    assert [a["approver"] for a in api.get(url(access_request), "alice2").get_json()["approvals"]] == [
+        "alice"
+    ]
+
+
 def test_a_decided_request_keeps_listing_the_approvals_it_was_decided_with(api, approved_request):
     role = "/v1/tenants/contoso/role-assignments/alice/Global%20Administrator"
     assert api.delete(role, "ops").status_code == 204
