@@ -362,7 +362,7 @@ def import_directory(
                 **tenant_counts,
                 **changes.get(tenant, {}),
             }
-            visible = {tenant, file.provider_tenant}
+            visible = _seen_by(tenant, file.provider_tenant)
             events.append(audit.build("directory.changed", actor, tenant, visible, tenant, details, now))
         audit.record_all(events)
         if prune:

@@ -44,6 +44,7 @@ MODEL_SECTIONS = {
     "e": "policy_effect",
     "m": "matchers",
 }
+MODEL_KEYS = {heading: key for key, heading in MODEL_SECTIONS.items()}  # "matchers" -> "m"
 MODEL_FILES = {"permissions.conf": ("sub", "dom", "act"), "access.conf": ("sub", "dom", "obj", "act")}
 PARTIES = ("resource", "support_request")
 READ_ONLY_ACTIONS = frozenset({"read"})  # the only actions a policy may allow (SPEC §3)
@@ -558,7 +559,7 @@ class _KeysOnce(casbin.config.Config):
         self.file_name = file_name
 
     def add_config(self, section: str, option: str, value: str) -> None:
-        key = {heading: key for key, heading in MODEL_SECTIONS.items()}.get(section)
+        key = MODEL_KEYS.get(section)
         if key is None and not section:
             problem = f"{option!r} is outside any section"
             raise PolicyValidationError(self.file_name, "the top of the file", problem)

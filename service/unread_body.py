@@ -43,7 +43,7 @@ class ReadUnreadBody:
 
         def recording(status: str, headers, exc_info=None):
             statuses.append(status)
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+            return start_response(status, headers, exc_info)
 
         result = self.next(environ, recording)
         if (
