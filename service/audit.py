@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg2.extras
 
 from models import (
     NOT_STATE_CHANGES,
@@ -364,13 +365,26 @@ def append_records(records: list[list]) -> int:
         row = (seq, id_, stored, activity, actor, actor_tenant, tenant, visible_to, target, result, details)
         rows.append((*row, prev_hash, digest, bucket))
         prev_hash = digest
-    cursor.executemany(statements["event"], rows)
+    insert_all = _insert_all_sqlite if is_sqlite(database.obj) else _insert_all_postgres
+    insert_all(cursor, statements["event"], rows)
     if visibility:
-        cursor.executemany(statements["visibility"], visibility)
+        insert_all(cursor, statements["visibility"], visibility)
     if read_index:
-        cursor.executemany(statements["read_index"], read_index)
+        insert_all(cursor, statements["read_index"], read_index)
     cursor.execute(statements["move_head"], (seq, prev_hash))
     return seq
+
+
+def _insert_all_sqlite(cursor, statement: str, rows: list[tuple]) -> None:
+    cursor.executemany(statement, rows)  # in-process: no round trips
+
+
+def _insert_all_postgres(cursor, statement: str, rows: list[tuple]) -> None:
+    """One multi-row INSERT per INSERT_PAGE rows. psycopg2's executemany sends one
+    statement per row: an import of 5,000 reads was ~15,000 round trips, and under load,
+    with its process waiting for the CPU between them, it held the writers' lock for
+    seconds while revocations queued behind it (README "Known limits")."""
+    psycopg2.extras.execute_values(cursor, statement, rows, page_size=INSERT_PAGE)
 
 
 def chain_hash(prev_hash: str, seq: int, fields: tuple) -> str:
@@ -389,21 +403,26 @@ def _statements() -> dict[str, str]:
 
 
 _STATEMENTS: dict = {}
+INSERT_PAGE = 1000  # PostgreSQL: rows per multi-row INSERT of append_records
 
 
 def _build_statements(db) -> dict[str, str]:
     param = db.param
     lock = "" if is_sqlite(db) else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE locks
     columns = ", ".join(getattr(AuditEvent, name).column_name for name in _COLUMNS)
-    values = ", ".join([param] * len(_COLUMNS))
     events, visibility = AuditEvent._meta.table_name, AuditVisibility._meta.table_name
     head, read_index = AuditHead._meta.table_name, AuditReadIndex._meta.table_name
+
+    def rows_of(width: int) -> str:
+        """An insert's VALUES: one row's parameters for SQLite's executemany; for
+        PostgreSQL the %s that execute_values expands into many rows."""
+        return f"({', '.join([param] * width)})" if is_sqlite(db) else "%s"
+
     return {
         "head": f"SELECT last_seq, last_hash FROM {head} WHERE id = 1{lock}",
-        "event": f"INSERT INTO {events} ({columns}) VALUES ({values})",
-        "visibility": f"INSERT INTO {visibility} (tenant_id, event_seq) VALUES ({param}, {param})",
-        "read_index": f"INSERT INTO {read_index} (read_bucket, event_seq, tenant_id) "
-        f"VALUES ({param}, {param}, {param})",
+        "event": f"INSERT INTO {events} ({columns}) VALUES {rows_of(len(_COLUMNS))}",
+        "visibility": f"INSERT INTO {visibility} (tenant_id, event_seq) VALUES {rows_of(2)}",
+        "read_index": f"INSERT INTO {read_index} (read_bucket, event_seq, tenant_id) VALUES {rows_of(3)}",
         "move_head": f"UPDATE {head} SET last_seq = {param}, last_hash = {param} WHERE id = 1",
         "notify": f"SELECT pg_notify('{CHANGES_CHANNEL}', {param})",
     }

@@ -344,6 +344,16 @@ def test_files_of_several_writers_are_imported_in_decision_order(app):
     assert read_ids(chain(app)) == [f"d-{n}" for n in range(6)]
 
 
+def test_an_import_larger_than_one_insert_page_keeps_every_read(app, api, runner, monkeypatch):
+    # On PostgreSQL an import's rows go in as multi-row INSERTs of INSERT_PAGE rows each.
+    monkeypatch.setattr(audit, "INSERT_PAGE", 3)
+    write_records(journal_dir(app), "1-6.jsonl", read_events(8))
+    assert flush(app) == 8
+    assert read_ids(chain(app)) == [f"d-{n}" for n in range(8)]
+    assert sorted(view_ids(api)) == sorted(f"d-{n}" for n in range(8))  # their read index rows
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+
+
 @pytest.mark.parametrize("url", ["sqlite:////srv/data/sa.db", "postgresql://u@db/sa"])
 def test_the_journal_lives_beside_its_database(url, tmp_path):
     directory = read_journal.directory_for(url, str(tmp_path))
