@@ -247,7 +247,12 @@ _BOUNDS = {
 }
 
 
-NOT_BLANK = r"\S"  # the schemas' pattern for text that must say something (not only spaces)
+# The schemas' pattern for text that must say something: a character that is not white
+# space. Spelled out, not `\S`: a JSON Schema pattern is an ECMA-262 regular expression,
+# whose `\s` is this set, while Python's `\s` also takes U+001C-U+001F and U+0085 and
+# leaves out U+FEFF. Spelled out, both read it alike, so a client that checks a body
+# against the document and the service agree on what is blank.
+NOT_BLANK = r"[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

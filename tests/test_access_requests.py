@@ -190,7 +190,7 @@ def test_create_rejects_bad_justification(api, ticket, justification):
     assert listed(api, "ops") == {}
 
 
-@pytest.mark.parametrize("justification", [" ", " \t\n "])
+@pytest.mark.parametrize("justification", [" ", " \t\n ", "\u3000", "\ufeff\u00a0"])
 def test_create_refuses_a_blank_justification(api, ticket, justification):
     """A justification says why the engineer needs the data: spaces alone say nothing."""
     answer = file_request(api, ticket, justification=justification)

@@ -17,6 +17,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from service import admin
 from service.validation import OPENAPI_PATH, openapi_document
 from tests.conftest import auth, read_check
 
@@ -277,7 +278,12 @@ def test_document_is_structurally_openapi_3_1(document):
 
             if "requestBody" in operation:
                 body = deref(document, operation["requestBody"])
-                assert "schema" in body["content"]["application/json"], where
+                media = (
+                    "application/x-www-form-urlencoded"
+                    if html_operation(document, operation)
+                    else "application/json"
+                )
+                assert "schema" in body["content"][media], where
 
             responses = operation["responses"]
             assert responses, f"{where}: no responses"
@@ -365,6 +371,7 @@ def test_request_bodies_are_the_schemas_the_handlers_validate(app, document):
     """Each handler validates its body against components.schemas[X] (by name, through
     json_body / optional_body); the document must name that same X as its requestBody."""
     schemas = document["components"]["schemas"]
+    admin_fields = set(re.findall(r"request\.form\.get\(\"(\w+)\"", inspect.getsource(admin)))
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
@@ -376,6 +383,12 @@ def test_request_bodies_are_the_schemas_the_handlers_validate(app, document):
                 op for p, m, op in operations(document) if shape(p) == shape(path) and m == method.lower()
             )
             where = f"{method} {path}"
+            if method == "POST" and html_operation(document, operation):
+                # An admin page form: fields the page reads, with the CSRF token that every
+                # form post must carry (admin._check_csrf).
+                form = operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+                assert set(form["properties"]) <= admin_fields and "csrf_token" in form["required"], where
+                continue
             if not named:
                 assert "requestBody" not in operation, f"{where} takes no body"
                 continue
@@ -529,5 +542,26 @@ def test_error_responses_match_the_document(app, api, client, contract, ticket, 
     contract.check(response, "POST", url)
     big = b'{"title": "' + b"x" * (2 * 1024 * 1024) + b'"}'
     response = client.post(url, data=big, headers=auth("bob"), content_type="application/json")
+    assert response.status_code == 413
+    contract.check(response, "POST", url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/login",
+        "/admin/logout",
+        *(f"/admin/requests/ar-1/{action}" for action in ("approve", "reject", "revoke")),
+    ],
+)
+def test_the_admin_forms_refusals_are_documented(client, contract, url):
+    """A form post that is not URL-encoded (415) or is too large (413): HTML pages, as
+    the document says."""
+    response = client.post(url, data="{}", content_type="application/json")
+    assert response.status_code == 415
+    contract.check(response, "POST", url)
+    response = client.post(
+        url, data="reason=" + "x" * (2 * 1024 * 1024), content_type="application/x-www-form-urlencoded"
+    )
     assert response.status_code == 413
     contract.check(response, "POST", url)

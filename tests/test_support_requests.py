@@ -8,6 +8,8 @@ eve and frank are support engineers, ops the operator, diag-tool the decision cl
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import START, read_check
@@ -141,6 +143,42 @@ def test_create_with_bad_body_names_the_field(api, body, field):
 
     assert answer.status_code == 400
     assert field in error_of(answer)["message"]
+
+
+# ECMA-262's white space and line terminators: `\s` in a JSON Schema pattern, and so
+# "blank" for a client that checks a body against the OpenAPI document.
+ECMA_WHITE_SPACE = "\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff" + "".join(
+    map(chr, range(0x2000, 0x200B))
+)
+
+
+@pytest.mark.parametrize("title", ["\u00a0", "\u3000 ", "\ufeff", "\u2028\u2029\u2003"])
+def test_a_title_of_white_space_alone_is_blank(api, title):
+    answer = api.post(TICKETS, "bob", {"tenant_id": "fabrikam", "title": title})
+
+    assert answer.status_code == 400
+    assert error_of(answer) == {"code": "invalid_field", "message": "title: must not be blank"}
+
+
+@pytest.mark.parametrize("title", ["\x1d", "\x85", "\x1c\x1f"])
+def test_a_title_the_document_calls_not_blank_is_taken(api, title):
+    """Python counts these as white space; the document's pattern (ECMA-262) does not."""
+    answer = api.post(TICKETS, "bob", {"tenant_id": "fabrikam", "title": title})
+
+    assert answer.status_code == 201
+    assert answer.get_json()["title"] == title
+
+
+def test_the_not_blank_pattern_means_what_ecma_262_means():
+    """The service reads the document's pattern with Python's `re`; spelled out, it
+    refuses exactly ECMA-262's white space, as a client's validator would."""
+    from service.validation import NOT_BLANK, openapi_document
+
+    schemas = openapi_document()["components"]["schemas"]
+    assert schemas["SupportRequestCreate"]["properties"]["title"]["pattern"] == NOT_BLANK
+    assert schemas["AccessRequestCreate"]["properties"]["justification"]["pattern"] == NOT_BLANK
+    blank = {chr(code) for code in range(0x110000) if not re.search(NOT_BLANK, chr(code))}
+    assert blank == set(ECMA_WHITE_SPACE)
 
 
 def test_create_without_token_is_unauthorized(api):
