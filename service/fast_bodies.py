@@ -17,7 +17,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from service.validation import openapi_document, python_pattern
+from service.schema_patterns import python_pattern
+from service.validation import openapi_document
 
 _LENGTHS = {"minLength": "min_length", "maxLength": "max_length"}
 _NOTES = {"description"}  # keywords that do not constrain

@@ -28,6 +28,7 @@ from casbin.effect import ALLOW_AND_DENY_EFFECT, DENY_OVERRIDE_EFFECT, get_effec
 
 from service import strict_yaml
 from service.errors import PolicyError, PolicyLoadError, PolicyValidationError
+from service.schema_patterns import EcmaValidator
 
 log = logging.getLogger("support_access")
 
@@ -423,7 +424,7 @@ def first_repeat(values: list) -> tuple[int, int] | None:
 
 
 def _validate_schema(name: str, document: Any) -> None:
-    validator = jsonschema.Draft202012Validator(_schema(name))
+    validator = EcmaValidator(_schema(name))
     errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         error = jsonschema.exceptions.best_match(errors)

@@ -30,6 +30,7 @@ from service.clock import FakeClock, parse_iso
 from service.directory import DEFAULT_PROVIDER, check_principal, check_role, check_tenant_id, has_permission
 from service.errors import ApiError, BadRequest, PolicyValidationError
 from service.policy import SCHEMA_DIR, Policy, first_repeat, json_path
+from service.schema_patterns import EcmaValidator
 from service.strict_yaml import UniqueKeyLoader
 
 DEFAULT_NOW = "2026-01-05T09:00:00Z"
@@ -106,7 +107,7 @@ def _is_time(text: Any) -> bool:
 
 @cache
 def _suite_validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(_suite_schema(), format_checker=_TIMES)
+    return EcmaValidator(_suite_schema(), format_checker=_TIMES)
 
 
 def _schema_problem(error: jsonschema.ValidationError) -> tuple[str, str]:

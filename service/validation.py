@@ -7,7 +7,6 @@ interpreting them, which matters for a batch of 1,000 decision checks.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from functools import cache
 from itertools import islice
@@ -23,6 +22,7 @@ import yaml
 from service import strict_yaml
 from service.errors import BadRequest
 from service.policy import json_path
+from service.schema_patterns import EcmaValidator
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 
@@ -170,30 +170,10 @@ def _undecodable_parameter(raw: bytes) -> str | None:
     return None
 
 
-# JSON Schema patterns are ECMA-262 regular expressions, whose `$` ends the string;
-# Python's `$` also matches before a final newline. fastjsonschema turns each unescaped `$`
-# into `\Z`; the explainer must read patterns the same way, or it would find nothing
-# wrong with "read\n" and could not name the field.
-_DOLLAR = re.compile(r"(?<!\\)\$")  # an unescaped `$`, even in a [] set, as fastjsonschema
-
-
-def python_pattern(pattern: str) -> str:
-    """A schema pattern as a Python regular expression that matches the same strings."""
-    return _DOLLAR.sub(r"\\Z", pattern)
-
-
-def _ecma_pattern(validator, pattern: str, instance: Any, schema: dict):
-    if validator.is_type(instance, "string") and not re.search(python_pattern(pattern), instance):
-        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-_Explainer = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
-
-
 @cache
 def _explainer(name: str) -> jsonschema.Draft202012Validator:
     components = openapi_document()["components"]
-    return _Explainer({"$ref": f"#/components/schemas/{name}", "components": components})
+    return EcmaValidator({"$ref": f"#/components/schemas/{name}", "components": components})
 
 
 # For one object, report an unknown field before a wrong one before a missing one.

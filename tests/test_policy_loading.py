@@ -194,6 +194,28 @@ def test_unknown_key_in_workflow_timing(tmp_path):
     assert "workflow.yaml" in message and "timing" in message and "grace" in message
 
 
+@pytest.mark.parametrize(
+    ("file", "change", "place"),
+    [
+        ("access.yaml", lambda d: d["categories"].__setitem__(1, "auditLogs\n"), "categories[1]"),
+        ("access.yaml", lambda d: d["access_kinds"].update({"grant\n": "x"}), "access_kinds"),
+        ("roles.yaml", lambda d: d["roles"][0]["actions"].append("approve\n"), "roles[0].actions[1]"),
+        (
+            "roles.yaml",
+            lambda d: d["roles"][0].update(template_id=d["roles"][0]["template_id"] + "\n"),
+            "roles[0]",
+        ),
+    ],
+)
+def test_a_value_ending_in_a_newline_breaks_its_pattern(tmp_path, file, change, place):
+    """A schema's `$` ends the string, as JSON Schema (ECMA-262) reads it: Python's `$`
+    alone would also match before a final newline, and "auditLogs\n" was a category."""
+    directory = copy_policies(tmp_path)
+    edit_yaml(directory, file, change)
+    message = load_error(directory)
+    assert file in message and place in message
+
+
 @pytest.mark.parametrize("action", ["write", "delete", "*"])
 def test_access_rule_with_non_read_action(tmp_path, action):
     directory = copy_policies(tmp_path)
