@@ -381,7 +381,7 @@ def _insert_all_sqlite(cursor, statement: str, rows: list[tuple]) -> None:
 
 def _insert_all_postgres(cursor, statement: str, rows: list[tuple]) -> None:
     """One multi-row INSERT per INSERT_PAGE rows. psycopg2's executemany sends one
-    statement per row: an import of 5,000 reads was ~15,000 round trips, and under load,
+    statement per row: an import of 5,000 reads was 5,000-15,000 round trips, and under load,
     with its process waiting for the CPU between them, it held the writers' lock for
     seconds while revocations queued behind it (README "Known limits")."""
     psycopg2.extras.execute_values(cursor, statement, rows, page_size=INSERT_PAGE)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import peewee
+import psycopg2.extras
 import pytest
 
 from models import AuditEvent, AuditJournalPosition, database, is_sqlite
@@ -344,14 +345,60 @@ def test_files_of_several_writers_are_imported_in_decision_order(app):
     assert read_ids(chain(app)) == [f"d-{n}" for n in range(6)]
 
 
-def test_an_import_larger_than_one_insert_page_keeps_every_read(app, api, runner, monkeypatch):
-    # On PostgreSQL an import's rows go in as multi-row INSERTs of INSERT_PAGE rows each.
+def test_an_import_larger_than_one_insert_page_keeps_every_row(app, api, runner, monkeypatch):
+    """On PostgreSQL an import's rows go in as multi-row INSERTs of INSERT_PAGE rows: its
+    events, their visibility rows and their read index rows each span several here."""
     monkeypatch.setattr(audit, "INSERT_PAGE", 3)
-    write_records(journal_dir(app), "1-6.jsonl", read_events(8))
-    assert flush(app) == 8
-    assert read_ids(chain(app)) == [f"d-{n}" for n in range(8)]
-    assert sorted(view_ids(api)) == sorted(f"d-{n}" for n in range(8))  # their read index rows
+    statements = []  # the table of each statement sent
+    real_execute_values = psycopg2.extras.execute_values
+
+    class CountingCursor:
+        def __init__(self, cursor, table: str):
+            self.cursor, self.table = cursor, table
+
+        def execute(self, sql, args=None):
+            statements.append(self.table)
+            return self.cursor.execute(sql, args)
+
+        def __getattr__(self, name):
+            return getattr(self.cursor, name)
+
+    def counted(cursor, sql, rows, page_size):
+        real_execute_values(CountingCursor(cursor, sql.split()[2]), sql, rows, page_size=page_size)
+
+    monkeypatch.setattr(psycopg2.extras, "execute_values", counted)
+    own = read_events(7)  # seen by contoso alone: found by its read bucket
+    at = audit.time_forms(START)
+    several = [  # one row for reads in two tenants: a read index row for each
+        audit.reads_record(
+            f"b-{n}",
+            at,
+            ("diag-tool", "provider"),
+            [
+                (f"b-{n}-c", "contoso", "diagnostics/signInLogs", {"decision_id": f"b-{n}-c"}),
+                (f"b-{n}-f", "fabrikam", "diagnostics/signInLogs", {"decision_id": f"b-{n}-f"}),
+            ],
+        )
+        for n in range(4)
+    ]
+    changes = [  # seen by two tenants: a visibility row for each
+        audit.as_record(
+            audit.build("directory.changed", "ops", "contoso", ["contoso", "provider"], None, {"n": n}, START)
+        )
+        for n in range(4)
+    ]
+    write_records(journal_dir(app), "1-6.jsonl", own + several + changes)
+    assert flush(app) == 15
+    assert sorted(view_ids(api)) == sorted([f"d-{n}" for n in range(7)] + [f"b-{n}-c" for n in range(4)])
+    assert sorted(view_ids(api, "bob", "fabrikam")) == sorted(f"b-{n}-f" for n in range(4))
+    contoso_changes = api.get("/v1/audit-events?tenant_id=contoso&activity=directory.changed", "alice")
+    numbers = [item["details"].get("n") for item in contoso_changes.get_json()["items"]]
+    assert sorted(n for n in numbers if n is not None) == [0, 1, 2, 3]
     assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+    if not is_sqlite(database.obj):  # 15 events, 8 visibility and 8 read index rows, by 3
+        assert sorted(statements) == sorted(
+            ["auditevent"] * 5 + ["auditvisibility"] * 3 + ["auditreadindex"] * 3
+        )
 
 
 @pytest.mark.parametrize("url", ["sqlite:////srv/data/sa.db", "postgresql://u@db/sa"])
