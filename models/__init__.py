@@ -434,6 +434,20 @@ class WriteLockBusy(Exception):
     """transaction(wait=False) found another writer at work."""
 
 
+class _Begun(threading.local):
+    count = 0  # outermost write transactions begun on this thread
+
+
+_begun = _Begun()
+
+
+def write_transaction_number() -> int:
+    """Which of this thread's write transactions is open (or was the last): for work done
+    once per transaction, however many events it records (audit: importing the read
+    journal before a change)."""
+    return _begun.count
+
+
 @contextmanager
 def transaction(wait: bool = True):
     """A write transaction.
@@ -450,9 +464,12 @@ def transaction(wait: bool = True):
         with db.atomic():
             if db.transaction_depth() == 1:
                 _lock_writers(db, wait)
+                _begun.count += 1
             yield
         return
     outermost = db.transaction_depth() == 0
+    if outermost:
+        _begun.count += 1
     lock = _write_lock.file(db.database) if outermost else None
     if lock is not None:
         try:

@@ -12,6 +12,7 @@ import heapq
 import itertools
 import json
 import operator
+import threading
 import uuid
 import zlib
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ from models import (
     database,
     is_sqlite,
     snapshot,
+    write_transaction_number,
 )
 from service.clock import isoformat
 
@@ -63,11 +65,21 @@ def record_all(events: list[NewEvent]) -> None:
     if not events:
         return
     journal = _read_journal()
-    if journal is not None:  # reads decided before this change come before it in the chain
+    # Reads decided before this change come before it in the chain: imported once per
+    # transaction (a ticket's close records an event for each request it ends).
+    if journal is not None and _journal_imported.number != write_transaction_number():
         from service import read_journal
 
+        _journal_imported.number = write_transaction_number()
         read_journal.import_within(journal)
     append(events)
+
+
+class _JournalImported(threading.local):
+    number = -1  # the write transaction (models.write_transaction_number) that imported
+
+
+_journal_imported = _JournalImported()
 
 
 def _read_journal() -> Path | None:

@@ -132,6 +132,27 @@ def test_reads_come_before_the_state_change_that_follows_them(app, api, approved
     )
 
 
+def test_a_change_of_several_events_imports_the_journal_once(app, api, approved_request, monkeypatch):
+    """Closing a ticket records its close and the end of its access request in one
+    transaction: the reads decided before it are imported once, ahead of both."""
+    answer = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    imports = []
+    real_import_within = read_journal.import_within
+    monkeypatch.setattr(read_journal, "import_within", lambda d: (imports.append(d), real_import_within(d)))
+    ticket_id = approved_request["support_request_id"]
+    assert api.post(f"/v1/support-requests/{ticket_id}/close", "bob").status_code == 200
+    assert len(imports) == 1
+    events = [(e.activity, e.id) for e in chain(app)]
+    after = [activity for activity, _ in events[events.index(("diagnostics.read", answer["decision_id"])) :]]
+    assert (
+        "support_request.closed" in after and len([a for a in after if a.startswith("access_request.")]) >= 1
+    )
+    assert (
+        api.post("/v1/support-requests", "bob", {"tenant_id": "fabrikam", "title": "next"}).status_code == 201
+    )
+    assert len(imports) == 2  # the next transaction imports again
+
+
 def test_a_journal_that_cannot_be_written_is_never_an_allow(app, api, approved_request, monkeypatch):
     def disk_full(fd, data):
         raise OSError(28, "No space left on device")
