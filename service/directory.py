@@ -63,6 +63,8 @@ def check_principal(principal: str, field: str) -> None:
 
 
 def check_tenant_name(name: str, field: str) -> None:
+    """Refuse (400) a tenant name the OpenAPI document's TenantPut would not take, or
+    that _check_text refuses (`directory import` has no body schema to do it)."""
     components = openapi_document()["components"]
     _check_text(name, components["schemas"]["TenantPut"]["properties"]["name"], field)
 
