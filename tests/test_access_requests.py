@@ -323,6 +323,23 @@ def test_times_in_access_request_audit_details_use_the_api_form(api, approved_re
     assert [parse_time(t) for t in times] == [parse_time(approved_request["access_expires_at"])] * 2
 
 
+def test_an_expiry_event_is_stamped_when_recorded_and_says_when_it_came_due(api, approved_request, clock):
+    # An auditor polling `since` its last seen time must not miss an expiry recorded
+    # later than it came due, so the event's time is when it was recorded.
+    clock.advance(hours=9)
+    assert status_seen_by(api, approved_request, "alice") == "completed"
+
+    (event,) = [
+        e
+        for e in audit_events(api, "contoso", "alice")
+        if e["target"] == approved_request["id"] and e["activity"] == "access_request.completed"
+    ]
+    assert event["actor"] == "system"
+    assert parse_time(event["time"]) == clock()
+    assert parse_time(event["details"]["expired_at"]) == parse_time(approved_request["access_expires_at"])
+    assert parse_time(event["time"]) > parse_time(event["details"]["expired_at"])
+
+
 def test_approval_order_does_not_matter(api, access_request):
     assert approve(api, access_request, "bob", "fabrikam").get_json()["status"] == "pending"
     assert approve(api, access_request, "alice2", "contoso").get_json()["status"] == "approved"
