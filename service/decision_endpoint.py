@@ -27,7 +27,7 @@ from service import decisions, fast_bodies
 from service.auth import AUTHENTICATED, Caller, caller_from_header
 from service.errors import ApiError, Forbidden, Unavailable
 from service.errors_http import challenge_headers, error_for
-from service.validation import json_object, prepare, read_body, validate
+from service.validation import json_object, prepare, read_body, refuse_content_coding, validate
 
 # JSON writes U+0000 only as this escape; `validate` refuses it (service/validation.py),
 # and the fast decoder does not check for it.
@@ -148,6 +148,7 @@ class FastDecisions:
         if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
             message = "the body must be JSON (Content-Type: application/json)"
             raise ApiError(message, code="unsupported_media_type", status=415)
+        refuse_content_coding(environ)
         length = environ.get("CONTENT_LENGTH", "")
         if length.isascii() and length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ:
             # The usual request, read directly: Werkzeug's stream wrapper would cost

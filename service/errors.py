@@ -47,6 +47,10 @@ class Conflict(ApiError):
     status, code = 409, "conflict"
 
 
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
 class Unavailable(ApiError):
     status, code = 503, "unavailable"
 

@@ -20,7 +20,7 @@ import orjson
 import yaml
 
 from service import strict_yaml
-from service.errors import BadRequest
+from service.errors import BadRequest, UnsupportedMediaType
 from service.policy import json_path
 from service.schema_patterns import EcmaValidator
 
@@ -57,6 +57,17 @@ def read_body(stream: IO[bytes], limit: int) -> bytes:
     if len(raw) >= limit:
         stream.read(1)
     return raw
+
+
+def refuse_content_coding(environ: dict[str, Any]) -> None:
+    """Bodies are read as sent. A compressed one (a Content-Encoding other than identity)
+    would be read as bytes that are not JSON; it is refused as a coding the service does
+    not take (415, RFC 9110), not answered as bad JSON, nor read as JSON after all."""
+    coding = environ.get("HTTP_CONTENT_ENCODING", "").strip()
+    if coding and coding.lower() != "identity":
+        raise UnsupportedMediaType(
+            f"the body must not be encoded (Content-Encoding: {coding} is not supported)"
+        )
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -245,7 +256,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{json_path([*path, extra[0]])}: unknown field"
     where = json_path(path) if path else "body"
     if error.validator == "type":
-        return f"{where}: must be of type {error.validator_value}"
+        expected = error.validator_value  # a type name, or a list of them ("null" for nullable)
+        kinds = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{where}: must be of type {kinds}"
     if error.validator == "pattern" and error.validator_value == NOT_BLANK:
         return f"{where}: must not be blank"
     if error.validator == "pattern":

@@ -3,6 +3,7 @@ never an HTML page, never a stack trace."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
@@ -113,6 +114,37 @@ def test_non_json_body_is_415(client, data, content_type):
 def test_non_json_body_is_415_on_management_routes(client):
     answer = client.put("/v1/tenants/acme", data="name=Acme", content_type="text/plain", headers=auth("ops"))
     assert_error_body(answer, 415)
+
+
+@pytest.mark.parametrize(
+    ("url", "who", "body"),
+    [
+        ("/v1/decisions", "diag-tool", read_check()),  # the fast path
+        ("/v1/decisions?via=flask", "diag-tool", read_check()),  # the reference path
+        ("/v1/support-requests", "bob", {"tenant_id": "fabrikam", "title": "Sign-ins fail"}),
+    ],
+)
+@pytest.mark.parametrize("coding", ["gzip", "br", "GZIP"])
+def test_an_encoded_body_is_415_naming_the_coding_and_changes_nothing(api, url, who, body, coding):
+    # Read as sent, a compressed body would be bytes that are not JSON; a plain body
+    # labelled as compressed would be taken for something the client did not mean.
+    raw = gzip.compress(json.dumps(body).encode()) if coding != "br" else json.dumps(body).encode()
+    headers = {**auth(who), "Content-Encoding": coding}
+    before = len(api.get("/v1/support-requests", "bob").get_json()["items"])
+
+    answer = api.client.post(url, data=raw, content_type="application/json", headers=headers)
+
+    error = assert_error_body(answer, 415)
+    assert error["code"] == "unsupported_media_type"
+    assert f"Content-Encoding: {coding}" in error["message"]
+    assert len(api.get("/v1/support-requests", "bob").get_json()["items"]) == before
+
+
+@pytest.mark.parametrize("url", ["/v1/decisions", "/v1/decisions?via=flask"])
+def test_an_identity_content_encoding_is_a_plain_body(client, url):
+    headers = {**auth("diag-tool"), "Content-Encoding": "identity"}
+    answer = client.post(url, data=json.dumps(read_check()), content_type="application/json", headers=headers)
+    assert answer.status_code == 200
 
 
 @pytest.mark.parametrize("data", ['{"principal": "eve",', "{'principal': 'eve'}", "nul", "\xff\xfe"])
@@ -455,6 +487,14 @@ def test_validation_error_names_the_field(client, body, message):
     answer = client.put("/v1/tenants/acme", json=body, headers=auth("ops"))
     error = assert_error_body(answer, 400)
     assert error["message"] == message
+
+
+@pytest.mark.parametrize("url", ["/v1/decisions", "/v1/decisions?via=flask"])
+def test_a_type_error_names_the_types_in_words(client, url):
+    # A nullable field's types are a list in the schema: named as words, not as a Python list.
+    answer = client.post(url, json=read_check(explain="yes"), headers=auth("diag-tool"))
+    error = assert_error_body(answer, 400)
+    assert error["message"] == "explain: must be of type boolean or null"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,14 @@ from service.auth import current_caller
 from service.directory import provider_tenant
 from service.errors import BadRequest, Forbidden
 from service.policy import Policy
-from service.validation import json_object, read_body, refuse_nul_characters, refuse_undecodable_url, validate
+from service.validation import (
+    json_object,
+    read_body,
+    refuse_content_coding,
+    refuse_nul_characters,
+    refuse_undecodable_url,
+    validate,
+)
 from service.viewer import Viewer, viewer_for
 
 T = TypeVar("T")
@@ -78,6 +85,7 @@ def _require_json() -> None:
         from werkzeug.exceptions import UnsupportedMediaType
 
         raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
+    refuse_content_coding(request.environ)
 
 
 def _raw_body() -> bytes:
