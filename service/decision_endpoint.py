@@ -25,7 +25,7 @@ from werkzeug.wsgi import get_input_stream
 
 from service import decisions, fast_bodies
 from service.auth import AUTHENTICATED, Caller, caller_from_header
-from service.errors import ApiError, Forbidden, Unavailable
+from service.errors import ApiError, Forbidden, Unavailable, UnsupportedMediaType
 from service.errors_http import challenge_headers, error_for
 from service.validation import json_object, prepare, read_body, refuse_content_coding, validate
 
@@ -146,8 +146,7 @@ class FastDecisions:
     def _raw_json(self, environ) -> bytes:
         media = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
         if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-            message = "the body must be JSON (Content-Type: application/json)"
-            raise ApiError(message, code="unsupported_media_type", status=415)
+            raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
         refuse_content_coding(environ)
         length = environ.get("CONTENT_LENGTH", "")
         if length.isascii() and length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ:
