@@ -25,9 +25,9 @@ from werkzeug.wsgi import get_input_stream
 
 from service import decisions, fast_bodies
 from service.auth import AUTHENTICATED, Caller, caller_from_header
-from service.errors import ApiError, Forbidden, Unavailable, UnsupportedMediaType
+from service.errors import ApiError, Forbidden, Unavailable
 from service.errors_http import challenge_headers, error_for
-from service.validation import json_object, prepare, read_body, refuse_content_coding, validate
+from service.validation import json_object, prepare, read_body, refuse_unless_json, validate
 
 # JSON writes U+0000 only as this escape; `validate` refuses it (service/validation.py),
 # and the fast decoder does not check for it.
@@ -144,10 +144,7 @@ class FastDecisions:
         return service.answer(caller, checks, many)
 
     def _raw_json(self, environ) -> bytes:
-        media = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
-        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-            raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
-        refuse_content_coding(environ)
+        refuse_unless_json(environ)
         length = environ.get("CONTENT_LENGTH", "")
         if length.isascii() and length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ:
             # The usual request, read directly: Werkzeug's stream wrapper would cost

@@ -59,10 +59,15 @@ def read_body(stream: IO[bytes], limit: int) -> bytes:
     return raw
 
 
-def refuse_content_coding(environ: dict[str, Any]) -> None:
-    """Bodies are read as sent. A compressed one (a Content-Encoding other than identity)
-    would be read as bytes that are not JSON; it is refused as a coding the service does
-    not take (415, RFC 9110), not answered as bad JSON, nor read as JSON after all."""
+def refuse_unless_json(environ: dict[str, Any]) -> None:
+    """415 unless the body is sent as JSON, for the Flask routes and the decision fast
+    path alike: `application/json` or an `application/...+json` type (as Flask's
+    `is_json`), and not encoded. Bodies are read as sent: a compressed one (a
+    Content-Encoding other than identity) would be bytes that are not JSON, and is
+    refused by name (RFC 9110), not answered as bad JSON nor read as JSON after all."""
+    media = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
     coding = environ.get("HTTP_CONTENT_ENCODING", "").strip()
     if coding and coding.lower() != "identity":
         raise UnsupportedMediaType(

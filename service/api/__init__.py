@@ -15,9 +15,9 @@ from service.policy import Policy
 from service.validation import (
     json_object,
     read_body,
-    refuse_content_coding,
     refuse_nul_characters,
     refuse_undecodable_url,
+    refuse_unless_json,
     validate,
 )
 from service.viewer import Viewer, viewer_for
@@ -67,7 +67,7 @@ def register_blueprints(app: Flask) -> None:
 
 def json_body(schema: str) -> dict[str, Any]:
     """The request's JSON object, validated against an OpenAPI schema (400/413/415 if not)."""
-    _require_json()
+    refuse_unless_json(request.environ)
     return validate(schema, json_object(_raw_body()))
 
 
@@ -76,16 +76,8 @@ def optional_body(schema: str) -> dict[str, Any]:
     raw = _raw_body()
     if not raw:
         return {}
-    _require_json()
+    refuse_unless_json(request.environ)
     return validate(schema, json_object(raw))
-
-
-def _require_json() -> None:
-    if not request.is_json:
-        from werkzeug.exceptions import UnsupportedMediaType
-
-        raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
-    refuse_content_coding(request.environ)
 
 
 def _raw_body() -> bytes:
