@@ -9,7 +9,7 @@ HOST := 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 
-.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-cache bench-lookups bench-changes
+.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-servers bench-cache bench-lookups bench-changes
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,15 @@ bench: $(STAMP)
 	$(BIN)/pip install --disable-pip-version-check -q -r bench/requirements.txt \
 		|| echo "bench: could not install bench/requirements.txt (cedarpy); that peer will be skipped"
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Which WSGI server `make serve` runs, by measurement: granian, gunicorn and uWSGI serving our
+# app on the large set, the same loads each -> bench/SERVERS.md (~2 minutes; not part of `make bench`).
+bench-servers: $(STAMP)
+	@grep -v '^#' bench/server-requirements.txt | while read -r pin; do \
+		$(BIN)/pip install --disable-pip-version-check -q "$$pin" \
+			|| echo "bench-servers: could not install $$pin; that server will be skipped"; \
+	done
+	$(BIN)/python -m bench.server_choice $(BENCH_ARGS)
 
 # Why large-set decisions take longer: instructions and cache misses per decision, small vs
 # large, counted by valgrind's cachegrind (~4 minutes; not part of `make bench`).

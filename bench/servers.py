@@ -60,13 +60,40 @@ SERVE_MODULE = REPO / "service" / "serve.py"
 
 def server_kind(requested: str | None) -> str:
     """'serve' = what `make serve` runs (`python -m service.serve`, granian since 0af2ca3);
-    'gunicorn' = `gunicorn --workers N "service:create_app()"` (what it ran before)."""
+    'gunicorn' = `gunicorn --workers N "service:create_app()"` (what it ran before);
+    'uwsgi' = uWSGI's prefork workers (bench/server_choice.py compares the three)."""
     if requested:
         return requested
     return "serve" if SERVE_MODULE.is_file() else "gunicorn"
 
 
+PACKAGES = {"serve": "granian", "gunicorn": "gunicorn", "uwsgi": "uWSGI"}
+UWSGI_APP = Path(__file__).with_name("uwsgi_app.py")
+
+
 def server_command(kind: str, port: int, workers: int) -> list[str]:
+    if kind == "uwsgi":
+        # Prefork workers that each build their own app after the fork (--lazy-apps), as
+        # granian's and gunicorn's do, with threads enabled (the index loads in one),
+        # behind uWSGI's HTTP router with keep-alive (--http): served straight from the
+        # workers (--http-socket), a worker keeps to one keep-alive connection while it
+        # sends requests, and 14 of 16 connections got one answer in 3 s.
+        return [
+            str(VENV_BIN / "uwsgi"),
+            "--http",
+            f"127.0.0.1:{port}",
+            "--http-keepalive",
+            "--master",
+            "--processes",
+            str(workers),
+            "--lazy-apps",
+            "--enable-threads",
+            "--need-app",
+            "--die-on-term",
+            "--disable-logging",
+            "--wsgi-file",
+            str(UWSGI_APP),
+        ]
     if kind == "serve":
         python = VENV_BIN / "python"
         return [
@@ -94,16 +121,16 @@ def server_command(kind: str, port: int, workers: int) -> list[str]:
 def describe(kind: str, workers: int) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    package = "granian" if kind == "serve" else "gunicorn"
+    package = PACKAGES[kind]
     try:
         found = f"{package} {version(package)}"
     except PackageNotFoundError:
         found = f"{package} (not installed)"
-    how = (
-        "`python -m service.serve` (as `make serve`)"
-        if kind == "serve"
-        else '`gunicorn "service:create_app()"`'
-    )
+    how = {
+        "serve": "`python -m service.serve` (as `make serve`)",
+        "gunicorn": '`gunicorn "service:create_app()"`',
+        "uwsgi": "`uwsgi --http --http-keepalive --lazy-apps --wsgi-file bench/uwsgi_app.py`",
+    }[kind]
     return f"{how}: {found}, {workers} workers, SQLite"
 
 
@@ -118,8 +145,14 @@ def start_ours(
     )
     env.pop("SUPPORT_ACCESS_JWKS", None)
     env.pop("SUPPORT_ACCESS_POLICY_DIR", None)
+    if kind != "serve":
+        # What `make serve` sets up around granian: one metrics directory for every
+        # worker (/metrics counts their whole indexes) ...
+        metrics = logs / f"metrics-{port}"
+        metrics.mkdir(parents=True, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
     handle = open(logs / "server.log", "ab")  # noqa: SIM115 (lives as long as the server)
-    return subprocess.Popen(
+    server = subprocess.Popen(
         server_command(kind, port, workers),
         cwd=REPO,
         env=env,
@@ -127,6 +160,18 @@ def start_ours(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    if kind != "serve":
+        # ... and the read journal's importer beside the workers, which `stop` ends with
+        # the server (it would run as long as we do: our pid is its server's).
+        server.importer = subprocess.Popen(
+            [str(VENV_BIN / "python"), "-m", "service.read_importer"],
+            cwd=REPO,
+            env={**env, "SUPPORT_ACCESS_SERVER_PID": str(os.getpid())},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return server
 
 
 def descendants(pid: int) -> list[int]:
@@ -153,7 +198,7 @@ def worker_pids(pid: int) -> list[int]:
             continue
         if IMPORTER in cmdline:
             continue
-        if b"python" in cmdline or b"granian" in cmdline or b"gunicorn" in cmdline:
+        if any(name in cmdline for name in (b"python", b"granian", b"gunicorn", b"uwsgi")):
             workers.append(child)
     return workers
 
@@ -170,8 +215,12 @@ def importer_pids(pid: int) -> list[int]:
 
 
 def stop(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
-    """Stop a server we started (its own process group: the master and its workers)."""
-    if proc is None or proc.poll() is not None:
+    """Stop a server we started (its own process group: the master and its workers),
+    and the importer started beside it, if any."""
+    if proc is None:
+        return
+    stop(getattr(proc, "importer", None), timeout)
+    if proc.poll() is not None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
