@@ -12,7 +12,7 @@ size the file keeps).
 Often and small rather than rarely and large: a round's reads land on pages all over
 the reads' index (a page or more each), so under a load of single checks half a second
 of log was ~3,800 pages, copied in ~8 ms of CPU in one piece, which a worker woken on
-that core waited out (README "Performance", the 1-connection p99). A tenth of a second
+that core waited out (bench/HISTORY.md, the 1-connection p99). A tenth of a second
 of log is ~750 pages and ~3.3 ms (twice the CPU in all: part of each is fixed).
 """
 

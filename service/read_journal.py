@@ -480,7 +480,7 @@ class Importer:
 def give_way() -> None:
     """Let a task waiting for this core run first. A worker's thread woken on the
     importer's core waited out a whole round, 1–2 ms of CPU, even with the other core
-    idle (`perf sched`, README "Performance"); between a round's steps it waits for one
+    idle (`perf sched`, bench/HISTORY.md); between a round's steps it waits for one
     step. Only the background importer gives way: a request helping to import should not."""
     os.sched_yield()
 

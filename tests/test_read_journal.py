@@ -462,7 +462,7 @@ def test_the_background_importer_gives_way_between_its_steps_and_helpers_do_not(
     app, api, approved_request, monkeypatch
 ):
     """A worker woken on the importer's core waits for one step of a round, not all of it
-    (README "Performance"); a request that helps to import does not give its core away."""
+    (bench/HISTORY.md, the 1-connection p99); a request that helps to import does not give its core away."""
     steps = []
     real_append, real_transaction = audit.append_records, read_journal.transaction
 
