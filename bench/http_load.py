@@ -29,6 +29,7 @@ class LoadResult:
     errors: int  # non-2xx answers, socket errors and timeouts
     p50_ms: float
     p99_ms: float
+    answered: tuple[int, ...] = ()  # answers per connection (the Python client only)
 
     @property
     def rps(self) -> float:
@@ -223,6 +224,7 @@ def run_python(
         errors=sum(errors),
         p50_ms=percentile(merged, 50) * 1000.0,
         p99_ms=percentile(merged, 99) * 1000.0,
+        answered=tuple(len(per) for per in latencies),
     )
 
 

@@ -13,17 +13,14 @@ reason. About 2 minutes.
 from __future__ import annotations
 
 import argparse
-import http.client
 import shutil
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -58,29 +55,9 @@ def fairness(base: str, connections: int = 16, seconds: float = 2.0) -> float:
     """The least-served of `connections` keep-alive clients of the health endpoint: its
     answers as a share of the mean. wrk's figures count the answers that came, so a server
     that serves a few connections and leaves the others waiting looks fast in them."""
-    parts = urlsplit(base)
-    counts = [0] * connections
-    deadline = time.perf_counter() + seconds
-
-    def client(n: int) -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=seconds + 5)
-        try:
-            while time.perf_counter() < deadline:
-                conn.request("GET", "/healthz")
-                conn.getresponse().read()
-                counts[n] += 1
-        except (http.client.HTTPException, OSError):
-            pass  # a connection left waiting past the timeout counts what it got
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + 10)
-    mean = sum(counts) / connections
-    return min(counts) / mean if mean else 0.0
+    answered = http_load.run_python(base + "/healthz", None, connections, seconds, None, 10**9).answered
+    mean = sum(answered) / connections
+    return min(answered) / mean if mean else 0.0
 
 
 def missing(kind: str) -> str | None:
