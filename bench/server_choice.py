@@ -216,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     args.output.write_text(text, encoding="utf-8")
     run.log(f"wrote {args.output}")
+    # What the next run makes anew: the databases with the reads the loads wrote, the log.
     for path in (run.WORK / "data").glob("servers*"):
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (run.WORK / "logs" / "decisions.log").unlink(missing_ok=True)
     return 0
 
 
