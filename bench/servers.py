@@ -163,14 +163,18 @@ def start_ours(
     if kind != "serve":
         # ... and the read journal's importer beside the workers, which `stop` ends with
         # the server (it would run as long as we do: our pid is its server's).
-        server.importer = subprocess.Popen(
-            [str(VENV_BIN / "python"), "-m", "service.read_importer"],
-            cwd=REPO,
-            env={**env, "SUPPORT_ACCESS_SERVER_PID": str(os.getpid())},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            server.importer = subprocess.Popen(
+                [str(VENV_BIN / "python"), "-m", "service.read_importer"],
+                cwd=REPO,
+                env={**env, "SUPPORT_ACCESS_SERVER_PID": str(os.getpid())},
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError:
+            stop(server)  # not left running behind a failed start
+            raise
     return server
 
 
