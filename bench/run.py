@@ -1093,9 +1093,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="server workers (default: nproc, as `make serve`)")
     parser.add_argument(
         "--server",
-        choices=("serve", "gunicorn", "uwsgi"),
+        choices=("serve", "gunicorn"),
         help="serve = `python -m service.serve`, what `make serve` runs (default when service/serve.py "
-        'exists); gunicorn = `gunicorn "service:create_app()"`; uwsgi = uWSGI (bench/servers.py)',
+        'exists); gunicorn = `gunicorn "service:create_app()"`',
     )
     parser.add_argument("--budget", type=float, help="time budget of the whole run in seconds")
     parser.add_argument("--no-http", action="store_true", help="in-process measurements only")

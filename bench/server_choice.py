@@ -2,7 +2,7 @@
 
 Serves our app on the large data set under each candidate, with as many worker processes
 as cores and the read journal's importer beside them: granian (what `make serve` runs),
-gunicorn's sync workers and uWSGI's prefork workers. Each gets the same bounded `wrk`
+gunicorn's sync workers and uWSGI's prefork workers behind its HTTP router. Each gets the same bounded `wrk`
 loads as `make bench`: the health endpoint (the server and Flask alone), then single
 decision checks at 1 and 16 connections, each answer of a verification pass compared with
 the expected one first. Prints one markdown table and writes it to bench/SERVERS.md.
@@ -19,7 +19,6 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,22 +59,15 @@ def fairness(base: str, connections: int = 16, seconds: float = 2.0) -> float:
     return min(answered) / mean if mean else 0.0
 
 
-def missing(kind: str) -> str | None:
-    package = servers.PACKAGES[kind]
-    try:
-        version(package)
-    except PackageNotFoundError:
-        return f"{package} is not installed (`make bench-servers` installs bench/server-requirements.txt)"
-    return None
-
-
 def measure_server(kind: str, fresh_db: Path, cfg: run.Settings, wrk: str | None, files, groups, secret: str):
     from service.auth import mint_token
 
     found = Measured()
-    reason = missing(kind)
-    if reason:
-        found.skipped = reason
+    if servers.installed_version(kind) is None:
+        package = servers.PACKAGES[kind]
+        found.skipped = (
+            f"{package} is not installed (`make bench-servers` installs bench/server-requirements.txt)"
+        )
         return found
     logs = run.WORK / "logs"
     db_path = run.WORK / "data" / f"servers-{kind}.db"

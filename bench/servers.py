@@ -61,7 +61,9 @@ SERVE_MODULE = REPO / "service" / "serve.py"
 def server_kind(requested: str | None) -> str:
     """'serve' = what `make serve` runs (`python -m service.serve`, granian since 0af2ca3);
     'gunicorn' = `gunicorn --workers N "service:create_app()"` (what it ran before);
-    'uwsgi' = uWSGI's prefork workers (bench/server_choice.py compares the three)."""
+    'uwsgi' = uWSGI's prefork workers behind its HTTP router (bench/server_choice.py
+    compares the three; `bench.run` takes the first two: uWSGI's router would count as a
+    worker in `worker_pids`)."""
     if requested:
         return requested
     return "serve" if SERVE_MODULE.is_file() else "gunicorn"
@@ -118,14 +120,19 @@ def server_command(kind: str, port: int, workers: int) -> list[str]:
     ]
 
 
-def describe(kind: str, workers: int) -> str:
+def installed_version(kind: str) -> str | None:
+    """The version of the package that serves as `kind`, or None if it is not installed."""
     from importlib.metadata import PackageNotFoundError, version
 
-    package = PACKAGES[kind]
     try:
-        found = f"{package} {version(package)}"
+        return version(PACKAGES[kind])
     except PackageNotFoundError:
-        found = f"{package} (not installed)"
+        return None
+
+
+def describe(kind: str, workers: int) -> str:
+    package, found = PACKAGES[kind], installed_version(kind)
+    found = f"{package} {found}" if found else f"{package} (not installed)"
     how = {
         "serve": "`python -m service.serve` (as `make serve`)",
         "gunicorn": '`gunicorn "service:create_app()"`',
@@ -202,7 +209,7 @@ def worker_pids(pid: int) -> list[int]:
             continue
         if IMPORTER in cmdline:
             continue
-        if any(name in cmdline for name in (b"python", b"granian", b"gunicorn", b"uwsgi")):
+        if b"python" in cmdline or b"granian" in cmdline or b"gunicorn" in cmdline:
             workers.append(child)
     return workers
 
