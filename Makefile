@@ -9,7 +9,7 @@ HOST := 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 
-.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-servers bench-cache bench-lookups bench-changes
+.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-servers bench-cache bench-lookups bench-profile bench-changes
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -97,6 +97,12 @@ bench-cache: $(STAMP)
 # How much of a large-set decision's extra time is the index's dictionary reads (~1 minute).
 bench-lookups: $(STAMP)
 	$(BIN)/python -m bench.lookup_cost
+
+# Where a large-set decision spends its extra time, line by line, as py-spy samples it
+# (~2 minutes; not part of `make bench`).
+bench-profile: $(STAMP)
+	$(BIN)/pip install --disable-pip-version-check -q -r bench/requirements.txt
+	$(BIN)/python -m bench.line_profile
 
 # How long a new grant and a revocation take to be in force, large set, 15 changes (~2 minutes).
 bench-changes: $(STAMP)
