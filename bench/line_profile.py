@@ -106,10 +106,16 @@ def charged_samples(raw: str) -> Counter[Line]:
     return samples
 
 
-def profile_once(size: str, seconds: float, db_path: Path) -> tuple[Counter[Line], int, float]:
+def py_spy() -> str | None:
+    """py-spy's path: on PATH, or beside this interpreter (the virtualenv's bin/)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
+def profile_once(profiler: str, size: str, seconds: float, db_path: Path) -> tuple[Counter[Line], int, float]:
     raw_path, report = WORK / f"{size}.raw", WORK / f"{size}.json"
     command = [
-        shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+        profiler,
         "record",
         "--rate",
         str(RATE),
@@ -153,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         size, seconds, db_path, report = args.child
         run_child(size, float(seconds), Path(db_path), Path(report))
         return 0
-    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+    profiler = py_spy()
+    if profiler is None:
         print("bench.line_profile: py-spy is not installed (pip install -r bench/requirements.txt)")
         return 2
 
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             order = sizes if round_number % 2 == 0 else sizes[::-1]  # neither always first
             for size in order:
                 print(f"py-spy, {size} set, round {round_number + 1} of {args.rounds} ...", flush=True)
-                found, made, spent = profile_once(size, args.seconds, databases[size])
+                found, made, spent = profile_once(profiler, size, args.seconds, databases[size])
                 samples[size] += found
                 decisions[size] += made
                 seconds[size] += spent
