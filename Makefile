@@ -99,7 +99,7 @@ bench-lookups: $(STAMP)
 	$(BIN)/python -m bench.lookup_cost
 
 # Where a large-set decision spends its extra time, line by line, as py-spy samples it
-# (~2 minutes; not part of `make bench`).
+# (~1 minute; not part of `make bench`).
 bench-profile: $(STAMP)
 	$(BIN)/pip install --disable-pip-version-check -q -r bench/requirements.txt
 	$(BIN)/python -m bench.line_profile

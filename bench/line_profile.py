@@ -12,7 +12,7 @@ samples times the child's measured time per decision.
 
 It prints the whole decision on both sets and the lines whose time differs most between
 them. Times, so run it on an idle machine; `make bench-cache` gives the same question's
-answer in counts (README "Performance", decision time flat). About 2 minutes.
+answer in counts (README "Performance", decision time flat). About a minute.
 """
 
 from __future__ import annotations
