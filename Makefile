@@ -39,14 +39,14 @@ run: demo
 
 # Production serving: granian, one worker per core (see service/serve.py). Out of the box
 # (none of SUPPORT_ACCESS_DATABASE_URL, _JWT_SECRET, _JWKS, _PROVIDER_TENANT set) it serves
-# the demo directory with the development secret, as `make run` does. Otherwise it imports
-# no demo principals (the demo operator would be an operator for anyone whose token says
-# sub=ops), and given a secret or a JWKS it adds no development secret (a JWKS service would
-# otherwise also take tokens signed with instance/dev-secret).
+# the demo directory with the development secret, as `make run` does. Given any of them it
+# is a deployment: no demo principals (the demo operator would be an operator for anyone
+# whose token says sub=ops) and no development secret, so without a secret or a JWKS it
+# refuses to start (API.md), rather than take tokens signed with instance/dev-secret.
 DEPLOYMENT_SETTINGS = $$SUPPORT_ACCESS_DATABASE_URL$$SUPPORT_ACCESS_JWT_SECRET$$SUPPORT_ACCESS_JWKS$$SUPPORT_ACCESS_PROVIDER_TENANT
 serve: $(STAMP) $(SECRET_FILE)
 	@if [ -z "$(DEPLOYMENT_SETTINGS)" ]; then $(MAKE) --no-print-directory demo; fi
-	if [ -z "$$SUPPORT_ACCESS_JWT_SECRET$$SUPPORT_ACCESS_JWKS" ]; then \
+	if [ -z "$(DEPLOYMENT_SETTINGS)" ]; then \
 		export SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)); fi; \
 	exec $(BIN)/python -m service.serve --host $(HOST) --port $(PORT)
 

@@ -613,6 +613,24 @@ def test_make_serve_with_a_jwks_and_a_database_adds_no_demo_and_no_development_s
         make.wait(timeout=30)
 
 
+def test_make_serve_with_a_database_but_no_keys_refuses_to_start(tmp_path):
+    """API.md: with neither a secret nor a JWKS the service refuses to start. A deployment
+    (here: a database URL) that forgot its JWKS must not come up on instance/dev-secret."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    log_path = tmp_path / "make.log"
+    make = _start_make("serve", free_port(), production_environment(tmp_path), log_path)
+    try:
+        returncode = make.wait(timeout=120)
+    finally:  # a server that did start must not outlive the test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(make.pid, signal.SIGTERM)
+    log = log_path.read_text()
+    assert returncode != 0, log
+    assert "cannot start: set SUPPORT_ACCESS_JWT_SECRET" in log, log
+    assert not (tmp_path / "env.db").exists()  # refused before opening the store
+
+
 def test_make_serve_listens_on_loopback_whatever_the_environment_says_host_is(tmp_path):
     """Some shells export HOST as the machine's name; serving must not follow it there."""
     if shutil.which("make") is None:
