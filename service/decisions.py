@@ -21,6 +21,10 @@ from service.policy import RESOURCE_PREFIX, Policy
 
 GRANT, ADVANCED = "grant", "advanced_diagnostics"
 EMPTY: dict = {}
+# What ended explains a deny when nothing is live: the latest ending counts, and at the same
+# time the higher rank (a ticket's close ends its grants at the moment it closes).
+OTHER_END, GRANT_EXPIRED, TICKET_CLOSED = 0, 1, 2
+NOTHING_ENDED = (float("-inf"), OTHER_END)
 
 
 @dataclass
@@ -96,7 +100,7 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
         detail = f"{check.principal!r} holds no role carrying workflow.yaml permissions.read_diagnostics"
         return deny("not_support_engineer", "workflow.yaml permissions.read_diagnostics", detail)
 
-    links, closed, expired = _links(
+    links, last_end = _links(
         index, check, first_grant, now.timestamp(), (now - policy.timing.retention).timestamp()
     )
     for link in links:
@@ -123,9 +127,9 @@ def decide(policy: Policy, index: DecisionIndex, check: Check, now: datetime, pr
         kinds = ", ".join(sorted({link.kind for link in links}))
         detail = f"no rule lets {kinds} {check.action} {check.resource}"
         return deny("category_not_allowed", "access.yaml rules", detail)
-    if closed:
+    if last_end[1] == TICKET_CLOSED:
         return deny("support_request_closed", "workflow", "the support request is closed")
-    if expired:
+    if last_end[1] == GRANT_EXPIRED:
         detail = "the approved access ran out (workflow.yaml timing.max_grant_duration)"
         return deny("grant_expired", "workflow.yaml timing.max_grant_duration", detail)
     return deny("no_active_grant", "access.conf", "no live grant or advanced-diagnostics ticket")
@@ -139,13 +143,14 @@ def _not_a_category(resource: str) -> str:
 
 def _links(
     index: DecisionIndex, check: Check, grant: Grant | None, now: float, recent: float
-) -> tuple[list[Link], bool, bool]:
-    """The principal's live role links in the tenant (access.conf's g), and whether a
-    ticket closed since `recent` or an expired grant explains their absence. `grant` is
-    the first of the principal's grants in the tenant (a chain: Grant.next_grant). Times
-    are POSIX seconds, as the index keeps them."""
+) -> tuple[list[Link], tuple[float, int]]:
+    """The principal's live role links in the tenant (access.conf's g), and what ended
+    last since `recent`, as (when, TICKET_CLOSED | GRANT_EXPIRED | OTHER_END): it explains
+    their absence. A grant revoked after another ticket closed is denied as no_active_grant,
+    not support_request_closed. `grant` is the first of the principal's grants in the
+    tenant (a chain: Grant.next_grant). Times are POSIX seconds, as the index keeps them."""
     links: list[Link] = []
-    closed = expired = False
+    last_end = NOTHING_ENDED
     wanted = check.support_request_id
     principal = check.principal
     while grant is not None:
@@ -157,11 +162,14 @@ def _links(
         elif (grant.finished_at or expires_at) < recent:
             pass  # ended before the retention period: explains nothing (as if not indexed)
         elif grant.ticket_status != "open":
-            closed = closed or grant.ticket_closed_at >= recent
+            if grant.ticket_closed_at >= recent:
+                last_end = max(last_end, (grant.ticket_closed_at, TICKET_CLOSED))
         elif expires_at <= (grant.finished_at or now):
-            expired = True
+            last_end = max(last_end, (expires_at, GRANT_EXPIRED))
         elif grant.status == "approved" and grant.ticket_engineer == principal:
             links.append(Link(GRANT, grant.id, grant.ticket_id))
+        elif grant.finished_at is not None:  # revoked, rejected, cancelled, reassigned
+            last_end = max(last_end, (grant.finished_at, OTHER_END))
         grant = grant.next_grant
     for ticket_id in index.advanced.get(principal, EMPTY).get(check.tenant_id, ()):
         if wanted is not None and ticket_id != wanted:
@@ -171,18 +179,19 @@ def _links(
             continue
         if ticket.status == "open":
             links.append(Link(ADVANCED, None, ticket_id))
-        else:
-            closed = closed or ticket.closed_at >= recent
-    if wanted is not None and not links and not closed:
+        elif ticket.closed_at >= recent:
+            last_end = max(last_end, (ticket.closed_at, TICKET_CLOSED))
+    if wanted is not None and not links and last_end[1] != TICKET_CLOSED:
         ticket = index.tickets.get(wanted)
-        closed = bool(
+        if (
             ticket
             and ticket.status != "open"
             and ticket.closed_at >= recent
             and ticket.engineer == principal
             and check.tenant_id in (ticket.tenant_id, ticket.resource_tenant_id)
-        )
-    return links, closed, expired
+        ):
+            last_end = max(last_end, (ticket.closed_at, TICKET_CLOSED))
+    return links, last_end
 
 
 def reads_to_record(decisions: list[tuple[Check, Decision]], caller, now: datetime) -> list[list]:

@@ -712,6 +712,43 @@ def test_a_ticket_change_gives_every_worker_the_same_reason(app, api, approved_r
     assert (after["allowed"], after["reason"]) == (False, "no_active_grant")
 
 
+def granted_ticket(api) -> tuple[dict, dict]:
+    """A new cross-tenant ticket assigned to eve, and its access request approved by both."""
+    ticket = assign(api, new_ticket(api, "bob", "fabrikam", resource="contoso"))
+    body = {"support_request_id": ticket["id"], "justification": "read sign-in logs"}
+    request = api.post("/v1/access-requests", "eve", body).get_json()
+    for admin, tenant in (("alice", "contoso"), ("bob", "fabrikam")):
+        approved = api.post(f"/v1/access-requests/{request['id']}/approve", admin, {"tenant_id": tenant})
+        assert approved.status_code == 200, approved.get_json()
+    assert decide(api, read_check(support_request_id=ticket["id"]))["reason"] == "granted"
+    return ticket, approved.get_json()
+
+
+def test_the_deny_reason_is_what_ended_last_not_an_older_ticket(api, clock):
+    """Without support_request_id, the reason describes the engineer's latest ended access
+    in the tenant: a grant revoked today is no_active_grant even if another of its tickets
+    closed yesterday, and a grant that ran out is grant_expired."""
+    first, _ = granted_ticket(api)
+    assert api.post(f"/v1/support-requests/{first['id']}/close", "eve").status_code == 200
+    assert decide(api, read_check())["reason"] == "support_request_closed"
+
+    clock.advance(minutes=5)
+    second, request = granted_ticket(api)
+    assert api.post(f"/v1/access-requests/{request['id']}/revoke", "alice").status_code == 200
+    reasons = [
+        decide(api, read_check(**extra))["reason"] for extra in ({}, {"support_request_id": first["id"]})
+    ]
+    assert reasons == ["no_active_grant", "support_request_closed"]
+
+    clock.advance(minutes=5)
+    third, _ = granted_ticket(api)
+    clock.advance(hours=9)  # its grant runs out (workflow.yaml timing.max_grant_duration: 8 h)
+    assert decide(api, read_check())["reason"] == "grant_expired"
+
+    assert api.post(f"/v1/support-requests/{second['id']}/close", "eve").status_code == 200
+    assert decide(api, read_check())["reason"] == "support_request_closed"
+
+
 def test_a_ticket_closed_before_the_retention_period_explains_nothing(api, approved_request, ticket, clock):
     """support_request_closed is reported for tickets closed within workflow.yaml
     timing.retention; after it, naming the ticket gets the plain deny a worker started
