@@ -50,9 +50,14 @@ def provider_tenant(configured: str | None) -> str:
 
 def check_tenant_id(tenant_id: str, field: str) -> None:
     """Refuse (400) a tenant id that no endpoint would take: every body and path bounds
-    tenant_id as the OpenAPI document's TenantIdPath does."""
+    tenant_id as the OpenAPI document's TenantIdPath does, and no path can hold a '/' in
+    one (`/v1/tenants/a%2Fb` is a 404): an imported 'a/b' could never be managed."""
     components = openapi_document()["components"]
     _check_text(tenant_id, components["parameters"]["TenantIdPath"]["schema"], field)
+    if "/" in tenant_id:
+        raise BadRequest(
+            f"{field}: must not contain '/' (no URL path can name such a tenant)", code="invalid_field"
+        )
 
 
 def check_principal(principal: str, field: str) -> None:
@@ -278,8 +283,14 @@ def read_directory_file(
 
 
 def _fields(path, place: str, entry: Any, names: tuple[str, ...]) -> list[str]:
-    if not isinstance(entry, dict) or set(entry) != set(names):
-        raise BadRequest(f"{path}: {place}: expected exactly the keys {', '.join(names)}")
+    if not isinstance(entry, dict):
+        raise BadRequest(f"{path}: {place}: expected a mapping with the keys {', '.join(names)}")
+    missing = [name for name in names if name not in entry]
+    if missing:
+        raise BadRequest(f"{path}: {place}: missing key {missing[0]!r} (expected {', '.join(names)})")
+    unknown = sorted(str(key) for key in entry if key not in names)
+    if unknown:
+        raise BadRequest(f"{path}: {place}: unknown key {unknown[0]!r} (expected {', '.join(names)})")
     values = [entry[name] for name in names]
     for name, value in zip(names, values, strict=True):
         if not isinstance(value, str) or not value.strip():

@@ -616,6 +616,7 @@ def test_the_directory_api_refuses_what_an_import_refuses(api, url, body, messag
         ({"id": "a\x00b", "name": "A"}, "id", "must not contain a NUL character"),
         ({"id": "lead", "name": "L\x00"}, "name", "must not contain a NUL character"),
         ({"id": "lead", "name": "n" * 257}, "name", "must have 1 to 256 characters"),
+        ({"id": "a/b", "name": "A"}, "id", "must not contain '/' (no URL path can name such a tenant)"),
     ],
 )
 def test_import_refuses_tenant_values_the_api_refuses(runner, api, tmp_path, entry, place, problem):
@@ -633,6 +634,29 @@ def test_import_refuses_tenant_values_the_api_refuses(runner, api, tmp_path, ent
     assert "Traceback" not in result.output
     with database.connection_context():
         assert sorted((t.id, t.name) for t in Tenant.select()) == before
+
+
+@pytest.mark.parametrize(
+    ("list_name", "entry", "problem"),
+    [
+        ("tenants", {"id": "t2"}, "missing key 'name' (expected id, name)"),
+        ("tenants", {"id": "t2", "name": "T2", "colour": "red"}, "unknown key 'colour' (expected id, name)"),
+        ("tenants", ["t2", "T2"], "expected a mapping with the keys id, name"),
+        (
+            "role_assignments",
+            {"tenant": "contoso", "principal": "sam"},
+            "missing key 'role' (expected tenant, principal, role)",
+        ),
+    ],
+)
+def test_import_names_the_missing_or_unknown_key(runner, api, tmp_path, list_name, entry, problem):
+    document = base_document()
+    index = len(document[list_name])
+    document[list_name].append(entry)
+    path = write_directory(tmp_path, document)
+    result = run_import(runner, path)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().endswith(f"{path}: {list_name}[{index}]: {problem}"), result.output
 
 
 def test_import_refuses_a_principal_holding_a_nul(runner, api, tmp_path):
