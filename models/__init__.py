@@ -335,6 +335,11 @@ def connect_database(url: str, background_checkpoints: bool = False, create: boo
         db.connect_params = {**CONNECTION_BOUNDS, **db.connect_params}
     if not create and is_sqlite(db) and not os.path.exists(db.database):
         raise OperationalError(f"no database at {db.database}")
+    folder = os.path.dirname(os.path.abspath(db.database)) if is_sqlite(db) else None
+    if folder is not None and not os.path.isdir(folder):
+        # SQLite's own "unable to open database file" names neither the file nor the cause.
+        # Not created here: a typo in the path would otherwise make a new directory.
+        raise OperationalError(f"no directory {folder} for {db.database}")
     database.initialize(db)
     # The key is all the row holds: SQLite need not keep a rowid table beside it
     # (peewee would write WITHOUT ROWID for PostgreSQL too).

@@ -531,10 +531,11 @@ def _walk_chain(batch: int) -> ChainReport:
         if visibility.take(event.seq) != sorted((t,) for t in (viewers if by_rows else [])):
             return ChainReport(False, checked, "visibility altered: the visibility rows do not match", where)
         prev_hash, last_seq, checked = event.hash, event.seq, checked + 1
-    if not read_index.done():
-        return ChainReport(False, checked, "visibility altered: the read index names events not in the log")
-    if not visibility.done():
-        return ChainReport(False, checked, "visibility altered: visibility rows name events not in the log")
+    for rows, table in ((read_index, "the read index"), (visibility, "the visibility rows")):
+        stray = rows.first_left()
+        if stray is not None:  # e.g. the last event was deleted, and its rows were not
+            problem = f"visibility altered: {table} name event {stray}, which is not in the log"
+            return ChainReport(False, checked, problem, f"event {stray}")
     head = AuditHead.get_or_none(AuditHead.id == 1)
     if head and head.last_seq > last_seq:
         problem = f"the log ends at event {last_seq} but the chain head records {head.last_seq}"
@@ -572,9 +573,9 @@ class _RowsByEvent:
             stray = True
         return None if stray else []
 
-    def done(self) -> bool:
-        """Every row was taken (none names an event after the last)."""
-        return self._next is None
+    def first_left(self) -> int | None:
+        """The first event named by rows not taken (past the last event), or None."""
+        return None if self._next is None else self._next[0]
 
 
 def to_json(event: AuditEvent) -> dict[str, Any]:

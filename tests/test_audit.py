@@ -97,6 +97,21 @@ def flask_command(config: dict, *args: str):
     return CliRunner().invoke(FlaskGroup(create_app=lambda: create_app(config)), list(args))
 
 
+def test_a_sqlite_file_in_a_missing_directory_is_named_not_created(tmp_path):
+    """SQLite alone says "unable to open database file", naming neither the file nor the
+    missing directory; the directory is not made (a typo would make a new one)."""
+    path = tmp_path / "missing" / "sub" / "x.db"
+    config = app_config(tmp_path, f"sqlite:///{path}", SECRET)
+
+    result = flask_command(config, "directory", "import", str(DIRECTORY_FILE))
+
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        f"cannot import the directory: no directory {path.parent} for {path}"
+    )
+    assert not (tmp_path / "missing").exists()
+
+
 def test_verify_creates_no_database_at_a_mistyped_path(tmp_path):
     """It used to create an empty one there and report "ok: 0 events". The commands meant
     to create the schema on first use still do (API.md: start or import)."""
@@ -729,6 +744,8 @@ def test_verify_detects_a_read_hidden_from_or_shown_to_a_tenant(runner, batch_re
     assert "read index" in result.output, result.output
     if tamper != "stray_row":
         assert row.id in result.output, result.output
+    else:  # the first bad event is named, though it is not in the log
+        assert f"read index name event {row.seq + 1000}, which is not in the log" in result.output
 
 
 @pytest.mark.parametrize("tamper", ["shown_to_another", "hidden_from_one", "stray_row"])
@@ -750,6 +767,8 @@ def test_verify_detects_an_event_shown_to_or_hidden_from_a_tenant(runner, approv
     assert "visibility rows" in result.output, result.output
     if tamper != "stray_row":
         assert f"event {approved.seq} ({approved.id}, access_request.approved)" in result.output
+    else:
+        assert f"audit log tampered at event {approved.seq + 1000}:" in result.output, result.output
 
 
 def test_verify_sees_one_moment_while_reads_are_imported(app, monkeypatch):
