@@ -97,21 +97,6 @@ def flask_command(config: dict, *args: str):
     return CliRunner().invoke(FlaskGroup(create_app=lambda: create_app(config)), list(args))
 
 
-def test_a_sqlite_file_in_a_missing_directory_is_named_not_created(tmp_path):
-    """SQLite alone says "unable to open database file", naming neither the file nor the
-    missing directory; the directory is not made (a typo would make a new one)."""
-    path = tmp_path / "missing" / "sub" / "x.db"
-    config = app_config(tmp_path, f"sqlite:///{path}", SECRET)
-
-    result = flask_command(config, "directory", "import", str(DIRECTORY_FILE))
-
-    assert result.exit_code == 2, result.output
-    assert result.output.splitlines()[-1] == (
-        f"cannot import the directory: no directory {path.parent} for {path}"
-    )
-    assert not (tmp_path / "missing").exists()
-
-
 def test_verify_creates_no_database_at_a_mistyped_path(tmp_path):
     """It used to create an empty one there and report "ok: 0 events". The commands meant
     to create the schema on first use still do (API.md: start or import)."""

@@ -96,11 +96,14 @@ def test_once_the_store_can_be_opened_the_service_answers(unopenable):
     ],
 )
 def test_commands_on_the_store_say_it_cannot_be_opened(unopenable, args, says):
-    """A line and exit 2 (as audit verify's "cannot read"), never a traceback."""
-    app, _, _ = unopenable
+    """A line and exit 2 (as audit verify's "cannot read"), never a traceback. It names
+    the missing folder (SQLite's own "unable to open database file" names nothing), which
+    is not created: a typo in the path would otherwise make a new folder."""
+    app, folder, _ = unopenable
     result = app.test_cli_runner().invoke(args=args)
     assert result.exit_code == 2, result.output
-    assert says in result.output and "unable to open database file" in result.output
+    assert f"{says}: no directory {folder} for {folder / 'store.db'}" in result.output, result.output
+    assert not folder.exists()
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
