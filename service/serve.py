@@ -106,12 +106,27 @@ def metrics_directory() -> str:
     server removes its own when it stops, but not when it is killed."""
     for old in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
         pid = old.name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
 
 
-def _running(pid: int) -> bool:
+def forget_exited_workers(directory: str) -> None:
+    """Drop the live-only gauges (multiprocess_mode "livesum"/"liveall") of workers that
+    have exited. prometheus_client leaves them until someone calls mark_process_dead, and
+    granian, unlike gunicorn, has no hook on a worker's exit: a worker respawned after a
+    crash or a SIGHUP would otherwise be counted twice. Counters of exited workers stay."""
+    # Imported here: prometheus_client picks its value class (multiprocess or not) when
+    # first imported, and serve() sets PROMETHEUS_MULTIPROC_DIR before that happens.
+    from prometheus_client import multiprocess
+
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not process_running(int(pid)):
+            multiprocess.mark_process_dead(int(pid), directory)
+
+
+def process_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

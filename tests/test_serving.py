@@ -224,6 +224,52 @@ def test_metrics_directories_of_servers_no_longer_running_are_removed(tmp_path, 
     assert made.parent == tmp_path and made.name.startswith(f"{serve.METRICS_PREFIX}{os.getpid()}-")
 
 
+def test_live_gauges_of_exited_workers_are_forgotten_and_counters_kept(tmp_path):
+    """prometheus_client keeps an exited worker's live gauge files until told: a worker
+    respawned after a crash or a SIGHUP would count twice in decision_index_whole."""
+    from service import serve
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    gone, alive = ended.stdout.strip(), str(os.getpid())
+    names = [f"gauge_livesum_{gone}.db", f"counter_{gone}.db", f"gauge_livesum_{alive}.db"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+
+    serve.forget_exited_workers(str(tmp_path))
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names[1:])
+
+
+def test_a_worker_respawned_after_a_crash_is_counted_once(tmp_path, database_url):
+    """The whole-index gauge counts live workers: after one is killed and granian starts
+    another, /metrics shows 2 once the new one is whole, and the dead one's file is gone."""
+    from service.serve import METRICS_PREFIX
+
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, server):
+        ticket_id, _ = served_grant(port)
+        check = read_check(support_request_id=ticket_id)
+        clients = _clients_on_two_workers(port)
+        assert wait_for_whole_indexes(clients, lambda: all(c.decide(check)["allowed"] for c in clients))
+        [metrics] = Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}{server.pid}-*")
+        killed = clients[0].pid
+        os.kill(killed, signal.SIGKILL)  # respawn_failed_workers: granian starts another
+
+        deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed test
+        while True:  # until the new worker answers beside the survivor
+            with contextlib.suppress(AssertionError, OSError):
+                clients = _clients_on_two_workers(port)
+                break
+            assert time.monotonic() < deadline, "granian started no worker in the killed one's place"
+        assert killed not in {client.pid for client in clients}
+        assert wait_for_whole_indexes(clients, lambda: all(c.decide(check)["allowed"] for c in clients))
+        assert not list(metrics.glob(f"gauge_live*_{killed}.db"))
+        time.sleep(0.5)  # the new worker's index is whole: nothing more may be added
+        clients[0].connection.request("GET", "/metrics")
+        assert f"{WHOLE_LINE}2.0" in clients[0].connection.getresponse().read().decode().splitlines()
+
+
 def test_a_stopped_server_removes_its_metrics_directory(tmp_path, database_url):
     from service.serve import METRICS_PREFIX
 

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from models import database
+from service.serve import forget_exited_workers
 from service.validation import OPENAPI_PATH, openapi_document
 
 bp = Blueprint("health", __name__)
@@ -42,6 +43,7 @@ def metrics():
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Served by several workers (service/serve.py): the sums over all of them, not the
         # counts of whichever worker answers this scrape.
+        forget_exited_workers(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     # content_type, not mimetype: Flask would append a second charset to it.
