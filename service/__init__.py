@@ -14,7 +14,8 @@ from flask import Flask
 from models import DATABASE_URL_FORMS, connect_database, database, database_url_problem, is_sqlite
 from service import auth, cli, errors_http
 from service.clock import system_now
-from service.errors import ConfigError, PolicyError, PolicyNotLoaded
+from service.directory import check_tenant_id
+from service.errors import BadRequest, ConfigError, PolicyError, PolicyNotLoaded
 from service.json_provider import OrjsonProvider
 from service.policy import REPO_POLICY_DIR
 from service.policy_store import PolicyStore
@@ -177,6 +178,11 @@ def _load_environment(app: Flask) -> None:
         value = os.environ.get(ENV_PREFIX + key)
         if value or (value == "" and key == "DECISION_LOG"):  # set but empty: no decision log
             app.config[key] = value
+    if app.config.get("PROVIDER_TENANT"):  # refused as a directory file's provider_tenant would be
+        try:
+            check_tenant_id(app.config["PROVIDER_TENANT"], ENV_PREFIX + "PROVIDER_TENANT")
+        except BadRequest as exc:
+            raise ConfigError(exc.message) from None
     # Behind a proxy that ends TLS the page sees plain HTTP: this keeps the cookie Secure.
     secure = os.environ.get(ENV_PREFIX + "SECURE_COOKIE", "").strip().lower()
     if secure:

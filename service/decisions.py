@@ -21,8 +21,9 @@ from service.policy import RESOURCE_PREFIX, Policy
 
 GRANT, ADVANCED = "grant", "advanced_diagnostics"
 EMPTY: dict = {}
-# What ended explains a deny when nothing is live: the latest ending counts, and at the same
-# time the higher rank (a ticket's close ends its grants at the moment it closes).
+# What ended explains a deny when nothing is live: the latest ending of a grant or a close of
+# a ticket counts, and at the same time the higher rank (a close ends its grants then too).
+# An advanced-diagnostics link that drops out (reassigned, turned off) keeps no time: no end.
 OTHER_END, GRANT_EXPIRED, TICKET_CLOSED = 0, 1, 2
 NOTHING_ENDED = (float("-inf"), OTHER_END)
 
@@ -168,7 +169,7 @@ def _links(
             last_end = max(last_end, (expires_at, GRANT_EXPIRED))
         elif grant.status == "approved" and grant.ticket_engineer == principal:
             links.append(Link(GRANT, grant.id, grant.ticket_id))
-        elif grant.finished_at is not None:  # revoked, rejected, cancelled, reassigned
+        elif grant.finished_at is not None:  # revoked, or completed by a reassignment
             last_end = max(last_end, (grant.finished_at, OTHER_END))
         grant = grant.next_grant
     for ticket_id in index.advanced.get(principal, EMPTY).get(check.tenant_id, ()):

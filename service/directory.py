@@ -285,12 +285,10 @@ def read_directory_file(
 def _fields(path, place: str, entry: Any, names: tuple[str, ...]) -> list[str]:
     if not isinstance(entry, dict):
         raise BadRequest(f"{path}: {place}: expected a mapping with the keys {', '.join(names)}")
-    missing = [name for name in names if name not in entry]
-    if missing:
-        raise BadRequest(f"{path}: {place}: missing key {missing[0]!r} (expected {', '.join(names)})")
-    unknown = sorted(str(key) for key in entry if key not in names)
-    if unknown:
-        raise BadRequest(f"{path}: {place}: unknown key {unknown[0]!r} (expected {', '.join(names)})")
+    problems = [f"missing key {name!r}" for name in names if name not in entry]
+    problems += [f"unknown key {key!r}" for key in sorted(map(str, entry)) if key not in names]
+    if problems:  # both, for a misspelt key: missing 'name', unknown 'nmae'
+        raise BadRequest(f"{path}: {place}: {', '.join(problems)} (expected {', '.join(names)})")
     values = [entry[name] for name in names]
     for name, value in zip(names, values, strict=True):
         if not isinstance(value, str) or not value.strip():

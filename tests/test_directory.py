@@ -11,8 +11,8 @@ import yaml
 from models import RoleAssignment, Tenant, database
 from service import create_app, directory
 from service.directory import provider_tenant
-from service.errors import Conflict
-from tests.conftest import DIRECTORY_FILE, START, Api, read_check
+from service.errors import ConfigError, Conflict
+from tests.conftest import DIRECTORY_FILE, SECRET, START, Api, read_check
 from tests.helpers import counting_queries, provider_directory
 
 SERVICE_SUPPORT_ADMIN_ID = "f023fd81-a637-4b56-95fd-791ac0226033"
@@ -443,6 +443,22 @@ def test_a_configured_provider_tenant_is_kept_for_processes_without_the_setting(
     assert bare_app.extensions["decision_index"].provider == "msft"
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"), [("a/b", "must not contain '/'"), ("x" * 129, "must have 1 to 128")]
+)
+def test_a_provider_tenant_from_the_environment_is_checked_as_one_in_a_file(
+    monkeypatch, tmp_path, value, problem
+):
+    """SUPPORT_ACCESS_PROVIDER_TENANT names the tenant a directory file without
+    provider_tenant creates: refused at start as the file's own would be at import."""
+    monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", SECRET)
+    monkeypatch.setenv("SUPPORT_ACCESS_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setenv("SUPPORT_ACCESS_PROVIDER_TENANT", value)
+    with pytest.raises(ConfigError, match=f"SUPPORT_ACCESS_PROVIDER_TENANT: {problem}"):
+        create_app()
+    assert not (tmp_path / "store.db").exists()
+
+
 def provider_of(app) -> str:
     """The provider tenant as the database keeps it."""
     with app.app_context():
@@ -642,6 +658,7 @@ def test_import_refuses_tenant_values_the_api_refuses(runner, api, tmp_path, ent
         ("tenants", {"id": "t2"}, "missing key 'name' (expected id, name)"),
         ("tenants", {"id": "t2", "name": "T2", "colour": "red"}, "unknown key 'colour' (expected id, name)"),
         ("tenants", ["t2", "T2"], "expected a mapping with the keys id, name"),
+        ("tenants", {"id": "t2", "nmae": "T2"}, "missing key 'name', unknown key 'nmae' (expected id, name)"),
         (
             "role_assignments",
             {"tenant": "contoso", "principal": "sam"},
