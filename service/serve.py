@@ -15,6 +15,7 @@ importer (service/read_importer.py), which moves allowed reads into the audit lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -123,7 +124,9 @@ def forget_exited_workers(directory: str) -> None:
     for path in Path(directory).glob("gauge_live*_*.db"):
         pid = path.stem.rsplit("_", 1)[-1]
         if pid.isdigit() and not process_running(int(pid)):
-            multiprocess.mark_process_dead(int(pid), directory)
+            # Another worker's scrape may remove the same files first.
+            with contextlib.suppress(FileNotFoundError):
+                multiprocess.mark_process_dead(int(pid), directory)
 
 
 def process_running(pid: int) -> bool:

@@ -242,6 +242,24 @@ def test_live_gauges_of_exited_workers_are_forgotten_and_counters_kept(tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names[1:])
 
 
+def test_a_live_gauge_file_another_scrape_removed_first_is_no_error(tmp_path, monkeypatch):
+    """Two workers may scrape at once, and both find the same exited worker's file."""
+    from prometheus_client import multiprocess
+
+    from service import serve
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (tmp_path / f"gauge_livesum_{ended.stdout.strip()}.db").write_bytes(b"")
+
+    def removed_meanwhile(pid, path=None):
+        raise FileNotFoundError(f"{path}/gauge_livesum_{pid}.db")
+
+    monkeypatch.setattr(multiprocess, "mark_process_dead", removed_meanwhile)
+    serve.forget_exited_workers(str(tmp_path))  # no error: the file is gone, as wanted
+
+
 def test_a_worker_respawned_after_a_crash_is_counted_once(tmp_path, database_url):
     """The whole-index gauge counts live workers: after one is killed and granian starts
     another, /metrics shows 2 once the new one is whole, and the dead one's file is gone."""
