@@ -168,6 +168,7 @@ def load_suite(path: Path) -> Suite:
         raise SuiteError(name, f"cases[{index}].name", problem)
     fixtures = document.get("fixtures", {})
     _check_fixture_ids(name, fixtures)
+    _check_principals(name, fixtures, document["cases"])
     requests = [entry["id"] for entry in fixtures.get("access_requests", [])]
     for index, case in enumerate(document["cases"]):
         _check_expect(name, f"cases[{index}]", case, requests)
@@ -194,6 +195,34 @@ def _check_fixture_ids(file: str, fixtures: dict[str, Any]) -> None:
         if not engineers[ticket]:
             problem = f"ticket {ticket!r} has no assigned engineer to file it"
             raise SuiteError(file, f"fixtures.access_requests[{index}].ticket", problem)
+
+
+def _check_principals(file: str, fixtures: dict[str, Any], cases: list[dict[str, Any]]) -> None:
+    """Whoever approves a fixture request, acts in a step or is asked about in a decision
+    holds a role in the fixtures, or gets one from an earlier step of the case. A misspelt
+    principal holds none, so a case expecting a refusal or a deny would pass whatever the
+    policy says. A decision about a principal unknown on purpose expects unknown_principal."""
+    known = {entry["principal"] for entry in fixtures.get("directory", {}).get("role_assignments", [])}
+
+    def check(principal: str, place: str) -> None:
+        if principal not in known and principal != CLIENT:
+            problem = f"{principal!r} holds no role in fixtures.directory.role_assignments (misspelt?)"
+            raise SuiteError(file, place, problem)
+
+    for index, entry in enumerate(fixtures.get("access_requests", [])):
+        for number, approval in enumerate(entry.get("approvals", [])):
+            check(approval["approver"], f"fixtures.access_requests[{index}].approvals[{number}].approver")
+    fixture_roles = set(known)
+    for index, case in enumerate(cases):
+        known = set(fixture_roles)
+        for number, step in enumerate(case.get("steps", [])):
+            check(step["as"], f"cases[{index}].steps[{number}].as")
+            body = step.get("request", {}).get("body")
+            if isinstance(body, dict) and isinstance(body.get("principal"), str):
+                known.add(body["principal"])  # e.g. a step assigns it a role
+        decision = case.get("decision")
+        if decision and case["expect"].get("reason") != "unknown_principal":
+            check(decision["principal"], f"cases[{index}].decision.principal")
 
 
 DECISION_ANSWER = ("allowed", "reason")

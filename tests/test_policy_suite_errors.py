@@ -193,6 +193,28 @@ BROKEN = {
         [("assigned_engineer: eve}", "assigned_engineer: evee}")],
         f"{RO} fixtures.tickets[0].assigned_engineer: 'evee' is not a support engineer",
     ),
+    # --- principals that hold no role: a misspelt one makes a negative case pass
+    "a decision about a misspelt principal": (
+        SUITE,
+        """
+  - name: zz a misspelt principal
+    decision: {principal: evee, tenant_id: contoso, action: read, resource: diagnostics/signInLogs}
+    expect: {allowed: false}
+""",
+        f"{RO} cases[9].decision.principal: 'evee' holds no role in fixtures.directory.role_assignments"
+        " (misspelt?)",
+    ),
+    "a step by a misspelt principal": (
+        SUITE,
+        STEP_CASE % "{as: opps, request: {method: GET, path: /v1/policy}}",
+        f"{RO} cases[9].steps[1].as: 'opps' holds no role in fixtures.directory.role_assignments (misspelt?)",
+    ),
+    "a fixture approval by a misspelt approver": (
+        SUITE,
+        [("approver: alice,", "approver: alicia,")],
+        f"{RO} fixtures.access_requests[0].approvals[0].approver: 'alicia' holds no role in"
+        " fixtures.directory.role_assignments (misspelt?)",
+    ),
     "a second live access request for a ticket": (
         SUITE,
         [("cases:\n", "    - {id: ar2, ticket: t1}\ncases:\n")],
@@ -212,6 +234,28 @@ def test_a_suite_mistake_is_an_invalid_suite_named_in_one_line(runner, tmp_path,
         for old, new in change:
             edit(policy_dir / "tests" / file, old, new)
     invalid_suite(runner, policy_dir, line)
+
+
+def test_a_principal_a_step_gives_a_role_may_act_in_later_steps(runner, tmp_path):
+    """Only principals holding no role anywhere in the case are refused as misspelt."""
+    policy_dir = copy_policies(tmp_path)
+    append(
+        policy_dir / "tests" / SUITE,
+        """
+  - name: zz a principal given a role by a step
+    steps:
+      - as: ops
+        request:
+          method: PUT
+          path: /v1/tenants/contoso/role-assignments
+          body: {principal: zed, role: Global Reader}
+        expect_status: 201
+      - {as: zed, request: {method: GET, path: /v1/support-requests}}
+    expect: {status: 200}
+""",
+    )
+    result = runner.invoke(args=["policy", "test", str(policy_dir)])
+    assert result.exit_code == 0, result.output
 
 
 def test_a_refused_decision_may_be_expected_by_its_status_and_error_code(runner, tmp_path):
