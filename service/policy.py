@@ -428,7 +428,11 @@ def _validate_schema(name: str, document: Any) -> None:
     errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
-        raise PolicyValidationError(name, json_path(error.absolute_path), error.message)
+        problem = error.message
+        why = error.schema.get("description") if isinstance(error.schema, dict) else None
+        if error.validator in ("const", "enum") and why:
+            problem += f": {why}"  # why only that value: e.g. access is read-only
+        raise PolicyValidationError(name, json_path(error.absolute_path), problem)
 
 
 def _build_roles(document: dict) -> tuple[dict[str, Role], dict[str, str]]:
