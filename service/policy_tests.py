@@ -44,7 +44,7 @@ class _Loader(UniqueKeyLoader):
 
 _Loader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for key, resolvers in UniqueKeyLoader.yaml_implicit_resolvers.items()  # YAML 1.2 booleans too
 }
 
 

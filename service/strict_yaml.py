@@ -1,4 +1,4 @@
-"""YAML that refuses a mapping holding the same key twice.
+"""YAML that refuses a mapping holding the same key twice, with YAML 1.2's booleans.
 
 PyYAML keeps the last of two equal keys without a word. In a file a person edits that
 hides a change from its reviewer: a second `cross_tenant:` block pasted further down
@@ -48,6 +48,19 @@ class _UniqueKeys:
 
 
 TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+BOOL_TAG = "tag:yaml.org,2002:bool"
+# YAML 1.2's booleans. PyYAML follows YAML 1.1, where yes/no/on/off (any case) and y/n
+# are booleans too: `distinct_approvers_across_parties: no` would quietly read as false,
+# and a tenant named `no` or `on` would not be a string.
+YAML12_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
+
+def _yaml12_booleans(loader: type) -> None:
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    loader.add_implicit_resolver(BOOL_TAG, YAML12_BOOL, list("tTfF"))
 
 
 class UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
@@ -55,6 +68,7 @@ class UniqueKeyLoader(_UniqueKeys, yaml.SafeLoader):
 
 
 UniqueKeyLoader.add_constructor(TIMESTAMP_TAG, _UniqueKeys.construct_yaml_timestamp)
+_yaml12_booleans(UniqueKeyLoader)
 
 # libyaml's parser, where PyYAML was built with it: the same nodes, built into the same
 # objects by the same (Python) constructor, about ten times faster to parse.
@@ -63,6 +77,7 @@ FastUniqueKeyLoader = (
 )
 if FastUniqueKeyLoader is not None:
     FastUniqueKeyLoader.add_constructor(TIMESTAMP_TAG, _UniqueKeys.construct_yaml_timestamp)
+    _yaml12_booleans(FastUniqueKeyLoader)
 
 
 def load(text: str) -> Any:

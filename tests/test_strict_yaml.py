@@ -8,7 +8,10 @@ import pytest
 import yaml
 
 from service import strict_yaml
+from service.errors import PolicyError
+from service.policy import load_policy
 from tests.conftest import DIRECTORY_FILE
+from tests.helpers import copy_policies, edit
 
 POLICY_FILES = sorted((Path(__file__).parent.parent / "policies").rglob("*.yaml"))
 
@@ -78,3 +81,31 @@ def test_load_large_reads_what_libyaml_reads_otherwise_as_load_does(text):
         assert strict_yaml.describe(also_refused.value) == strict_yaml.describe(refused)
     else:
         assert strict_yaml.load_large(text) == expected
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_only_true_and_false_are_booleans_as_in_yaml_1_2(read):
+    """YAML 1.1 (PyYAML's default) also reads yes/no/on/off as booleans: a policy's
+    `distinct_approvers_across_parties: no` would quietly be false, a tenant `no` no string."""
+    text = "a: no\nb: yes\nc: on\nd: Off\ne: true\nf: False\ng: [no, TRUE]\n"
+    assert read(text) == {
+        "a": "no",
+        "b": "yes",
+        "c": "on",
+        "d": "Off",
+        "e": True,
+        "f": False,
+        "g": ["no", True],
+    }
+
+
+def test_a_policy_boolean_written_no_is_refused_naming_the_place(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(
+        directory / "workflow.yaml",
+        "distinct_approvers_across_parties: false",
+        "distinct_approvers_across_parties: no",
+    )
+    with pytest.raises(PolicyError) as refused:
+        load_policy(directory)
+    assert "distinct_approvers_across_parties: 'no' is not of type 'boolean'" in refused.value.message
