@@ -635,9 +635,13 @@ def _check_link_fields(name: str, tree: ast.AST) -> None:
             raise PolicyValidationError(name, "[matchers]", problem)
 
 
+def required_terms(text: str) -> list[ast.expr]:
+    """The terms a matcher requires: its top-level `&&` terms, or the matcher itself."""
+    body = matcher_tree(text).body
+    return body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
+
+
 def requires_link(text: str) -> bool:
     """Does the matcher hold only where g(r.sub, p.sub, r.dom) holds (the call is the
     matcher, or one of its top-level `&&` terms)?"""
-    body = matcher_tree(text).body
-    terms = body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
-    return any(ast.unparse(term) == LINK_CALL for term in terms)
+    return any(ast.unparse(term) == LINK_CALL for term in required_terms(text))

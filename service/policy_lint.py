@@ -7,7 +7,7 @@ import re
 from collections import Counter
 
 from service.audit import ACTIVITIES
-from service.policy import Policy, matcher_tree, requires_link
+from service.policy import Policy, required_terms, requires_link
 
 # Access kinds the decision engine produces (service/decisions.py); a rule for any other
 # kind can never match.
@@ -152,11 +152,9 @@ def _policy_fields_never_compared(policy: Policy) -> list[str]:
         ("permissions.conf", policy.permission_enforcer),
     ):
         model = enforcer.model
-        body = matcher_tree(model["m"]["m"].value).body
-        terms = body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
         request_fields = {token for token in model["r"]["r"].tokens if token not in ("r_sub", "r_dom")}
         compared = set()
-        for term in terms:  # a term naming a rule field and a request field compares them
+        for term in required_terms(model["m"]["m"].value):  # naming a rule and a request field
             names = {node.id for node in ast.walk(term) if isinstance(node, ast.Name)}
             if names & request_fields:
                 compared |= names

@@ -39,13 +39,11 @@ CLIENT = "policy-test-client"  # the decision client every suite gets
 
 class _Loader(UniqueKeyLoader):
     """YAML without implicit timestamps: suite times stay strings and are parsed as UTC
-    (and, as every file a person edits, without a key twice: service/strict_yaml.py)."""
+    (and, as every file a person edits, without a key twice and with YAML 1.2's booleans:
+    service/strict_yaml.py)."""
 
 
-_Loader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in UniqueKeyLoader.yaml_implicit_resolvers.items()  # YAML 1.2 booleans too
-}
+strict_yaml.drop_implicit_resolver(_Loader, strict_yaml.TIMESTAMP_TAG)
 
 
 class SuiteError(PolicyValidationError):
@@ -202,27 +200,27 @@ def _check_principals(file: str, fixtures: dict[str, Any], cases: list[dict[str,
     holds a role in the fixtures, or gets one from an earlier step of the case. A misspelt
     principal holds none, so a case expecting a refusal or a deny would pass whatever the
     policy says. A decision about a principal unknown on purpose expects unknown_principal."""
-    known = {entry["principal"] for entry in fixtures.get("directory", {}).get("role_assignments", [])}
+    with_roles = {entry["principal"] for entry in fixtures.get("directory", {}).get("role_assignments", [])}
 
-    def check(principal: str, place: str) -> None:
+    def check(principal: str, known: set[str], place: str) -> None:
         if principal not in known and principal != CLIENT:
             problem = f"{principal!r} holds no role in fixtures.directory.role_assignments (misspelt?)"
             raise SuiteError(file, place, problem)
 
     for index, entry in enumerate(fixtures.get("access_requests", [])):
         for number, approval in enumerate(entry.get("approvals", [])):
-            check(approval["approver"], f"fixtures.access_requests[{index}].approvals[{number}].approver")
-    fixture_roles = set(known)
+            place = f"fixtures.access_requests[{index}].approvals[{number}].approver"
+            check(approval["approver"], with_roles, place)
     for index, case in enumerate(cases):
-        known = set(fixture_roles)
+        known = set(with_roles)
         for number, step in enumerate(case.get("steps", [])):
-            check(step["as"], f"cases[{index}].steps[{number}].as")
+            check(step["as"], known, f"cases[{index}].steps[{number}].as")
             body = step.get("request", {}).get("body")
             if isinstance(body, dict) and isinstance(body.get("principal"), str):
                 known.add(body["principal"])  # e.g. a step assigns it a role
         decision = case.get("decision")
         if decision and case["expect"].get("reason") != "unknown_principal":
-            check(decision["principal"], f"cases[{index}].decision.principal")
+            check(decision["principal"], known, f"cases[{index}].decision.principal")
 
 
 DECISION_ANSWER = ("allowed", "reason")

@@ -55,11 +55,16 @@ BOOL_TAG = "tag:yaml.org,2002:bool"
 YAML12_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 
 
-def _yaml12_booleans(loader: type) -> None:
+def drop_implicit_resolver(loader: type, tag: str) -> None:
+    """Plain scalars no longer resolve to `tag` in `loader` (its parents keep theirs)."""
     loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != BOOL_TAG]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        first: [(found, regexp) for found, regexp in resolvers if found != tag]
+        for first, resolvers in loader.yaml_implicit_resolvers.items()
     }
+
+
+def _yaml12_booleans(loader: type) -> None:
+    drop_implicit_resolver(loader, BOOL_TAG)
     loader.add_implicit_resolver(BOOL_TAG, YAML12_BOOL, list("tTfF"))
 
 
