@@ -27,6 +27,7 @@ a tenth of that. Both ways read the same rows, and the events change both alike.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import sys
@@ -48,7 +49,7 @@ from models import (
     Tenant,
     database,
 )
-from service.directory import DEFAULT_PROVIDER, PROVIDER_MOVED, provider_tenant
+from service.directory import DEFAULT_PROVIDER, provider_tenant
 
 # Access requests that can explain a decision: live ones, and finished ones whose end
 # (expiry, close) is reported as a reason.
@@ -103,6 +104,17 @@ def _live_grants(recent: datetime):
     return (AccessRequest.status == "approved") | (
         AccessRequest.status.in_(INDEXED_STATUSES) & (AccessRequest.finished_at >= recent)
     )
+
+
+def _directory_change(details: str) -> str:
+    """The `change` of a directory.changed event's details ("" if unreadable, which reloads
+    the whole directory). Read from the parsed object: a principal or tenant named in an
+    import's details may look like a change ("tenant.x")."""
+    try:
+        change = json.loads(details).get("change")
+    except (ValueError, AttributeError):
+        return ""
+    return change if isinstance(change, str) else ""
 
 
 def _sql_text(query) -> str:
@@ -519,13 +531,13 @@ class DecisionIndex:
                 tickets[target] = None
             elif kind == "access_request":
                 grants[target] = None
-            elif kind == "directory" and PROVIDER_MOVED in details:  # first: its details name tenants
-                whole_directory = True
-            elif kind == "directory" and target and '"role_assignment.' in details:
+            elif kind != "directory":
+                continue
+            elif (change := _directory_change(details)).startswith("role_assignment.") and target:
                 principals[target] = None
-            elif kind == "directory" and target and '"tenant.' in details:
+            elif change.startswith("tenant.") and target:
                 tenants.add(target)
-            elif kind == "directory":  # a directory import: re-read it once, whatever its size
+            else:  # an import or the provider moved: re-read it once, whatever its size
                 whole_directory = True
         for ticket_id in tickets:
             self._reload_ticket(ticket_id)

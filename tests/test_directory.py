@@ -255,6 +255,24 @@ def test_removed_assignment_goes_with_prune(runner, api, tmp_path):
     assert len(directory_events(api)) == len(before) + 1
 
 
+def test_a_pruned_role_leaves_every_worker_whatever_the_files_names_look_like(app, runner, api, tmp_path):
+    """Another worker learns from the import's event that the directory changed as a
+    whole: a principal named like a change of one ("tenant.bot") does not make it re-read
+    one principal's roles and keep a removed decision client's."""
+    keys = ("DATABASE_URL", "JWT_SECRET", "POLICY_DIR", "DECISION_LOG", "CLOCK")
+    other_worker = Api(create_app({"TESTING": True, **{key: app.config[key] for key in keys}}).test_client())
+    assert other_worker.post("/v1/decisions", "diag-tool", read_check()).status_code == 200
+    document = base_document()
+    document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "diag-tool"]
+    document["role_assignments"].append(
+        {"tenant": "provider", "principal": "tenant.bot", "role": "Support Engineer"}
+    )
+    assert run_import(runner, write_directory(tmp_path, document), "--prune").exit_code == 0
+
+    for worker in (api, other_worker):
+        assert worker.post("/v1/decisions", "diag-tool", read_check()).status_code == 403
+
+
 def test_prune_removing_an_engineers_role_ends_its_access(runner, api, tmp_path, approved_request):
     document = base_document()
     document["role_assignments"] = [e for e in document["role_assignments"] if e["principal"] != "eve"]
