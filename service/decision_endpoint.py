@@ -27,6 +27,7 @@ from service import decisions, fast_bodies
 from service.auth import AUTHENTICATED, Caller, caller_from_header
 from service.errors import ApiError, Forbidden, Unavailable
 from service.errors_http import challenge_headers, error_for
+from service.policy import Policy
 from service.validation import json_object, prepare, read_body, refuse_unless_json, validate
 
 # JSON writes U+0000 only as this escape; `validate` refuses it (service/validation.py),
@@ -56,12 +57,15 @@ class DecisionService:
     def begin(self, caller: Caller) -> None:
         """The caller checked to be a decision client (403 if not), with the index current."""
         self._current()
-        roles = self.index.roles.get(caller.principal, ())
-        if not self.store.current.any_role_allows(roles, self.index.provider, "evaluate_decisions"):
-            raise Forbidden("only decision clients may ask for decisions", code="not_decision_client")
+        self._check_caller(caller, self.store.current)
         # Its store query may stall (a hung connection): here, before `answer` reads the
         # state it decides from, never between deciding and answering.
         self.journal.keep_up()
+
+    def _check_caller(self, caller: Caller, policy: Policy) -> None:
+        roles = self.index.roles.get(caller.principal, ())
+        if not policy.any_role_allows(roles, self.index.provider, "evaluate_decisions"):
+            raise Forbidden("only decision clients may ask for decisions", code="not_decision_client")
 
     def _current(self) -> None:
         """Every change committed by this process, another worker or another instance
@@ -87,6 +91,7 @@ class DecisionService:
         # the store or on a client.
         self._current()
         policy = self.store.current  # one version stamps every answer of the call
+        self._check_caller(caller, policy)  # its role may have been removed meanwhile too
         at = self.app.config["CLOCK"]()
         provider = self.index.provider
         answers = [(check, decisions.decide(policy, self.index, check, at, provider)) for check in checks]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 
 import pytest
 from werkzeug.test import Client
 
 from service.decision_endpoint import FastDecisions
-from tests.conftest import auth, read_check, token
+from tests.conftest import Api, auth, read_check, token
 
 
 def _without_ids(body):
@@ -167,6 +168,31 @@ def test_a_revocation_answered_while_a_body_arrives_is_in_force_in_the_answer(
     )
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.get_json()["allowed"] is False
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_decision_client_removed_while_its_body_arrives_gets_no_answer(app, flask_only, client, fast):
+    """The caller's role is checked again once the body is in: a decision client removed
+    by an operator meanwhile gets a 403, not the decisions it asked for."""
+    removals = []
+
+    def remove_the_client() -> None:
+        url = "/v1/tenants/provider/role-assignments/diag-tool/Decision Client"
+        thread = threading.Thread(target=lambda: removals.append(Api(app.test_client()).delete(url, "ops")))
+        thread.start()
+        thread.join(30)
+
+    body = json.dumps({"checks": [read_check()]}).encode()
+    answer = (client if fast else flask_only).post(
+        "/v1/decisions/batch",
+        headers=auth("diag-tool"),
+        content_type="application/json",
+        content_length=len(body),
+        input_stream=SlowBody(body, remove_the_client),
+    )
+    assert [removal.status_code for removal in removals] == [204]
+    assert answer.status_code == 403, answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["code"] == "not_decision_client"
 
 
 @pytest.mark.parametrize("fast", [True, False])
