@@ -431,6 +431,13 @@ def server_database_name(url: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
+def sqlite_file(url: str) -> str:
+    """The SQLite file `url` names, resolved (a query string, '.', '..' and links): the
+    processes of one database, however they spell it, share the files kept beside it
+    (the change counter, the read journal, the write lock)."""
+    return os.path.realpath(parse(url)["database"])
+
+
 def is_sqlite(db) -> bool:
     return isinstance(db, SqliteDatabase)
 
@@ -519,7 +526,8 @@ class _WriteLock(threading.local):
     def file(self, database_file: str):
         handles = self.__dict__.setdefault("handles", {})
         if database_file not in handles:
-            handles[database_file] = open(f"{database_file}.writelock", "a+b")  # noqa: SIM115
+            lock_file = f"{os.path.realpath(database_file)}.writelock"  # see sqlite_file
+            handles[database_file] = open(lock_file, "a+b")  # noqa: SIM115
         return handles[database_file]
 
 

@@ -46,7 +46,14 @@ from pathlib import Path
 
 import orjson
 
-from models import AuditJournalPosition, WriteLockBusy, database, server_database_name, transaction
+from models import (
+    AuditJournalPosition,
+    WriteLockBusy,
+    database,
+    server_database_name,
+    sqlite_file,
+    transaction,
+)
 from service import audit
 from service.checkpointer import Checkpointer
 from service.errors import DATABASE_ERRORS, Unavailable, store_failed
@@ -77,7 +84,7 @@ def directory_for(database_url: str, instance_path: str) -> Path:
     """Beside the SQLite file (every process using that database shares it); for a
     server database, in the instance folder, named after the database."""
     if database_url.startswith("sqlite") and ":memory:" not in database_url:
-        return Path(database_url.split("///", 1)[1] + ".reads")
+        return Path(sqlite_file(database_url) + ".reads")
     if database_url.startswith("sqlite"):  # one process's throw-away database
         return Path(instance_path) / "read-journal"
     return Path(instance_path) / f"{server_database_name(database_url)}.reads"

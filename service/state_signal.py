@@ -18,6 +18,8 @@ import os
 import threading
 from pathlib import Path
 
+from models import sqlite_file
+
 _SIZE = 8
 # The file's name. It held the last change's audit sequence number under the name
 # "changes"; a generation under the old name would mix with an older worker's numbers
@@ -81,8 +83,7 @@ def counter_for(
     A server database: a file beside this machine's read journal for it, which its
     processes share; other machines hear of changes through service/change_listener.py."""
     if database_url.startswith("sqlite") and ":memory:" not in database_url:
-        database_file = database_url.split("///", 1)[1]
-        return SharedCounter(f"{database_file}.{suffix}")
+        return SharedCounter(f"{sqlite_file(database_url)}.{suffix}")
     if database_url.startswith("sqlite"):
         return ProcessCounter()
     return SharedCounter(journal_directory.parent / f"{journal_directory.stem}.{suffix}")

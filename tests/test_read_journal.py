@@ -430,6 +430,30 @@ def test_the_journal_lives_beside_its_database(url, tmp_path):
     )
 
 
+@pytest.mark.parametrize("spelling", ["{folder}/test.db?timeout=10", "{link}/test.db"])
+def test_workers_spelling_one_sqlite_file_differently_share_its_changes_and_journal(
+    app, api, approved_request, tmp_path, spelling
+):
+    """A query string or a symbolic link in one worker's URL: it still hears the other's
+    revocation before its next decision, and journals its reads where the importer reads."""
+    from service import create_app
+    from tests.conftest import Api
+
+    if not is_sqlite(database.obj):
+        pytest.skip("SQLite only: a server database's files are named after its name")
+    (tmp_path / "link").symlink_to(tmp_path)
+    url = "sqlite:///" + spelling.format(folder=tmp_path, link=tmp_path / "link")
+    keys = ("JWT_SECRET", "POLICY_DIR", "DECISION_LOG", "CLOCK")
+    config = {"TESTING": True, "DATABASE_URL": url, **{key: app.config[key] for key in keys}}
+    other = Api(create_app(config).test_client())
+    assert other.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
+
+    assert api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice").status_code == 200
+
+    assert other.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
+    assert read_journal.directory_for(url, "") == read_journal.directory_for(app.config["DATABASE_URL"], "")
+
+
 def test_databases_on_one_server_have_journals_of_their_own(tmp_path):
     first = read_journal.directory_for("postgresql://u@db:5433/first", str(tmp_path))
     second = read_journal.directory_for("postgresql://u@db:5433/second", str(tmp_path))
