@@ -53,6 +53,13 @@ class TokenVerifier:
             )
         if secret is not None:
             _check_secret(secret)
+        if secret and jwks:
+            # Both is a choice (a move from one to the other), but in production a secret
+            # left set is a second way to sign tokens: said once, at start.
+            log.warning(
+                "SUPPORT_ACCESS_JWT_SECRET and SUPPORT_ACCESS_JWKS are both set: HS256 tokens "
+                "signed with the secret are accepted beside the JWKS's; unset the secret in production"
+            )
         self.secret = secret
         self._verified: dict[str, tuple[Caller, float]] = {}
         self.jwk_client = None

@@ -329,6 +329,21 @@ def test_a_secret_of_32_bytes_is_not_warned_about(tmp_path, caplog):
     assert secret_warnings(caplog) == []
 
 
+def test_a_secret_beside_a_jwks_is_warned_about_and_both_kinds_of_token_count(tmp_path, caplog, rsa_keys):
+    caplog.set_level("WARNING", logger="support_access")
+    jwks = write_jwks(tmp_path / "jwks.json", [("k1", rsa_keys[0], "RS256")])
+    app = create_app(base_config(tmp_path, JWT_SECRET="é" * 16, JWKS=str(jwks)))
+
+    assert secret_warnings(caplog) == [
+        "SUPPORT_ACCESS_JWT_SECRET and SUPPORT_ACCESS_JWKS are both set: HS256 tokens signed with "
+        "the secret are accepted beside the JWKS's; unset the secret in production"
+    ]
+    minted = service_auth.mint_token("é" * 16, "ops", "provider", timedelta(hours=1), datetime.now(UTC))
+    signed = jwt.encode(claims(), rsa_keys[0], algorithm="RS256", headers={"kid": "k1"})
+    for each_kind in (minted, signed):
+        assert app.test_client().get(POLICY, headers=bearer(each_kind)).status_code == 403  # checked: no role
+
+
 def test_refuses_to_start_with_unreadable_jwks(tmp_path):
     with pytest.raises(ConfigError):
         create_app(base_config(tmp_path, JWKS=str(tmp_path / "missing-jwks.json")))
