@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import secrets
 from pathlib import Path
@@ -183,12 +184,26 @@ def _load_environment(app: Flask) -> None:
             check_tenant_id(app.config["PROVIDER_TENANT"], ENV_PREFIX + "PROVIDER_TENANT")
         except BadRequest as exc:
             raise ConfigError(exc.message) from None
+    interval = app.config.get("POLICY_WATCH_INTERVAL")
+    if isinstance(interval, str):  # from the environment: refused here, not by a worker's traceback
+        app.config["POLICY_WATCH_INTERVAL"] = _seconds(interval, ENV_PREFIX + "POLICY_WATCH_INTERVAL")
     # Behind a proxy that ends TLS the page sees plain HTTP: this keeps the cookie Secure.
     secure = os.environ.get(ENV_PREFIX + "SECURE_COOKIE", "").strip().lower()
     if secure:
         if secure not in ("true", "false"):
             raise ConfigError(f"{ENV_PREFIX}SECURE_COOKIE: {secure!r} is neither true nor false")
         app.config["SESSION_COOKIE_SECURE"] = secure == "true"
+
+
+def _seconds(value: str, setting: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        example = "such as 2 or 0.5; 0 turns it off"
+        raise ConfigError(f"{setting}: {value!r} is not a number of seconds ({example})")
+    return seconds
 
 
 def _session_secret(app: Flask) -> str | bytes | None:

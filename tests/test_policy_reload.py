@@ -21,6 +21,7 @@ import pytest
 
 from service import create_app
 from service import policy as policy_module
+from service.errors import ConfigError
 from service.policy import REPO_POLICY_DIR, load_policy, policy_version
 from service.policy_reload import PolicyWatcher, reload_policy
 from service.policy_store import PolicyStore
@@ -459,6 +460,20 @@ def test_a_burst_of_sighups_reloads_and_never_blocks_the_process(app, api, polic
         watcher.stop()
         watcher.thread.join(timeout=5)
     assert not watcher.thread.is_alive()
+
+
+@pytest.mark.parametrize("setting", ["2s", "abc", "-1", "nan", "inf"])
+def test_a_watch_interval_that_is_no_number_of_seconds_is_refused_at_start(tmp_path, monkeypatch, setting):
+    """Refused with a ConfigError (`cannot start: ...`, or a command's `Error: ...`), not a
+    worker's traceback."""
+    monkeypatch.setenv("SUPPORT_ACCESS_DATABASE_URL", f"sqlite:///{tmp_path / 'watch.db'}")
+    monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", "a-development-secret-of-32-bytes!")
+    monkeypatch.setenv("SUPPORT_ACCESS_DECISION_LOG", "")
+    monkeypatch.setenv("SUPPORT_ACCESS_POLICY_WATCH_INTERVAL", setting)
+    with pytest.raises(ConfigError, match=f"POLICY_WATCH_INTERVAL: '{setting}' is not a number of seconds"):
+        create_app()
+    monkeypatch.setenv("SUPPORT_ACCESS_POLICY_WATCH_INTERVAL", "0.5")
+    assert create_app().config["POLICY_WATCH_INTERVAL"] == 0.5
 
 
 def test_a_production_app_catches_sighup_and_watches_once_it_serves(tmp_path, policy_dir, clock):
