@@ -95,7 +95,12 @@ DEFAULT_WORKERS = os.cpu_count() or 1  # one per core
 
 
 def default_port() -> int:
-    return int(os.environ.get("PORT", "5000"))
+    from service.errors import ConfigError
+
+    value = os.environ.get("PORT") or "5000"
+    if not (value.isascii() and value.isdigit() and 0 < int(value) < 65536):
+        raise ConfigError(f"PORT: {value!r} is not a port number (1-65535)")
+    return int(value)
 
 
 METRICS_PREFIX = "support-access-metrics-"
@@ -158,9 +163,8 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
 
 
 def _run_granian(host: str | None, port: int | None, workers: int | None, threads: int) -> None:
-    _refuse_settings_it_cannot_start_with()
+    port = _refuse_settings_it_cannot_start_with(port)
     host = host or DEFAULT_HOST
-    port = port or default_port()
     workers = workers or DEFAULT_WORKERS
     # The read journal's importer, beside the workers; it ends when the server (this
     # process) does. It starts a little later, so that it does not slow the workers'
@@ -242,14 +246,16 @@ def serve_command(host: str | None, port: int | None, workers: int | None, threa
     return argv
 
 
-def _refuse_settings_it_cannot_start_with() -> None:
-    """No token settings, a blank secret, a database URL that names no store: said in one
-    line, before granian starts workers that would each print it as a traceback."""
+def _refuse_settings_it_cannot_start_with(port: int | None) -> int:
+    """No token settings, a blank secret, a database URL that names no store, a PORT that
+    is no port: said in one line, before granian starts workers that would each print it
+    as a traceback. Returns the port to serve on."""
     from service import auth, configured_app
     from service.errors import ConfigError
 
     try:
         auth.init_app(configured_app())
+        return port or default_port()
     except ConfigError as exc:
         print(f"cannot start: {exc.message}", file=sys.stderr)
         sys.exit(2)

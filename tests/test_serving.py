@@ -360,6 +360,8 @@ def test_the_background_importer_moves_reads_into_the_audit_log(tmp_path, databa
         ({"DATABASE_URL": "mysql://app@db/x", "JWT_SECRET": "s" * 32}, "SUPPORT_ACCESS_DATABASE_URL"),
         ({"JWT_SECRET": "   "}, "SUPPORT_ACCESS_JWT_SECRET"),
         ({}, "SUPPORT_ACCESS_JWT_SECRET"),  # neither a secret nor a JWKS
+        ({"JWT_SECRET": "s" * 32, "POLICY_WATCH_INTERVAL": "2s"}, "SUPPORT_ACCESS_POLICY_WATCH_INTERVAL"),
+        ({"JWT_SECRET": "s" * 32}, "PORT: '80a' is not a port number"),  # PORT=80a, no --port
     ],
 )
 def test_make_serve_refuses_settings_it_cannot_start_with_in_one_line(tmp_path, variables, named):
@@ -367,10 +369,11 @@ def test_make_serve_refuses_settings_it_cannot_start_with_in_one_line(tmp_path, 
     the metrics directory made for the server is removed."""
     temporary = tmp_path / "tmp"
     temporary.mkdir()
+    port = [] if named.startswith("PORT") else ["--port", "1"]
     started = subprocess.run(
-        [sys.executable, "-m", "service.serve", "--host", "127.0.0.1", "--port", "1"],
+        [sys.executable, "-m", "service.serve", "--host", "127.0.0.1", *port],
         cwd=ROOT,
-        env={**production_environment(tmp_path, **variables), "TMPDIR": str(temporary)},
+        env={**production_environment(tmp_path, **variables), "TMPDIR": str(temporary), "PORT": "80a"},
         capture_output=True,
         text=True,
         timeout=60,
