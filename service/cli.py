@@ -102,7 +102,7 @@ def directory_import(file: str, prune: bool) -> None:
 
 
 @policy_cli.command("check")
-@click.argument("path", required=False, type=click.Path(file_okay=False))
+@click.argument("path", required=False, type=click.Path(file_okay=False), metavar="[DIR]")
 @click.option("--strict", is_flag=True, help="Treat lint warnings as errors.")
 def policy_check(path: str | None, strict: bool) -> None:
     """Validate a policy directory (default: the configured one) and lint it."""
@@ -122,10 +122,12 @@ def policy_check(path: str | None, strict: bool) -> None:
 
 
 @policy_cli.command("test")
-@click.argument("path", required=False, type=click.Path(file_okay=False))
+@click.argument("path", required=False, type=click.Path(file_okay=False), metavar="[DIR]")
 @click.option("--filter", "text", help="Run only cases whose suite or case name contains TEXT.")
 @click.option("--coverage", is_flag=True, help="Report which rules the suites exercised.")
-@click.option("--threshold", type=click.FloatRange(0, 100), help="Fail below this coverage percent.")
+@click.option(
+    "--threshold", type=click.FloatRange(0, 100), metavar="PCT", help="Fail below this coverage percent."
+)
 def policy_test(path: str | None, text: str | None, coverage: bool, threshold: float | None) -> None:
     """Validate the policies and run their YAML test suites (policies/tests/*_test.yaml).
 
