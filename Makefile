@@ -25,18 +25,23 @@ $(SECRET_FILE):
 
 secret: $(STAMP) $(SECRET_FILE)
 
+# The development secret, unless the environment has a secret of its own.
+DEV_SECRET = $${SUPPORT_ACCESS_JWT_SECRET:-$$(cat $(SECRET_FILE))}
+
 # Import the demo directory (tenants, admins, engineers); idempotent.
 demo: secret
-	SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)) $(BIN)/flask --app service directory import demo/directory.yaml
+	SUPPORT_ACCESS_JWT_SECRET=$(DEV_SECRET) $(BIN)/flask --app service directory import demo/directory.yaml
 
 run: demo
 	@echo ""
-	@echo "Support Access on http://$(HOST):$(PORT)  (database: instance/support_access.db)"
-	@echo "Get a token:   export SUPPORT_ACCESS_JWT_SECRET=\$$(cat $(SECRET_FILE))"
+	@echo "Support Access on http://$(HOST):$(PORT)  (database: $${SUPPORT_ACCESS_DATABASE_URL:+the one SUPPORT_ACCESS_DATABASE_URL names}$${SUPPORT_ACCESS_DATABASE_URL:-instance/support_access.db})"
+	@if [ -z "$$SUPPORT_ACCESS_JWT_SECRET" ]; then \
+		echo "Get a token:   export SUPPORT_ACCESS_JWT_SECRET=\$$(cat $(SECRET_FILE))"; \
+	else echo "Get a token:   (tokens are signed with the SUPPORT_ACCESS_JWT_SECRET set here)"; fi
 	@echo "               TOKEN=\$$($(BIN)/flask --app service token --sub eve --tenant provider)"
 	@echo "Try:           curl -s -H \"Authorization: Bearer \$$TOKEN\" http://$(HOST):$(PORT)/v1/support-requests"
 	@echo ""
-	export SUPPORT_ACCESS_JWT_SECRET=$$(cat $(SECRET_FILE)); \
+	export SUPPORT_ACCESS_JWT_SECRET=$(DEV_SECRET); \
 	exec $(BIN)/flask --app service run --host $(HOST) --port $(PORT)  # exec: a signal to make's child stops it
 
 # Production serving: granian, one worker per core (see service/serve.py). Out of the box
