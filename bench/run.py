@@ -1109,7 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-work",
         action="store_true",
-        help="keep the databases, request bodies and decision log in bench/.work (~1.5 GB after a full run)",
+        help="keep the databases, request bodies and decision log in bench/.work (~1.7 GiB after a full run)",
     )
     args = parser.parse_args(argv)
     cfg = settings(args)
