@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
+import peewee
 from peewee import (
     AutoField,
     BooleanField,
@@ -36,6 +37,10 @@ from playhouse.pool import PooledPostgresqlDatabase
 from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
 
 database = DatabaseProxy()
+# SQL sent on a raw cursor (the audit log's hot inserts) raises the driver's own errors
+# (psycopg2's, sqlite3's): inside this, peewee turns them into its classes, as it does
+# for its own queries, so a lost connection is a 503 like any other (service/errors.py).
+as_peewee_errors = peewee.__exception_wrapper__
 
 
 class _ReplacesLostConnections:

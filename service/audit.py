@@ -31,6 +31,7 @@ from models import (
     AuditHead,
     AuditReadIndex,
     AuditVisibility,
+    as_peewee_errors,
     database,
     is_sqlite,
     snapshot,
@@ -344,9 +345,10 @@ def _hashed_fields(event: NewEvent | AuditEvent, hashed_time: str) -> tuple:
 def lock_chain() -> None:
     """Lock the chain's head for this write transaction (SQLite: BEGIN IMMEDIATE already
     has; PostgreSQL: FOR UPDATE), before reading anything the append depends on."""
-    cursor = database.cursor()
-    cursor.execute(_statements()["head"])
-    cursor.fetchone()
+    with as_peewee_errors:
+        cursor = database.cursor()
+        cursor.execute(_statements()["head"])
+        cursor.fetchone()
 
 
 def append_records(records: list[list]) -> int:
@@ -357,6 +359,11 @@ def append_records(records: list[list]) -> int:
     Plain parameterised SQL rather than peewee queries: this runs for every allowed read,
     and building the query objects cost more than the database work.
     """
+    with as_peewee_errors:
+        return _append(records)
+
+
+def _append(records: list[list]) -> int:
     statements = _statements()
     cursor = database.cursor()
     cursor.execute(statements["head"])

@@ -558,6 +558,31 @@ def test_the_store_failing_is_503_and_a_bad_statement_500(app, client, error, st
     assert str(error) not in answer.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("kind", ["OperationalError", "InterfaceError"])
+def test_a_connection_lost_in_the_audit_logs_sql_is_503_and_writes_nothing(app, api, monkeypatch, kind):
+    """The audit log's inserts go through a raw cursor, whose errors are the driver's
+    (psycopg2's, sqlite3's): a connection lost there is a 503, as in any other query."""
+    import sqlite3
+
+    import psycopg2
+
+    from models import is_sqlite
+    from service import audit
+
+    driver = sqlite3 if is_sqlite(database.obj) else psycopg2
+    error = getattr(driver, kind)("server closed the connection unexpectedly")
+
+    def lost(*_):
+        raise error
+
+    monkeypatch.setattr(audit, "_insert_all_sqlite" if driver is sqlite3 else "_insert_all_postgres", lost)
+    answer = api.post("/v1/support-requests", "bob", {"tenant_id": "fabrikam", "title": "Lost"})
+
+    assert assert_error_body(answer, 503)["code"] == "store_unavailable"
+    monkeypatch.undo()
+    assert api.get("/v1/support-requests", "bob").get_json()["items"] == []
+
+
 # --- the store is down --------------------------------------------------------------------
 
 
