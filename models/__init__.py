@@ -60,14 +60,26 @@ class _ReplacesLostConnections:
 
     def cursor(self, named_cursor=None):
         if not self.in_transaction() and self._lost():
-            self.close()
+            self._drop_lost_connection(reconnect=True)
         return super().cursor(named_cursor)
 
     def rollback(self):
         if not self.in_transaction() and self._lost():
-            self.close()  # the server has rolled the transaction back already
+            self._drop_lost_connection(reconnect=False)  # the server has rolled it back already
             return
         super().rollback()
+
+    def _drop_lost_connection(self, reconnect: bool) -> None:
+        # close() and connect() empty peewee's stack of connection_context()s, whose exits
+        # (the importer's whole run, a CLI command) would then find nothing to pop: an
+        # IndexError in place of their own end. Those still open stay open.
+        contexts = self._state.ctx
+        self.close()
+        try:
+            if reconnect:
+                self.connect()
+        finally:
+            self._state.ctx = contexts
 
 
 class ReconnectingPostgresqlDatabase(_ReplacesLostConnections, PostgresqlDatabase):

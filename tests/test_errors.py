@@ -3,6 +3,7 @@ never an HTML page, never a stack trace."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
@@ -660,6 +661,19 @@ def test_a_connection_the_server_ended_is_replaced_not_used_again(app, api, appr
     revoked = api.post(f"{url}/revoke", "alice")  # a write transaction works again too
     assert revoked.status_code == 200, revoked.get_json()
     assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
+
+
+@on_postgres
+def test_a_connection_replaced_within_a_connection_context_ends_it_cleanly(app):
+    """The importer's run and every CLI command hold one: a connection lost and replaced
+    inside it left it nothing to pop on exit (an IndexError in place of their own end)."""
+    with app.app_context(), database.connection_context():
+        assert Tenant.select().count() > 0
+        end_connections(app.config["DATABASE_URL"])
+        with contextlib.suppress(peewee.OperationalError, peewee.InterfaceError):
+            Tenant.select().count()  # the statement that meets the loss may fail
+        assert Tenant.select().count() > 0  # on a new connection
+    assert database.is_closed()
 
 
 @on_postgres
