@@ -70,14 +70,20 @@ class _ReplacesLostConnections:
         super().rollback()
 
     def _drop_lost_connection(self, reconnect: bool) -> None:
-        # close() and connect() empty peewee's stack of connection_context()s, whose exits
-        # (the importer's whole run, a CLI command) would then find nothing to pop: an
-        # IndexError in place of their own end. Those still open stay open.
         contexts = self._state.ctx
         self.close()
+        self._state.ctx = contexts  # see connect
+        if reconnect:
+            self.connect()
+
+    def connect(self, reuse_if_open=False):
+        # peewee's close() and connect() empty its stack of connection_context()s, whose
+        # exits (the importer's whole run, a CLI command) would then find nothing to pop
+        # once a lost connection was replaced: an IndexError in place of their own end.
+        # Those still open stay open, whichever statement opens the new connection.
+        contexts = self._state.ctx
         try:
-            if reconnect:
-                self.connect()
+            return super().connect(reuse_if_open)
         finally:
             self._state.ctx = contexts
 

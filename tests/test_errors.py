@@ -667,12 +667,20 @@ def test_a_connection_the_server_ended_is_replaced_not_used_again(app, api, appr
 def test_a_connection_replaced_within_a_connection_context_ends_it_cleanly(app):
     """The importer's run and every CLI command hold one: a connection lost and replaced
     inside it left it nothing to pop on exit (an IndexError in place of their own end)."""
-    with app.app_context(), database.connection_context():
+    with app.app_context(), database.connection_context():  # a statement meets the loss
         assert Tenant.select().count() > 0
         end_connections(app.config["DATABASE_URL"])
         with contextlib.suppress(peewee.OperationalError, peewee.InterfaceError):
-            Tenant.select().count()  # the statement that meets the loss may fail
+            Tenant.select().count()  # may fail
         assert Tenant.select().count() > 0  # on a new connection
+    assert database.is_closed()
+    with app.app_context(), database.connection_context():  # a transaction meets it (an import round)
+        with contextlib.suppress(peewee.OperationalError, peewee.InterfaceError), transaction():
+            assert Tenant.select().count() > 0
+            end_connections(app.config["DATABASE_URL"])
+            Tenant.select().count()  # fails; the rollback drops the connection
+        with transaction():
+            assert Tenant.select().count() > 0  # the next round, on a new connection
     assert database.is_closed()
 
 
