@@ -12,8 +12,9 @@ SECRET_FILE := instance/dev-secret
 .PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-servers bench-cache bench-lookups bench-profile bench-changes
 
 $(STAMP): requirements.txt
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
-		{ echo "Support Access needs Python 3.11 or newer: '$(PYTHON)' is not; set PYTHON=..." >&2; exit 1; }
+	@python=$(PYTHON); [ -x $(BIN)/python ] && python=$(BIN)/python; \
+	$$python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "Support Access needs Python 3.11 or newer: $$python is not; set PYTHON=..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
 	rm -f $(VENV)/.installed-*
@@ -30,18 +31,20 @@ DEV_SECRET = $${SUPPORT_ACCESS_JWT_SECRET:-$$(cat $(SECRET_FILE))}
 
 # Import the demo directory (tenants, admins, engineers); idempotent.
 demo: secret
-	SUPPORT_ACCESS_JWT_SECRET=$(DEV_SECRET) $(BIN)/flask --app service directory import demo/directory.yaml
+	SUPPORT_ACCESS_JWT_SECRET="$(DEV_SECRET)" $(BIN)/flask --app service directory import demo/directory.yaml
 
 run: demo
 	@echo ""
-	@echo "Support Access on http://$(HOST):$(PORT)  (database: $${SUPPORT_ACCESS_DATABASE_URL:+the one SUPPORT_ACCESS_DATABASE_URL names}$${SUPPORT_ACCESS_DATABASE_URL:-instance/support_access.db})"
+	@database=instance/support_access.db; \
+	if [ -n "$$SUPPORT_ACCESS_DATABASE_URL" ]; then database="the one SUPPORT_ACCESS_DATABASE_URL names"; fi; \
+	echo "Support Access on http://$(HOST):$(PORT)  (database: $$database)"
 	@if [ -z "$$SUPPORT_ACCESS_JWT_SECRET" ]; then \
 		echo "Get a token:   export SUPPORT_ACCESS_JWT_SECRET=\$$(cat $(SECRET_FILE))"; \
 	else echo "Get a token:   (tokens are signed with the SUPPORT_ACCESS_JWT_SECRET set here)"; fi
 	@echo "               TOKEN=\$$($(BIN)/flask --app service token --sub eve --tenant provider)"
 	@echo "Try:           curl -s -H \"Authorization: Bearer \$$TOKEN\" http://$(HOST):$(PORT)/v1/support-requests"
 	@echo ""
-	export SUPPORT_ACCESS_JWT_SECRET=$(DEV_SECRET); \
+	export SUPPORT_ACCESS_JWT_SECRET="$(DEV_SECRET)"; \
 	exec $(BIN)/flask --app service run --host $(HOST) --port $(PORT)  # exec: a signal to make's child stops it
 
 # Production serving: granian, one worker per core (see service/serve.py). Out of the box
