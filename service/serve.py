@@ -94,13 +94,20 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_WORKERS = os.cpu_count() or 1  # one per core
 
 
+def port_number(value: str) -> int:
+    """`--port`'s type, and PORT's check: a port, not granian's OverflowError traceback."""
+    if not (value.isascii() and value.isdigit() and 0 < int(value) < 65536):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (1-65535)")
+    return int(value)
+
+
 def default_port() -> int:
     from service.errors import ConfigError
 
-    value = os.environ.get("PORT") or "5000"
-    if not (value.isascii() and value.isdigit() and 0 < int(value) < 65536):
-        raise ConfigError(f"PORT: {value!r} is not a port number (1-65535)")
-    return int(value)
+    try:
+        return port_number(os.environ.get("PORT") or "5000")
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"PORT: {exc}") from None
 
 
 METRICS_PREFIX = "support-access-metrics-"
@@ -265,7 +272,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Defaults (None) are serve()'s: loopback, $PORT or 5000, one worker per core.
     parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
+    parser.add_argument("--port", type=port_number)
     parser.add_argument("--workers", type=int, help="default: one per core")
     parser.add_argument("--threads", type=int, default=1, help="request threads per worker")
     args = parser.parse_args()

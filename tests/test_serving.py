@@ -385,6 +385,20 @@ def test_make_serve_refuses_settings_it_cannot_start_with_in_one_line(tmp_path, 
     assert not list(temporary.iterdir())
 
 
+@pytest.mark.parametrize("port", ["70000", "80a", "0"])
+def test_serve_refuses_a_port_option_that_is_no_port(port):
+    started = subprocess.run(
+        [sys.executable, "-m", "service.serve", "--port", port],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert f"argument --port: '{port}' is not a port number" in started.stderr
+    assert "Traceback" not in started.stderr
+
+
 def test_a_killed_server_loses_no_answered_read(tmp_path, database_url):
     with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, server):
         ids = set(_allowed_reads_through_two_workers(port))
