@@ -455,9 +455,9 @@ def server_database_name(url: str) -> str:
 
 
 def sqlite_file(url: str) -> str:
-    """The SQLite file `url` names, resolved (a query string, '.', '..' and links): the
-    processes of one database, however they spell it, share the files kept beside it
-    (the change counter, the read journal, the write lock)."""
+    """The SQLite file `url` names, without its query string and resolved (a symbolic link
+    to the file): the processes of one database, however they name it, share the files
+    kept beside it (the change counter, the read journal, the write lock)."""
     return os.path.realpath(parse(url)["database"])
 
 

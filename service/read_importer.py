@@ -17,7 +17,7 @@ import time
 from models import connect_database
 from service import configured_app, read_journal_directory
 from service.errors import DATABASE_ERRORS, store_failed
-from service.read_journal import Importer
+from service.read_journal import Importer, import_legacy_journal
 from service.starting import RETRY_INTERVAL
 
 
@@ -49,6 +49,10 @@ def main() -> None:
     directory = read_journal_directory(app)
     directory.mkdir(parents=True, exist_ok=True)
     with db.connection_context():
+        try:
+            import_legacy_journal(app.config["DATABASE_URL"], app.instance_path)
+        except DATABASE_ERRORS as exc:  # its reads wait there for the next start
+            logging.warning("a read journal named before af644fd could not be imported: %s", exc)
         Importer(directory, db).run(keep_going)
 
 

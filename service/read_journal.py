@@ -90,6 +90,22 @@ def directory_for(database_url: str, instance_path: str) -> Path:
     return Path(instance_path) / f"{server_database_name(database_url)}.reads"
 
 
+def import_legacy_journal(database_url: str, instance_path: str) -> int:
+    """Import a journal a worker before af644fd left under the URL's own spelling of the
+    SQLite file (`<db>?timeout=10.reads`, `<link to db>.reads`): nothing reads there
+    any more, and a read journalled there must still reach the audit log. Returns the
+    number imported; the importer calls this once, at its start."""
+    if not database_url.startswith("sqlite") or ":memory:" in database_url:
+        return 0
+    legacy = Path(database_url.split("///", 1)[1] + ".reads")
+    if not legacy.is_dir() or legacy.resolve() == directory_for(database_url, instance_path).resolve():
+        return 0
+    imported = flush(legacy)
+    if imported:
+        log.warning("imported %d reads from %s, a read journal named before af644fd", imported, legacy)
+    return imported
+
+
 class ReadJournal:
     """The writing side: one file per process, appended under a thread lock."""
 

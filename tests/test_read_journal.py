@@ -430,28 +430,52 @@ def test_the_journal_lives_beside_its_database(url, tmp_path):
     )
 
 
-@pytest.mark.parametrize("spelling", ["{folder}/test.db?timeout=10", "{link}/test.db"])
+@pytest.mark.parametrize("spelling", ["test.db?timeout=10", "alias.db"])
 def test_workers_spelling_one_sqlite_file_differently_share_its_changes_and_journal(
     app, api, approved_request, tmp_path, spelling
 ):
-    """A query string or a symbolic link in one worker's URL: it still hears the other's
-    revocation before its next decision, and journals its reads where the importer reads."""
+    """A query string in one worker's URL, or a symbolic link to the file: that worker
+    journals its reads where the importer reads (they reach the audit log), and hears the
+    other's revocation before its next decision."""
     from service import create_app
     from tests.conftest import Api
 
     if not is_sqlite(database.obj):
         pytest.skip("SQLite only: a server database's files are named after its name")
-    (tmp_path / "link").symlink_to(tmp_path)
-    url = "sqlite:///" + spelling.format(folder=tmp_path, link=tmp_path / "link")
+    (tmp_path / "alias.db").symlink_to(tmp_path / "test.db")
     keys = ("JWT_SECRET", "POLICY_DIR", "DECISION_LOG", "CLOCK")
-    config = {"TESTING": True, "DATABASE_URL": url, **{key: app.config[key] for key in keys}}
-    other = Api(create_app(config).test_client())
-    assert other.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is True
+    config = {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / spelling}"}
+    other = Api(create_app({**config, **{key: app.config[key] for key in keys}}).test_client())
+    allowed = other.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    assert allowed["allowed"] is True
 
+    reads = api.get("/v1/audit-events?tenant_id=contoso&activity=diagnostics.read", "alice").get_json()
+    assert [event["details"]["decision_id"] for event in reads["items"]] == [allowed["decision_id"]]
     assert api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice").status_code == 200
-
     assert other.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
-    assert read_journal.directory_for(url, "") == read_journal.directory_for(app.config["DATABASE_URL"], "")
+
+
+def test_reads_journalled_under_an_older_name_of_the_file_are_imported(app, api, approved_request, tmp_path):
+    """Before af644fd a worker whose URL had a query string journalled beside the file
+    under that spelling; the importer imports what is left there when it starts."""
+    from service import create_app
+    from tests.conftest import Api
+
+    if not is_sqlite(database.obj):
+        pytest.skip("SQLite only: a server database's journal was always named after its name")
+    url = f"sqlite:///{tmp_path / 'test.db'}?timeout=10"
+    legacy = Path(f"{tmp_path / 'test.db'}?timeout=10.reads")
+    keys = ("JWT_SECRET", "POLICY_DIR", "DECISION_LOG", "CLOCK")
+    config = {"TESTING": True, "DATABASE_URL": url, "READ_JOURNAL_DIR": str(legacy)}  # as it was named
+    old_worker = Api(create_app({**config, **{key: app.config[key] for key in keys}}).test_client())
+    allowed = old_worker.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    assert allowed["allowed"] is True
+
+    with app.app_context(), database.connection_context():
+        assert read_journal.import_legacy_journal(url, app.instance_path) == 1
+        assert read_journal.import_legacy_journal(url, app.instance_path) == 0  # once
+    reads = api.get("/v1/audit-events?tenant_id=contoso&activity=diagnostics.read", "alice").get_json()
+    assert [event["details"]["decision_id"] for event in reads["items"]] == [allowed["decision_id"]]
 
 
 def test_databases_on_one_server_have_journals_of_their_own(tmp_path):
