@@ -186,7 +186,7 @@ def _load_environment(app: Flask) -> None:
             raise ConfigError(exc.message) from None
     interval = app.config.get("POLICY_WATCH_INTERVAL")
     if isinstance(interval, str):  # from the environment: refused here, not by a worker's traceback
-        app.config["POLICY_WATCH_INTERVAL"] = _seconds(interval, ENV_PREFIX + "POLICY_WATCH_INTERVAL")
+        app.config["POLICY_WATCH_INTERVAL"] = _watch_interval(interval, ENV_PREFIX + "POLICY_WATCH_INTERVAL")
     # Behind a proxy that ends TLS the page sees plain HTTP: this keeps the cookie Secure.
     secure = os.environ.get(ENV_PREFIX + "SECURE_COOKIE", "").strip().lower()
     if secure:
@@ -195,13 +195,16 @@ def _load_environment(app: Flask) -> None:
         app.config["SESSION_COOKIE_SECURE"] = secure == "true"
 
 
-def _seconds(value: str, setting: str) -> float:
+MIN_WATCH_INTERVAL = 0.1  # seconds; less would have the watcher read the files without pause
+
+
+def _watch_interval(value: str, setting: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not 0 <= seconds < math.inf:
-        example = "such as 2 or 0.5; 0 turns it off"
+    if not (seconds == 0 or MIN_WATCH_INTERVAL <= seconds < math.inf):
+        example = f"such as 2 or 0.5, at least {MIN_WATCH_INTERVAL}; 0 turns watching off"
         raise ConfigError(f"{setting}: {value!r} is not a number of seconds ({example})")
     return seconds
 

@@ -55,7 +55,7 @@ class TokenVerifier:
             _check_secret(secret)
         if secret and jwks:
             # Both is a choice (a move from one to the other), but in production a secret
-            # left set is a second way to sign tokens: said once, at start.
+            # left set is a second way to sign tokens: said as each process starts.
             log.warning(
                 "SUPPORT_ACCESS_JWT_SECRET and SUPPORT_ACCESS_JWKS are both set: HS256 tokens "
                 "signed with the secret are accepted beside the JWKS's; unset the secret in production"

@@ -462,7 +462,7 @@ def test_a_burst_of_sighups_reloads_and_never_blocks_the_process(app, api, polic
     assert not watcher.thread.is_alive()
 
 
-@pytest.mark.parametrize("setting", ["2s", "abc", "-1", "nan", "inf"])
+@pytest.mark.parametrize("setting", ["2s", "abc", "-1", "nan", "inf", "1e-9"])
 def test_a_watch_interval_that_is_no_number_of_seconds_is_refused_at_start(tmp_path, monkeypatch, setting):
     """Refused with a ConfigError (`cannot start: ...`, or a command's `Error: ...`), not a
     worker's traceback."""
