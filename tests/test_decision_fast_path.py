@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 
 import pytest
 from werkzeug.test import Client
 
 from service.decision_endpoint import FastDecisions
-from tests.conftest import Api, auth, read_check, token
+from tests.conftest import auth, read_check, token
 
 
 def _without_ids(body):
@@ -150,6 +149,17 @@ class SlowBody(io.BytesIO):
         return super().readinto(buffer)
 
 
+def post_slowly(client, url: str, body: bytes, meanwhile):
+    """A decision client's POST whose body arrives slowly: `meanwhile` runs as it is read."""
+    return client.post(
+        url,
+        headers=auth("diag-tool"),
+        content_type="application/json",
+        content_length=len(body),
+        input_stream=SlowBody(body, meanwhile),
+    )
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_a_revocation_answered_while_a_body_arrives_is_in_force_in_the_answer(
     app, approved_request, flask_only, client, fast
@@ -159,13 +169,11 @@ def test_a_revocation_answered_while_a_body_arrives_is_in_force_in_the_answer(
     from tests.test_read_journal import revoke_from_another_thread
 
     body = json.dumps(read_check()).encode()
-    answer = (client if fast else flask_only).post(
-        "/v1/decisions",
-        headers=auth("diag-tool"),
-        content_type="application/json",
-        content_length=len(body),
-        input_stream=SlowBody(body, lambda: revoke_from_another_thread(app, approved_request["id"])),
-    )
+
+    def revoke() -> None:
+        revoke_from_another_thread(app, approved_request["id"])
+
+    answer = post_slowly(client if fast else flask_only, "/v1/decisions", body, revoke)
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.get_json()["allowed"] is False
 
@@ -174,23 +182,18 @@ def test_a_revocation_answered_while_a_body_arrives_is_in_force_in_the_answer(
 def test_a_decision_client_removed_while_its_body_arrives_gets_no_answer(app, flask_only, client, fast):
     """The caller's role is checked again once the body is in: a decision client removed
     by an operator meanwhile gets a 403, not the decisions it asked for."""
-    removals = []
+    from tests.test_read_journal import from_another_thread
+
+    removed = []
 
     def remove_the_client() -> None:
         url = "/v1/tenants/provider/role-assignments/diag-tool/Decision Client"
-        thread = threading.Thread(target=lambda: removals.append(Api(app.test_client()).delete(url, "ops")))
-        thread.start()
-        thread.join(30)
+        from_another_thread(app, "DELETE", url, "ops", status=204)
+        removed.append(url)
 
     body = json.dumps({"checks": [read_check()]}).encode()
-    answer = (client if fast else flask_only).post(
-        "/v1/decisions/batch",
-        headers=auth("diag-tool"),
-        content_type="application/json",
-        content_length=len(body),
-        input_stream=SlowBody(body, remove_the_client),
-    )
-    assert [removal.status_code for removal in removals] == [204]
+    answer = post_slowly(client if fast else flask_only, "/v1/decisions/batch", body, remove_the_client)
+    assert len(removed) == 1
     assert answer.status_code == 403, answer.get_data(as_text=True)
     assert answer.get_json()["error"]["code"] == "not_decision_client"
 
@@ -226,13 +229,7 @@ def test_a_revocation_answered_while_the_index_syncs_is_in_force(
         url = f"/v1/support-requests/{other.get_json()['id']}"
         from_another_thread(app, "PATCH", url, "bob", {"allow_advanced_diagnostics": True})
 
-    answer = (client if fast else flask_only).post(
-        "/v1/decisions",
-        headers=auth("diag-tool"),
-        content_type="application/json",
-        content_length=len(body),
-        input_stream=SlowBody(body, ticket_changes),
-    )
+    answer = post_slowly(client if fast else flask_only, "/v1/decisions", body, ticket_changes)
     assert hung == [other.get_json()["id"]]
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.get_json()["allowed"] is False

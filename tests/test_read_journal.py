@@ -186,9 +186,9 @@ def test_an_audit_store_that_cannot_be_reached_is_never_an_allow(app, api, appro
     assert journalled_decision_ids(journal_dir(app)) == []
 
 
-def from_another_thread(app, method: str, url: str, who: str, body=None) -> None:
+def from_another_thread(app, method: str, url: str, who: str, body=None, status: int = 200) -> None:
     """A call through the API on another thread, as another client's while this one's
-    call waits; returns once it has been answered (200)."""
+    call waits; returns once it has been answered (`status`)."""
     from tests.conftest import Api
 
     answers = []
@@ -197,7 +197,7 @@ def from_another_thread(app, method: str, url: str, who: str, body=None) -> None
     )
     thread.start()
     thread.join(30)
-    assert answers and answers[0].status_code == 200, answers
+    assert answers and answers[0].status_code == status, answers
 
 
 def revoke_from_another_thread(app, request_id: str) -> None:
