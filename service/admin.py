@@ -311,7 +311,7 @@ def _act(request_id: str, action: str):
                 raise BadRequest(f"reason: at most {MAX_REASON_LENGTH} characters")
             item = workflow.reject(policy(), viewer, request_id, tenant_id, reason or None, now)
         else:
-            item = workflow.revoke(viewer, request_id, now)
+            item = workflow.revoke(policy(), viewer, request_id, now)
     except ApiError as exc:
         flash(f"Could not {action} access request {request_id}: {exc.message}", "error")
     else:

@@ -423,6 +423,7 @@ def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_rea
             # cannot take it back by rejecting (one of several approvers still may refuse).
             if party_has_approved(policy, request, party):
                 raise Conflict(f"the {party} party has already approved", code="already_approved")
+            _check_eligible(policy, viewer, request, tenant_id, party)
             details = {"tenant_id": tenant_id, "party": party, "reason": reject_reason}
             request.rejection_reason = reject_reason
             _transition(request, REJECTED, viewer.caller, now, "access_request.rejected", details)
@@ -497,10 +498,16 @@ def _approver_roles(request: AccessRequest, party: str) -> list[str]:
 
 
 def _check_eligible(policy, viewer: Viewer, request, tenant_id: str, party: str) -> None:
+    """Approve's and reject's role check, read again inside their transaction: a role
+    removed since the call began no longer counts (SPEC §3)."""
     roles = _approver_roles(request, party)
-    if not _eligible(policy, viewer.principal, tenant_id, roles):
-        message = f"the policy lets only {', '.join(roles)} approve for the {party} party"
-        raise Forbidden(message, code="not_eligible_approver")
+    if _eligible(policy, viewer.principal, tenant_id, roles):
+        return
+    if not roles or not _eligible(policy, viewer.principal, tenant_id, []):
+        message = f"you hold no role in tenant {tenant_id!r} that may approve support access"
+        raise Forbidden(message, code="not_tenant_admin")
+    message = f"the policy lets only {', '.join(roles)} approve or reject for the {party} party"
+    raise Forbidden(message, code="not_eligible_approver")
 
 
 def party_has_approved(policy: Policy, request: AccessRequest, party: str) -> bool:
@@ -536,14 +543,18 @@ def _eligible(
     )
 
 
-def revoke(viewer: Viewer, request_id: str, now: datetime) -> AccessRequest:
+def revoke(policy: Policy, viewer: Viewer, request_id: str, now: datetime) -> AccessRequest:
     sweep(now)
     request, view = visible_request(viewer, request_id)
     if view != "resource" or request.resource_tenant_id not in viewer.admin_of:
         if view == "support_request":  # do not even confirm there is access to remove
             raise NotFound(f"access request {request_id!r} not found")
-        raise Forbidden("only admins of the resource tenant may remove access", code="not_resource_admin")
+        raise _not_resource_admin()
     with transaction():
+        # Read again inside the transaction: a role removed since the call began no
+        # longer counts (SPEC §3), as for approve and reject.
+        if not _eligible(policy, viewer.principal, request.resource_tenant_id, []):
+            raise _not_resource_admin()
         request = _locked(AccessRequest, request.id)
         if request.status != APPROVED:
             raise Conflict(f"the access request is {request.status}", code="not_approved")
@@ -554,6 +565,10 @@ def revoke(viewer: Viewer, request_id: str, now: datetime) -> AccessRequest:
             request, REVOKED, viewer.caller, now, "access_request.revoked", {}, requester_view=own_ticket
         )
     return request
+
+
+def _not_resource_admin() -> Forbidden:
+    return Forbidden("only admins of the resource tenant may remove access", code="not_resource_admin")
 
 
 def cancel(viewer: Viewer, request_id: str, now: datetime) -> AccessRequest:

@@ -1192,3 +1192,33 @@ def test_final_approval_racing_a_ticket_close_never_leaves_access(app, api):
         assert final == ("completed" if approve_status == 200 else "cancelled")
         answer = decide(api, support_request_id=ticket["id"])
         assert answer["allowed"] is False and answer["reason"] == "support_request_closed"
+
+
+@pytest.mark.parametrize("action", ["approve", "reject", "revoke"])
+def test_an_admin_whose_role_is_removed_as_its_call_begins_may_no_longer_act(
+    api, app, request, monkeypatch, action
+):
+    """SPEC §3, roles re-evaluated: alice's role is removed after her call read her roles
+    and before its transaction (here: at the sweep it runs in between). The change must
+    not be made by a principal who, when it was made, held no role that allows it."""
+    from service import directory, workflow
+
+    access = request.getfixturevalue("approved_request" if action == "revoke" else "access_request")
+    before = status_seen_by(api, access, "ops")
+    sweep = workflow.sweep
+
+    def role_removed_meanwhile(now):
+        monkeypatch.setattr(workflow, "sweep", sweep)
+        policy = app.extensions["policy_store"].current
+        assert directory.delete_role_assignment(
+            policy, "provider", "contoso", "alice", "Global Administrator", "ops", now
+        )
+        return sweep(now)
+
+    monkeypatch.setattr(workflow, "sweep", role_removed_meanwhile)
+    body = {"approve": {"tenant_id": "contoso"}, "reject": {"tenant_id": "contoso", "reason": "no"}}
+    body = body.get(action, {})
+    answer = api.post(url(access, action), "alice", body)
+
+    assert answer.status_code == 403, answer.get_json()
+    assert status_seen_by(api, access, "ops") == before

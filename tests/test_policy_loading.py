@@ -1028,6 +1028,17 @@ class TestApproverRoles:
         assert [a["approver"] for a in current["approvals"]] == ["bob"]
         assert api.post("/v1/decisions", "diag-tool", read_check()).get_json()["allowed"] is False
 
+    def test_an_admin_without_a_listed_role_may_not_reject(self, api, access_request):
+        """API.md: reject follows approve's rules."""
+        url = f"/v1/access-requests/{access_request['id']}/reject"
+        answer = api.post(url, "alice2", {"tenant_id": "contoso", "reason": "no"})
+        assert answer.status_code == 403, answer.get_json()
+        assert answer.get_json()["error"]["code"] == "not_eligible_approver"
+        current = api.get(f"/v1/access-requests/{access_request['id']}", "alice").get_json()
+        assert current["status"] == "pending"
+        by_a_listed_role = api.post(url, "alice", {"tenant_id": "contoso", "reason": "no"})
+        assert by_a_listed_role.get_json()["status"] == "rejected"
+
     def test_a_listed_role_approves(self, api, access_request):
         assert self.approve(api, access_request["id"], "alice", "contoso").status_code == 200
         final = self.approve(api, access_request["id"], "bob", "fabrikam")  # that party lists no roles

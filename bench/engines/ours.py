@@ -78,7 +78,7 @@ class OursEngine:
     def revoke(self, engineer: str, tenant: str) -> float:
         from service import workflow
 
-        workflow.revoke(self._admin, self._request.id, datetime.now(UTC))
+        workflow.revoke(self._policy, self._admin, self._request.id, datetime.now(UTC))
         return self._engine_time(engineer, tenant, expect=False)
 
     def _engine_time(self, engineer: str, tenant: str, expect: bool) -> float:

@@ -88,7 +88,7 @@ def reject(request_id: str):
 @bp.post("/<request_id>/revoke")
 def revoke(request_id: str):
     optional_body("Empty")
-    return _answer(workflow.revoke(viewer(), request_id, now()))
+    return _answer(workflow.revoke(policy(), viewer(), request_id, now()))
 
 
 @bp.post("/<request_id>/cancel")
