@@ -125,7 +125,9 @@ def assign_ticket(policy: Policy, viewer: Viewer, ticket_id: str, engineer: str,
         previous = ticket.assigned_engineer
         if previous == engineer:
             return ticket
-        if previous and not viewer.is_operator:
+        # An operator may move a ticket to another engineer, but not take it over for
+        # itself: operators never gain data access by their power (SPEC §5).
+        if previous and (not viewer.is_operator or engineer == viewer.principal):
             raise Conflict(f"the support request is assigned to {previous!r}", code="already_assigned")
         ticket.assigned_engineer = engineer
         ticket.save()

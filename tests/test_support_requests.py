@@ -366,6 +366,27 @@ def test_operator_assigns_any_engineer(api):
     assert second.get_json()["assigned_engineer"] == "eve"
 
 
+def test_operator_who_is_also_an_engineer_cannot_take_over_a_ticket(api):
+    """Operators never gain data access by their power (SPEC §5): the override that moves
+    a ticket between engineers does not move it to the operator itself."""
+    body = {"principal": "ops", "role": "Support Engineer"}
+    assert api.put("/v1/tenants/provider/role-assignments", "ops", body).status_code == 201
+    ticket = new_ticket(api)
+    url = f"{TICKETS}/{ticket['id']}/assign"
+    assert api.post(url, "eve", {"engineer": "eve"}).status_code == 200
+
+    answer = api.post(url, "ops", {"engineer": "ops"})
+
+    assert answer.status_code == 409, answer.get_json()
+    assert error_of(answer)["code"] == "already_assigned"
+    assert api.get(f"{TICKETS}/{ticket['id']}", "bob").get_json()["assigned_engineer"] == "eve"
+    # As an engineer it still takes an unassigned ticket, and as an operator it still
+    # moves one to another engineer.
+    other = new_ticket(api)
+    assert api.post(f"{TICKETS}/{other['id']}/assign", "ops", {"engineer": "ops"}).status_code == 200
+    assert api.post(url, "ops", {"engineer": "frank"}).get_json()["assigned_engineer"] == "frank"
+
+
 @pytest.mark.parametrize("who", ["bob", "dana"])
 def test_ticket_admin_cannot_assign_engineers(api, who):
     ticket = new_ticket(api)
