@@ -76,7 +76,7 @@ def _unanchored_regexes(policy: Policy) -> list[str]:
             column = tokens.index(p_field) if p_field in tokens else None
             for rule in rules:
                 pattern = rule.values[column] if column is not None else ""
-                if not (pattern.startswith("^") and pattern.endswith("$")):
+                if not is_anchored(pattern):
                     warnings.append(
                         f"{rule.source}: unanchored regex {pattern!r} used by regexMatch in {name}"
                     )
@@ -166,3 +166,36 @@ def _policy_fields_never_compared(policy: Policy) -> list[str]:
                     f"&& term), so a rule applies whatever {field} it lists"
                 )
     return warnings
+
+
+def is_anchored(pattern: str) -> bool:
+    """Whether the pattern can only match a whole string: it begins with ^ and ends with
+    an unescaped $, with no | outside a group (`^a|b$` is `^a` or `b$`: it matches
+    `xb` and `ab...`). `^(?:a|b)$` is anchored."""
+    trailing_backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
+    ends = pattern.endswith("$") and trailing_backslashes % 2 == 0
+    return pattern.startswith("^") and ends and not _top_level_alternation(pattern)
+
+
+def _top_level_alternation(pattern: str) -> bool:
+    depth, in_class, index = 0, False, 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2  # an escaped character, whatever it is
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class, index = True, index + 1
+            index += pattern.startswith("^", index)
+            index += pattern.startswith("]", index)  # a ] first in a set is one of its characters
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+        index += 1
+    return False

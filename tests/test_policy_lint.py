@@ -261,3 +261,27 @@ def test_a_regex_model_with_anchored_patterns_loads_and_is_clean(tmp_path):
         '  - [advanced_diagnostics, "^diagnostics/signInLogs$", read]',
     )
     assert lint(load_policy(policy_dir)) == []
+
+
+@pytest.mark.parametrize(
+    ("pattern", "anchored"),
+    [
+        ("^diagnostics/(?:signInLogs|auditLogs)$", True),
+        ("^diagnostics/signInLogs|auditLogs$", False),  # `^…signInLogs` or `auditLogs$`: matches xauditLogs
+        ("^diagnostics/[|]$", True),  # a | in a set is a character
+        ("^diagnostics/[]|]$", True),
+        ("^diagnostics/signInLogs\\$", False),  # an escaped $ is a dollar sign, not the end
+        ("^diagnostics/\\|$", True),  # an escaped | is a character
+    ],
+)
+def test_a_regex_is_anchored_only_when_it_can_match_nothing_but_a_whole_string(tmp_path, pattern, anchored):
+    policy_dir = copy_policies(tmp_path)
+    unanchored_regex(policy_dir)
+    edit(
+        policy_dir / "access.yaml",
+        'rules:\n  - [grant, "diagnostics/*", read]\n  - [advanced_diagnostics, "diagnostics/*", read]',
+        f"rules:\n  - [grant, '{pattern}', read]\n"
+        "  - [advanced_diagnostics, '^diagnostics/signInLogs$', read]",
+    )
+    warning = f"access.yaml rules[0]: unanchored regex {pattern!r} used by regexMatch in access.conf"
+    assert lint(load_policy(policy_dir)) == ([] if anchored else [warning])
