@@ -491,7 +491,8 @@ def parse_anchor(text: str) -> tuple[int, str]:
     """An anchor's event seq and hash; ValueError if it is not "<seq>:<64 hex digits>"."""
     seq, _, digest = text.partition(":")
     digest = digest.lower()
-    well_formed = seq.isascii() and seq.isdigit() and int(seq) > 0  # events count from 1
+    # Events count from 1; a seq past SQL's 64-bit integers cannot be in the log.
+    well_formed = seq.isascii() and seq.isdigit() and len(seq) <= 19 and 0 < int(seq) < 2**63
     if not (well_formed and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
         raise ValueError(f"{text!r} is not <seq>:<hash> as `audit verify` prints it")
     return int(seq), digest
@@ -523,20 +524,12 @@ def _walk_chain(batch: int) -> ChainReport:
     visibility = _RowsByEvent(AuditVisibility, "tenant_id")
     query = AuditEvent.select().order_by(AuditEvent.seq)
     for event in query.iterator() if batch else query:
-        where = f"event {event.seq} ({event.id}, {event.activity})"
-        if event.prev_hash != prev_hash:
-            problem = "link broken: an event before it was removed, inserted or reordered"
-            return ChainReport(False, checked, problem, where)
-        if event_hash(event) != event.hash:
-            return ChainReport(False, checked, "contents altered: hash does not match", where)
-        if event.read_bucket != _bucket_of(event.activity, event.tenant_id, event.visible_to):
-            return ChainReport(False, checked, "visibility altered: read_bucket does not match", where)
-        viewers, reads = orjson.loads(event.visible_to), holds_reads(event.activity, event.tenant_id)
-        if read_index.take(event.seq) != sorted((read_bucket(t), t) for t in (viewers if reads else [])):
-            return ChainReport(False, checked, "visibility altered: the read index does not match", where)
-        by_rows = not reads and event.read_bucket is None  # as append() writes them
-        if visibility.take(event.seq) != sorted((t,) for t in (viewers if by_rows else [])):
-            return ChainReport(False, checked, "visibility altered: the visibility rows do not match", where)
+        try:
+            problem = _event_problem(event, prev_hash, read_index, visibility)
+        except (AttributeError, TypeError, ValueError) as exc:  # e.g. a time that is no time
+            problem = f"contents altered: a stored value cannot be read ({type(exc).__name__}: {exc})"
+        if problem:
+            return ChainReport(False, checked, problem, f"event {event.seq} ({event.id}, {event.activity})")
         prev_hash, last_seq, checked = event.hash, event.seq, checked + 1
     for rows, table in ((read_index, "the read index"), (visibility, "the visibility rows")):
         stray = rows.first_left()
@@ -554,6 +547,23 @@ def _walk_chain(batch: int) -> ChainReport:
         problem = f"the chain head's hash is not that of the last event ({last_seq})"
         return ChainReport(False, checked, f"{problem}: the head or the last event was altered")
     return ChainReport(True, checked, head=f"{last_seq}:{prev_hash}" if checked else None)
+
+
+def _event_problem(event: AuditEvent, prev_hash: str, read_index: _RowsByEvent, visibility: _RowsByEvent):
+    """What is wrong with one event of the chain, or None."""
+    if event.prev_hash != prev_hash:
+        return "link broken: an event before it was removed, inserted or reordered"
+    if event_hash(event) != event.hash:
+        return "contents altered: hash does not match"
+    if event.read_bucket != _bucket_of(event.activity, event.tenant_id, event.visible_to):
+        return "visibility altered: read_bucket does not match"
+    viewers, reads = orjson.loads(event.visible_to), holds_reads(event.activity, event.tenant_id)
+    if read_index.take(event.seq) != sorted((read_bucket(t), t) for t in (viewers if reads else [])):
+        return "visibility altered: the read index does not match"
+    by_rows = not reads and event.read_bucket is None  # as append() writes them
+    if visibility.take(event.seq) != sorted((t,) for t in (viewers if by_rows else [])):
+        return "visibility altered: the visibility rows do not match"
+    return None
 
 
 class _RowsByEvent:

@@ -4,6 +4,7 @@ tenant's view of the log."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -160,6 +161,23 @@ def test_verify_detects_edited_time(runner, history):
     result = verify(runner)
     assert result.exit_code != 0
     assert victim.id in result.output, result.output
+
+
+@pytest.mark.parametrize(("field", "value"), [("time", "not a time"), ("visible_to", "[unclosed")])
+def test_verify_names_an_event_holding_an_unreadable_value_as_tampered(runner, history, field, value):
+    """A value that is no longer of its kind was a traceback; it is an altered event."""
+    if field == "time" and os.environ.get("SUPPORT_ACCESS_TEST_POSTGRES"):
+        pytest.skip("PostgreSQL's timestamp column holds only times")
+    victim, table = history[3], AuditEvent._meta.table_name
+    with database.connection_context():
+        statement = f"UPDATE {table} SET {field} = {database.param} WHERE seq = {database.param}"
+        database.execute_sql(statement, (value, victim.seq))
+    result = verify(runner)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 1, result.output
+    assert f"audit log tampered at event {victim.seq} ({victim.id}, {victim.activity}): contents altered" in (
+        result.output
+    )
 
 
 def test_verify_detects_edit_with_recomputed_hash(runner, history):
@@ -320,7 +338,17 @@ def test_an_anchor_catches_a_chain_rewritten_from_an_earlier_event(runner, histo
 
 
 @pytest.mark.parametrize(
-    "anchor", ["12", "x:" + "0" * 64, "3:" + "0" * 63, "3:" + "G" * 64, "0:" + "0" * 64, "\u0663:" + "0" * 64]
+    "anchor",
+    [
+        "12",
+        "x:" + "0" * 64,
+        "3:" + "0" * 63,
+        "3:" + "G" * 64,
+        "0:" + "0" * 64,
+        "\u0663:" + "0" * 64,
+        "9" * 30 + ":" + "0" * 64,  # past SQL's integers: no event can have it (was an OverflowError)
+        "9" * 5000 + ":" + "0" * 64,  # past what int() reads by default
+    ],
 )
 def test_verify_refuses_a_malformed_anchor(runner, history, anchor):
     result = runner.invoke(args=["audit", "verify", "--anchor", anchor])
