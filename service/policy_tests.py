@@ -148,7 +148,7 @@ def load_suite(path: Path) -> Suite:
     if not name.endswith("_test.yaml"):  # the pytest collector (conftest.py) finds only these
         raise SuiteError(name, "file", "suites are named *_test.yaml: rename it")
     try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (safe loader)
+        document = strict_yaml.load(path.read_text(encoding="utf-8"), loader=_Loader)
     except OSError as exc:
         raise SuiteError(name, "file", f"cannot read suite: {exc}") from exc
     except UnicodeDecodeError as exc:  # as policy files are refused (service/policy.py)

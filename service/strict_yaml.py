@@ -12,9 +12,12 @@ import re
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
+from yaml.error import MarkedYAMLError
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_DEPTH = 100  # levels of nesting; the policy files use fewer than ten
 
 
 class _UniqueKeys:
@@ -36,6 +39,22 @@ class _UniqueKeys:
                     "while constructing a mapping", node.start_mark, problem, key_node.start_mark
                 )
         return super().construct_mapping(node, deep)
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        """The pure-Python composer's, refusing nesting past MAX_DEPTH (each level is two
+        Python frames here and more in whatever reads the value: a schema check would end
+        in a RecursionError naming no file)."""
+        opens = self.check_event(yaml.CollectionStartEvent)  # a scalar or an alias nests nothing
+        self._depth += opens
+        try:
+            if self._depth > MAX_DEPTH:
+                problem = f"nested deeper than {MAX_DEPTH} levels"
+                raise ComposerError(None, None, problem, self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= opens
 
     def construct_yaml_timestamp(self, node):
         """PyYAML's, but a value shaped like a date that is none (2026-02-30, or any text
@@ -85,8 +104,74 @@ if FastUniqueKeyLoader is not None:
     _yaml12_booleans(FastUniqueKeyLoader)
 
 
-def load(text: str) -> Any:
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+# Aliases repeat a node: a few lines of them can stand for billions of nodes (a "billion
+# laughs"), which every reader of the value walks (a schema check, and its error message,
+# took 43 s and 1.7 GB for one). A document may hold this many nodes more than it writes.
+EXTRA_NODES_ALLOWED = 100_000
+
+
+def load(text: str, loader: type = UniqueKeyLoader) -> Any:
+    return _load_with(loader, text)
+
+
+def _load_with(loader_class: type, text: str) -> Any:
+    """yaml.load, refusing what no file a person writes needs: aliases that expand the
+    document past EXTRA_NODES_ALLOWED, and a node holding itself (and, in the loader,
+    nesting past MAX_DEPTH). Each is a YAML error with its place, as any other."""
+    try:
+        loader = loader_class(text)  # the pure-Python reader checks every character here
+    except yaml.reader.ReaderError as exc:  # a NUL byte, say: placed by line and column
+        problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise MarkedYAMLError(None, None, problem, _mark_at(text, exc.position)) from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if "*" in text:  # an alias is written *name; a file without one has no repeats
+            _refuse_alias_bombs(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _mark_at(text: str, index: int) -> yaml.Mark:
+    line = text.count("\n", 0, index)
+    column = index - (text.rfind("\n", 0, index) + 1)
+    return yaml.Mark("<unicode string>", index, line, column, None, None)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _refuse_alias_bombs(root: yaml.Node) -> None:
+    """Walk the node graph once (aliases are shared nodes): refuse a node that holds
+    itself (`&a [*a]`), and aliases that add more than EXTRA_NODES_ALLOWED nodes. The
+    nodes a repeat adds are all those its node stands for, so each is counted once."""
+    sizes: dict[int, int] = {}  # id(node): how many nodes it stands for, aliases expanded
+    open_nodes: set[int] = set()  # the node being walked and its parents
+    added = 0
+    stack: list[tuple[yaml.Node, yaml.Node, bool]] = [(root, root, False)]
+    while stack:
+        node, parent, walked = stack.pop()
+        if walked:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+        elif id(node) in open_nodes:
+            raise MarkedYAMLError(None, None, "an alias refers to a node that holds it", parent.start_mark)
+        elif id(node) in sizes:
+            added += sizes[id(node)]
+            if added > EXTRA_NODES_ALLOWED:
+                problem = f"aliases expand the document by more than {EXTRA_NODES_ALLOWED:,} nodes"
+                raise MarkedYAMLError(None, None, problem, parent.start_mark)
+        else:
+            open_nodes.add(id(node))
+            stack.append((node, parent, True))
+            stack.extend((child, node, False) for child in reversed(_children(node)))
 
 
 _LIBYAML_DIFFERS = re.compile(r"[\t\ufeff?]|[|>][-+0-9]*#")
@@ -106,9 +191,26 @@ def load_large(text: str) -> Any:
     if FastUniqueKeyLoader is None or _LIBYAML_DIFFERS.search(text.removeprefix("\ufeff")):
         return load(text)
     try:
-        return yaml.load(text, Loader=FastUniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        if _deeper_than(MAX_DEPTH, text):
+            return load(text)  # which refuses it, at its place
+        return _load_with(FastUniqueKeyLoader, text)
     except yaml.YAMLError:
         return load(text)  # raises the error, worded and placed as `load` words it
+
+
+def _deeper_than(limit: int, text: str) -> bool:
+    """Whether the text nests past `limit`, from libyaml's events (no nodes built: about
+    an eighth of a load). libyaml builds nodes recursively in C: 100,000 levels of `[`
+    crashed the process instead of raising an error."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > limit:
+                return True
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return False
 
 
 def describe(exc: yaml.YAMLError) -> str:

@@ -157,10 +157,10 @@ def test_yaml_syntax_error(tmp_path):
 
 def test_an_error_quoting_a_huge_value_is_cut_short(tmp_path):
     """The message goes to the API, the log and the audit log: a schema error quotes the
-    offending value whole, and YAML aliases can make that megabytes from a few lines."""
+    offending value whole, and aliases can make that ~700 KB from a few lines."""
     directory = copy_policies(tmp_path)
     aliases = "[&a [" + ", ".join(["abcdefgh"] * 9) + "]" + ", *a" * 8 + "]"
-    for depth in range(4):  # each level nine times the one before: ~60,000 quoted words
+    for depth in range(3):  # each level nine times the one before: ~60,000 quoted words
         aliases = f"[&l{depth} {aliases}" + f", *l{depth}" * 8 + "]"
     edit(
         directory,
@@ -171,6 +171,25 @@ def test_an_error_quoting_a_huge_value_is_cut_short(tmp_path):
     message = load_error(directory)
     assert message.startswith("roles.yaml: ") and "more characters)" in message
     assert len(message) < 3_000
+
+
+def test_aliases_expanding_a_policy_file_without_end_are_refused_at_their_place(tmp_path):
+    """A "billion laughs": every reader of the value (the schema check, and the message
+    quoting it) walked the expansion: 43 s and 1.7 GB, holding a running server's
+    decisions while the watcher reloaded. Now the file is refused as it is read."""
+    directory = copy_policies(tmp_path)
+    aliases = '[&a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]' + ", *a" * 8 + "]"
+    for depth in range(8):  # 9**10 strings
+        aliases = f"[&l{depth} {aliases}" + f", *l{depth}" * 8 + "]"
+    edit(
+        directory,
+        "roles.yaml",
+        "template_id: d2562ede-74db-457e-a7b6-544e236ebb61",
+        f"template_id: {aliases}",
+    )
+    message = load_error(directory)
+    assert message.startswith("roles.yaml: line ")
+    assert message.endswith("invalid YAML: aliases expand the document by more than 100,000 nodes")
 
 
 def test_unknown_top_level_key(tmp_path):

@@ -109,3 +109,73 @@ def test_a_policy_boolean_written_no_is_refused_naming_the_place(tmp_path):
     with pytest.raises(PolicyError) as refused:
         load_policy(directory)
     assert "distinct_approvers_across_parties: 'no' is not of type 'boolean'" in refused.value.message
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A "billion laughs": each level nine aliases of the one before (9**9 strings)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_aliases_that_expand_a_document_without_end_are_refused_at_their_place(read):
+    """Every reader of the value (a schema check, its error message) walks the expansion:
+    a policy file like this took 43 s and 1.7 GB, and held a running server's decisions."""
+    with pytest.raises(yaml.YAMLError) as refused:
+        read(alias_bomb())
+    assert strict_yaml.describe(refused.value) == (  # l5, where the expansion passes the bound
+        "line 6, column 5: invalid YAML: aliases expand the document by more than 100,000 nodes"
+    )
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_a_node_holding_itself_is_refused(read):
+    with pytest.raises(yaml.YAMLError) as refused:
+        read("a: &loop [1, *loop]\n")
+    message = strict_yaml.describe(refused.value)
+    assert message == "line 1, column 4: invalid YAML: an alias refers to a node that holds it"
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_aliases_a_person_writes_still_read(read):
+    text = (
+        "defaults: &defaults {approvals: 1, party: resource}\n"
+        "same: {<<: *defaults, approvals: 2}\n"
+        "roles: &roles [a, b]\n"
+        "again: *roles\n"
+        "pattern: 'diagnostics/*'\n"
+    )
+    assert read(text) == {
+        "defaults": {"approvals": 1, "party": "resource"},
+        "same": {"approvals": 2, "party": "resource"},
+        "roles": ["a", "b"],
+        "again": ["a", "b"],
+        "pattern": "diagnostics/*",
+    }
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+@pytest.mark.parametrize("levels", [101, 5_000, 200_000])
+def test_nesting_past_a_hundred_levels_is_a_yaml_error_with_a_place(read, levels):
+    """Past Python's recursion limit the schema check failed naming no file, and libyaml
+    crashed the process (a segmentation fault) at 100,000 levels."""
+    with pytest.raises(yaml.YAMLError) as refused:
+        read("a:\n  b: " + "[" * levels + "]" * levels + "\n")
+    message = strict_yaml.describe(refused.value)
+    assert message == "line 2, column 104: invalid YAML: nested deeper than 100 levels"
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_a_hundred_levels_of_nesting_still_read(read):
+    assert read("a: " + "[" * 99 + "1" + "]" * 99 + "\n") == {"a": eval("[" * 99 + "1" + "]" * 99)}  # noqa: S307
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_a_nul_byte_is_placed_by_line_and_column_in_one_line(read):
+    with pytest.raises(yaml.YAMLError) as refused:
+        read("a: 1\nb: x\x00y\n")
+    assert strict_yaml.describe(refused.value) == (
+        "line 2, column 5: invalid YAML: unacceptable character #x0000: special characters are not allowed"
+    )
