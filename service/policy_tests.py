@@ -414,6 +414,7 @@ class SuiteRunner:
                 trail.append({"step": _step_name(step), "expected_status": step["expect_status"]})
                 actual["step_failed"] = _step_name(step)
         if "decision" in spec:
+            self._check_decision_tenant(suite, case)
             answer = self._call("POST", "/v1/decisions", CLIENT, {**spec["decision"], "explain": True})
             body = answer.get_json()
             if answer.status_code != 200:
@@ -436,6 +437,20 @@ class SuiteRunner:
         expected_values = {key: value for key, value in expected.items() if key != "request"}
         passed = compared == expected_values and "step_failed" not in actual
         return CaseResult(case, passed, expected_values, compared, trail)
+
+    def _check_decision_tenant(self, suite: Suite, case: Case) -> None:
+        """A decision names a tenant the fixtures or the case's steps created. A misspelt
+        one is unknown, so a case expecting a deny would pass whatever the policy says;
+        a tenant unknown on purpose expects unknown_tenant."""
+        tenant, expect = case.spec["decision"]["tenant_id"], case.spec["expect"]
+        if expect.get("reason") == "unknown_tenant" or "status" in expect or "error_code" in expect:
+            return  # unknown on purpose, or a decision expected to be refused (a 400)
+        with self.app.app_context():
+            known = Tenant.get_or_none(Tenant.id == tenant) is not None
+        if not known:
+            place = f"cases[{suite.cases.index(case)}].decision.tenant_id"
+            problem = f"unknown tenant {tenant!r}: list it in fixtures.directory.tenants (misspelt?)"
+            raise SuiteError(suite.path.name, place, problem)
 
     def _only_request(self) -> str | None:
         with self.app.app_context():

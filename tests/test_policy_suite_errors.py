@@ -204,6 +204,22 @@ BROKEN = {
         f"{RO} cases[9].decision.principal: 'evee' holds no role in fixtures.directory.role_assignments"
         " (misspelt?)",
     ),
+    "a decision about a misspelt tenant": (
+        SUITE,
+        """
+  - name: zz a misspelt tenant
+    decision: {principal: eve, tenant_id: contosso, action: read, resource: diagnostics/signInLogs}
+    expect: {allowed: false}
+""",
+        f"{RO} cases[9].decision.tenant_id: unknown tenant 'contosso': list it in"
+        " fixtures.directory.tenants (misspelt?)",
+    ),
+    "aliases expanding the suite without end": (
+        SUITE,
+        "x-lol: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+        + "".join(f"x-lol{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]\n" for n in range(1, 9)),
+        f"{RO} line 64, column 9: invalid YAML: aliases expand the document by more than 100,000 nodes",
+    ),
     "a step by a misspelt principal": (
         SUITE,
         STEP_CASE % "{as: opps, request: {method: GET, path: /v1/policy}}",
@@ -267,6 +283,26 @@ def test_a_refused_decision_may_be_expected_by_its_status_and_error_code(runner,
     result = runner.invoke(args=["policy", "test", str(policy_dir), "--filter", "zz a refused"])
     assert result.exit_code == 0, result.output
     assert "1 passed, 0 failed" in result.output
+
+
+def test_a_decision_about_a_tenant_unknown_on_purpose_expects_unknown_tenant(runner, tmp_path):
+    policy_dir = copy_policies(tmp_path)
+    append(
+        policy_dir / "tests" / SUITE,
+        """
+  - name: zz a tenant nobody set up
+    decision: {principal: eve, tenant_id: nowhere, action: read, resource: diagnostics/signInLogs}
+    expect: {allowed: false, reason: unknown_tenant}
+  - name: zz a tenant a step sets up
+    steps:
+      - {as: ops, request: {method: PUT, path: /v1/tenants/northwind, body: {name: Northwind}}}
+    decision: {principal: eve, tenant_id: northwind, action: read, resource: diagnostics/signInLogs}
+    expect: {allowed: false, reason: no_active_grant}
+""",
+    )
+    result = runner.invoke(args=["policy", "test", str(policy_dir), "--filter", "zz a tenant"])
+    assert result.exit_code == 0, result.output
+    assert "2 passed" in result.output, result.output
 
 
 def test_a_suite_named_yml_is_an_invalid_suite_not_skipped(runner, tmp_path):
