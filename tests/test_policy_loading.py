@@ -155,12 +155,11 @@ def test_yaml_syntax_error(tmp_path):
     assert "YAML" in message
 
 
-def test_an_error_quoting_a_huge_value_is_cut_short(tmp_path):
-    """The message goes to the API, the log and the audit log: a schema error quotes the
-    offending value whole, and aliases can make that ~700 KB from a few lines."""
-    directory = copy_policies(tmp_path)
+def template_id_of_aliases(directory: Path, levels: int) -> None:
+    """Give a role a template id (a string, by the schema) that is a list of lists of
+    aliases: 81 words, then nine times as many at each further level."""
     aliases = "[&a [" + ", ".join(["abcdefgh"] * 9) + "]" + ", *a" * 8 + "]"
-    for depth in range(3):  # each level nine times the one before: ~60,000 quoted words
+    for depth in range(levels):
         aliases = f"[&l{depth} {aliases}" + f", *l{depth}" * 8 + "]"
     edit(
         directory,
@@ -168,6 +167,13 @@ def test_an_error_quoting_a_huge_value_is_cut_short(tmp_path):
         "template_id: d2562ede-74db-457e-a7b6-544e236ebb61",
         f"template_id: {aliases}",
     )
+
+
+def test_an_error_quoting_a_huge_value_is_cut_short(tmp_path):
+    """The message goes to the API, the log and the audit log: a schema error quotes the
+    offending value whole, and aliases can make that ~700 KB from a few lines."""
+    directory = copy_policies(tmp_path)
+    template_id_of_aliases(directory, levels=3)  # ~60,000 quoted words
     message = load_error(directory)
     assert message.startswith("roles.yaml: ") and "more characters)" in message
     assert len(message) < 3_000
@@ -178,15 +184,7 @@ def test_aliases_expanding_a_policy_file_without_end_are_refused_at_their_place(
     quoting it) walked the expansion: 43 s and 1.7 GB, holding a running server's
     decisions while the watcher reloaded. Now the file is refused as it is read."""
     directory = copy_policies(tmp_path)
-    aliases = '[&a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]' + ", *a" * 8 + "]"
-    for depth in range(8):  # 9**10 strings
-        aliases = f"[&l{depth} {aliases}" + f", *l{depth}" * 8 + "]"
-    edit(
-        directory,
-        "roles.yaml",
-        "template_id: d2562ede-74db-457e-a7b6-544e236ebb61",
-        f"template_id: {aliases}",
-    )
+    template_id_of_aliases(directory, levels=8)  # 81 * 9**8 words
     message = load_error(directory)
     assert message.startswith("roles.yaml: line ")
     assert message.endswith("invalid YAML: aliases expand the document by more than 100,000 nodes")
