@@ -23,7 +23,17 @@ MAX_DEPTH = 100  # levels of nesting; the policy files use fewer than ten
 class _UniqueKeys:
     """Refuses a mapping that holds a key twice (mixed into a SafeLoader)."""
 
+    def construct_object(self, node, deep=False):
+        """PyYAML's, but a value its tag cannot build (`!!int x`, an integer of 5,000
+        digits) is a YAML error at its place, not a bare ValueError or IndexError."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, IndexError, OverflowError) as exc:
+            raise ConstructorError(None, None, f"cannot build this value: {exc}", node.start_mark) from None
+
     def construct_mapping(self, node, deep=False):
+        if not isinstance(node, yaml.MappingNode):  # `!!map [x]`, `!!set ab`: PyYAML's refusal
+            return super().construct_mapping(node, deep)
         first_at: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
             if key_node.tag == MERGE_TAG:
@@ -104,10 +114,11 @@ if FastUniqueKeyLoader is not None:
     _yaml12_booleans(FastUniqueKeyLoader)
 
 
-# Aliases repeat a node: a few lines of them can stand for billions of nodes (a "billion
-# laughs"), which every reader of the value walks (a schema check, and its error message,
-# took 43 s and 1.7 GB for one). A document may hold this many nodes more than it writes.
-EXTRA_NODES_ALLOWED = 100_000
+# Aliases repeat a node: a few lines of them can stand for billions of values (a "billion
+# laughs"), or a long string thousands of times, and every reader of the document walks
+# the expansion (a schema check, and its error message, took 43 s and 1.7 GB for one). A
+# document's aliases may add this much: characters of strings, and one per collection.
+EXPANSION_ALLOWED = 1_000_000
 
 
 def load(text: str, loader: type = UniqueKeyLoader) -> Any:
@@ -116,8 +127,8 @@ def load(text: str, loader: type = UniqueKeyLoader) -> Any:
 
 def _load_with(loader_class: type, text: str) -> Any:
     """yaml.load, refusing what no file a person writes needs: aliases that expand the
-    document past EXTRA_NODES_ALLOWED, and a node holding itself (and, in the loader,
-    nesting past MAX_DEPTH). Each is a YAML error with its place, as any other."""
+    document past EXPANSION_ALLOWED or MAX_DEPTH, and a node holding itself (the loader
+    refuses nesting past MAX_DEPTH as written). Each is a YAML error with its place."""
     try:
         loader = loader_class(text)  # the pure-Python reader checks every character here
     except yaml.reader.ReaderError as exc:  # a NUL byte, say: placed by line and column
@@ -149,10 +160,12 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 def _refuse_alias_bombs(root: yaml.Node) -> None:
-    """Walk the node graph once (aliases are shared nodes): refuse a node that holds
-    itself (`&a [*a]`), and aliases that add more than EXTRA_NODES_ALLOWED nodes. The
-    nodes a repeat adds are all those its node stands for, so each is counted once."""
-    sizes: dict[int, int] = {}  # id(node): how many nodes it stands for, aliases expanded
+    """Walk the node graph once (aliases are shared nodes) and refuse: a node that holds
+    itself (`&a [*a]`); aliases that add more than EXPANSION_ALLOWED (a repeat adds all
+    its node stands for, so each node's size is counted once); and nesting past
+    MAX_DEPTH once aliases are expanded (the composer counts only what is written)."""
+    sizes: dict[int, int] = {}  # id(node): what it stands for, aliases expanded
+    heights: dict[int, int] = {}  # id(node): levels of collections in it, aliases expanded
     open_nodes: set[int] = set()  # the node being walked and its parents
     added = 0
     stack: list[tuple[yaml.Node, yaml.Node, bool]] = [(root, root, False)]
@@ -160,21 +173,28 @@ def _refuse_alias_bombs(root: yaml.Node) -> None:
         node, parent, walked = stack.pop()
         if walked:
             open_nodes.discard(id(node))
-            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            children = _children(node)
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            heights[id(node)] = 1 + max((heights[id(child)] for child in children), default=0)
+            if heights[id(node)] > MAX_DEPTH:
+                problem = f"nested deeper than {MAX_DEPTH} levels once its aliases are expanded"
+                raise MarkedYAMLError(None, None, problem, node.start_mark)
         elif id(node) in open_nodes:
             raise MarkedYAMLError(None, None, "an alias refers to a node that holds it", parent.start_mark)
         elif id(node) in sizes:
             added += sizes[id(node)]
-            if added > EXTRA_NODES_ALLOWED:
-                problem = f"aliases expand the document by more than {EXTRA_NODES_ALLOWED:,} nodes"
+            if added > EXPANSION_ALLOWED:
+                problem = f"aliases expand the document by more than {EXPANSION_ALLOWED:,} characters"
                 raise MarkedYAMLError(None, None, problem, parent.start_mark)
+        elif isinstance(node, yaml.ScalarNode):
+            sizes[id(node)], heights[id(node)] = max(1, len(node.value)), 0
         else:
             open_nodes.add(id(node))
             stack.append((node, parent, True))
             stack.extend((child, node, False) for child in reversed(_children(node)))
 
 
-_LIBYAML_DIFFERS = re.compile(r"[\t\ufeff?]|[|>][-+0-9]*#")
+_LIBYAML_DIFFERS = re.compile(r"[\t\ufeff?]|[|>][-+0-9]*#|!(?![^\s,\[\]{}])")
 
 
 def load_large(text: str) -> Any:
@@ -187,7 +207,8 @@ def load_large(text: str) -> Any:
     takes one inside a plain scalar), a byte-order mark past the first character
     (libyaml drops one at the start of a line inside [...] or {...}, so `\ufeffalice`
     would become `alice`), a `?` (`alice?` inside {...}), and a block scalar's header with
-    a comment right after it (`|#`)."""
+    a comment right after it (`|#`), and a bare `!` tag (`a: !` is None to PyYAML, "" to
+    libyaml)."""
     if FastUniqueKeyLoader is None or _LIBYAML_DIFFERS.search(text.removeprefix("\ufeff")):
         return load(text)
     try:

@@ -214,11 +214,21 @@ BROKEN = {
         f"{RO} cases[9].decision.tenant_id: unknown tenant 'contosso': list it in"
         " fixtures.directory.tenants (misspelt?)",
     ),
+    "a decision about a misspelt tenant, its answer expected beside a step's status": (
+        SUITE,
+        (STEP_CASE % "{as: ops, request: {method: GET, path: /v1/policy}}").replace(
+            "    expect: {status: 200}",
+            f"    {DECISION.replace('contoso', 'contosso')}\n    expect: {{status: 200, allowed: false}}",
+        ),
+        f"{RO} cases[9].decision.tenant_id: unknown tenant 'contosso': list it in"
+        " fixtures.directory.tenants (misspelt?)",
+    ),
     "aliases expanding the suite without end": (
         SUITE,
         "x-lol: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
         + "".join(f"x-lol{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]\n" for n in range(1, 9)),
-        f"{RO} line 64, column 9: invalid YAML: aliases expand the document by more than 100,000 nodes",
+        f"{RO} line 64, column 9: invalid YAML: aliases expand the document"
+        " by more than 1,000,000 characters",
     ),
     "a step by a misspelt principal": (
         SUITE,

@@ -126,7 +126,7 @@ def test_aliases_that_expand_a_document_without_end_are_refused_at_their_place(r
     with pytest.raises(yaml.YAMLError) as refused:
         read(alias_bomb())
     assert strict_yaml.describe(refused.value) == (  # l5, where the expansion passes the bound
-        "line 6, column 5: invalid YAML: aliases expand the document by more than 100,000 nodes"
+        "line 6, column 5: invalid YAML: aliases expand the document by more than 1,000,000 characters"
     )
 
 
@@ -179,3 +179,59 @@ def test_a_nul_byte_is_placed_by_line_and_column_in_one_line(read):
     assert strict_yaml.describe(refused.value) == (
         "line 2, column 5: invalid YAML: unacceptable character #x0000: special characters are not allowed"
     )
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_a_long_string_repeated_by_aliases_is_refused(read):
+    """Few nodes, but each a long string: a policy file like this (under the 1 MiB file
+    limit) held the schema check for minutes."""
+    text = f"a: &s {'x' * 600_000}\nb: *s\nc: *s\n"
+    with pytest.raises(yaml.YAMLError) as refused:
+        read(text)
+    message = strict_yaml.describe(refused.value)
+    assert (
+        message
+        == "line 1, column 1: invalid YAML: aliases expand the document by more than 1,000,000 characters"
+    )
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_nesting_that_aliases_take_past_a_hundred_levels_is_refused(read):
+    """Each line nests 60 levels as written; the second holds the first inside it."""
+    text = "a: &a " + "[" * 60 + "1" + "]" * 60 + "\nb: " + "[" * 60 + "*a" + "]" * 60 + "\n"
+    with pytest.raises(yaml.YAMLError) as refused:
+        read(text)
+    message = strict_yaml.describe(refused.value)
+    assert (
+        message
+        == "line 2, column 23: invalid YAML: nested deeper than 100 levels once its aliases are expanded"
+    )
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "a: !!int x\n",
+            "line 1, column 4: invalid YAML: cannot build this value: invalid literal for int()",
+        ),
+        ("a: !!int\n", "line 1, column 4: invalid YAML: cannot build this value: string index out of range"),
+        (
+            "a: " + "1" * 5000 + "\n",
+            "line 1, column 4: invalid YAML: cannot build this value: Exceeds the limit",
+        ),
+        ("b: !!map [x]\n", "line 1, column 4: invalid YAML: expected a mapping node, but found sequence"),
+        ("!!set ab\n", "line 1, column 1: invalid YAML: expected a mapping node, but found scalar"),
+    ],
+)
+def test_a_value_its_tag_cannot_build_is_a_yaml_error_at_its_place(read, text, problem):
+    """They were a bare ValueError, TypeError or IndexError: a traceback from the suite
+    loader and the directory import."""
+    with pytest.raises(yaml.YAMLError) as refused:
+        read(text)
+    assert strict_yaml.describe(refused.value).startswith(problem)
+
+
+def test_a_bare_tag_reads_alike_in_both_loaders():
+    assert strict_yaml.load_large("a: !\n") == strict_yaml.load("a: !\n") == {"a": None}
