@@ -168,13 +168,20 @@ def _policy_fields_never_compared(policy: Policy) -> list[str]:
     return warnings
 
 
+# A comment group, or verbose mode (where `#` starts a comment and whitespace is
+# ignored): what is a group or an alternative there is past this simple reading.
+_UNREADABLE_HERE = re.compile(r"\(\?#|\(\?[a-zA-Z]*x")
+
+
 def is_anchored(pattern: str) -> bool:
     """Whether the pattern can only match a whole string: it begins with ^ and ends with
     an unescaped $, with no | outside a group (`^a|b$` is `^a` or `b$`: it matches
-    `xb` and `ab...`). `^(?:a|b)$` is anchored."""
+    `xb` and `ab...`). `^(?:a|b)$` is anchored. A pattern with a comment or in verbose
+    mode is taken as unanchored (warned about: write it plainly)."""
     trailing_backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
     ends = pattern.endswith("$") and trailing_backslashes % 2 == 0
-    return pattern.startswith("^") and ends and not _top_level_alternation(pattern)
+    plain = not _UNREADABLE_HERE.search(pattern)
+    return pattern.startswith("^") and ends and plain and not _top_level_alternation(pattern)
 
 
 def _top_level_alternation(pattern: str) -> bool:

@@ -6,12 +6,13 @@ makes them errors (exit code 3)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from service.policy import REPO_POLICY_DIR, load_policy
-from service.policy_lint import lint
+from service.policy_lint import is_anchored, lint
 from tests.helpers import append, copy_policies, edit
 
 EXIT_OK, EXIT_INVALID = 0, 3
@@ -272,6 +273,7 @@ def test_a_regex_model_with_anchored_patterns_loads_and_is_clean(tmp_path):
         ("^diagnostics/[]|]$", True),
         ("^diagnostics/signInLogs\\$", False),  # an escaped $ is a dollar sign, not the end
         ("^diagnostics/\\|$", True),  # an escaped | is a character
+        ("^diagnostics/(?#(|)signInLogs|x$", False),  # the ( in a comment is no group
     ],
 )
 def test_a_regex_is_anchored_only_when_it_can_match_nothing_but_a_whole_string(tmp_path, pattern, anchored):
@@ -285,3 +287,11 @@ def test_a_regex_is_anchored_only_when_it_can_match_nothing_but_a_whole_string(t
     )
     warning = f"access.yaml rules[0]: unanchored regex {pattern!r} used by regexMatch in access.conf"
     assert lint(load_policy(policy_dir)) == ([] if anchored else [warning])
+
+
+def test_a_regex_in_verbose_mode_is_taken_as_unanchored():
+    """In verbose mode `#` starts a comment: `#[` opens no set, so the | is top-level and
+    the pattern matches every string."""
+    pattern = "^(?x:#[\n)|b$"
+    assert re.match(pattern, "anything")
+    assert not is_anchored(pattern)
