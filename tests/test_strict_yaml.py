@@ -18,6 +18,13 @@ POLICY_FILES = sorted((Path(__file__).parent.parent / "policies").rglob("*.yaml"
 needs_libyaml = pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML built without libyaml")
 
 
+def refusal(read, text: str) -> str:
+    """The one-line error `read` refuses `text` with."""
+    with pytest.raises(yaml.YAMLError) as refused:
+        read(text)
+    return strict_yaml.describe(refused.value)
+
+
 @pytest.mark.parametrize("path", [DIRECTORY_FILE, *POLICY_FILES], ids=lambda p: Path(p).name)
 def test_load_large_gives_what_load_gives(path):
     text = Path(path).read_text(encoding="utf-8")
@@ -123,18 +130,14 @@ def alias_bomb(levels: int = 9) -> str:
 def test_aliases_that_expand_a_document_without_end_are_refused_at_their_place(read):
     """Every reader of the value (a schema check, its error message) walks the expansion:
     a policy file like this took 43 s and 1.7 GB, and held a running server's decisions."""
-    with pytest.raises(yaml.YAMLError) as refused:
-        read(alias_bomb())
-    assert strict_yaml.describe(refused.value) == (  # l5, where the expansion passes the bound
+    assert refusal(read, alias_bomb()) == (  # l5, where the expansion passes the bound
         "line 6, column 5: invalid YAML: aliases expand the document by more than 1,000,000 characters"
     )
 
 
 @pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
 def test_a_node_holding_itself_is_refused(read):
-    with pytest.raises(yaml.YAMLError) as refused:
-        read("a: &loop [1, *loop]\n")
-    message = strict_yaml.describe(refused.value)
+    message = refusal(read, "a: &loop [1, *loop]\n")
     assert message == "line 1, column 4: invalid YAML: an alias refers to a node that holds it"
 
 
@@ -161,9 +164,7 @@ def test_aliases_a_person_writes_still_read(read):
 def test_nesting_past_a_hundred_levels_is_a_yaml_error_with_a_place(read, levels):
     """Past Python's recursion limit the schema check failed naming no file, and libyaml
     crashed the process (a segmentation fault) at 100,000 levels."""
-    with pytest.raises(yaml.YAMLError) as refused:
-        read("a:\n  b: " + "[" * levels + "]" * levels + "\n")
-    message = strict_yaml.describe(refused.value)
+    message = refusal(read, "a:\n  b: " + "[" * levels + "]" * levels + "\n")
     assert message == "line 2, column 104: invalid YAML: nested deeper than 100 levels"
 
 
@@ -174,9 +175,7 @@ def test_a_hundred_levels_of_nesting_still_read(read):
 
 @pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
 def test_a_nul_byte_is_placed_by_line_and_column_in_one_line(read):
-    with pytest.raises(yaml.YAMLError) as refused:
-        read("a: 1\nb: x\x00y\n")
-    assert strict_yaml.describe(refused.value) == (
+    assert refusal(read, "a: 1\nb: x\x00y\n") == (
         "line 2, column 5: invalid YAML: unacceptable character #x0000: special characters are not allowed"
     )
 
@@ -186,9 +185,7 @@ def test_a_long_string_repeated_by_aliases_is_refused(read):
     """Few nodes, but each a long string: a policy file like this (under the 1 MiB file
     limit) held the schema check for minutes."""
     text = f"a: &s {'x' * 600_000}\nb: *s\nc: *s\n"
-    with pytest.raises(yaml.YAMLError) as refused:
-        read(text)
-    message = strict_yaml.describe(refused.value)
+    message = refusal(read, text)
     assert (
         message
         == "line 1, column 1: invalid YAML: aliases expand the document by more than 1,000,000 characters"
@@ -199,9 +196,7 @@ def test_a_long_string_repeated_by_aliases_is_refused(read):
 def test_nesting_that_aliases_take_past_a_hundred_levels_is_refused(read):
     """Each line nests 60 levels as written; the second holds the first inside it."""
     text = "a: &a " + "[" * 60 + "1" + "]" * 60 + "\nb: " + "[" * 60 + "*a" + "]" * 60 + "\n"
-    with pytest.raises(yaml.YAMLError) as refused:
-        read(text)
-    message = strict_yaml.describe(refused.value)
+    message = refusal(read, text)
     assert (
         message
         == "line 2, column 23: invalid YAML: nested deeper than 100 levels once its aliases are expanded"
@@ -228,9 +223,7 @@ def test_nesting_that_aliases_take_past_a_hundred_levels_is_refused(read):
 def test_a_value_its_tag_cannot_build_is_a_yaml_error_at_its_place(read, text, problem):
     """They were a bare ValueError, TypeError or IndexError: a traceback from the suite
     loader and the directory import."""
-    with pytest.raises(yaml.YAMLError) as refused:
-        read(text)
-    assert strict_yaml.describe(refused.value).startswith(problem)
+    assert refusal(read, text).startswith(problem)
 
 
 def test_a_bare_tag_reads_alike_in_both_loaders():
