@@ -31,9 +31,18 @@ class _UniqueKeys:
         except (ValueError, TypeError, IndexError, OverflowError) as exc:
             raise ConstructorError(None, None, f"cannot build this value: {exc}", node.start_mark) from None
 
-    def construct_mapping(self, node, deep=False):
-        if not isinstance(node, yaml.MappingNode):  # `!!map [x]`, `!!set ab`: PyYAML's refusal
-            return super().construct_mapping(node, deep)
+    def flatten_mapping(self, node):
+        """Check a mapping's keys before PyYAML merges `<<:` into it, in place: PyYAML
+        flattens every mapping as it builds it, and first each mapping merged into it
+        (which may not be built yet). Checked after, a mapping merged into one built
+        earlier would hold the keys it merged beside its own."""
+        checked = self.__dict__.setdefault("_checked", set())
+        if id(node) not in checked:
+            checked.add(id(node))
+            self._refuse_a_key_twice(node)
+        super().flatten_mapping(node)
+
+    def _refuse_a_key_twice(self, node: yaml.MappingNode) -> None:
         first_at: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
             if key_node.tag == MERGE_TAG:
@@ -48,7 +57,6 @@ class _UniqueKeys:
                 raise ConstructorError(
                     "while constructing a mapping", node.start_mark, problem, key_node.start_mark
                 )
-        return super().construct_mapping(node, deep)
 
     _depth = 0
 

@@ -228,3 +228,11 @@ def test_a_value_its_tag_cannot_build_is_a_yaml_error_at_its_place(read, text, p
 
 def test_a_bare_tag_reads_alike_in_both_loaders():
     assert strict_yaml.load_large("a: !\n") == strict_yaml.load("a: !\n") == {"a": None}
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_a_mapping_merged_before_it_is_built_is_not_taken_for_a_key_twice(read):
+    """PyYAML merges `<<:` in place, and builds `c` before `y` here: `y`, checked after
+    `c` merged it, held b's `k` beside its own and was refused."""
+    text = "b: &b {k: 1}\nx:\n  y: &a {<<: *b, k: 2}\nc: {<<: *a}\n"
+    assert read(text) == {"b": {"k": 1}, "x": {"y": {"k": 2}}, "c": {"k": 2}}
