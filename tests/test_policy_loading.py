@@ -18,6 +18,7 @@ from service.errors import PolicyError
 from service.policy import REPO_POLICY_DIR, load_policy
 from service.policy_store import PolicyStore
 from tests.conftest import SECRET, START, auth, read_check
+from tests.helpers import append
 
 ROLES_TSV = Path(__file__).with_name("data") / "support-ticket-roles.tsv"
 MANAGE = "manage_support_access"
@@ -188,6 +189,20 @@ def test_aliases_expanding_a_policy_file_without_end_are_refused_at_their_place(
     message = load_error(directory)
     assert message.startswith("roles.yaml: line ")
     assert message.endswith("invalid YAML: aliases expand the document by more than 1,000,000 characters")
+
+
+def test_roles_carrying_too_many_actions_in_all_are_refused_before_casbin_reads_them(tmp_path):
+    """One list of 1,000 actions under 51 roles (an alias each: a 15 KB file) is 51,000
+    rows; Casbin's add_policy compares each row with every one before it (40 such
+    roles took 77 s to load)."""
+    directory = copy_policies(tmp_path)
+    actions = ", ".join(f"a{number}" for number in range(1000))
+    roles = "  - {name: r0, scope: customer, actions: &actions [" + actions + "]}\n"
+    roles += "".join(
+        f"  - {{name: r{number}, scope: customer, actions: *actions}}\n" for number in range(1, 51)
+    )
+    append(directory / "roles.yaml", roles)
+    assert load_error(directory) == "roles.yaml: roles: the roles carry 51,053 actions in all, over 50,000"
 
 
 def test_unknown_top_level_key(tmp_path):
