@@ -24,11 +24,14 @@ class _UniqueKeys:
     """Refuses a mapping that holds a key twice (mixed into a SafeLoader)."""
 
     def construct_object(self, node, deep=False):
-        """PyYAML's, but a value its tag cannot build (`!!int x`, an integer of 5,000
-        digits) is a YAML error at its place, not a bare ValueError or IndexError."""
+        """PyYAML's, but a scalar its tag cannot build (`!!int x`, an integer of 5,000
+        digits) is a YAML error at its place, not a bare ValueError or IndexError. (Only
+        scalars: from a collection such an error would be a bug of ours, not the file's.)"""
         try:
             return super().construct_object(node, deep)
         except (ValueError, TypeError, IndexError, OverflowError) as exc:
+            if not isinstance(node, yaml.ScalarNode):
+                raise
             raise ConstructorError(None, None, f"cannot build this value: {exc}", node.start_mark) from None
 
     def flatten_mapping(self, node):
@@ -202,7 +205,7 @@ def _refuse_alias_bombs(root: yaml.Node) -> None:
             stack.extend((child, node, False) for child in reversed(_children(node)))
 
 
-_LIBYAML_DIFFERS = re.compile(r"[\t\ufeff?]|[|>][-+0-9]*#|!(?![^\s,\[\]{}])")
+_LIBYAML_DIFFERS = re.compile(r"[\t\ufeff?!]|[|>][-+0-9]*#")
 
 
 def load_large(text: str) -> Any:
@@ -215,8 +218,8 @@ def load_large(text: str) -> Any:
     takes one inside a plain scalar), a byte-order mark past the first character
     (libyaml drops one at the start of a line inside [...] or {...}, so `\ufeffalice`
     would become `alice`), a `?` (`alice?` inside {...}), and a block scalar's header with
-    a comment right after it (`|#`), and a bare `!` tag (`a: !` is None to PyYAML, "" to
-    libyaml)."""
+    a comment right after it (`|#`), and a `!` (a tag with no value, `a: !` or `[!!str, x]`,
+    is None or refused by PyYAML, "" to libyaml; these files need no tags)."""
     if FastUniqueKeyLoader is None or _LIBYAML_DIFFERS.search(text.removeprefix("\ufeff")):
         return load(text)
     try:
