@@ -21,7 +21,9 @@ MAX_DEPTH = 100  # levels of nesting; the policy files use fewer than ten
 
 
 class _UniqueKeys:
-    """Refuses a mapping that holds a key twice (mixed into a SafeLoader)."""
+    """Mixed into a SafeLoader: refuses a mapping that holds a key twice and nesting past
+    MAX_DEPTH (pure-Python composer only; load_large checks libyaml's), and places a
+    scalar its tag cannot build."""
 
     def construct_object(self, node, deep=False):
         """PyYAML's, but a scalar its tag cannot build (`!!int x`, an integer of 5,000
