@@ -9,7 +9,7 @@ HOST := 127.0.0.1
 PORT ?= 5000
 SECRET_FILE := instance/dev-secret
 
-.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-servers bench-cache bench-lookups bench-profile bench-changes
+.PHONY: run test test-postgres lint format serve secret demo clean policy-test bench bench-servers bench-cache bench-lookups bench-profile bench-changes bench-policy-load
 
 $(STAMP): requirements.txt
 	@python=$(PYTHON); [ -x $(BIN)/python ] && python=$(BIN)/python; \
@@ -117,6 +117,10 @@ bench-profile: $(STAMP)
 # How long a new grant and a revocation take to be in force, large set, 15 changes (~2 minutes).
 bench-changes: $(STAMP)
 	$(BIN)/python -m bench.change_cost
+
+# How long a policy takes to load as roles.yaml grows: 250 to 4,000 roles (~30 s).
+bench-policy-load: $(STAMP)
+	$(BIN)/python -m bench.policy_load $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
