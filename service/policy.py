@@ -96,6 +96,7 @@ class Policy:
     directory: Path
     version: str
     loaded_at: datetime
+    files: dict[str, bytes] = field(repr=False)  # what was loaded, by file name: the snapshot saves it
     roles: dict[str, Role]
     role_by_template_id: dict[str, str]
     permissions: dict[str, str]
@@ -197,16 +198,17 @@ LOAD_ATTEMPTS = 3
 def load_policy(directory: str | Path, now: datetime | None = None) -> Policy:
     """Read, validate and compile every file of a policy directory.
 
-    The version is the files' hash, taken before and after reading them: if a file was
-    replaced meanwhile, the version would name content that was not loaded (and the
-    store would snapshot it as the last good policy), so the load starts again."""
+    Each file is read once; the version is the hash of what was read. The files are
+    hashed again after the load: if one was replaced meanwhile, what was read may mix old
+    files with new ones, a policy no one wrote, so the load starts again."""
     directory = Path(directory)
     if not directory.is_dir():
         raise PolicyLoadError(f"{directory}: policy directory not found")
     for _ in range(LOAD_ATTEMPTS):
-        version = policy_version(directory)
+        files = _read_files(directory)
+        version = _version_of(files)
         try:
-            policy = _load(directory, version, now)
+            policy = _load(directory, files, version, now)
         except PolicyError:
             raise
         except Exception as exc:  # a check we lack: still a failed load, reported as one
@@ -216,8 +218,8 @@ def load_policy(directory: str | Path, now: datetime | None = None) -> Policy:
     raise PolicyLoadError(f"{directory}: the policy files kept changing while they were read")
 
 
-def _load(directory: Path, version: str, now: datetime | None) -> Policy:
-    documents = {name: _read_yaml(directory, name) for name in YAML_FILES}
+def _load(directory: Path, files: dict[str, bytes | None], version: str, now: datetime | None) -> Policy:
+    documents = {name: _parse_yaml(files, name) for name in YAML_FILES}
     for name, document in documents.items():
         _validate_schema(name, document)
     roles, by_template = _build_roles(documents["roles.yaml"])
@@ -232,13 +234,14 @@ def _load(directory: Path, version: str, now: datetime | None) -> Policy:
     if len(permission_rules) > MAX_PERMISSION_ROWS:
         problem = f"the roles carry {len(permission_rules):,} actions in all, over {MAX_PERMISSION_ROWS:,}"
         raise PolicyValidationError("roles.yaml", "roles", problem)
-    permission_enforcer = _build_enforcer(directory, "permissions.conf", permission_rules)
-    access_enforcer = _build_enforcer(directory, "access.conf", access_rules)
+    permission_enforcer = _build_enforcer(files, "permissions.conf", permission_rules)
+    access_enforcer = _build_enforcer(files, "access.conf", access_rules)
     approval = workflow["approval"]
     policy = Policy(
         directory=directory,
         version=version,
         loaded_at=now or datetime.now(UTC),
+        files={name: data for name, data in files.items() if data is not None},
         roles=roles,
         role_by_template_id=by_template,
         permissions=dict(workflow["permissions"]),
@@ -266,7 +269,7 @@ def _load(directory: Path, version: str, now: datetime | None) -> Policy:
         access_enforcer=access_enforcer,
     )
     _ask_every_access_question(policy)
-    _evaluate_every_permission_row(directory, permission_rules, policy.permissions.values())
+    _evaluate_every_permission_row(files, permission_rules, policy.permissions.values())
     return policy
 
 
@@ -289,7 +292,7 @@ def _ask_every_access_question(policy: Policy) -> None:
                     raise PolicyValidationError("access.conf", "[matchers]", problem) from exc
 
 
-def _evaluate_every_permission_row(directory: Path, rules: tuple[Rule, ...], actions) -> None:
+def _evaluate_every_permission_row(files: dict[str, bytes | None], rules: tuple[Rule, ...], actions) -> None:
     """Evaluate permissions.conf's whole matcher on every p row, for every action a
     question can ask (workflow.yaml's permissions), so that a matcher that fails there
     (an invalid regular expression, a function given a wrong argument) fails the load,
@@ -303,7 +306,7 @@ def _evaluate_every_permission_row(directory: Path, rules: tuple[Rule, ...], act
     that allows."""
     if not rules:
         return
-    probe = _build_enforcer(directory, "permissions.conf", rules)
+    probe = _build_enforcer(files, "permissions.conf", rules)
     probe.set_effector(get_effector(ALLOW_AND_DENY_EFFECT))
     for name, assertion in probe.get_model()["g"].items():
         assertion.rm = probe.rm_map[name] = _EveryLink()
@@ -331,19 +334,28 @@ def _role_name(roles: dict[str, Role], by_template: dict[str, str]):
 
 def policy_version(directory: Path) -> str:
     """A content hash of every file that shapes decisions."""
-    digest = hashlib.sha256()
+    return _version_of(_read_files(directory))
+
+
+def _read_files(directory: Path) -> dict[str, bytes | None]:
+    """Every policy file's bytes, by name; None for a file that is not there (parsing it
+    names the missing file)."""
+    files: dict[str, bytes | None] = {}
     for name in sorted((*YAML_FILES, *MODEL_FILES)):
+        try:
+            files[name] = read_policy_file(directory / name, name)
+        except FileNotFoundError:
+            files[name] = None
+    return files
+
+
+def _version_of(files: dict[str, bytes | None]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
         digest.update(name.encode() + b"\0")
-        digest.update(_file_bytes(directory, name))
+        digest.update(files[name] or b"")
         digest.update(b"\0")
     return digest.hexdigest()[:16]
-
-
-def _file_bytes(directory: Path, name: str) -> bytes:
-    try:
-        return read_policy_file(directory / name, name)
-    except FileNotFoundError:
-        return b""  # reading it names the missing file
 
 
 def read_policy_file(path: Path, name: str) -> bytes:
@@ -396,11 +408,12 @@ def _timing(timing: dict[str, str]) -> Timing:
     return Timing(**durations)
 
 
-def _read_yaml(directory: Path, name: str) -> Any:
+def _parse_yaml(files: dict[str, bytes | None], name: str) -> Any:
+    data = files[name]
+    if data is None:
+        raise PolicyLoadError(f"{name}: cannot read file: No such file or directory")
     try:
-        text = read_policy_file(directory / name, name).decode("utf-8")
-    except FileNotFoundError as exc:
-        raise PolicyLoadError(f"{name}: cannot read file: {exc.strerror or exc}") from exc
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
     try:
@@ -517,11 +530,12 @@ def _check_access_rules(access: dict) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def _build_enforcer(directory: Path, name: str, rules: tuple[Rule, ...]) -> casbin.Enforcer:
+def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule, ...]) -> casbin.Enforcer:
+    data = files[name]
+    if data is None:
+        raise PolicyLoadError(f"{name}: cannot read file: No such file or directory")
     try:
-        text = read_policy_file(directory / name, name).decode("utf-8")
-    except FileNotFoundError:
-        raise PolicyLoadError(f"{name}: file not found in {directory}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
     text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write (YAML files may have one)

@@ -6,7 +6,10 @@ a new version, or fails on new files, or loads after a failure) moves the machin
 policy generation on (service/state_signal.py), and every other worker, before its next
 answer, loads the files too unless it serves them already or failed on them already
 (PolicyStore.should_follow): a reload answered by one worker is in force in all of them,
-as a revocation is, and a failed one is reported by all of them."""
+as a revocation is, and a failed one is reported by all of them. A worker hearing of a
+load first serves what that worker loaded, from the snapshot it saved
+(PolicyStore.follow_snapshot): the files may have been broken since, and a failed load
+of them here would keep an older policy, one that may allow more."""
 
 from __future__ import annotations
 
@@ -42,21 +45,37 @@ def reload_policy(app: Flask, trigger: str, actor="system") -> Policy:
         policy = store.reload(now)
     except PolicyError as exc:
         error = exc
-    result = "failure" if error else "success"
-    RELOADS.labels(result=result, trigger=trigger).inc()
     details = {"trigger": trigger, "previous_version": previous}
     details.update({"error": error.message} if error else {"version": policy.version})
-    with app.app_context(), transaction():
-        provider = provider_tenant(app.config["PROVIDER_TENANT"])
-        audit.record(
-            "policy.reloaded", actor, provider, [provider], str(store.directory), details, now, result
-        )
+    _record(app, actor, details, now, "failure" if error else "success")
     generation = app.extensions.get("policy_generation")
     if generation is not None and store.state() != before:
         generation.publish()
     if error:
         raise error
     return policy
+
+
+def follow_snapshot(app: Flask) -> None:
+    """Serve the policy another worker loaded and saved since this worker's was loaded
+    (PolicyStore.follow_snapshot), recorded as a reload from the snapshot."""
+    store = app.extensions["policy_store"]
+    now = app.config["CLOCK"]()
+    previous = store.current.version
+    if store.follow_snapshot(now):
+        details = {"trigger": "worker", "previous_version": previous, "version": store.current.version}
+        _record(app, "system", {**details, "source": "snapshot"}, now, "success")
+
+
+def _record(app: Flask, actor: str, details: dict, now, result: str) -> None:
+    """Said as SPEC §3 asks: the log (the store), a metric and the audit log."""
+    store = app.extensions["policy_store"]
+    RELOADS.labels(result=result, trigger=details["trigger"]).inc()
+    with app.app_context(), transaction():
+        provider = provider_tenant(app.config["PROVIDER_TENANT"])
+        audit.record(
+            "policy.reloaded", actor, provider, [provider], str(store.directory), details, now, result
+        )
 
 
 class PolicyWatcher:
@@ -119,14 +138,19 @@ class PolicyWatcher:
 
     def keep_current(self) -> None:
         """Before each request: if another worker's policy state changed since (see the
-        module), load the files here too unless this worker serves them already or failed
-        on them already. Nothing changed: one read of a shared word."""
+        module), serve the policy it saved if it loaded one (the files may be broken
+        since), then load the files here too unless this worker serves them already or
+        failed on them already. Nothing changed: one read of a shared word."""
         if self.generation.value() == self._followed:
             return
         with self._follow_lock:
             generation = self.generation.value()  # before reading the files: none is missed
             if generation == self._followed:
                 return
+            try:
+                follow_snapshot(self.app)
+            except Exception:  # as _reload: the files are tried next, the old policy stays
+                log.exception("following another worker's policy failed unexpectedly")
             if self.app.extensions["policy_store"].should_follow():
                 self._reload("worker")
             # Only now: another request thread of this worker must wait for the load (on

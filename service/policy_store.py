@@ -4,10 +4,13 @@ A new policy is built completely beside the old one and then swapped in with one
 reference assignment, so readers see either the old policy or the new one, never a mix.
 A failed reload keeps the last good policy and remembers the error.
 
-Each good policy is also copied to a snapshot directory. A process that starts while
-the policy files are broken (a worker restarted by its server after a bad edit) serves
-that last good snapshot and reports the error, instead of refusing to start; only a
-first start with no good policy at all is refused.
+Each good policy is also saved, as the bytes it was loaded from, to a snapshot directory
+shared by the workers of a machine, numbered in the order saved: the machine's last good
+policy. A process that starts while the policy files are broken (a worker restarted by
+its server after a bad edit) serves it and reports the error, instead of refusing to
+start; only a first start with no good policy at all is refused. And a worker that hears
+another worker loaded a policy serves that snapshot (follow_snapshot) before it reads the
+files itself: were they broken since, it would keep an older policy that may allow more.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import logging
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from service.errors import PolicyError, Unavailable
-from service.policy import MODEL_FILES, YAML_FILES, Policy, load_policy, policy_version
+from service.policy import Policy, load_policy, policy_version
 
 log = logging.getLogger("support_access.policy")
 
@@ -34,6 +38,9 @@ class PolicyStore:
         self.last_reload_error: str | None = None
         self.last_reload_at: datetime | None = None
         self.failed_version: str | None = None  # the files' version the last reload failed on
+        # The snapshot's number when it last held what this store serves or something
+        # older: a snapshot numbered higher was saved by another worker since.
+        self._snapshot_number = 0
         self._reload_lock = threading.Lock()
 
     @property
@@ -72,58 +79,103 @@ class PolicyStore:
     def start_from_snapshot(self, now: datetime, error: PolicyError) -> bool:
         """After a failed first load: serve the last good snapshot of this directory, if
         there is one. True if a policy is now in force."""
-        source = self.snapshot_dir / "SOURCE" if self.snapshot_dir else None
-        if source is None or not source.is_file():
-            return False
-        if source.read_text(encoding="utf-8").strip() != str(self.directory.resolve()):
-            return False  # a snapshot of another policy directory is no "last good" of this one
-        try:
-            policy = load_policy(self.snapshot_dir / "files", now)
-        except PolicyError as exc:
-            log.error("policy snapshot in %s does not load either: %s", self.snapshot_dir, exc.message)
-            return False
-        self._policy = policy
-        self.last_reload_error = f"{error.message} (serving the last good policy {policy.version})"
-        log.error("policy in %s does not load: %s", self.directory, self.last_reload_error)
-        return True
+        with self._reload_lock:
+            policy = self._load_snapshot(now, newer_than=-1)
+            if policy is None:
+                return False
+            self._policy = policy
+            self.last_reload_error = f"{error.message} (serving the last good policy {policy.version})"
+            log.error("policy in %s does not load: %s", self.directory, self.last_reload_error)
+            return True
 
-    def _snapshot_holds(self, version: str) -> bool:
-        """Already saved (every worker loads the same files: save them once)."""
+    def follow_snapshot(self, now: datetime) -> bool:
+        """Serve the snapshot if another worker saved one since this store's policy was
+        loaded: the policy that worker put in force (and told the others of) even if the
+        files have been broken since. True if this store's policy changed."""
+        with self._reload_lock:
+            if self._policy is None:
+                return False
+            policy = self._load_snapshot(now, newer_than=self._snapshot_number)
+            if policy is None or policy.version == self._policy.version:
+                return False
+            previous, self._policy = self._policy.version, policy
+            if self.files_version() == policy.version:  # the files that worker loaded: no error
+                self.last_reload_error = self.failed_version = None
+            log.info("policy version %s (was %s) from %s", policy.version, previous, self.snapshot_dir)
+            return True
+
+    def _load_snapshot(self, now: datetime, newer_than: int) -> Policy | None:
+        """The snapshot of this directory's policy, if numbered above `newer_than`."""
+        if self.snapshot_dir is None:
+            return None
+        try:
+            with self._snapshot_lock(fcntl.LOCK_SH):
+                saved = self._saved()
+                if saved is None or saved[1] <= newer_than:
+                    return None
+                policy = load_policy(self.snapshot_dir / "files", now)
+        except OSError as exc:
+            log.error("cannot read the policy snapshot in %s: %s", self.snapshot_dir, exc)
+            return None
+        except PolicyError as exc:
+            log.error("policy snapshot in %s does not load: %s", self.snapshot_dir, exc.message)
+            return None
+        if policy.version != saved[0]:
+            log.error("policy snapshot in %s is not the version it names", self.snapshot_dir)
+            return None
+        self._snapshot_number = saved[1]
+        return policy
+
+    def _saved(self) -> tuple[str, int] | None:
+        """The snapshot's (version, number), if it is one of this directory."""
         try:
             source = (self.snapshot_dir / "SOURCE").read_text(encoding="utf-8").strip()
-            saved = (self.snapshot_dir / "VERSION").read_text(encoding="utf-8").strip()
-        except OSError:
-            return False
-        return source == str(self.directory.resolve()) and saved == version
+            version = (self.snapshot_dir / "VERSION").read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        if source != str(self.directory.resolve()):
+            return None  # a snapshot of another policy directory is no "last good" of this one
+        try:
+            number = (self.snapshot_dir / "NUMBER").read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            number = "0"  # saved before snapshots were numbered
+        return version, int(number) if number.isdigit() else 0
+
+    @contextmanager
+    def _snapshot_lock(self, kind: int):
+        """Workers that load the same new files save together, and one's rmtree of the
+        snapshot failed under the other's os.replace; a reader must not see half of one."""
+        self.snapshot_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.lock"), "a") as lock:
+            fcntl.flock(lock, kind)
+            yield
 
     def _save_snapshot(self, policy: Policy) -> None:
-        if self.snapshot_dir is None or self._snapshot_holds(policy.version):
+        if self.snapshot_dir is None:
             return
         try:
-            self.snapshot_dir.parent.mkdir(parents=True, exist_ok=True)
-            # One process at a time: workers that load the same new files save together,
-            # and one's rmtree of the snapshot failed under the other's os.replace.
-            with open(self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.lock"), "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                if not self._snapshot_holds(policy.version):  # the other one saved it meanwhile
-                    self._save_snapshot_now(policy)
-        except OSError as exc:  # a snapshot is a convenience; never fail a reload for it
+            with self._snapshot_lock(fcntl.LOCK_EX):
+                saved = self._saved()
+                if saved is not None and saved[0] == policy.version:  # every worker loads the same files
+                    self._snapshot_number = saved[1]
+                    return
+                number = (saved[1] if saved else 0) + 1
+                self._save_snapshot_now(policy, number)
+                self._snapshot_number = number
+        except (OSError, ValueError) as exc:  # a snapshot is a convenience; never fail a reload for it
             log.warning("could not save the policy snapshot in %s: %s", self.snapshot_dir, exc)
 
-    def _save_snapshot_now(self, policy: Policy) -> None:
-        """Copy the files in force beside the snapshot, then put the copy in its place."""
+    def _save_snapshot_now(self, policy: Policy, number: int) -> None:
+        """Write the bytes the policy was loaded from beside the snapshot, then put them
+        in its place."""
         staging = self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.{os.getpid()}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "files").mkdir(parents=True)
-        for name in (*YAML_FILES, *MODEL_FILES):
-            shutil.copyfile(policy.directory / name, staging / "files" / name)
-        if policy_version(staging / "files") != policy.version:
-            # A file was replaced since it was loaded: these copies are not what is in
-            # force, and may not load at all. The next load saves its own.
-            shutil.rmtree(staging, ignore_errors=True)
-            return
+        for name, data in policy.files.items():
+            (staging / "files" / name).write_bytes(data)
         (staging / "SOURCE").write_text(str(self.directory.resolve()), encoding="utf-8")
         (staging / "VERSION").write_text(policy.version, encoding="utf-8")
+        (staging / "NUMBER").write_text(str(number), encoding="utf-8")
         shutil.rmtree(self.snapshot_dir, ignore_errors=True)
         os.replace(staging, self.snapshot_dir)
 

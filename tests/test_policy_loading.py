@@ -1111,8 +1111,9 @@ def test_a_file_replaced_while_the_policy_is_read_is_read_again(tmp_path, monkey
 
 
 def test_the_last_good_snapshot_never_holds_files_other_than_those_loaded(tmp_path, monkeypatch):
-    """A file broken between the load and the snapshot's copy must not become the 'last
-    good' policy that a restarting worker falls back to."""
+    """A file broken between the load and the snapshot's save must not become the 'last
+    good' policy that a restarting worker falls back to: the snapshot holds the bytes that
+    were loaded, not the files as they are when it is saved."""
     directory = copy_policies(tmp_path)
     snapshot = tmp_path / "last-good"
 
@@ -1124,13 +1125,14 @@ def test_the_last_good_snapshot_never_holds_files_other_than_those_loaded(tmp_pa
     monkeypatch.setattr("service.policy_store.load_policy", load_then_break)
     store = PolicyStore(directory, snapshot)
     good = store.reload(START)
-    assert not (snapshot / "VERSION").exists()  # not saved: the copies were not what loaded
     monkeypatch.undo()
     assert store.current is good
+    assert (snapshot / "files" / "access.yaml").read_bytes() == good.files["access.yaml"]
     restarted = PolicyStore(directory, snapshot)
     with pytest.raises(PolicyError):
         restarted.reload(START)
-    assert restarted.start_from_snapshot(START, PolicyError("broken")) is False  # no wrong "last good"
+    assert restarted.start_from_snapshot(START, PolicyError("broken")) is True
+    assert restarted.current.version == good.version
 
 
 def test_an_unreadable_policy_file_is_a_policy_error_naming_it(tmp_path, monkeypatch):

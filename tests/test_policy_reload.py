@@ -408,6 +408,90 @@ def test_a_request_thread_waits_for_a_load_another_thread_of_its_worker_began(
     assert served == [policy_version(policy_dir)]
 
 
+def two_workers(app, tmp_path) -> tuple[list, ProcessCounter]:
+    """Two apps on one database, policy folder and snapshot, told of each other's policy
+    changes by one generation, as two workers of `make serve` are."""
+    config = {**app.config, "POLICY_SNAPSHOT_DIR": str(tmp_path / "last-good-policy")}
+    generation = ProcessCounter()
+    workers = [create_app(config) for _ in range(2)]
+    for worker in workers:
+        worker.extensions["policy_generation"] = generation
+    return workers, generation
+
+
+def test_a_worker_serves_the_policy_another_loaded_even_if_the_files_broke_since(
+    app, policy_dir, tmp_path, approved_request
+):
+    """The reload answered by one worker is in force in all of them (SPEC §3: a failed
+    reload keeps the last good policy). Worker A loads a stricter policy; the files are
+    broken before worker B hears of it. B used to load the files itself, fail, and keep
+    the older policy: eve's read stayed allowed there after A's reload had answered."""
+    (worker_a, worker_b), generation = two_workers(app, tmp_path)
+    a, b = Api(worker_a.test_client()), Api(worker_b.test_client())
+    watcher = PolicyWatcher(worker_b, interval=0, generation=generation)
+    assert b.post("/v1/decisions", CLIENT, read_check()).get_json()["allowed"] is True
+    edit(policy_dir / "access.yaml", "  - signInLogs\n", "")
+    stricter = a.post(RELOAD, OPERATOR).get_json()["version"]
+    write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
+
+    watcher.keep_current()
+
+    after = b.post("/v1/decisions", CLIENT, read_check()).get_json()
+    assert (after["allowed"], after["reason"], after["policy_version"]) == (
+        False,
+        "category_not_allowed",
+        stricter,
+    )
+    body = shown(b)
+    assert body["version"] == stricter and "access.yaml" in body["last_reload_error"]
+    followed = [e for e in reload_events(b) if e["details"]["trigger"] == "worker"]
+    assert [(e["result"], e["details"].get("source")) for e in followed] == [
+        ("success", "snapshot"),  # A's policy ...
+        ("failure", None),  # ... then the files, which B reports as broken too
+    ]
+
+
+def test_a_worker_following_good_files_from_the_snapshot_reads_them_no_more(app, policy_dir, tmp_path):
+    (worker_a, worker_b), generation = two_workers(app, tmp_path)
+    store_b = worker_b.extensions["policy_store"]
+    watcher = PolicyWatcher(worker_b, interval=0, generation=generation)
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    assert Api(worker_a.test_client()).post(RELOAD, OPERATOR).status_code == 200
+
+    watcher.keep_current()
+
+    assert store_b.current.version == policy_version(policy_dir) and store_b.last_reload_error is None
+    events = [e for e in reload_events(Api(worker_b.test_client())) if e["details"]["trigger"] == "worker"]
+    assert [e["details"].get("source") for e in events] == ["snapshot"]  # and no second load of the files
+
+
+def test_a_snapshot_older_than_the_policy_served_is_not_followed(app, policy_dir, tmp_path):
+    """Only a snapshot saved after this worker's policy: an older one would take back a
+    change this worker loaded."""
+    (worker_a, worker_b), generation = two_workers(app, tmp_path)
+    watcher = PolicyWatcher(worker_b, interval=0, generation=generation)
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    assert Api(worker_b.test_client()).post(RELOAD, OPERATOR).status_code == 200
+    newer = policy_version(policy_dir)
+    snapshot = tmp_path / "last-good-policy"
+    (snapshot / "NUMBER").write_text("0", encoding="utf-8")  # as if saved before B's load
+    (snapshot / "VERSION").write_text(worker_a.extensions["policy_store"].current.version, encoding="utf-8")
+    write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
+    generation.publish()
+
+    watcher.keep_current()
+
+    assert worker_b.extensions["policy_store"].current.version == newer
+
+
+def test_a_snapshot_saved_before_snapshots_were_numbered_still_serves_a_start(app, policy_dir, tmp_path):
+    config = {**app.config, "POLICY_SNAPSHOT_DIR": str(tmp_path / "snapshot")}
+    good = create_app(config).extensions["policy_store"].current.version
+    (tmp_path / "snapshot" / "NUMBER").unlink()
+    write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
+    assert shown(Api(create_app(config).test_client()))["version"] == good
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
 def test_a_real_sighup_reloads(app, api, policy_dir, store):
     """With watching off (interval 0, SUPPORT_ACCESS_POLICY_WATCH_INTERVAL=0) a changed file
@@ -673,11 +757,11 @@ def test_processes_saving_the_same_snapshot_take_turns(tmp_path, monkeypatch):
     inside, most = [], []
     save_now = PolicyStore._save_snapshot_now
 
-    def slow_save(store, policy):
+    def slow_save(store, policy, number):
         inside.append(store)
         most.append(len(inside))
         time.sleep(0.3)  # long enough for the other thread to arrive
-        save_now(store, policy)
+        save_now(store, policy, number)
         inside.remove(store)
 
     monkeypatch.setattr(PolicyStore, "_save_snapshot_now", slow_save)

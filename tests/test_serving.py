@@ -143,6 +143,35 @@ def test_a_policy_reload_is_in_force_in_every_worker_before_its_answer_returns(
         assert all(_policy_seen_by(client)["last_reload_error"] is None for client in clients)
 
 
+def test_a_reloaded_policy_is_in_force_in_every_worker_even_if_the_files_break_at_once(
+    tmp_path, database_url, monkeypatch
+):
+    """A stricter policy reloaded through one worker, then the files broken before the
+    others answer again: they used to load the files themselves, fail, and keep the older
+    policy (a reviewer saw 26 of 40 reads allowed under it). They take the reloaded one."""
+    monkeypatch.setenv("SUPPORT_ACCESS_POLICY_WATCH_INTERVAL", "0")
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(REPO_POLICY_DIR, policy_dir)
+    with served(tmp_path, policy_dir, database_url, workers=2) as (port, _):
+        ticket_id, _ = served_grant(port)
+        check = read_check(support_request_id=ticket_id)
+        clients = _clients_on_two_workers(port)
+        assert all(client.decide(check)["allowed"] for client in clients)
+        access = policy_dir / "access.yaml"
+        access.write_text(access.read_text().replace("  - signInLogs\n", ""))
+
+        status, body = call(port, "POST", "/v1/policy/reload", "ops")
+        access.write_text("allowed_actions: [read\n")
+
+        assert status == 200, body
+        for client in clients:
+            answer = client.decide(check)
+            assert (answer["allowed"], answer["reason"]) == (False, "category_not_allowed"), client.pid
+            assert answer["policy_version"] == body["version"], client.pid
+            seen = _policy_seen_by(client)
+            assert seen["version"] == body["version"] and "access.yaml" in seen["last_reload_error"], seen
+
+
 def test_a_provider_tenant_imported_while_serving_is_the_providers_in_every_worker(tmp_path, database_url):
     """A directory file naming another provider tenant, imported by a CLI process while
     the server runs on a database with no directory yet: every worker takes it."""
