@@ -21,7 +21,6 @@ import orjson
 from flask import Flask
 from prometheus_client import Counter
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.wsgi import get_input_stream
 
 from service import decisions, fast_bodies
 from service.auth import AUTHENTICATED, Caller, caller_from_header
@@ -160,7 +159,7 @@ class FastDecisions:
         try:
             # Anything else as Flask reads it: to the end of a chunked body when the
             # server terminates the stream, nothing when it cannot; past the limit, a 413.
-            return read_body(get_input_stream(environ, max_content_length=self.max_body), self.max_body)
+            return read_body(environ, self.max_body)
         except RequestEntityTooLarge:
             raise ApiError(RequestEntityTooLarge.description, code="body_too_large", status=413) from None
 

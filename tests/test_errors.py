@@ -205,6 +205,37 @@ def test_a_chunked_body_over_the_limit_is_413(app, client, url, who):
     assert_error_body(answer, 413)
 
 
+@pytest.mark.parametrize(
+    ("url", "who", "body", "status"),
+    [
+        ("/v1/decisions", "diag-tool", read_check(), 200),  # the fast path
+        ("/v1/decisions?ref=1", "diag-tool", read_check(), 200),  # the Flask route
+        ("/v1/support-requests", "bob", {"tenant_id": "fabrikam", "title": "t"}, 201),
+    ],
+)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_413(
+    app, client, url, who, body, status, chunked
+):
+    """API.md: 413 for a body larger than 2 MiB. Under granian (which ends the input
+    stream itself: wsgi.input_terminated) a body of exactly 2 MiB got a 413 on the Flask
+    routes: Werkzeug's stream, limited at 2 MiB, refuses any read at its limit."""
+    text = json.dumps(body)
+    exactly = text + " " * (app.config["MAX_CONTENT_LENGTH"] - len(text))
+    for data, expected in ((exactly, status), (exactly + " ", 413)):
+        overrides = {"wsgi.input_terminated": True}
+        headers = auth(who, "fabrikam")
+        if chunked:
+            overrides["CONTENT_LENGTH"] = ""
+            headers["Transfer-Encoding"] = "chunked"
+        answer = client.post(
+            url, data=data, content_type="application/json", headers=headers, environ_overrides=overrides
+        )
+        assert answer.status_code == expected, (len(data), answer.get_data(as_text=True)[:300])
+        if expected == 413:
+            assert_error_body(answer, 413)
+
+
 def test_an_action_whose_body_may_be_left_out_still_refuses_unknown_fields(api, ticket):
     url = f"/v1/support-requests/{ticket['id']}/close"
     answer = api.post(url, "bob", {"reason": "done"})

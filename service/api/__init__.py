@@ -81,7 +81,7 @@ def optional_body(schema: str) -> dict[str, Any]:
 
 
 def _raw_body() -> bytes:
-    return read_body(request.stream, current_app.config["MAX_CONTENT_LENGTH"])
+    return read_body(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
 
 
 def policy() -> Policy:
