@@ -654,6 +654,36 @@ def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
             field = node.id.replace("_", ".", 1)
             raise PolicyValidationError(name, "[matchers]", f"unknown name {field!r}")
     _check_link_fields(name, tree)
+    _check_rules_bind(name, model)
+
+
+def _check_rules_bind(name: str, model) -> None:
+    """Every field of a rule must hold the request to what the rule lists, in a term the
+    matcher requires (a top-level `&&` term): the link call for p.sub, a term naming a
+    request field for each other one. Otherwise a rule applies whatever it lists: with
+    `m = g(r.sub, p.sub, r.dom)` alone (a file cut short, say) every role would carry
+    every action, and without keyMatch(r.obj, p.obj) a grant would read every category."""
+    text = model["m"]["m"].value
+    if not requires_link(text):
+        problem = (
+            "g(r.sub, p.sub, r.dom) must be required (a top-level && term): "
+            "without it a rule applies to every role or access kind"
+        )
+        raise PolicyValidationError(name, "[matchers]", problem)
+    request_fields = {token for token in model["r"]["r"].tokens if token not in ("r_sub", "r_dom")}
+    compared = set()
+    for term in required_terms(text):
+        names = {node.id for node in ast.walk(term) if isinstance(node, ast.Name)}
+        if names & request_fields:
+            compared |= names
+    for token in model["p"]["p"].tokens[1:]:  # p.sub is the link call's
+        if token not in compared:
+            field = token.replace("_", ".", 1)
+            problem = (
+                f"{field} is not compared with the request in a top-level && term, "
+                f"so a rule would apply whatever {field} it lists"
+            )
+            raise PolicyValidationError(name, "[matchers]", problem)
 
 
 # What the service evaluates a matcher with: it finds the principal's links in the tenant

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from collections import Counter
 
 from service.audit import ACTIVITIES
-from service.policy import Policy, required_terms, requires_link
+from service.policy import Policy
 
 # Access kinds the decision engine produces (service/decisions.py); a rule for any other
 # kind can never match.
@@ -26,8 +25,6 @@ def lint(policy: Policy) -> list[str]:
         *_scenarios_without_approvers(policy),
         *_cross_tenant_without_the_ticket_tenant(policy),
         *_support_trail_naming_nothing(policy),
-        *_matchers_without_the_link_call(policy),
-        *_policy_fields_never_compared(policy),
     ]
 
 
@@ -122,49 +119,6 @@ def _support_trail_naming_nothing(policy: Policy) -> list[str]:
                 f"workflow.yaml: audit.support_trail[{index}]: {pattern!r} names no audit activity "
                 f"(they are {', '.join(sorted(ACTIVITIES))})"
             )
-    return warnings
-
-
-def _matchers_without_the_link_call(policy: Policy) -> list[str]:
-    """Unless g(r.sub, p.sub, r.dom) must hold, a rule applies whatever role or access
-    kind the link has: e.g. every grant could read what only advanced diagnostics should."""
-    warnings = []
-    for name, enforcer, what in (
-        ("access.conf", policy.access_enforcer, "access kind"),
-        ("permissions.conf", policy.permission_enforcer, "role"),
-    ):
-        if not requires_link(enforcer.model["m"]["m"].value):
-            warnings.append(
-                f"{name}: [matchers]: g(r.sub, p.sub, r.dom) is not required "
-                f"(a top-level && term), so a rule may apply to every {what}"
-            )
-    return warnings
-
-
-def _policy_fields_never_compared(policy: Policy) -> list[str]:
-    """A rule's field (p.obj, p.act) that no required term of the matcher sets against
-    the request lets the rule apply to whatever is asked: a grant scoped to
-    diagnostics/signInLogs would read every category, a role's one action count for all.
-    The policy suites catch this only where a case asks for what a rule does not list."""
-    warnings = []
-    for name, enforcer in (
-        ("access.conf", policy.access_enforcer),
-        ("permissions.conf", policy.permission_enforcer),
-    ):
-        model = enforcer.model
-        request_fields = {token for token in model["r"]["r"].tokens if token not in ("r_sub", "r_dom")}
-        compared = set()
-        for term in required_terms(model["m"]["m"].value):  # naming a rule and a request field
-            names = {node.id for node in ast.walk(term) if isinstance(node, ast.Name)}
-            if names & request_fields:
-                compared |= names
-        for token in model["p"]["p"].tokens[1:]:  # p.sub is the link call's
-            if token not in compared:
-                field = token.replace("_", ".", 1)
-                warnings.append(
-                    f"{name}: [matchers]: {field} is not compared with the request (in a top-level "
-                    f"&& term), so a rule applies whatever {field} it lists"
-                )
     return warnings
 
 

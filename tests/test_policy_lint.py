@@ -98,26 +98,6 @@ def misspelt_support_trail(policy_dir: Path) -> None:
     edit(policy_dir / "workflow.yaml", "diagnostics.read]", "diagnostic.read, support_requests.*]")
 
 
-def matcher_without_the_link_call(policy_dir: Path) -> None:
-    edit(policy_dir / "access.conf", "g(r.sub, p.sub, r.dom) && ", "")
-
-
-def matcher_with_the_link_call_optional(policy_dir: Path) -> None:
-    edit(policy_dir / "access.conf", "g(r.sub, p.sub, r.dom) && ", "g(r.sub, p.sub, r.dom) || ")
-
-
-def access_matcher_not_comparing_the_resource(policy_dir: Path) -> None:
-    edit(policy_dir / "access.conf", " && keyMatch(r.obj, p.obj)", "")
-
-
-def permissions_matcher_not_comparing_the_action(policy_dir: Path) -> None:
-    edit(
-        policy_dir / "permissions.conf",
-        "m = g(r.sub, p.sub, r.dom) && r.act == p.act",
-        "m = g(r.sub, p.sub, r.dom)",
-    )
-
-
 def unanchored_regex(policy_dir: Path) -> None:
     edit(policy_dir / "access.conf", "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)")
 
@@ -158,22 +138,6 @@ LINT_CASES = {
             "workflow.yaml: audit.support_trail[2]: 'diagnostic.read' names no audit activity",
             "workflow.yaml: audit.support_trail[3]: 'support_requests.*' names no audit activity",
         ],
-    ),
-    "matcher without the link call": (
-        matcher_without_the_link_call,
-        ["access.conf: [matchers]: g(r.sub, p.sub, r.dom) is not required (a top-level && term)"],
-    ),
-    "matcher where the link call is optional": (
-        matcher_with_the_link_call_optional,
-        ["access.conf: [matchers]: g(r.sub, p.sub, r.dom) is not required (a top-level && term)"],
-    ),
-    "matcher not comparing the resource": (
-        access_matcher_not_comparing_the_resource,
-        ["access.conf: [matchers]: p.obj is not compared with the request (in a top-level && term)"],
-    ),
-    "matcher not comparing the action": (
-        permissions_matcher_not_comparing_the_action,
-        ["permissions.conf: [matchers]: p.act is not compared with the request (in a top-level && term)"],
     ),
     "unanchored regex": (
         unanchored_regex,

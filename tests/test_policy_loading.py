@@ -623,6 +623,46 @@ def test_a_casbin_model_casbin_refuses_is_named(tmp_path, old, new, expected):
     assert expected in load_error(directory)
 
 
+LINK_NOT_REQUIRED = (
+    "access.conf: [matchers]: g(r.sub, p.sub, r.dom) must be required (a top-level && term): "
+    "without it a rule applies to every role or access kind"
+)
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        ("access.conf", "g(r.sub, p.sub, r.dom) && ", "", LINK_NOT_REQUIRED),
+        ("access.conf", "g(r.sub, p.sub, r.dom) && ", "g(r.sub, p.sub, r.dom) || ", LINK_NOT_REQUIRED),
+        (
+            "access.conf",
+            " && keyMatch(r.obj, p.obj)",
+            "",
+            "access.conf: [matchers]: p.obj is not compared with the request in a top-level && term, "
+            "so a rule would apply whatever p.obj it lists",
+        ),
+        (
+            "permissions.conf",
+            "m = g(r.sub, p.sub, r.dom) && r.act == p.act",
+            "m = g(r.sub, p.sub, r.dom)",
+            "permissions.conf: [matchers]: p.act is not compared with the request in a top-level && term, "
+            "so a rule would apply whatever p.act it lists",
+        ),
+    ],
+)
+def test_a_matcher_letting_a_rule_apply_beyond_what_it_lists_is_refused(
+    runner, tmp_path, file, old, new, expected
+):
+    """Fail closed. These were lint warnings, and a policy that only warns is served: a
+    permissions.conf cut short after the link call gave every role every action (an
+    engineer an operator). Only `policy check --strict` refused them, never a reload."""
+    directory = copy_policies(tmp_path)
+    edit(directory, file, old, new)
+    assert load_error(directory) == expected
+    result = runner.invoke(args=["policy", "check", str(directory)])
+    assert result.exit_code == 3 and expected in result.output, result.output
+
+
 @pytest.mark.parametrize("name", ["permissions.conf", "access.conf"])
 def test_an_effect_that_allows_without_a_matching_rule_is_refused(tmp_path, name):
     """Casbin's deny-override effect allows every request no rule denies: in
