@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import permutations
 from pathlib import Path
 from typing import Any
 
@@ -299,18 +300,19 @@ def _evaluate_every_permission_row(files: dict[str, bytes | None], rules: tuple[
     naming the file, rather than every request later. A real question (a role, as
     r.sub) gets past `g(r.sub, p.sub, ...)` only on that role's rows, and the rest of the
     matcher is never evaluated on the others: asking all ~300 would cost ~130 ms a load.
-    So a throw-away enforcer, in which every name holds every role, asks one question
-    per action: g holds on every row, and the rest is evaluated on each (~6 questions, a
-    few ms). Its effect is allow-and-deny, which Casbin cannot settle before the last
+    So a throw-away enforcer, in which one role is linked to every role, asks one
+    question per action with that role: g holds on every row, and the rest is evaluated
+    on each (~6 questions, a few ms). Its effect is allow-and-deny, which Casbin cannot settle before the last
     row: with the policy's own (allow on the first match) it would stop at the first row
     that allows."""
     if not rules:
         return
     probe = _build_enforcer(files, "permissions.conf", rules)
     probe.set_effector(get_effector(ALLOW_AND_DENY_EFFECT))
-    for name, assertion in probe.get_model()["g"].items():
-        assertion.rm = probe.rm_map[name] = _EveryLink()
     subject = rules[0].values[0]
+    domain = ("*",) * (len(probe.get_model()["g"]["g"].value.split(",")) - 2)
+    links = _LinkedToEveryRole(subject, {rule.values[0] for rule in rules}, domain)
+    probe.get_model()["g"]["g"].rm = probe.rm_map["g"] = links
     for action in sorted(set(actions)):
         try:
             probe.enforce(subject, "*", action)
@@ -319,13 +321,17 @@ def _evaluate_every_permission_row(files: dict[str, bytes | None], rules: tuple[
             raise PolicyValidationError("permissions.conf", "[matchers]", problem) from exc
 
 
-class _EveryLink(casbin.rbac.RoleManager):
-    """The load check's role manager: every name holds every role. Casbin's own, given
-    one role linked to all the others, compares each role with every other on each link
-    and each question: a roles.yaml of 2,000 roles took 4.3 s to load."""
+class _LinkedToEveryRole(casbin.rbac.RoleManager):
+    """The load check's links: `subject` holds every role in `domain`, and any other
+    name only itself, as Casbin's own role manager holds them given those links. Casbin's
+    compares each role with every other on each link and each question (it also walks
+    all of the subject's roles to answer one): a roles.yaml of 2,000 roles took 4.3 s."""
+
+    def __init__(self, subject: str, roles: set[str], domain: tuple[str, ...]):
+        self.subject, self.roles, self.domain = subject, roles, domain
 
     def has_link(self, name1: str, name2: str, *domain: str) -> bool:
-        return True
+        return name1 == name2 or (name1 == self.subject and name2 in self.roles and domain == self.domain)
 
 
 def _role_name(roles: dict[str, Role], by_template: dict[str, str]):
@@ -630,7 +636,7 @@ def matcher_tree(text: str) -> ast.Expression:
     """A Casbin matcher as a Python expression tree (`r.sub` reads `r_sub`); raises
     SyntaxError if it is not an expression."""
     expression = re.sub(r"!(?!=)", " not ", text.replace("&&", " and ").replace("||", " or "))
-    return ast.parse(casbin.util.escape_assertion(expression), mode="eval")
+    return ast.parse(casbin.util.escape_assertion(expression).strip(), mode="eval")
 
 
 def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
@@ -658,11 +664,12 @@ def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
 
 
 def _check_rules_bind(name: str, model) -> None:
-    """Every field of a rule must hold the request to what the rule lists, in a term the
-    matcher requires (a top-level `&&` term): the link call for p.sub, a term naming a
-    request field for each other one. Otherwise a rule applies whatever it lists: with
-    `m = g(r.sub, p.sub, r.dom)` alone (a file cut short, say) every role would carry
-    every action, and without keyMatch(r.obj, p.obj) a grant would read every category."""
+    """Each field of a rule must hold the request to what the rule lists, in a term the
+    matcher requires (a top-level `&&` term): the link call for p.sub, a comparison with
+    a request field for each other one (`_binds`). Otherwise a rule applies whatever it
+    lists: with `m = g(r.sub, p.sub, r.dom)` alone (a file cut short, say) every role
+    would carry every action, and with `(keyMatch(r.obj, p.obj) || r.act == "read")` a
+    grant would read every category."""
     text = model["m"]["m"].value
     if not requires_link(text):
         problem = (
@@ -671,19 +678,35 @@ def _check_rules_bind(name: str, model) -> None:
         )
         raise PolicyValidationError(name, "[matchers]", problem)
     request_fields = {token for token in model["r"]["r"].tokens if token not in ("r_sub", "r_dom")}
-    compared = set()
-    for term in required_terms(text):
-        names = {node.id for node in ast.walk(term) if isinstance(node, ast.Name)}
-        if names & request_fields:
-            compared |= names
+    link_functions = set(model["g"].keys())
+    terms = required_terms(text)
     for token in model["p"]["p"].tokens[1:]:  # p.sub is the link call's
-        if token not in compared:
+        if not any(_binds(term, token, request_fields, link_functions) for term in terms):
             field = token.replace("_", ".", 1)
             problem = (
-                f"{field} is not compared with the request in a top-level && term, "
-                f"so a rule would apply whatever {field} it lists"
+                f"{field} is not compared with the request in a term the matcher requires "
+                f"(a top-level && term comparing it with a request field by == or in, or a "
+                f"matching function such as keyMatch), so a rule could apply whatever {field} it lists"
             )
             raise PolicyValidationError(name, "[matchers]", problem)
+
+
+def _binds(term: ast.expr, field: str, request_fields: set[str], link_functions: set[str]) -> bool:
+    """Does `term` hold only where the rule's `field` matches a request field? Only a
+    plain comparison by == or `in`, or a call of a matching function (keyMatch,
+    regexMatch, ...), with the rule's field in one operand and a request field in
+    another, is taken as such: under `||`, `!` or `!=` a rule could hold whatever it lists
+    (a wildcard is keyMatch(r.act, p.act), not `r.act == p.act || p.act == "*"`)."""
+    if isinstance(term, ast.Compare) and all(isinstance(op, ast.Eq | ast.In) for op in term.ops):
+        operands = [term.left, *term.comparators]
+    elif (
+        isinstance(term, ast.Call) and isinstance(term.func, ast.Name) and term.func.id not in link_functions
+    ):
+        operands = term.args
+    else:
+        return False
+    names = [{node.id for node in ast.walk(operand) if isinstance(node, ast.Name)} for operand in operands]
+    return any(field in one and other & request_fields for one, other in permutations(names, 2))
 
 
 # What the service evaluates a matcher with: it finds the principal's links in the tenant
@@ -711,9 +734,15 @@ def _check_link_fields(name: str, tree: ast.AST) -> None:
 
 
 def required_terms(text: str) -> list[ast.expr]:
-    """The terms a matcher requires: its top-level `&&` terms, or the matcher itself."""
-    body = matcher_tree(text).body
-    return body.values if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And) else [body]
+    """The terms a matcher requires: its top-level `&&` terms (in parentheses too: `(a &&
+    b) && c` requires a, b and c), or the matcher itself."""
+    return _and_terms(matcher_tree(text).body)
+
+
+def _and_terms(node: ast.expr) -> list[ast.expr]:
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+        return [term for value in node.values for term in _and_terms(value)]
+    return [node]
 
 
 def requires_link(text: str) -> bool:

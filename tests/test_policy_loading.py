@@ -440,6 +440,10 @@ def test_matcher_with_undefined_name_after_g(tmp_path, old, new):
         # fails on the row of the last role carrying the support-ticket action: Casbin stops at the
         # first row that allows, so the check must not
         '(p.sub != "Windows 365 Administrator" || regexMatch(r.act, "("))',
+        # behind another g(...), which holds for one role's rows: the load's own links must
+        # not make it hold on every row, or what follows is never reached
+        '(g(p.sub, "Global Administrator", "*") || regexMatch(p.act, "("))',
+        '!(!g(p.sub, "Global Administrator", "*") && regexMatch(p.act, "("))',
     ],
 )
 def test_a_permissions_matcher_failing_past_the_link_call_fails_the_load(tmp_path, runner, condition):
@@ -629,38 +633,85 @@ LINK_NOT_REQUIRED = (
 )
 
 
+def not_compared(file: str, field: str) -> str:
+    return (
+        f"{file}: [matchers]: {field} is not compared with the request in a term the matcher requires "
+        f"(a top-level && term comparing it with a request field by == or in, or a matching function "
+        f"such as keyMatch), so a rule could apply whatever {field} it lists"
+    )
+
+
+ACCESS_MATCHER = "m = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && r.act == p.act"
+PERMISSIONS_MATCHER = "m = g(r.sub, p.sub, r.dom) && r.act == p.act"
+
+
 @pytest.mark.parametrize(
-    ("file", "old", "new", "expected"),
+    ("file", "matcher", "expected"),
     [
-        ("access.conf", "g(r.sub, p.sub, r.dom) && ", "", LINK_NOT_REQUIRED),
-        ("access.conf", "g(r.sub, p.sub, r.dom) && ", "g(r.sub, p.sub, r.dom) || ", LINK_NOT_REQUIRED),
+        ("access.conf", "m = keyMatch(r.obj, p.obj) && r.act == p.act", LINK_NOT_REQUIRED),
         (
             "access.conf",
-            " && keyMatch(r.obj, p.obj)",
-            "",
-            "access.conf: [matchers]: p.obj is not compared with the request in a top-level && term, "
-            "so a rule would apply whatever p.obj it lists",
+            "m = g(r.sub, p.sub, r.dom) || keyMatch(r.obj, p.obj) && r.act == p.act",
+            LINK_NOT_REQUIRED,
+        ),
+        ("access.conf", "m = g(r.sub, p.sub, r.dom) && r.act == p.act", not_compared("access.conf", "p.obj")),
+        ("permissions.conf", "m = g(r.sub, p.sub, r.dom)", not_compared("permissions.conf", "p.act")),
+        # a term naming the rule's field and a request field does not bind it by that alone
+        (
+            "access.conf",
+            'm = g(r.sub, p.sub, r.dom) && (keyMatch(r.obj, p.obj) || r.act == "read") && r.act == p.act',
+            not_compared("access.conf", "p.obj"),
+        ),
+        (
+            "access.conf",
+            "m = g(r.sub, p.sub, r.dom) && !keyMatch(r.obj, p.obj) && r.act == p.act",
+            not_compared("access.conf", "p.obj"),
+        ),
+        (
+            "access.conf",
+            'm = g(r.sub, p.sub, r.dom) && (r.act == p.act && p.obj != "")',
+            not_compared("access.conf", "p.obj"),
+        ),
+        (
+            "access.conf",
+            'm = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, "diagnostics/*") && p.obj != r.obj + "x" '
+            "&& r.act == p.act",
+            not_compared("access.conf", "p.obj"),
         ),
         (
             "permissions.conf",
-            "m = g(r.sub, p.sub, r.dom) && r.act == p.act",
-            "m = g(r.sub, p.sub, r.dom)",
-            "permissions.conf: [matchers]: p.act is not compared with the request in a top-level && term, "
-            "so a rule would apply whatever p.act it lists",
+            'm = g(r.sub, p.sub, r.dom) && (r.act == p.act || p.sub == "Support Engineer")',
+            not_compared("permissions.conf", "p.act"),
         ),
     ],
 )
 def test_a_matcher_letting_a_rule_apply_beyond_what_it_lists_is_refused(
-    runner, tmp_path, file, old, new, expected
+    runner, tmp_path, file, matcher, expected
 ):
     """Fail closed. These were lint warnings, and a policy that only warns is served: a
     permissions.conf cut short after the link call gave every role every action (an
     engineer an operator). Only `policy check --strict` refused them, never a reload."""
     directory = copy_policies(tmp_path)
-    edit(directory, file, old, new)
+    edit(directory, file, ACCESS_MATCHER if file == "access.conf" else PERMISSIONS_MATCHER, matcher)
     assert load_error(directory) == expected
     result = runner.invoke(args=["policy", "check", str(directory)])
     assert result.exit_code == 3 and expected in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("file", "matcher"),
+    [
+        ("access.conf", "m = (g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj)) && r.act == p.act"),
+        ("access.conf", "m = g(r.sub, p.sub, r.dom) && keyMatch2(r.obj, p.obj) && p.act == r.act"),
+        ("access.conf", "m = g(r.sub, p.sub, r.dom) && regexMatch(r.obj, p.obj) && r.act == p.act"),
+        ("permissions.conf", 'm = (g(r.sub, p.sub, r.dom) && r.act != "") && r.act == p.act'),
+        ("permissions.conf", "m = !(r.act != p.act) && g(r.sub, p.sub, r.dom) && keyMatch(r.act, p.act)"),
+    ],
+)
+def test_a_matcher_binding_every_field_loads_however_it_is_written(tmp_path, file, matcher):
+    directory = copy_policies(tmp_path)
+    edit(directory, file, ACCESS_MATCHER if file == "access.conf" else PERMISSIONS_MATCHER, matcher)
+    assert load_policy(directory).version == policy_module.policy_version(directory)
 
 
 @pytest.mark.parametrize("name", ["permissions.conf", "access.conf"])
