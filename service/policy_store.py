@@ -5,8 +5,8 @@ reference assignment, so readers see either the old policy or the new one, never
 A failed reload keeps the last good policy and remembers the error.
 
 Each good policy is also saved, as the bytes it was loaded from, to a snapshot directory
-shared by the workers of a machine, numbered in the order saved: the machine's last good
-policy. A process that starts while the policy files are broken (a worker restarted by
+shared by the workers of a machine: the machine's last good policy. One process loads
+and saves at a time, so a newer snapshot is always of newer files. A process that starts while the policy files are broken (a worker restarted by
 its server after a bad edit) serves it and reports the error, instead of refusing to
 start; only a first start with no good policy at all is refused. And a worker that hears
 another worker loaded a policy serves that snapshot (follow_snapshot) before it reads the
@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ class PolicyStore:
         self.last_reload_error: str | None = None
         self.last_reload_at: datetime | None = None
         self.failed_version: str | None = None  # the files' version the last reload failed on
+        self._failure: str | None = None  # that failure's message, as the files gave it
         # The snapshot's number when it last held what this store serves or something
         # older: a snapshot numbered higher was saved by another worker since.
         self._snapshot_number = 0
@@ -56,13 +58,16 @@ class PolicyStore:
 
     def reload(self, now: datetime) -> Policy:
         """Build the policy from the directory and swap it in; raise PolicyError and keep
-        the old one if the directory does not load."""
-        with self._reload_lock:
+        the old one if the directory does not load. One process of the machine at a time
+        loads and saves (the snapshot's lock), so snapshots are numbered in the order the
+        files were read: a load of older files saved late would otherwise be numbered past
+        a newer one, and the other workers would follow it back."""
+        with self._reload_lock, self._snapshot_lock(fcntl.LOCK_EX):
             self.last_reload_at = now
             try:
                 policy = load_policy(self.directory, now)
             except PolicyError as exc:
-                self.last_reload_error = exc.message
+                self.last_reload_error = self._failure = exc.message
                 self.failed_version = self.files_version()
                 if self._policy is None:  # the first load: start_from_snapshot may follow
                     log.error("policy in %s does not load: %s", self.directory, exc.message)
@@ -70,8 +75,7 @@ class PolicyStore:
                     log.error("policy reload failed, keeping version %s: %s", self._version(), exc.message)
                 raise
             self._policy = policy
-            self.last_reload_error = None
-            self.failed_version = None
+            self.last_reload_error = self._failure = self.failed_version = None
             log.info("policy version %s loaded from %s", policy.version, self.directory)
             self._save_snapshot(policy)
             return policy
@@ -83,7 +87,7 @@ class PolicyStore:
             policy = self._load_snapshot(now, newer_than=-1)
             if policy is None:
                 return False
-            self._policy = policy
+            self._policy, self._failure = policy, error.message
             self.last_reload_error = f"{error.message} (serving the last good policy {policy.version})"
             log.error("policy in %s does not load: %s", self.directory, self.last_reload_error)
             return True
@@ -95,23 +99,29 @@ class PolicyStore:
         with self._reload_lock:
             if self._policy is None:
                 return False
-            policy = self._load_snapshot(now, newer_than=self._snapshot_number)
-            if policy is None or policy.version == self._policy.version:
+            policy = self._load_snapshot(now, self._snapshot_number, self._policy.version)
+            if policy is None:
                 return False
             previous, self._policy = self._policy.version, policy
             if self.files_version() == policy.version:  # the files that worker loaded: no error
-                self.last_reload_error = self.failed_version = None
+                self.last_reload_error = self._failure = self.failed_version = None
+            elif self._failure is not None:  # the files still fail here
+                self.last_reload_error = f"{self._failure} (serving the last good policy {policy.version})"
             log.info("policy version %s (was %s) from %s", policy.version, previous, self.snapshot_dir)
             return True
 
-    def _load_snapshot(self, now: datetime, newer_than: int) -> Policy | None:
-        """The snapshot of this directory's policy, if numbered above `newer_than`."""
+    def _load_snapshot(self, now: datetime, newer_than: int, served: str | None = None) -> Policy | None:
+        """The snapshot of this directory's policy, if numbered above `newer_than` and not
+        the version `served` already."""
         if self.snapshot_dir is None:
             return None
         try:
             with self._snapshot_lock(fcntl.LOCK_SH):
                 saved = self._saved()
                 if saved is None or saved[1] <= newer_than:
+                    return None
+                if saved[0] == served:
+                    self._snapshot_number = saved[1]
                     return None
                 policy = load_policy(self.snapshot_dir / "files", now)
         except OSError as exc:
@@ -143,25 +153,38 @@ class PolicyStore:
 
     @contextmanager
     def _snapshot_lock(self, kind: int):
-        """Workers that load the same new files save together, and one's rmtree of the
-        snapshot failed under the other's os.replace; a reader must not see half of one."""
-        self.snapshot_dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.lock"), "a") as lock:
+        """The machine's lock on the snapshot: workers that load the same new files save
+        together, and one's rmtree of the snapshot failed under the other's os.replace; a
+        reader must not see half of one. None to take (no snapshot, or its folder cannot be
+        written): nothing to share, so nothing to order."""
+        if self.snapshot_dir is None:
+            yield
+            return
+        try:
+            self.snapshot_dir.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.lock"), "a")
+        except OSError as exc:
+            log.warning("cannot lock the policy snapshot in %s: %s", self.snapshot_dir, exc)
+            yield
+            return
+        with lock:
             fcntl.flock(lock, kind)
             yield
 
     def _save_snapshot(self, policy: Policy) -> None:
+        """Under the snapshot's lock (reload holds it). Numbered by the clock, and past
+        the last number: a snapshot lost (removed by hand) and saved again must still be
+        numbered past what the workers last followed, or they would follow no more."""
         if self.snapshot_dir is None:
             return
         try:
-            with self._snapshot_lock(fcntl.LOCK_EX):
-                saved = self._saved()
-                if saved is not None and saved[0] == policy.version:  # every worker loads the same files
-                    self._snapshot_number = saved[1]
-                    return
-                number = (saved[1] if saved else 0) + 1
-                self._save_snapshot_now(policy, number)
-                self._snapshot_number = number
+            saved = self._saved()
+            if saved is not None and saved[0] == policy.version:  # every worker loads the same files
+                self._snapshot_number = saved[1]
+                return
+            number = max(time.time_ns(), (saved[1] if saved else 0) + 1)
+            self._save_snapshot_now(policy, number)
+            self._snapshot_number = number
         except (OSError, ValueError) as exc:  # a snapshot is a convenience; never fail a reload for it
             log.warning("could not save the policy snapshot in %s: %s", self.snapshot_dir, exc)
 

@@ -21,12 +21,12 @@ import pytest
 
 from service import create_app
 from service import policy as policy_module
-from service.errors import ConfigError
+from service.errors import ConfigError, PolicyError
 from service.policy import REPO_POLICY_DIR, load_policy, policy_version
 from service.policy_reload import PolicyWatcher, reload_policy
 from service.policy_store import PolicyStore
 from service.state_signal import ProcessCounter
-from tests.conftest import Api, read_check
+from tests.conftest import START, Api, read_check
 from tests.helpers import edit
 
 OPERATOR = "ops"
@@ -484,6 +484,80 @@ def test_a_snapshot_older_than_the_policy_served_is_not_followed(app, policy_dir
     assert worker_b.extensions["policy_store"].current.version == newer
 
 
+def test_a_load_of_older_files_saved_late_is_not_numbered_past_a_newer_one(policy_dir, tmp_path, monkeypatch):
+    """Worker A loads v2 and is slow to save it; meanwhile the files become v3 and B
+    loads them. Were A's save numbered past B's, workers hearing the news would follow
+    A's older policy (in a reviewer's run, one that let a Global Reader manage access).
+    A load and its save hold the snapshot's lock, so B reads the files after A saved."""
+    snapshot = tmp_path / "last-good-policy"
+    a, b, c = (PolicyStore(policy_dir, snapshot) for _ in range(3))
+    for store in (a, b, c):
+        store.reload(START)
+    loaded, go_on = threading.Event(), threading.Event()
+    load = load_policy
+
+    def slow_for_a(*args, **kwargs):
+        policy = load(*args, **kwargs)
+        if threading.current_thread().name == "A":
+            loaded.set()
+            go_on.wait(10)
+        return policy
+
+    monkeypatch.setattr("service.policy_store.load_policy", slow_for_a)
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    older = threading.Thread(target=a.reload, args=(START,), name="A")
+    older.start()
+    assert loaded.wait(10)
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 4h", "max_grant_duration: 2h")
+    newer = threading.Thread(target=b.reload, args=(START,), name="B")
+    newer.start()
+    newer.join(timeout=1)  # were it not to wait for A's save, it would have saved by now
+    go_on.set()
+    older.join(10)
+    newer.join(10)
+    assert b.current.version == policy_version(policy_dir)
+    write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
+
+    assert c.follow_snapshot(START) is True
+    assert c.current.version == b.current.version != a.current.version
+
+
+def test_a_snapshot_removed_and_saved_again_is_still_followed(policy_dir, tmp_path):
+    snapshot = tmp_path / "last-good-policy"
+    a, b = PolicyStore(policy_dir, snapshot), PolicyStore(policy_dir, snapshot)
+    for _ in range(3):  # numbers past a fresh snapshot's first
+        edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+        a.reload(START)
+        b.reload(START)
+        edit(policy_dir / "workflow.yaml", "max_grant_duration: 4h", "max_grant_duration: 8h")
+        a.reload(START)
+        b.reload(START)
+    shutil.rmtree(snapshot)
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 2h")
+    new = a.reload(START).version
+    write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
+
+    assert b.follow_snapshot(START) is True and b.current.version == new
+
+
+def test_the_error_shown_after_following_names_the_policy_served(policy_dir, tmp_path):
+    snapshot = tmp_path / "last-good-policy"
+    first = PolicyStore(policy_dir, snapshot).reload(START).version
+    original = (policy_dir / "access.yaml").read_text(encoding="utf-8")
+    write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
+    b = PolicyStore(policy_dir, snapshot)
+    with pytest.raises(PolicyError) as raised:
+        b.reload(START)
+    assert b.start_from_snapshot(START, raised.value) and first in b.last_reload_error
+    write_atomically(policy_dir / "access.yaml", original.replace("  - signInLogs\n", ""))
+    second = PolicyStore(policy_dir, snapshot).reload(START).version  # another worker
+    write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)  # the same broken bytes again
+
+    assert b.follow_snapshot(START) is True
+    assert b.current.version == second
+    assert b.last_reload_error == f"{raised.value.message} (serving the last good policy {second})"
+
+
 def test_a_snapshot_saved_before_snapshots_were_numbered_still_serves_a_start(app, policy_dir, tmp_path):
     config = {**app.config, "POLICY_SNAPSHOT_DIR": str(tmp_path / "snapshot")}
     good = create_app(config).extensions["policy_store"].current.version
@@ -765,11 +839,11 @@ def test_processes_saving_the_same_snapshot_take_turns(tmp_path, monkeypatch):
         inside.remove(store)
 
     monkeypatch.setattr(PolicyStore, "_save_snapshot_now", slow_save)
-    policy = load_policy(REPO_POLICY_DIR)
-    threads = [threading.Thread(target=store._save_snapshot, args=(policy,)) for store in stores]
+    threads = [threading.Thread(target=store.reload, args=(START,)) for store in stores]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
     assert most == [1]  # one saved; the other then found it saved
-    assert (tmp_path / "last-good" / "VERSION").read_text(encoding="utf-8") == policy.version
+    version = policy_version(REPO_POLICY_DIR)
+    assert (tmp_path / "last-good" / "VERSION").read_text(encoding="utf-8") == version
