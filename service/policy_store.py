@@ -6,11 +6,12 @@ A failed reload keeps the last good policy and remembers the error.
 
 Each good policy is also saved, as the bytes it was loaded from, to a snapshot directory
 shared by the workers of a machine: the machine's last good policy. One process loads
-and saves at a time, so a newer snapshot is always of newer files. A process that starts while the policy files are broken (a worker restarted by
-its server after a bad edit) serves it and reports the error, instead of refusing to
-start; only a first start with no good policy at all is refused. And a worker that hears
-another worker loaded a policy serves that snapshot (follow_snapshot) before it reads the
-files itself: were they broken since, it would keep an older policy that may allow more.
+and saves at a time, so a newer snapshot is always of newer files. A process that starts
+while the policy files are broken (a worker restarted by its server after a bad edit)
+serves it and reports the error, instead of refusing to start; only a first start with
+no good policy at all is refused. And a worker that hears another worker loaded a policy
+serves that snapshot (follow_snapshot) before it reads the files itself: were they
+broken since, it would keep an older policy that may allow more.
 """
 
 from __future__ import annotations
