@@ -17,6 +17,7 @@ removal never shows.
 from __future__ import annotations
 
 import hmac
+import io
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from models import AccessRequest, Tenant
 from service import clock, workflow
 from service.api import policy, provider
 from service.errors import ApiError, BadRequest, SupportAccessError, Unauthorized, store_failed
-from service.validation import refuse_nul_characters, refuse_undecodable_url
+from service.validation import read_body, refuse_nul_characters, refuse_undecodable_url
 from service.viewer import Viewer, viewer_for
 
 log = logging.getLogger("support_access")
@@ -194,13 +195,25 @@ def _check_csrf() -> None:
     if request.mimetype != "application/x-www-form-urlencoded":  # as the page's forms send it
         abort(415, "The page's forms are sent URL-encoded (application/x-www-form-urlencoded).")
     # The raw form first (cached: request.form is parsed from it), to refuse undecodable bytes.
-    form = request.get_data(cache=True)
+    form = _read_form()
     sent = request.form.get("csrf_token", "").encode()
     expected = session.get(CSRF_KEY, "").encode()
     if not expected or not hmac.compare_digest(sent, expected):
         abort(400, "The form is out of date or did not come from this page. Reload the page and try again.")
     refuse_undecodable_url(request.environ, form)
     refuse_nul_characters(request.path, request.form.items(multi=True))
+
+
+def _read_form() -> bytes:
+    """The whole form, as the API's routes read a body: 413 past MAX_CONTENT_LENGTH.
+    Werkzeug's own read of a chunked body under granian stopped at the limit without a
+    word, and the form was parsed cut short. Put back as the request's body, with its
+    length, so that request.form is parsed from what was read."""
+    raw = read_body(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
+    request.environ.pop("wsgi.input_terminated", None)
+    request.environ.pop("HTTP_TRANSFER_ENCODING", None)
+    request.environ.update({"wsgi.input": io.BytesIO(raw), "CONTENT_LENGTH": str(len(raw))})
+    return request.get_data(cache=True)
 
 
 @bp.after_request
