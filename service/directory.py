@@ -7,6 +7,7 @@ what a role permits is answered by the policy (Casbin, cached per policy version
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +66,17 @@ def check_principal(principal: str, field: str) -> None:
     document's RoleAssignmentPut does (PostgreSQL would refuse it: a 500)."""
     components = openapi_document()["components"]
     _check_text(principal, components["schemas"]["RoleAssignmentPut"]["properties"]["principal"], field)
+
+
+def person_key(principal: str) -> str:
+    """What two principal ids share if they may name one person: the id Unicode-
+    normalised (NFKC) and case-folded. Used only where taking two ids as one person
+    refuses more, never allows more: the requesting engineer approving its own request,
+    and approvals that must come from different people. `Eve` and `ｅve` (full-width)
+    are two principals to the directory, and an identity provider's ids are often
+    case-insensitive: one person signed in as each could otherwise approve its own
+    request, or count twice."""
+    return unicodedata.normalize("NFKC", principal).casefold()
 
 
 def check_tenant_name(name: str, field: str) -> None:

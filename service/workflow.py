@@ -404,7 +404,7 @@ def _decide_party(policy, viewer: Viewer, request_id, tenant_id, now, reject_rea
     sweep(now)
     request, _ = visible_request(viewer, request_id)
     policy.hit("approval:allow_self_approval")
-    if request.engineer == viewer.principal:
+    if directory.person_key(request.engineer) == directory.person_key(viewer.principal):
         raise Forbidden(
             "the requesting engineer cannot approve or reject its own request", code="self_approval"
         )
@@ -454,13 +454,14 @@ def _party_of(request: AccessRequest, tenant_id: str) -> str:
 
 def _add_approval(policy, viewer: Viewer, request, tenant_id: str, party: str, now) -> None:
     approvals = list(request.approvals)
-    if any(a.party == party and a.approver == viewer.principal for a in approvals):
+    me, people = directory.person_key(viewer.principal), [directory.person_key(a.approver) for a in approvals]
+    if any(a.party == party and person == me for a, person in zip(approvals, people, strict=True)):
         raise Conflict(f"you already approved for the {party} party", code="already_approved")
     if party_has_approved(policy, request, party):
         raise Conflict(f"the {party} party has already approved", code="already_approved")
     _check_eligible(policy, viewer, request, tenant_id, party)
     policy.hit("approval:distinct_approvers_across_parties")
-    if _distinct_across_parties(policy, request) and any(a.approver == viewer.principal for a in approvals):
+    if _distinct_across_parties(policy, request) and me in people:
         message = "the policy requires a different approver for each party"
         raise Forbidden(message, code="distinct_approvers_required")
     Approval.create(
@@ -523,7 +524,11 @@ def _missing(policy: Policy, request: AccessRequest) -> dict[str, int]:
     missing = {}
     for requirement in json.loads(request.requirements):
         party = requirement["party"]
-        valid = {a.approver for a in request.approvals if a.party == party and _counts(policy, request, a)}
+        valid = {
+            directory.person_key(a.approver)
+            for a in request.approvals
+            if a.party == party and _counts(policy, request, a)
+        }
         missing[party] = max(0, requirement["approvals"] - len(valid))
     return missing
 

@@ -402,6 +402,19 @@ def test_requesting_engineer_cannot_approve_its_own_request(api, access_request,
     assert decide(api)["allowed"] is False
 
 
+@pytest.mark.parametrize("look_alike", ["Eve", "EVE", "\uff45ve"])  # "ｅve": a full-width e
+def test_a_look_alike_of_the_requesting_engineer_cannot_approve_or_reject(api, access_request, look_alike):
+    """Two ids that one person may hold (an identity provider's ids are often case-
+    insensitive; NFKC reads full-width letters as plain ones) are one person where that
+    only refuses more: a look-alike made an admin let eve's request be approved by eve."""
+    assignment = {"principal": look_alike, "role": "Global Administrator"}
+    assert api.put("/v1/tenants/contoso/role-assignments", "ops", assignment).status_code in (200, 201)
+    for action in ("approve", "reject"):
+        answer = api.post(url(access_request, action), look_alike, {"tenant_id": "contoso"})
+        assert answer.status_code == 403 and error_of(answer)["code"] == "self_approval", answer.get_json()
+    assert approve(api, access_request, "alice", "contoso").get_json()["approvals"][0]["approver"] == "alice"
+
+
 def test_requesting_engineer_cannot_reject_its_own_request(api, access_request, eve_is_contoso_admin):
     answer = api.post(url(access_request, "reject"), "eve", {"tenant_id": "contoso"})
 

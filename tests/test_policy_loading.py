@@ -996,6 +996,17 @@ class TestDistinctApproversAcrossParties:
         assert again.get_json()["error"]["code"] == "distinct_approvers_required"
         assert self.approve(api, request_id, "bob", "fabrikam").get_json()["status"] == "approved"
 
+    def test_one_person_under_two_spellings_is_one_approver(self, api, access_request):
+        """`dana` and `DANA` may be one person signed in twice: the second approval
+        would make one person approve for both parties."""
+        assignment = {"principal": "DANA", "role": "Global Administrator"}
+        assert api.put("/v1/tenants/fabrikam/role-assignments", "ops", assignment).status_code in (200, 201)
+        request_id = access_request["id"]
+        assert self.approve(api, request_id, "dana", "contoso").status_code == 200
+        again = self.approve(api, request_id, "DANA", "fabrikam")
+        assert again.status_code == 403, again.get_json()
+        assert again.get_json()["error"]["code"] == "distinct_approvers_required"
+
     def test_a_request_filed_after_the_change_follows_the_new_rule(
         self, api, policy_dir, ticket, access_request
     ):
