@@ -258,6 +258,14 @@ def _init_policy(app: Flask) -> None:
     """No start without a good policy (a half-loaded one is never served): without one,
     and without a last good copy, the worker waits up but not ready (service/starting.py)."""
     store = PolicyStore(app.config["POLICY_DIR"], app.config["POLICY_SNAPSHOT_DIR"])
+    generation = None
+    if not app.config.get("TESTING"):
+        from service.state_signal import POLICY_SUFFIX, counter_for
+
+        generation = counter_for(app.config["DATABASE_URL"], read_journal_directory(app), POLICY_SUFFIX)
+    # Read before the load: another worker's load that lands after this one read the
+    # files is then heard before this worker's first answer.
+    followed = generation.value() if generation else 0
     try:
         store.reload(app.config["CLOCK"]())
     except PolicyError as exc:
@@ -269,17 +277,15 @@ def _init_policy(app: Flask) -> None:
 
         RELOADS.labels(result="failure", trigger="start").inc()
     app.extensions["policy_store"] = store
-    if app.config.get("TESTING"):
+    if generation is None:
         return
     from service.policy_reload import PolicyWatcher
-    from service.state_signal import POLICY_SUFFIX, counter_for
 
-    generation = counter_for(app.config["DATABASE_URL"], read_journal_directory(app), POLICY_SUFFIX)
     app.extensions["policy_generation"] = generation
     # SIGHUP is caught from now on; the watching thread starts with the first request, so
     # it runs in the serving process (after the server's fork), not in CLI commands.
     interval = float(app.config["POLICY_WATCH_INTERVAL"])
-    watcher = PolicyWatcher(app, interval, generation).install_signal_handler()
+    watcher = PolicyWatcher(app, interval, generation, followed).install_signal_handler()
     app.extensions["policy_watcher"] = watcher
     _before_every_request(app, watcher.start_once)
     # Another worker's new policy, before every answer (the decision fast path too).

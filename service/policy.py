@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import permutations
 from pathlib import Path
 from typing import Any
 
@@ -310,8 +309,7 @@ def _evaluate_every_permission_row(files: dict[str, bytes | None], rules: tuple[
     probe = _build_enforcer(files, "permissions.conf", rules)
     probe.set_effector(get_effector(ALLOW_AND_DENY_EFFECT))
     subject = rules[0].values[0]
-    domain = ("*",) * (len(probe.get_model()["g"]["g"].value.split(",")) - 2)
-    links = _LinkedToEveryRole(subject, {rule.values[0] for rule in rules}, domain)
+    links = _LinkedToEveryRole(subject, {rule.values[0] for rule in rules})
     probe.get_model()["g"]["g"].rm = probe.rm_map["g"] = links
     for action in sorted(set(actions)):
         try:
@@ -322,16 +320,17 @@ def _evaluate_every_permission_row(files: dict[str, bytes | None], rules: tuple[
 
 
 class _LinkedToEveryRole(casbin.rbac.RoleManager):
-    """The load check's links: `subject` holds every role in `domain`, and any other
-    name only itself, as Casbin's own role manager holds them given those links. Casbin's
-    compares each role with every other on each link and each question (it also walks
-    all of the subject's roles to answer one): a roles.yaml of 2,000 roles took 4.3 s."""
+    """The load check's links: `subject` holds every role in tenant "*" (what the check
+    asks as r.dom), and any other name only itself, as Casbin's own role manager holds
+    them given those links. Casbin's compares each role with every other on each link and
+    each question (it also walks all of the subject's roles to answer one): a roles.yaml
+    of 2,000 roles took 4.3 s."""
 
-    def __init__(self, subject: str, roles: set[str], domain: tuple[str, ...]):
-        self.subject, self.roles, self.domain = subject, roles, domain
+    def __init__(self, subject: str, roles: set[str]):
+        self.subject, self.roles = subject, roles
 
     def has_link(self, name1: str, name2: str, *domain: str) -> bool:
-        return name1 == name2 or (name1 == self.subject and name2 in self.roles and domain == self.domain)
+        return name1 == name2 or (name1 == self.subject and name2 in self.roles and domain == ("*",))
 
 
 def _role_name(roles: dict[str, Role], by_template: dict[str, str]):
@@ -559,6 +558,14 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
     if tokens != MODEL_FILES[name]:
         problem = f"request must be r = {', '.join(MODEL_FILES[name])}, found {', '.join(tokens)}"
         raise PolicyValidationError(name, "[request_definition]", problem)
+    link_fields = [part.strip() for part in model["g"]["g"].value.split(",")]
+    if link_fields != ["_", "_", "_"]:
+        # The service calls it as g(r.sub, p.sub, r.dom): a principal, a role or access
+        # kind, a tenant. Casbin would ignore the tenant of `_, _`, and the load's check
+        # of every permission row could not link a role to every role under another.
+        found = ", ".join(link_fields)
+        problem = f"must be g = _, _, _ (principal, role or access kind, tenant), found g = {found}"
+        raise PolicyValidationError(name, "[role_definition]", problem)
     effect = model["e"]["e"].value
     try:
         get_effector(effect)
@@ -678,35 +685,48 @@ def _check_rules_bind(name: str, model) -> None:
         )
         raise PolicyValidationError(name, "[matchers]", problem)
     request_fields = {token for token in model["r"]["r"].tokens if token not in ("r_sub", "r_dom")}
-    link_functions = set(model["g"].keys())
     terms = required_terms(text)
     for token in model["p"]["p"].tokens[1:]:  # p.sub is the link call's
-        if not any(_binds(term, token, request_fields, link_functions) for term in terms):
+        if not any(_binds(term, token, request_fields) for term in terms):
             field = token.replace("_", ".", 1)
             problem = (
                 f"{field} is not compared with the request in a term the matcher requires "
-                f"(a top-level && term comparing it with a request field by == or in, or a "
-                f"matching function such as keyMatch), so a rule could apply whatever {field} it lists"
+                f"(a top-level && term: r.x == {field}, or a matching function given the request's "
+                f"field and then {field}, as keyMatch(r.obj, p.obj)), so a rule could apply "
+                f"whatever {field} it lists"
             )
             raise PolicyValidationError(name, "[matchers]", problem)
 
 
-def _binds(term: ast.expr, field: str, request_fields: set[str], link_functions: set[str]) -> bool:
-    """Does `term` hold only where the rule's `field` matches a request field? Only a
-    plain comparison by == or `in`, or a call of a matching function (keyMatch,
-    regexMatch, ...), with the rule's field in one operand and a request field in
-    another, is taken as such: under `||`, `!` or `!=` a rule could hold whatever it lists
-    (a wildcard is keyMatch(r.act, p.act), not `r.act == p.act || p.act == "*"`)."""
-    if isinstance(term, ast.Compare) and all(isinstance(op, ast.Eq | ast.In) for op in term.ops):
-        operands = [term.left, *term.comparators]
-    elif (
-        isinstance(term, ast.Call) and isinstance(term.func, ast.Name) and term.func.id not in link_functions
+# Casbin's functions that match a request's value (first) against a rule's pattern.
+MATCHING_FUNCTIONS = frozenset(
+    {"keyMatch", "keyMatch2", "keyMatch3", "keyMatch4", "keyMatch5", "regexMatch", "globMatch", "ipMatch"}
+)
+
+
+def _binds(term: ast.expr, field: str, request_fields: set[str]) -> bool:
+    """Does `term` hold only where the rule's `field` matches a request field? Only these
+    forms are taken as such: `r.x == p.x` (either way round), a matching function given
+    the request field and then the rule's (`keyMatch(r.obj, p.obj)`), or alternatives
+    (`||`) each of which is one of these. Anything else could hold whatever the rule
+    lists: `r.obj in p.obj` is a substring test, `keyMatch(r.obj, "*" + p.obj)` matches
+    every path, `(keyMatch(r.obj, p.obj) || r.act == "read")` any resource read."""
+    if isinstance(term, ast.BoolOp) and isinstance(term.op, ast.Or):
+        return all(_binds(value, field, request_fields) for value in term.values)
+    if isinstance(term, ast.Compare) and len(term.ops) == 1 and isinstance(term.ops[0], ast.Eq):
+        pair = {_field_name(term.left), _field_name(term.comparators[0])}
+        return field in pair and bool(pair & request_fields)
+    if (
+        isinstance(term, ast.Call)
+        and getattr(term.func, "id", None) in MATCHING_FUNCTIONS
+        and len(term.args) == 2
     ):
-        operands = term.args
-    else:
-        return False
-    names = [{node.id for node in ast.walk(operand) if isinstance(node, ast.Name)} for operand in operands]
-    return any(field in one and other & request_fields for one, other in permutations(names, 2))
+        return _field_name(term.args[0]) in request_fields and _field_name(term.args[1]) == field
+    return False
+
+
+def _field_name(node: ast.expr) -> str | None:
+    return node.id if isinstance(node, ast.Name) else None
 
 
 # What the service evaluates a matcher with: it finds the principal's links in the tenant

@@ -85,7 +85,7 @@ class PolicyWatcher:
     this thread, never inside a signal handler that may have interrupted a transaction.
     """
 
-    def __init__(self, app: Flask, interval: float, generation):
+    def __init__(self, app: Flask, interval: float, generation, followed: int | None = None):
         self.app = app
         self.interval = interval
         self.generation = generation  # the machine's policy generation (see the module)
@@ -95,7 +95,8 @@ class PolicyWatcher:
         self.wakeups: queue.SimpleQueue = queue.SimpleQueue()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="policy-watcher", daemon=True)
-        self._followed = generation.value()
+        # The generation this worker's policy is current with (read before its load).
+        self._followed = generation.value() if followed is None else followed
         self._start_lock = threading.Lock()
         self._follow_lock = threading.Lock()
 

@@ -6,7 +6,7 @@ A failed reload keeps the last good policy and remembers the error.
 
 Each good policy is also saved, as the bytes it was loaded from, to a snapshot directory
 shared by the workers of a machine: the machine's last good policy. One process loads
-and saves at a time, so a newer snapshot is always of newer files. A process that starts
+and saves at a time, so a snapshot saved after a worker's load is of newer files. A process that starts
 while the policy files are broken (a worker restarted by its server after a bad edit)
 serves it and reports the error, instead of refusing to start; only a first start with
 no good policy at all is refused. And a worker that hears another worker loaded a policy
@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import threading
-import time
+import uuid
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -41,9 +41,10 @@ class PolicyStore:
         self.last_reload_at: datetime | None = None
         self.failed_version: str | None = None  # the files' version the last reload failed on
         self._failure: str | None = None  # that failure's message, as the files gave it
-        # The snapshot's number when it last held what this store serves or something
-        # older: a snapshot numbered higher was saved by another worker since.
-        self._snapshot_number = 0
+        # The id of the snapshot as it was when this store last loaded the files or
+        # followed a snapshot (None: there was none). Loads and saves take turns (reload),
+        # so a snapshot with another id was saved since, of files read since.
+        self._snapshot_seen: str | None = None
         self._reload_lock = threading.Lock()
 
     @property
@@ -60,9 +61,9 @@ class PolicyStore:
     def reload(self, now: datetime) -> Policy:
         """Build the policy from the directory and swap it in; raise PolicyError and keep
         the old one if the directory does not load. One process of the machine at a time
-        loads and saves (the snapshot's lock), so snapshots are numbered in the order the
-        files were read: a load of older files saved late would otherwise be numbered past
-        a newer one, and the other workers would follow it back."""
+        loads and saves (the snapshot's lock): a snapshot saved after this load is then of
+        files read after it. Saved late, a load of older files would otherwise replace a
+        newer snapshot, and the other workers would follow it back."""
         with self._reload_lock, self._snapshot_lock(fcntl.LOCK_EX):
             self.last_reload_at = now
             try:
@@ -85,7 +86,7 @@ class PolicyStore:
         """After a failed first load: serve the last good snapshot of this directory, if
         there is one. True if a policy is now in force."""
         with self._reload_lock:
-            policy = self._load_snapshot(now, newer_than=-1)
+            policy = self._load_snapshot(now, any_seen=True)
             if policy is None:
                 return False
             self._policy, self._failure = policy, error.message
@@ -100,7 +101,7 @@ class PolicyStore:
         with self._reload_lock:
             if self._policy is None:
                 return False
-            policy = self._load_snapshot(now, self._snapshot_number, self._policy.version)
+            policy = self._load_snapshot(now, served=self._policy.version)
             if policy is None:
                 return False
             previous, self._policy = self._policy.version, policy
@@ -111,18 +112,18 @@ class PolicyStore:
             log.info("policy version %s (was %s) from %s", policy.version, previous, self.snapshot_dir)
             return True
 
-    def _load_snapshot(self, now: datetime, newer_than: int, served: str | None = None) -> Policy | None:
-        """The snapshot of this directory's policy, if numbered above `newer_than` and not
-        the version `served` already."""
+    def _load_snapshot(self, now: datetime, served: str | None = None, any_seen=False) -> Policy | None:
+        """The snapshot of this directory's policy, unless it was seen already (any_seen:
+        even then) or its version is `served` already."""
         if self.snapshot_dir is None:
             return None
         try:
             with self._snapshot_lock(fcntl.LOCK_SH):
                 saved = self._saved()
-                if saved is None or saved[1] <= newer_than:
+                if saved is None or (saved[1] == self._snapshot_seen and not any_seen):
                     return None
                 if saved[0] == served:
-                    self._snapshot_number = saved[1]
+                    self._snapshot_seen = saved[1]
                     return None
                 policy = load_policy(self.snapshot_dir / "files", now)
         except OSError as exc:
@@ -134,11 +135,11 @@ class PolicyStore:
         if policy.version != saved[0]:
             log.error("policy snapshot in %s is not the version it names", self.snapshot_dir)
             return None
-        self._snapshot_number = saved[1]
+        self._snapshot_seen = saved[1]
         return policy
 
-    def _saved(self) -> tuple[str, int] | None:
-        """The snapshot's (version, number), if it is one of this directory."""
+    def _saved(self) -> tuple[str, str] | None:
+        """The snapshot's (version, id), if it is one of this directory."""
         try:
             source = (self.snapshot_dir / "SOURCE").read_text(encoding="utf-8").strip()
             version = (self.snapshot_dir / "VERSION").read_text(encoding="utf-8").strip()
@@ -147,10 +148,9 @@ class PolicyStore:
         if source != str(self.directory.resolve()):
             return None  # a snapshot of another policy directory is no "last good" of this one
         try:
-            number = (self.snapshot_dir / "NUMBER").read_text(encoding="utf-8").strip()
+            return version, (self.snapshot_dir / "ID").read_text(encoding="utf-8").strip()
         except FileNotFoundError:
-            number = "0"  # saved before snapshots were numbered
-        return version, int(number) if number.isdigit() else 0
+            return version, ""  # saved before snapshots had ids
 
     @contextmanager
     def _snapshot_lock(self, kind: int):
@@ -169,27 +169,29 @@ class PolicyStore:
             yield
             return
         with lock:
-            fcntl.flock(lock, kind)
+            try:
+                fcntl.flock(lock, kind)
+            except OSError as exc:  # e.g. a file system without locks (ENOLCK)
+                log.warning("cannot lock the policy snapshot in %s: %s", self.snapshot_dir, exc)
             yield
 
     def _save_snapshot(self, policy: Policy) -> None:
-        """Under the snapshot's lock (reload holds it). Numbered by the clock, and past
-        the last number: a snapshot lost (removed by hand) and saved again must still be
-        numbered past what the workers last followed, or they would follow no more."""
+        """Under the snapshot's lock (reload holds it): the snapshot there now is of files
+        read before this load, so it is seen, whether or not this one can be saved."""
         if self.snapshot_dir is None:
             return
         try:
             saved = self._saved()
+            self._snapshot_seen = saved[1] if saved else None
             if saved is not None and saved[0] == policy.version:  # every worker loads the same files
-                self._snapshot_number = saved[1]
                 return
-            number = max(time.time_ns(), (saved[1] if saved else 0) + 1)
-            self._save_snapshot_now(policy, number)
-            self._snapshot_number = number
-        except (OSError, ValueError) as exc:  # a snapshot is a convenience; never fail a reload for it
+            snapshot_id = uuid.uuid4().hex
+            self._save_snapshot_now(policy, snapshot_id)
+            self._snapshot_seen = snapshot_id
+        except OSError as exc:  # a snapshot is a convenience; never fail a reload for it
             log.warning("could not save the policy snapshot in %s: %s", self.snapshot_dir, exc)
 
-    def _save_snapshot_now(self, policy: Policy, number: int) -> None:
+    def _save_snapshot_now(self, policy: Policy, snapshot_id: str) -> None:
         """Write the bytes the policy was loaded from beside the snapshot, then put them
         in its place."""
         staging = self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.{os.getpid()}.tmp")
@@ -199,7 +201,7 @@ class PolicyStore:
             (staging / "files" / name).write_bytes(data)
         (staging / "SOURCE").write_text(str(self.directory.resolve()), encoding="utf-8")
         (staging / "VERSION").write_text(policy.version, encoding="utf-8")
-        (staging / "NUMBER").write_text(str(number), encoding="utf-8")
+        (staging / "ID").write_text(snapshot_id, encoding="utf-8")
         shutil.rmtree(self.snapshot_dir, ignore_errors=True)
         os.replace(staging, self.snapshot_dir)
 

@@ -636,8 +636,8 @@ LINK_NOT_REQUIRED = (
 def not_compared(file: str, field: str) -> str:
     return (
         f"{file}: [matchers]: {field} is not compared with the request in a term the matcher requires "
-        f"(a top-level && term comparing it with a request field by == or in, or a matching function "
-        f"such as keyMatch), so a rule could apply whatever {field} it lists"
+        f"(a top-level && term: r.x == {field}, or a matching function given the request's field and "
+        f"then {field}, as keyMatch(r.obj, p.obj)), so a rule could apply whatever {field} it lists"
     )
 
 
@@ -683,6 +683,28 @@ PERMISSIONS_MATCHER = "m = g(r.sub, p.sub, r.dom) && r.act == p.act"
             'm = g(r.sub, p.sub, r.dom) && (r.act == p.act || p.sub == "Support Engineer")',
             not_compared("permissions.conf", "p.act"),
         ),
+        # forms that name both fields yet hold beyond what a rule lists (a second review)
+        *(
+            (
+                "access.conf",
+                f"m = g(r.sub, p.sub, r.dom) && {term} && r.act == p.act",
+                not_compared("access.conf", "p.obj"),
+            )
+            for term in (
+                'r.obj in (p.obj, "diagnostics/riskDetections")',
+                "r.obj in p.obj",
+                'keyMatch(r.obj, "*" + p.obj)',
+                'regexMatch(r.obj, p.obj + "|.*")',
+                "(p.obj == p.obj) == (r.obj == r.obj)",
+                'r.obj == (r.obj if p.obj else "")',
+                "keyMatch(p.obj, r.obj)",
+            )
+        ),
+        (
+            "permissions.conf",
+            'm = g(r.sub, p.sub, r.dom) && r.act in (p.act, "supportAccess/service/operate")',
+            not_compared("permissions.conf", "p.act"),
+        ),
     ],
 )
 def test_a_matcher_letting_a_rule_apply_beyond_what_it_lists_is_refused(
@@ -698,6 +720,17 @@ def test_a_matcher_letting_a_rule_apply_beyond_what_it_lists_is_refused(
     assert result.exit_code == 3 and expected in result.output, result.output
 
 
+@pytest.mark.parametrize("file", ["access.conf", "permissions.conf"])
+@pytest.mark.parametrize("links", ["_, _", "_, _, _, _"])
+def test_a_link_definition_other_than_principal_role_tenant_is_refused(tmp_path, file, links):
+    """The service calls g(r.sub, p.sub, r.dom). Under `g = _, _` Casbin ignores the
+    tenant, and the load's check of every permission row evaluated one role's rows only."""
+    directory = copy_policies(tmp_path)
+    edit(directory, file, "g = _, _, _", f"g = {links}")
+    expected = "must be g = _, _, _ (principal, role or access kind, tenant), found g = " + links
+    assert load_error(directory) == f"{file}: [role_definition]: {expected}"
+
+
 @pytest.mark.parametrize(
     ("file", "matcher"),
     [
@@ -706,6 +739,11 @@ def test_a_matcher_letting_a_rule_apply_beyond_what_it_lists_is_refused(
         ("access.conf", "m = g(r.sub, p.sub, r.dom) && regexMatch(r.obj, p.obj) && r.act == p.act"),
         ("permissions.conf", 'm = (g(r.sub, p.sub, r.dom) && r.act != "") && r.act == p.act'),
         ("permissions.conf", "m = !(r.act != p.act) && g(r.sub, p.sub, r.dom) && keyMatch(r.act, p.act)"),
+        ("permissions.conf", "m = g(r.sub, p.sub, r.dom) && (r.act == p.act || keyMatch(r.act, p.act))"),
+        (
+            "access.conf",
+            "m = g(r.sub, p.sub, r.dom) && (p.obj == r.obj || globMatch(r.obj, p.obj)) && r.act == p.act",
+        ),
     ],
 )
 def test_a_matcher_binding_every_field_loads_however_it_is_written(tmp_path, file, matcher):

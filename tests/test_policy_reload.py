@@ -8,6 +8,7 @@ overrides the one in tests/conftest.py), so the tests can change and break it.""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -465,23 +466,27 @@ def test_a_worker_following_good_files_from_the_snapshot_reads_them_no_more(app,
     assert [e["details"].get("source") for e in events] == ["snapshot"]  # and no second load of the files
 
 
-def test_a_snapshot_older_than_the_policy_served_is_not_followed(app, policy_dir, tmp_path):
-    """Only a snapshot saved after this worker's policy: an older one would take back a
-    change this worker loaded."""
-    (worker_a, worker_b), generation = two_workers(app, tmp_path)
-    watcher = PolicyWatcher(worker_b, interval=0, generation=generation)
-    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
-    assert Api(worker_b.test_client()).post(RELOAD, OPERATOR).status_code == 200
-    newer = policy_version(policy_dir)
+def test_a_snapshot_older_than_the_policy_served_is_not_followed(policy_dir, tmp_path, monkeypatch):
+    """Only a snapshot saved after this worker's load. When a save fails (a full disk),
+    the snapshot left is older than the files loaded since: a worker that then followed
+    it on hearing news would take back a change it loaded (a reviewer's run: a read that
+    the newer policy no longer allowed)."""
     snapshot = tmp_path / "last-good-policy"
-    (snapshot / "NUMBER").write_text("0", encoding="utf-8")  # as if saved before B's load
-    (snapshot / "VERSION").write_text(worker_a.extensions["policy_store"].current.version, encoding="utf-8")
+    a = PolicyStore(policy_dir, snapshot)
+    a.reload(START)
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PolicyStore, "_save_snapshot_now", disk_full)
+    newer = a.reload(START).version
+    b = PolicyStore(policy_dir, snapshot)  # a worker started since
+    assert b.reload(START).version == newer
     write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
-    generation.publish()
 
-    watcher.keep_current()
-
-    assert worker_b.extensions["policy_store"].current.version == newer
+    assert a.follow_snapshot(START) is False and b.follow_snapshot(START) is False
+    assert a.current.version == b.current.version == newer
 
 
 def test_a_load_of_older_files_saved_late_is_not_numbered_past_a_newer_one(policy_dir, tmp_path, monkeypatch):
@@ -558,10 +563,10 @@ def test_the_error_shown_after_following_names_the_policy_served(policy_dir, tmp
     assert b.last_reload_error == f"{raised.value.message} (serving the last good policy {second})"
 
 
-def test_a_snapshot_saved_before_snapshots_were_numbered_still_serves_a_start(app, policy_dir, tmp_path):
+def test_a_snapshot_saved_before_snapshots_had_ids_still_serves_a_start(app, policy_dir, tmp_path):
     config = {**app.config, "POLICY_SNAPSHOT_DIR": str(tmp_path / "snapshot")}
     good = create_app(config).extensions["policy_store"].current.version
-    (tmp_path / "snapshot" / "NUMBER").unlink()
+    (tmp_path / "snapshot" / "ID").unlink()
     write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
     assert shown(Api(create_app(config).test_client()))["version"] == good
 
@@ -673,6 +678,72 @@ def test_a_production_app_catches_sighup_and_watches_once_it_serves(tmp_path, po
         if app is not None and "policy_watcher" in app.extensions:
             app.extensions["policy_watcher"].stop()
             app.extensions["policy_watcher"].thread.join(timeout=5)
+
+
+def test_a_snapshot_that_cannot_be_locked_stops_neither_a_start_nor_a_reload(
+    app, policy_dir, tmp_path, monkeypatch
+):
+    """A file system without locks (ENOLCK, as on some network mounts) answered a reload
+    with a 500 and stopped a worker from starting: the lock orders the snapshots, and a
+    policy is served without one, as it is without a snapshot."""
+
+    flock = fcntl.flock
+
+    def no_locks(target, operation):
+        if str(getattr(target, "name", "")).endswith("last-good-policy.lock"):
+            raise OSError(37, "No locks available")
+        return flock(target, operation)
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    worker = create_app({**app.config, "POLICY_SNAPSHOT_DIR": str(tmp_path / "last-good-policy")})
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    answer = Api(worker.test_client()).post(RELOAD, OPERATOR)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["version"] == policy_version(policy_dir)
+
+
+def test_a_load_by_another_worker_while_this_one_starts_is_heard(tmp_path, policy_dir, clock, monkeypatch):
+    """The generation is read before the start's load: read after it, another worker's
+    load landing in between (files changed, then broken) would never be followed."""
+    from service import create_app
+    from service.state_signal import POLICY_SUFFIX, SharedCounter
+    from tests.conftest import SECRET
+
+    database = tmp_path / "prod.db"
+    snapshot = tmp_path / "last-good-policy"
+    other_version = []
+    reload = PolicyStore.reload
+
+    def another_worker_loads_meanwhile(store, now):
+        loaded = reload(store, now)
+        if not other_version:  # just after this worker's start read the files
+            edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+            other_version.append(reload(PolicyStore(policy_dir, snapshot), now).version)
+            write_atomically(policy_dir / "access.yaml", BROKEN_ACCESS)
+            SharedCounter(f"{database}.{POLICY_SUFFIX}").publish()  # as that worker tells the others
+        return loaded
+
+    monkeypatch.setattr(PolicyStore, "reload", another_worker_loads_meanwhile)
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        app = create_app(
+            {
+                "TESTING": False,
+                "DATABASE_URL": f"sqlite:///{database}",
+                "JWT_SECRET": SECRET,
+                "POLICY_DIR": str(policy_dir),
+                "POLICY_SNAPSHOT_DIR": str(snapshot),
+                "DECISION_LOG": "",
+                "CLOCK": clock,
+                "POLICY_WATCH_INTERVAL": 0,  # only other workers' news
+            }
+        )
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    monkeypatch.undo()
+    app.extensions["policy_watcher"].keep_current()  # what runs before this worker's first answer
+
+    assert app.extensions["policy_store"].current.version == other_version[0]
 
 
 # --- reloads racing decisions ------------------------------------------------------------
