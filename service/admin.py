@@ -31,6 +31,7 @@ from werkzeug.exceptions import HTTPException
 from models import AccessRequest, Tenant
 from service import clock, workflow
 from service.api import policy, provider
+from service.directory import person_key
 from service.errors import ApiError, BadRequest, SupportAccessError, Unauthorized, store_failed
 from service.validation import read_body, refuse_nul_characters, refuse_undecodable_url
 from service.viewer import Viewer, viewer_for
@@ -132,6 +133,7 @@ def _row(item: AccessRequest, view: str, tenant_id: str, viewer: Viewer) -> Row:
     status = workflow.view_status(item, view)
     party = "resource" if tenant_id == item.resource_tenant_id else "support_request"
     approvals = workflow.approvals_of(policy(), item)
+    me = person_key(viewer.principal)
     return Row(
         id=item.id,
         ticket_id=item.support_request_id,
@@ -153,8 +155,9 @@ def _row(item: AccessRequest, view: str, tenant_id: str, viewer: Viewer) -> Row:
             f"{r['tenant_id']} ({PARTY_LABELS[r['party']]})" for r in workflow.required_approvals(item)
         ],
         approvals=[f"{a.approver} for {a.tenant_id}, {_when(a.at)}" for a in approvals],
-        approved_by_me=any(a.approver == viewer.principal and a.party == party for a in approvals),
-        filed_by_me=item.engineer == viewer.principal,
+        # as the workflow compares them: the page must not offer what the call refuses
+        approved_by_me=any(a.party == party and person_key(a.approver) == me for a in approvals),
+        filed_by_me=person_key(item.engineer) == me,
         party_has_approved=status == workflow.PENDING and workflow.party_has_approved(policy(), item, party),
     )
 

@@ -684,15 +684,14 @@ def _check_rules_bind(name: str, model) -> None:
             "without it a rule applies to every role or access kind"
         )
         raise PolicyValidationError(name, "[matchers]", problem)
-    request_fields = {token for token in model["r"]["r"].tokens if token not in ("r_sub", "r_dom")}
     terms = required_terms(text)
     for token in model["p"]["p"].tokens[1:]:  # p.sub is the link call's
-        if not any(_binds(term, token, request_fields) for term in terms):
-            field = token.replace("_", ".", 1)
+        if not any(_binds(term, token) for term in terms):
+            field, request = token.replace("_", ".", 1), "r." + token.split("_", 1)[1]
             problem = (
                 f"{field} is not compared with the request in a term the matcher requires "
-                f"(a top-level && term: r.x == {field}, or a matching function given the request's "
-                f"field and then {field}, as keyMatch(r.obj, p.obj)), so a rule could apply "
+                f"(a top-level && term: {request} == {field}, or a matching function given {request} "
+                f"and then {field}, as keyMatch(r.obj, p.obj)), so a rule could apply "
                 f"whatever {field} it lists"
             )
             raise PolicyValidationError(name, "[matchers]", problem)
@@ -704,24 +703,23 @@ MATCHING_FUNCTIONS = frozenset(
 )
 
 
-def _binds(term: ast.expr, field: str, request_fields: set[str]) -> bool:
-    """Does `term` hold only where the rule's `field` matches a request field? Only these
-    forms are taken as such: `r.x == p.x` (either way round), a matching function given
-    the request field and then the rule's (`keyMatch(r.obj, p.obj)`), or alternatives
-    (`||`) each of which is one of these. Anything else could hold whatever the rule
-    lists: `r.obj in p.obj` is a substring test, `keyMatch(r.obj, "*" + p.obj)` matches
-    every path, `(keyMatch(r.obj, p.obj) || r.act == "read")` any resource read."""
-    if isinstance(term, ast.BoolOp) and isinstance(term.op, ast.Or):
-        return all(_binds(value, field, request_fields) for value in term.values)
+def _binds(term: ast.expr, field: str) -> bool:
+    """Does `term` hold only where the rule's `field` (p.x) matches the request's own
+    (r.x)? Only these forms are taken as such: `r.x == p.x` (either way round), a
+    matching function given r.x and then p.x (`keyMatch(r.obj, p.obj)`), alternatives
+    (`||`) each of which binds, and a group (`&&`) of which one term binds. Anything else
+    could hold whatever the rule lists: `r.obj in p.obj` is a substring test,
+    `keyMatch(r.obj, "*" + p.obj)` matches every path, `keyMatch2(r.act, p.obj)` tests
+    the rule's resource against the action, `(keyMatch(r.obj, p.obj) || r.act ==
+    "read")` holds for any resource read."""
+    request_field = "r_" + field.split("_", 1)[1]
+    if isinstance(term, ast.BoolOp):
+        values = [_binds(value, field) for value in term.values]
+        return all(values) if isinstance(term.op, ast.Or) else any(values)
     if isinstance(term, ast.Compare) and len(term.ops) == 1 and isinstance(term.ops[0], ast.Eq):
-        pair = {_field_name(term.left), _field_name(term.comparators[0])}
-        return field in pair and bool(pair & request_fields)
-    if (
-        isinstance(term, ast.Call)
-        and getattr(term.func, "id", None) in MATCHING_FUNCTIONS
-        and len(term.args) == 2
-    ):
-        return _field_name(term.args[0]) in request_fields and _field_name(term.args[1]) == field
+        return {_field_name(term.left), _field_name(term.comparators[0])} == {field, request_field}
+    if isinstance(term, ast.Call) and getattr(term.func, "id", None) in MATCHING_FUNCTIONS:
+        return [_field_name(arg) for arg in term.args] == [request_field, field]
     return False
 
 

@@ -106,9 +106,14 @@ class PolicyWatcher:
         return self
 
     def start_once(self) -> None:
+        """Before each request: the watching thread, started with the first one. Then
+        too, if this worker's start loaded files the others do not serve yet (a worker
+        restarted alone), they hear of it, as of a reload, before this first answer."""
         if not self.thread.is_alive() and not self.stopped.is_set():
             with self._start_lock:
                 if not self.thread.ident:
+                    if self.app.extensions["policy_store"].saved_news:
+                        self.generation.publish()
                     self.thread.start()
 
     def trigger(self) -> None:

@@ -45,6 +45,7 @@ class PolicyStore:
         # followed a snapshot (None: there was none). Loads and saves take turns (reload),
         # so a snapshot with another id was saved since, of files read since.
         self._snapshot_seen: str | None = None
+        self.saved_news = False  # the last load saved a snapshot of another version
         self._reload_lock = threading.Lock()
 
     @property
@@ -141,11 +142,11 @@ class PolicyStore:
     def _saved(self) -> tuple[str, str] | None:
         """The snapshot's (version, id), if it is one of this directory."""
         try:
-            source = (self.snapshot_dir / "SOURCE").read_text(encoding="utf-8").strip()
+            source = (self.snapshot_dir / "SOURCE").read_bytes().strip()
             version = (self.snapshot_dir / "VERSION").read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
-        if source != str(self.directory.resolve()):
+        if source != self._source():
             return None  # a snapshot of another policy directory is no "last good" of this one
         try:
             return version, (self.snapshot_dir / "ID").read_text(encoding="utf-8").strip()
@@ -178,6 +179,7 @@ class PolicyStore:
     def _save_snapshot(self, policy: Policy) -> None:
         """Under the snapshot's lock (reload holds it): the snapshot there now is of files
         read before this load, so it is seen, whether or not this one can be saved."""
+        self.saved_news = False
         if self.snapshot_dir is None:
             return
         try:
@@ -187,7 +189,7 @@ class PolicyStore:
                 return
             snapshot_id = uuid.uuid4().hex
             self._save_snapshot_now(policy, snapshot_id)
-            self._snapshot_seen = snapshot_id
+            self._snapshot_seen, self.saved_news = snapshot_id, True
         except OSError as exc:  # a snapshot is a convenience; never fail a reload for it
             log.warning("could not save the policy snapshot in %s: %s", self.snapshot_dir, exc)
 
@@ -199,11 +201,16 @@ class PolicyStore:
         (staging / "files").mkdir(parents=True)
         for name, data in policy.files.items():
             (staging / "files" / name).write_bytes(data)
-        (staging / "SOURCE").write_text(str(self.directory.resolve()), encoding="utf-8")
+        (staging / "SOURCE").write_bytes(self._source())
         (staging / "VERSION").write_text(policy.version, encoding="utf-8")
         (staging / "ID").write_text(snapshot_id, encoding="utf-8")
         shutil.rmtree(self.snapshot_dir, ignore_errors=True)
         os.replace(staging, self.snapshot_dir)
+
+    def _source(self) -> bytes:
+        """The policy directory as the snapshot names it: its path's bytes (a path need
+        not be UTF-8)."""
+        return os.fsencode(self.directory.resolve())
 
     def _version(self) -> str | None:
         return self._policy.version if self._policy else None

@@ -634,9 +634,10 @@ LINK_NOT_REQUIRED = (
 
 
 def not_compared(file: str, field: str) -> str:
+    request = "r." + field.split(".", 1)[1]
     return (
         f"{file}: [matchers]: {field} is not compared with the request in a term the matcher requires "
-        f"(a top-level && term: r.x == {field}, or a matching function given the request's field and "
+        f"(a top-level && term: {request} == {field}, or a matching function given {request} and "
         f"then {field}, as keyMatch(r.obj, p.obj)), so a rule could apply whatever {field} it lists"
     )
 
@@ -698,6 +699,8 @@ PERMISSIONS_MATCHER = "m = g(r.sub, p.sub, r.dom) && r.act == p.act"
                 "(p.obj == p.obj) == (r.obj == r.obj)",
                 'r.obj == (r.obj if p.obj else "")',
                 "keyMatch(p.obj, r.obj)",
+                "keyMatch2(r.act, p.obj)",  # the rule's resource tested against the action
+                "r.act == p.obj",
             )
         ),
         (
@@ -743,6 +746,11 @@ def test_a_link_definition_other_than_principal_role_tenant_is_refused(tmp_path,
         (
             "access.conf",
             "m = g(r.sub, p.sub, r.dom) && (p.obj == r.obj || globMatch(r.obj, p.obj)) && r.act == p.act",
+        ),
+        (
+            "access.conf",
+            "m = g(r.sub, p.sub, r.dom) && ((keyMatch(r.obj, p.obj) && r.act == p.act) "
+            "|| (regexMatch(r.obj, p.obj) && r.act == p.act))",
         ),
     ],
 )

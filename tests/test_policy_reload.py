@@ -702,6 +702,62 @@ def test_a_snapshot_that_cannot_be_locked_stops_neither_a_start_nor_a_reload(
     assert answer.get_json()["version"] == policy_version(policy_dir)
 
 
+def test_a_policy_folder_whose_path_is_not_utf8_is_saved_and_served(tmp_path):
+    """The snapshot names its folder by the path's bytes: written as UTF-8 text, such a
+    path failed every reload after the swap (UnicodeEncodeError) and every start."""
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/policies-\xff"))
+    shutil.copytree(REPO_POLICY_DIR, folder)
+    snapshot = tmp_path / "last-good-policy"
+    good = PolicyStore(folder, snapshot).reload(START).version
+    write_atomically(folder / "access.yaml", BROKEN_ACCESS)
+    restarted = PolicyStore(folder, snapshot)
+    with pytest.raises(PolicyError) as raised:
+        restarted.reload(START)
+    assert restarted.start_from_snapshot(START, raised.value) and restarted.current.version == good
+
+
+def production_app(tmp_path, policy_dir, clock):
+    from tests.conftest import SECRET
+
+    return create_app(
+        {
+            "TESTING": False,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}",
+            "JWT_SECRET": SECRET,
+            "POLICY_DIR": str(policy_dir),
+            "POLICY_SNAPSHOT_DIR": str(tmp_path / "last-good-policy"),
+            "DECISION_LOG": "",
+            "CLOCK": clock,
+            "POLICY_WATCH_INTERVAL": 0,  # only other workers' news
+        }
+    )
+
+
+def test_a_worker_restarted_alone_on_changed_files_is_followed_before_it_answers(tmp_path, policy_dir, clock):
+    """A worker respawned by the server loads the files as they are now; the others kept
+    the policy they had (watching off: until a reload), so two versions answered at once
+    (a reviewer saw one worker allow what the other denied, for good)."""
+    previous = signal.getsignal(signal.SIGHUP)
+    apps = []
+    try:
+        apps.append(production_app(tmp_path, policy_dir, clock))
+        running = apps[0].extensions["policy_store"]
+        old = running.current.version
+        edit(policy_dir / "access.yaml", "  - signInLogs\n", "")
+        apps.append(production_app(tmp_path, policy_dir, clock))  # the worker restarted
+        new = apps[1].extensions["policy_store"].current.version
+        assert new != old and running.current.version == old
+
+        assert apps[1].test_client().get("/healthz").status_code == 200  # its first answer
+        assert apps[0].test_client().get("/healthz").status_code == 200  # the other's next one
+
+        assert running.current.version == new
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        for app in apps:
+            app.extensions["policy_watcher"].stop()
+
+
 def test_a_load_by_another_worker_while_this_one_starts_is_heard(tmp_path, policy_dir, clock, monkeypatch):
     """The generation is read before the start's load: read after it, another worker's
     load landing in between (files changed, then broken) would never be followed."""
