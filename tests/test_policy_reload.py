@@ -639,26 +639,31 @@ def test_a_watch_interval_that_is_no_number_of_seconds_is_refused_at_start(tmp_p
     assert create_app().config["POLICY_WATCH_INTERVAL"] == 0.5
 
 
+def production_app(tmp_path, policy_dir, clock, watch_interval: float = 0):
+    """An app as `make serve` builds one (TESTING off), on a SQLite file in tmp_path."""
+    from tests.conftest import SECRET
+
+    return create_app(
+        {
+            "TESTING": False,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}",
+            "JWT_SECRET": SECRET,
+            "POLICY_DIR": str(policy_dir),
+            "POLICY_SNAPSHOT_DIR": str(tmp_path / "last-good-policy"),
+            "DECISION_LOG": "",
+            "CLOCK": clock,
+            "POLICY_WATCH_INTERVAL": watch_interval,  # 0: only other workers' news
+        }
+    )
+
+
 def test_a_production_app_catches_sighup_and_watches_once_it_serves(tmp_path, policy_dir, clock):
     """Outside TESTING create_app() installs the SIGHUP handler and starts watching with the
     first request (so the thread runs in the serving process, not in CLI commands)."""
-    from service import create_app
-    from tests.conftest import SECRET
-
     previous = signal.getsignal(signal.SIGHUP)
     app = None
     try:
-        app = create_app(
-            {
-                "TESTING": False,
-                "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}",
-                "JWT_SECRET": SECRET,
-                "POLICY_DIR": str(policy_dir),
-                "DECISION_LOG": "",
-                "CLOCK": clock,
-                "POLICY_WATCH_INTERVAL": 0.05,
-            }
-        )
+        app = production_app(tmp_path, policy_dir, clock, watch_interval=0.05)
         watcher = app.extensions["policy_watcher"]
         store = app.extensions["policy_store"]
         assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, previous)
@@ -716,23 +721,6 @@ def test_a_policy_folder_whose_path_is_not_utf8_is_saved_and_served(tmp_path):
     assert restarted.start_from_snapshot(START, raised.value) and restarted.current.version == good
 
 
-def production_app(tmp_path, policy_dir, clock):
-    from tests.conftest import SECRET
-
-    return create_app(
-        {
-            "TESTING": False,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}",
-            "JWT_SECRET": SECRET,
-            "POLICY_DIR": str(policy_dir),
-            "POLICY_SNAPSHOT_DIR": str(tmp_path / "last-good-policy"),
-            "DECISION_LOG": "",
-            "CLOCK": clock,
-            "POLICY_WATCH_INTERVAL": 0,  # only other workers' news
-        }
-    )
-
-
 def test_a_worker_restarted_alone_on_changed_files_is_followed_before_it_answers(tmp_path, policy_dir, clock):
     """A worker respawned by the server loads the files as they are now; the others kept
     the policy they had (watching off: until a reload), so two versions answered at once
@@ -761,9 +749,7 @@ def test_a_worker_restarted_alone_on_changed_files_is_followed_before_it_answers
 def test_a_load_by_another_worker_while_this_one_starts_is_heard(tmp_path, policy_dir, clock, monkeypatch):
     """The generation is read before the start's load: read after it, another worker's
     load landing in between (files changed, then broken) would never be followed."""
-    from service import create_app
     from service.state_signal import POLICY_SUFFIX, SharedCounter
-    from tests.conftest import SECRET
 
     database = tmp_path / "prod.db"
     snapshot = tmp_path / "last-good-policy"
@@ -782,18 +768,7 @@ def test_a_load_by_another_worker_while_this_one_starts_is_heard(tmp_path, polic
     monkeypatch.setattr(PolicyStore, "reload", another_worker_loads_meanwhile)
     previous = signal.getsignal(signal.SIGHUP)
     try:
-        app = create_app(
-            {
-                "TESTING": False,
-                "DATABASE_URL": f"sqlite:///{database}",
-                "JWT_SECRET": SECRET,
-                "POLICY_DIR": str(policy_dir),
-                "POLICY_SNAPSHOT_DIR": str(snapshot),
-                "DECISION_LOG": "",
-                "CLOCK": clock,
-                "POLICY_WATCH_INTERVAL": 0,  # only other workers' news
-            }
-        )
+        app = production_app(tmp_path, policy_dir, clock)
     finally:
         signal.signal(signal.SIGHUP, previous)
     monkeypatch.undo()
