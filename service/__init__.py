@@ -145,6 +145,7 @@ def configured_app(test_config: dict | None = None) -> Flask:
     else:
         app.config.update(test_config)
     _check_database_url(app.config["DATABASE_URL"])
+    _check_policy_dir(str(app.config["POLICY_DIR"]))
     app.config["SECRET_KEY"] = _session_secret(app)
     return app
 
@@ -155,6 +156,17 @@ def _check_database_url(url: str) -> None:
     problem = database_url_problem(url)
     if problem:
         raise ConfigError(f"SUPPORT_ACCESS_DATABASE_URL: {problem}; use {DATABASE_URL_FORMS}")
+
+
+def _check_policy_dir(path: str) -> None:
+    """The folder is named in the audit log and in GET /v1/policy, both UTF-8 text: a
+    path that is not (bytes read from the environment) failed every reload after the
+    policy had been swapped in, its audit event lost."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise ConfigError(f"{ENV_PREFIX}POLICY_DIR: {shown} is not a UTF-8 path") from None
 
 
 def read_journal_directory(app: Flask) -> Path:

@@ -50,6 +50,9 @@ MODEL_SECTIONS = {
 }
 MODEL_KEYS = {heading: key for key, heading in MODEL_SECTIONS.items()}  # "matchers" -> "m"
 MODEL_FILES = {"permissions.conf": ("sub", "dom", "act"), "access.conf": ("sub", "dom", "obj", "act")}
+# The fields of a rule (p row), as the YAML files give them: roles.yaml (role, action),
+# access.yaml (access kind, resource, action).
+RULE_FIELDS = {"permissions.conf": ("sub", "act"), "access.conf": ("sub", "obj", "act")}
 PARTIES = ("resource", "support_request")
 READ_ONLY_ACTIONS = frozenset({"read"})  # the only actions a policy may allow (SPEC §3)
 RESOURCE_PREFIX = "diagnostics/"  # diagnostic resources are named diagnostics/<category>
@@ -558,6 +561,12 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
     if tokens != MODEL_FILES[name]:
         problem = f"request must be r = {', '.join(MODEL_FILES[name])}, found {', '.join(tokens)}"
         raise PolicyValidationError(name, "[request_definition]", problem)
+    fields = tuple(t.split("_", 1)[1] for t in model["p"]["p"].tokens)
+    if fields != RULE_FIELDS[name]:
+        # Casbin names a field by its place: `p = sub, act, act` would take the action for
+        # the resource, so that every rule reads every resource; swapped, none matches.
+        problem = f"must be p = {', '.join(RULE_FIELDS[name])}, found {', '.join(fields)}"
+        raise PolicyValidationError(name, "[policy_definition]", problem)
     link_fields = [part.strip() for part in model["g"]["g"].value.split(",")]
     if link_fields != ["_", "_", "_"]:
         # The service calls it as g(r.sub, p.sub, r.dom): a principal, a role or access
@@ -577,12 +586,7 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
         # access kind read every resource. Default deny (SPEC §6) needs an allow to match.
         problem = "'!some(where (p.eft == deny))' allows what no rule allows: the service denies by default"
         raise PolicyValidationError(name, "[policy_effect]", problem)
-    width = len(model["p"]["p"].tokens)
-    for rule in rules:
-        if len(rule.values) != width:
-            problem = f"rule has {len(rule.values)} fields, the model's p has {width}"
-            raise PolicyValidationError(rule.source.split()[0], rule.source.split()[1], problem)
-    enforcer = casbin.Enforcer(model, _RulesAdapter(rules))
+    enforcer = casbin.Enforcer(model, _RulesAdapter(rules))  # rules have RULE_FIELDS' fields
     for link_type in enforcer.rm_map:
         # Casbin's role manager for g with a domain matches role names with an equality
         # function, comparing each name it meets with every name it holds: the first

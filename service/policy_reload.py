@@ -107,13 +107,14 @@ class PolicyWatcher:
 
     def start_once(self) -> None:
         """Before each request: the watching thread, started with the first one. Then
-        too, if this worker's start loaded files the others do not serve yet (a worker
-        restarted alone), they hear of it, as of a reload, before this first answer."""
+        too the other workers hear of this one's policy, as of a reload, before its first
+        answer: a worker restarted alone loaded the files as they are now (or the last
+        good snapshot), which the others may not serve yet. Once per worker: the others
+        find nothing to do if they serve it already."""
         if not self.thread.is_alive() and not self.stopped.is_set():
             with self._start_lock:
                 if not self.thread.ident:
-                    if self.app.extensions["policy_store"].saved_news:
-                        self.generation.publish()
+                    self.generation.publish()
                     self.thread.start()
 
     def trigger(self) -> None:

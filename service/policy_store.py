@@ -45,7 +45,6 @@ class PolicyStore:
         # followed a snapshot (None: there was none). Loads and saves take turns (reload),
         # so a snapshot with another id was saved since, of files read since.
         self._snapshot_seen: str | None = None
-        self.saved_news = False  # the last load saved a snapshot of another version
         self._reload_lock = threading.Lock()
 
     @property
@@ -142,7 +141,7 @@ class PolicyStore:
     def _saved(self) -> tuple[str, str] | None:
         """The snapshot's (version, id), if it is one of this directory."""
         try:
-            source = (self.snapshot_dir / "SOURCE").read_bytes().strip()
+            source = (self.snapshot_dir / "SOURCE").read_bytes()
             version = (self.snapshot_dir / "VERSION").read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
@@ -179,7 +178,6 @@ class PolicyStore:
     def _save_snapshot(self, policy: Policy) -> None:
         """Under the snapshot's lock (reload holds it): the snapshot there now is of files
         read before this load, so it is seen, whether or not this one can be saved."""
-        self.saved_news = False
         if self.snapshot_dir is None:
             return
         try:
@@ -189,7 +187,7 @@ class PolicyStore:
                 return
             snapshot_id = uuid.uuid4().hex
             self._save_snapshot_now(policy, snapshot_id)
-            self._snapshot_seen, self.saved_news = snapshot_id, True
+            self._snapshot_seen = snapshot_id
         except OSError as exc:  # a snapshot is a convenience; never fail a reload for it
             log.warning("could not save the policy snapshot in %s: %s", self.snapshot_dir, exc)
 

@@ -617,7 +617,7 @@ def test_a_party_listed_twice_is_named(tmp_path):
             "e = some(where (p.eft == alow))",
             "access.conf: [policy_effect]: Casbin knows no effect 'some(where (p.eft == alow))'",
         ),
-        ("p = sub, obj, act", "p = sub, obj", "access.yaml: rules[0]: rule has 3 fields, the model's p has"),
+        ("p = sub, obj, act", "p = sub, obj", "access.conf: [policy_definition]: must be p = sub, obj, act"),
         ("&& r.act == p.act", "&& r.act == p.act && 1 / 0", "access.conf: [matchers]: matcher fails for "),
     ],
 )
@@ -721,6 +721,22 @@ def test_a_matcher_letting_a_rule_apply_beyond_what_it_lists_is_refused(
     assert load_error(directory) == expected
     result = runner.invoke(args=["policy", "check", str(directory)])
     assert result.exit_code == 3 and expected in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        # Casbin names a field by its place: the resource dropped, every rule read every resource
+        ("access.conf", "p = sub, obj, act", "p = sub, act, act", "found sub, act, act"),
+        ("access.conf", "p = sub, obj, act", "p = sub, act, obj", "found sub, act, obj"),
+        ("permissions.conf", "p = sub, act", "p = act, sub", "found act, sub"),
+    ],
+)
+def test_a_rule_definition_other_than_the_yaml_files_fields_is_refused(tmp_path, file, old, new, expected):
+    directory = copy_policies(tmp_path)
+    edit(directory, file, old, new)
+    fields = "sub, obj, act" if file == "access.conf" else "sub, act"
+    assert load_error(directory) == f"{file}: [policy_definition]: must be p = {fields}, {expected}"
 
 
 @pytest.mark.parametrize("file", ["access.conf", "permissions.conf"])

@@ -625,6 +625,30 @@ def test_a_burst_of_sighups_reloads_and_never_blocks_the_process(app, api, polic
     assert not watcher.thread.is_alive()
 
 
+def test_a_policy_folder_that_is_no_utf8_path_is_refused_at_start(tmp_path, monkeypatch):
+    """The folder is named in the audit log and GET /v1/policy: such a path failed every
+    reload (a 500) after the policy had been swapped in, its audit event lost."""
+    folder = os.fsdecode(bytes(tmp_path) + b"/policies-\xff")
+    shutil.copytree(REPO_POLICY_DIR, folder)
+    monkeypatch.setenv("SUPPORT_ACCESS_DATABASE_URL", f"sqlite:///{tmp_path / 'utf8.db'}")
+    monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", "a-development-secret-of-32-bytes!")
+    monkeypatch.setenv("SUPPORT_ACCESS_POLICY_DIR", folder)
+    with pytest.raises(ConfigError, match=r"POLICY_DIR: .*policies-\\xff is not a UTF-8 path"):
+        create_app()
+
+
+def test_a_policy_folder_ending_in_a_space_has_its_snapshot(tmp_path):
+    folder = tmp_path / "policies "
+    shutil.copytree(REPO_POLICY_DIR, folder)
+    snapshot = tmp_path / "last-good-policy"
+    good = PolicyStore(folder, snapshot).reload(START).version
+    write_atomically(folder / "access.yaml", BROKEN_ACCESS)
+    restarted = PolicyStore(folder, snapshot)
+    with pytest.raises(PolicyError) as raised:
+        restarted.reload(START)
+    assert restarted.start_from_snapshot(START, raised.value) and restarted.current.version == good
+
+
 @pytest.mark.parametrize("setting", ["2s", "abc", "-1", "nan", "inf", "1e-9"])
 def test_a_watch_interval_that_is_no_number_of_seconds_is_refused_at_start(tmp_path, monkeypatch, setting):
     """Refused with a ConfigError (`cannot start: ...`, or a command's `Error: ...`), not a
@@ -721,10 +745,15 @@ def test_a_policy_folder_whose_path_is_not_utf8_is_saved_and_served(tmp_path):
     assert restarted.start_from_snapshot(START, raised.value) and restarted.current.version == good
 
 
-def test_a_worker_restarted_alone_on_changed_files_is_followed_before_it_answers(tmp_path, policy_dir, clock):
+@pytest.mark.parametrize("saved_first_by", [None, "a command", "a worker that never answered"])
+def test_a_worker_restarted_alone_on_changed_files_is_followed_before_it_answers(
+    tmp_path, policy_dir, clock, saved_first_by
+):
     """A worker respawned by the server loads the files as they are now; the others kept
     the policy they had (watching off: until a reload), so two versions answered at once
-    (a reviewer saw one worker allow what the other denied, for good)."""
+    (a reviewer saw one worker allow what the other denied, for good). Its first answer
+    tells them, even when something else saved that version's snapshot first (a CLI
+    command builds the app too; a respawned worker may die before it answers)."""
     previous = signal.getsignal(signal.SIGHUP)
     apps = []
     try:
@@ -732,11 +761,13 @@ def test_a_worker_restarted_alone_on_changed_files_is_followed_before_it_answers
         running = apps[0].extensions["policy_store"]
         old = running.current.version
         edit(policy_dir / "access.yaml", "  - signInLogs\n", "")
+        if saved_first_by:
+            apps.append(production_app(tmp_path, policy_dir, clock))  # loads and saves, never answers
         apps.append(production_app(tmp_path, policy_dir, clock))  # the worker restarted
-        new = apps[1].extensions["policy_store"].current.version
+        new = apps[-1].extensions["policy_store"].current.version
         assert new != old and running.current.version == old
 
-        assert apps[1].test_client().get("/healthz").status_code == 200  # its first answer
+        assert apps[-1].test_client().get("/healthz").status_code == 200  # its first answer
         assert apps[0].test_client().get("/healthz").status_code == 200  # the other's next one
 
         assert running.current.version == new
