@@ -657,6 +657,13 @@ def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
     false `g(...)` would only fail later, on a decision.
     """
     model = enforcer.get_model()
+    if "eval(" in model["m"]["m"].value.replace(" ", ""):
+        # Casbin finds eval(p.x) anywhere in the text, in a string too, and pastes each
+        # rule's value in as code: a quote in a YAML value then rewrites the matcher (one
+        # rule matching every request), past every check here. The service needs no eval.
+        raise PolicyValidationError(
+            name, "[matchers]", "eval() is not allowed: a rule's value would run as code"
+        )
     try:
         tree = matcher_tree(model["m"]["m"].value)
     except SyntaxError as exc:

@@ -40,17 +40,26 @@ def reload_policy(app: Flask, trigger: str, actor="system") -> Policy:
     now = app.config["CLOCK"]()
     previous = store.current.version if store.loaded else None
     before = store.state()
+    generation = app.extensions.get("policy_generation")
+    announced = []
+
+    def announce() -> None:
+        generation.publish()
+        announced.append(True)
+
     error = None
     try:
-        policy = store.reload(now)
+        policy = store.reload(now, announce=announce if generation is not None else None)
     except PolicyError as exc:
         error = exc
+    if generation is not None and store.state() != before and not announced:
+        # A failure, or its end on the same version: the others report or clear it.
+        # Before the audit record, whose failure (a database locked or down) must not
+        # keep them from hearing.
+        generation.publish()
     details = {"trigger": trigger, "previous_version": previous}
     details.update({"error": error.message} if error else {"version": policy.version})
     _record(app, actor, details, now, "failure" if error else "success")
-    generation = app.extensions.get("policy_generation")
-    if generation is not None and store.state() != before:
-        generation.publish()
     if error:
         raise error
     return policy

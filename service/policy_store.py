@@ -22,6 +22,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -58,12 +59,15 @@ class PolicyStore:
     def loaded(self) -> bool:
         return self._policy is not None
 
-    def reload(self, now: datetime) -> Policy:
+    def reload(self, now: datetime, announce: Callable[[], None] | None = None) -> Policy:
         """Build the policy from the directory and swap it in; raise PolicyError and keep
         the old one if the directory does not load. One process of the machine at a time
         loads and saves (the snapshot's lock): a snapshot saved after this load is then of
         files read after it. Saved late, a load of older files would otherwise replace a
-        newer snapshot, and the other workers would follow it back."""
+        newer snapshot, and the other workers would follow it back. `announce` runs once a
+        new version is saved and before it is swapped in: this worker's other threads
+        answer under it from then on, and no other worker may answer under an older one
+        after they have."""
         with self._reload_lock, self._snapshot_lock(fcntl.LOCK_EX):
             self.last_reload_at = now
             try:
@@ -76,10 +80,12 @@ class PolicyStore:
                 else:
                     log.error("policy reload failed, keeping version %s: %s", self._version(), exc.message)
                 raise
+            self._save_snapshot(policy)
+            if announce is not None and policy.version != self._version():
+                announce()
             self._policy = policy
             self.last_reload_error = self._failure = self.failed_version = None
             log.info("policy version %s loaded from %s", policy.version, self.directory)
-            self._save_snapshot(policy)
             return policy
 
     def start_from_snapshot(self, now: datetime, error: PolicyError) -> bool:

@@ -739,6 +739,27 @@ def test_a_rule_definition_other_than_the_yaml_files_fields_is_refused(tmp_path,
     assert load_error(directory) == f"{file}: [policy_definition]: must be p = {fields}, {expected}"
 
 
+@pytest.mark.parametrize(
+    ("file", "matcher"),
+    [
+        (
+            "access.conf",
+            'm = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && r.act == p.act && "eval(p_obj)" != ""',
+        ),
+        ("permissions.conf", "m = g(r.sub, p.sub, r.dom) && r.act == p.act && eval(p.act)"),
+    ],
+)
+def test_eval_in_a_matcher_is_refused_even_in_a_string(tmp_path, file, matcher):
+    """Casbin pastes each rule's value in place of eval(p.x), found anywhere in the text:
+    with one quote in a YAML value, one rule matched every request, past every check."""
+    directory = copy_policies(tmp_path)
+    edit(directory, file, ACCESS_MATCHER if file == "access.conf" else PERMISSIONS_MATCHER, matcher)
+    assert (
+        load_error(directory)
+        == f"{file}: [matchers]: eval() is not allowed: a rule's value would run as code"
+    )
+
+
 @pytest.mark.parametrize("file", ["access.conf", "permissions.conf"])
 @pytest.mark.parametrize("links", ["_, _", "_, _, _, _"])
 def test_a_link_definition_other_than_principal_role_tenant_is_refused(tmp_path, file, links):

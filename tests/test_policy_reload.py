@@ -381,6 +381,38 @@ def test_a_failed_reload_in_another_worker_is_reported_here_and_its_fix_clears_i
     assert store.last_reload_error is None and store.current.version == good
 
 
+def test_a_new_version_is_told_the_other_workers_before_this_one_answers_under_it(policy_dir, tmp_path):
+    """Told after the swap, this worker's request threads answered under the new version
+    while the others still answered under the old one (for good, when the audit record
+    in between failed: a database locked)."""
+    store = PolicyStore(policy_dir, tmp_path / "last-good-policy")
+    old = store.reload(START).version
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    told = []
+
+    def announce() -> None:
+        saved = (tmp_path / "last-good-policy" / "VERSION").read_text(encoding="utf-8")
+        told.append((store.current.version, saved))  # what this worker serves, what the others follow
+
+    new = store.reload(START, announce=announce).version
+    assert told == [(old, new)]
+    store.reload(START, announce=announce)  # the same files: nothing to tell
+    assert len(told) == 1
+
+
+def test_a_reload_whose_audit_record_fails_is_still_told(app, policy_dir, store, generation, monkeypatch):
+    def database_locked(*args):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr("service.policy_reload._record", database_locked)
+    watcher = PolicyWatcher(app, interval=0, generation=generation)
+    edit(policy_dir / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+
+    watcher._reload("watch")  # the watcher's thread: it logs what failed and goes on
+
+    assert store.current.version == policy_version(policy_dir) and generation.value() == 1
+
+
 def test_a_request_thread_waits_for_a_load_another_thread_of_its_worker_began(
     app, policy_dir, store, generation, monkeypatch
 ):
