@@ -28,6 +28,7 @@ from casbin.effect import ALLOW_AND_DENY_EFFECT, DENY_OVERRIDE_EFFECT, get_effec
 
 from service import strict_yaml
 from service.errors import PolicyError, PolicyLoadError, PolicyValidationError
+from service.regex_anchoring import is_anchored
 from service.schema_patterns import EcmaValidator
 
 log = logging.getLogger("support_access")
@@ -586,6 +587,7 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
         # access kind read every resource. Default deny (SPEC §6) needs an allow to match.
         problem = "'!some(where (p.eft == deny))' allows what no rule allows: the service denies by default"
         raise PolicyValidationError(name, "[policy_effect]", problem)
+    _check_regex_patterns(name, model, rules)
     enforcer = casbin.Enforcer(model, _RulesAdapter(rules))  # rules have RULE_FIELDS' fields
     for link_type in enforcer.rm_map:
         # Casbin's role manager for g with a domain matches role names with an equality
@@ -599,6 +601,32 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
     except Exception as exc:
         raise PolicyValidationError(name, "[matchers]", f"matcher does not evaluate: {exc}") from exc
     return enforcer
+
+
+def _check_regex_patterns(name: str, model, rules: tuple[Rule, ...]) -> None:
+    """A rule field the matcher tests with regexMatch(r.x, p.x) must be anchored in every
+    rule (`^...$`): regexMatch finds a match at the start of a longer value, so the rule
+    would apply to more than it lists. This was a lint warning, and a policy that only
+    warns is served."""
+    try:
+        tree = matcher_tree(model["m"]["m"].value)
+    except SyntaxError:
+        return  # _check_matcher names it
+    tokens = list(model["p"]["p"].tokens)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "regexMatch"):
+            continue
+        for argument in node.args[1:2]:
+            column = tokens.index(argument.id) if getattr(argument, "id", None) in tokens else None
+            for rule in rules if column is not None else ():
+                pattern = rule.values[column]
+                if not is_anchored(pattern):
+                    file, place = rule.source.split(" ", 1)
+                    problem = (
+                        f"{pattern!r} is not anchored, and {name} tests it with regexMatch, which "
+                        f"finds it at the start of a longer value: write ^...$ (^(?:a|b)$ for alternatives)"
+                    )
+                    raise PolicyValidationError(file, place, problem)
 
 
 class _RulesAdapter(casbin.persist.Adapter):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from service.audit import ACTIVITIES
@@ -11,8 +10,6 @@ from service.policy import Policy
 # Access kinds the decision engine produces (service/decisions.py); a rule for any other
 # kind can never match.
 ENGINE_ACCESS_KINDS = ("grant", "advanced_diagnostics")
-# Casbin keeps the matcher with `r.obj` rewritten as `r_obj`: accept both spellings.
-_REGEX_CALL = re.compile(r"regexMatch\(\s*r[._](\w+)\s*,\s*p[._](\w+)\s*\)")
 
 
 def lint(policy: Policy) -> list[str]:
@@ -21,7 +18,6 @@ def lint(policy: Policy) -> list[str]:
         *_unused_roles(policy),
         *_rules_that_never_match(policy),
         *_duplicate_rules(policy),
-        *_unanchored_regexes(policy),
         *_scenarios_without_approvers(policy),
         *_cross_tenant_without_the_ticket_tenant(policy),
         *_support_trail_naming_nothing(policy),
@@ -58,26 +54,6 @@ def _duplicate_rules(policy: Policy) -> list[str]:
         for rule in policy.access_rules
         if counts[rule.values] > 1
     ]
-
-
-def _unanchored_regexes(policy: Policy) -> list[str]:
-    """regexMatch is a search, not a full match: an unanchored pattern matches too much."""
-    warnings = []
-    for name, enforcer, rules in (
-        ("access.conf", policy.access_enforcer, policy.access_rules),
-        ("permissions.conf", policy.permission_enforcer, policy.permission_rules),
-    ):
-        matcher = enforcer.model["m"]["m"].value
-        tokens = [t.split("_", 1)[1] for t in enforcer.model["p"]["p"].tokens]
-        for _, p_field in _REGEX_CALL.findall(matcher):
-            column = tokens.index(p_field) if p_field in tokens else None
-            for rule in rules:
-                pattern = rule.values[column] if column is not None else ""
-                if not is_anchored(pattern):
-                    warnings.append(
-                        f"{rule.source}: unanchored regex {pattern!r} used by regexMatch in {name}"
-                    )
-    return warnings
 
 
 def _scenarios_without_approvers(policy: Policy) -> list[str]:
@@ -120,43 +96,3 @@ def _support_trail_naming_nothing(policy: Policy) -> list[str]:
                 f"(they are {', '.join(sorted(ACTIVITIES))})"
             )
     return warnings
-
-
-# A comment group, or verbose mode (where `#` starts a comment and whitespace is
-# ignored): what is a group or an alternative there is past this simple reading.
-_UNREADABLE_HERE = re.compile(r"\(\?#|\(\?[a-zA-Z]*x")
-
-
-def is_anchored(pattern: str) -> bool:
-    """Whether the pattern can only match a whole string: it begins with ^ and ends with
-    an unescaped $, with no | outside a group (`^a|b$` is `^a` or `b$`: it matches
-    `xb` and `ab...`). `^(?:a|b)$` is anchored. A pattern with a comment or in verbose
-    mode is taken as unanchored (warned about: write it plainly)."""
-    trailing_backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
-    ends = pattern.endswith("$") and trailing_backslashes % 2 == 0
-    plain = not _UNREADABLE_HERE.search(pattern)
-    return pattern.startswith("^") and ends and plain and not _top_level_alternation(pattern)
-
-
-def _top_level_alternation(pattern: str) -> bool:
-    depth, in_class, index = 0, False, 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            index += 2  # an escaped character, whatever it is
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class, index = True, index + 1
-            index += pattern.startswith("^", index)
-            index += pattern.startswith("]", index)  # a ] first in a set is one of its characters
-            continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            return True
-        index += 1
-    return False

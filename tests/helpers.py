@@ -12,10 +12,12 @@ from pathlib import Path
 
 import jwt
 import peewee
+import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from service.policy import REPO_POLICY_DIR
+from service.errors import PolicyError
+from service.policy import REPO_POLICY_DIR, load_policy
 
 DIRECTORY_FILE = Path(__file__).with_name("directory.yaml")  # the directory every test starts from
 
@@ -42,6 +44,13 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text(encoding="utf-8")
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def load_error(directory: Path) -> str:
+    """The message of the PolicyError loading `directory` raises (it must raise one)."""
+    with pytest.raises(PolicyError) as caught:
+        load_policy(directory)
+    return caught.value.message
 
 
 def append(path: Path, text: str) -> None:

@@ -1,8 +1,8 @@
 """Issue 3, point 4: `policy check` validates the schema and lints the policy: a role no
-rule uses, a rule that can never match, a duplicate rule, an unanchored regex, an
-approval scenario without an eligible approver role, a support_trail entry naming no
-audit activity and a matcher without g(r.sub, p.sub, r.dom) are warnings; `--strict`
-makes them errors (exit code 3)."""
+rule uses, a rule that can never match, a duplicate rule, an approval scenario without
+an eligible approver role and a support_trail entry naming no audit activity are
+warnings; `--strict` makes them errors (exit code 3). An unanchored regex is refused at
+load (tested here with the anchoring rules)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from service.policy import REPO_POLICY_DIR, load_policy
-from service.policy_lint import is_anchored, lint
-from tests.helpers import append, copy_policies, edit
+from service.policy_lint import lint
+from service.regex_anchoring import is_anchored
+from tests.helpers import append, copy_policies, edit, load_error
 
 EXIT_OK, EXIT_INVALID = 0, 3
 
@@ -139,13 +140,6 @@ LINT_CASES = {
             "workflow.yaml: audit.support_trail[3]: 'support_requests.*' names no audit activity",
         ],
     ),
-    "unanchored regex": (
-        unanchored_regex,
-        [
-            "access.yaml rules[0]: unanchored regex 'diagnostics/*' used by regexMatch in access.conf",
-            "access.yaml rules[1]: unanchored regex 'diagnostics/*' used by regexMatch in access.conf",
-        ],
-    ),
 }
 
 
@@ -249,8 +243,13 @@ def test_a_regex_is_anchored_only_when_it_can_match_nothing_but_a_whole_string(t
         f"rules:\n  - [grant, '{pattern}', read]\n"
         "  - [advanced_diagnostics, '^diagnostics/signInLogs$', read]",
     )
-    warning = f"access.yaml rules[0]: unanchored regex {pattern!r} used by regexMatch in access.conf"
-    assert lint(load_policy(policy_dir)) == ([] if anchored else [warning])
+    if anchored:
+        assert lint(load_policy(policy_dir)) == []
+        return
+    assert load_error(policy_dir) == (
+        f"access.yaml: rules[0]: {pattern!r} is not anchored, and access.conf tests it with regexMatch, "
+        "which finds it at the start of a longer value: write ^...$ (^(?:a|b)$ for alternatives)"
+    )
 
 
 def test_a_regex_in_verbose_mode_is_taken_as_unanchored():
