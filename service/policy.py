@@ -529,7 +529,7 @@ def _check_access_rules(access: dict) -> tuple[Rule, ...]:
             raise PolicyValidationError("access.yaml", place, problem)
         category = resource.split("/", 1)[1]
         if resource.startswith("^"):
-            pass  # a regular expression for a regexMatch model: see policy_lint
+            pass  # a regular expression for a regexMatch model: see _check_rule_patterns
         elif category != "*" and category not in access["categories"]:
             raise PolicyValidationError("access.yaml", place, f"unknown category {category!r}")
         if action not in access["allowed_actions"]:
@@ -587,7 +587,7 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
         # access kind read every resource. Default deny (SPEC §6) needs an allow to match.
         problem = "'!some(where (p.eft == deny))' allows what no rule allows: the service denies by default"
         raise PolicyValidationError(name, "[policy_effect]", problem)
-    _check_regex_patterns(name, model, rules)
+    _check_rule_patterns(name, model, rules)
     enforcer = casbin.Enforcer(model, _RulesAdapter(rules))  # rules have RULE_FIELDS' fields
     for link_type in enforcer.rm_map:
         # Casbin's role manager for g with a domain matches role names with an equality
@@ -603,30 +603,46 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
     return enforcer
 
 
-def _check_regex_patterns(name: str, model, rules: tuple[Rule, ...]) -> None:
-    """A rule field the matcher tests with regexMatch(r.x, p.x) must be anchored in every
-    rule (`^...$`): regexMatch finds a match at the start of a longer value, so the rule
-    would apply to more than it lists. This was a lint warning, and a policy that only
-    warns is served."""
+def _check_rule_patterns(name: str, model, rules: tuple[Rule, ...]) -> None:
+    """A rule's value that the matcher reads as a pattern must mean what it lists:
+    under regexMatch(r.x, p.x) anchored (`^...$`: regexMatch finds a match at the start
+    of a longer value); under keyMatch(r.x, p.x) with `*` only at its end (keyMatch
+    ignores everything after the first `*`: `a/*/read` is every action under `a/`).
+    These were a lint warning and nothing, and a policy that only warns is served."""
     try:
         tree = matcher_tree(model["m"]["m"].value)
     except SyntaxError:
         return  # _check_matcher names it
     tokens = list(model["p"]["p"].tokens)
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "regexMatch"):
+        function = getattr(getattr(node, "func", None), "id", None)
+        if function not in PATTERN_PROBLEMS or len(node.args) != 2:
             continue
-        for argument in node.args[1:2]:
-            column = tokens.index(argument.id) if getattr(argument, "id", None) in tokens else None
-            for rule in rules if column is not None else ():
-                pattern = rule.values[column]
-                if not is_anchored(pattern):
-                    file, place = rule.source.split(" ", 1)
-                    problem = (
-                        f"{pattern!r} is not anchored, and {name} tests it with regexMatch, which "
-                        f"finds it at the start of a longer value: write ^...$ (^(?:a|b)$ for alternatives)"
-                    )
-                    raise PolicyValidationError(file, place, problem)
+        field = getattr(node.args[1], "id", None)
+        for rule in rules if field in tokens else ():
+            pattern = rule.values[tokens.index(field)]
+            problem = PATTERN_PROBLEMS[function](pattern, name)
+            if problem:
+                file, place = rule.source.split(" ", 1)
+                raise PolicyValidationError(file, place, f"{pattern!r} {problem}")
+
+
+def _regex_problem(pattern: str, model_file: str) -> str | None:
+    if is_anchored(pattern):
+        return None
+    return (
+        f"is not anchored (regexMatch in {model_file} finds it at the start of a longer value): "
+        "write ^...$, ^(?:a|b)$ for alternatives, with no verbose mode or comment group"
+    )
+
+
+def _key_problem(pattern: str, model_file: str) -> str | None:
+    if "*" not in pattern[:-1]:
+        return None
+    return f"has a * before its end (keyMatch in {model_file} ignores all that follows the first *)"
+
+
+PATTERN_PROBLEMS = {"regexMatch": _regex_problem, "keyMatch": _key_problem}
 
 
 class _RulesAdapter(casbin.persist.Adapter):
@@ -737,9 +753,9 @@ def _check_rules_bind(name: str, model) -> None:
 
 
 # Casbin's functions that match a request's value (first) against a rule's pattern.
-MATCHING_FUNCTIONS = frozenset(
-    {"keyMatch", "keyMatch2", "keyMatch3", "keyMatch4", "keyMatch5", "regexMatch", "globMatch", "ipMatch"}
-)
+# keyMatch2-5 (URL routes: `:x` and `{x}` are parameters, and the rest is read as a
+# regular expression unchecked) and ipMatch (addresses) are not among them.
+MATCHING_FUNCTIONS = frozenset({"keyMatch", "regexMatch", "globMatch"})
 
 
 def _binds(term: ast.expr, field: str) -> bool:

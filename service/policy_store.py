@@ -80,8 +80,11 @@ class PolicyStore:
                 else:
                     log.error("policy reload failed, keeping version %s: %s", self._version(), exc.message)
                 raise
-            self._save_snapshot(policy)
-            if announce is not None and policy.version != self._version():
+            saved = self._save_snapshot(policy)
+            # Also when this worker's version does not change: the snapshot did (another
+            # worker had saved a newer one, whose files were then reverted), and the
+            # workers serving that newer one must follow it back.
+            if announce is not None and (saved or policy.version != self._version()):
                 announce()
             self._policy = policy
             self.last_reload_error = self._failure = self.failed_version = None
@@ -181,21 +184,24 @@ class PolicyStore:
                 log.warning("cannot lock the policy snapshot in %s: %s", self.snapshot_dir, exc)
             yield
 
-    def _save_snapshot(self, policy: Policy) -> None:
+    def _save_snapshot(self, policy: Policy) -> bool:
         """Under the snapshot's lock (reload holds it): the snapshot there now is of files
-        read before this load, so it is seen, whether or not this one can be saved."""
+        read before this load, so it is seen, whether or not this one can be saved. True
+        if a snapshot of another version was replaced by this one."""
         if self.snapshot_dir is None:
-            return
+            return False
         try:
             saved = self._saved()
             self._snapshot_seen = saved[1] if saved else None
             if saved is not None and saved[0] == policy.version:  # every worker loads the same files
-                return
+                return False
             snapshot_id = uuid.uuid4().hex
             self._save_snapshot_now(policy, snapshot_id)
             self._snapshot_seen = snapshot_id
+            return True
         except OSError as exc:  # a snapshot is a convenience; never fail a reload for it
             log.warning("could not save the policy snapshot in %s: %s", self.snapshot_dir, exc)
+            return False
 
     def _save_snapshot_now(self, policy: Policy, snapshot_id: str) -> None:
         """Write the bytes the policy was loaded from beside the snapshot, then put them

@@ -247,8 +247,9 @@ def test_a_regex_is_anchored_only_when_it_can_match_nothing_but_a_whole_string(t
         assert lint(load_policy(policy_dir)) == []
         return
     assert load_error(policy_dir) == (
-        f"access.yaml: rules[0]: {pattern!r} is not anchored, and access.conf tests it with regexMatch, "
-        "which finds it at the start of a longer value: write ^...$ (^(?:a|b)$ for alternatives)"
+        f"access.yaml: rules[0]: {pattern!r} is not anchored (regexMatch in access.conf finds it at the "
+        "start of a longer value): write ^...$, ^(?:a|b)$ for alternatives, with no verbose mode or "
+        "comment group"
     )
 
 

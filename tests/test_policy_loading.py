@@ -695,6 +695,9 @@ PERMISSIONS_MATCHER = "m = g(r.sub, p.sub, r.dom) && r.act == p.act"
                 "keyMatch(p.obj, r.obj)",
                 "keyMatch2(r.act, p.obj)",  # the rule's resource tested against the action
                 "r.act == p.obj",
+                # URL routes: `:x` and `{x}` are parameters, the rest an unchecked regular expression
+                "keyMatch2(r.obj, p.obj)",
+                "keyMatch4(r.obj, p.obj)",
             )
         ),
         (
@@ -754,6 +757,20 @@ def test_eval_in_a_matcher_is_refused_even_in_a_string(tmp_path, file, matcher):
     )
 
 
+def test_a_key_pattern_with_a_star_before_its_end_is_refused(tmp_path):
+    """keyMatch ignores all that follows the first *: `supportAccess/*/read` carried every
+    action under supportAccess/ (a Support Engineer could operate the service)."""
+    directory = copy_policies(tmp_path)
+    key_matcher = "m = g(r.sub, p.sub, r.dom) && keyMatch(r.act, p.act)"
+    edit(directory, "permissions.conf", PERMISSIONS_MATCHER, key_matcher)
+    read = "      - supportAccess/diagnostics/read\n"
+    edit(directory, "roles.yaml", read, read + "      - supportAccess/*/read\n")
+    assert load_error(directory) == (
+        "roles.yaml: Support Engineer: 'supportAccess/*/read' has a * before its end "
+        "(keyMatch in permissions.conf ignores all that follows the first *)"
+    )
+
+
 @pytest.mark.parametrize("file", ["access.conf", "permissions.conf"])
 @pytest.mark.parametrize("links", ["_, _", "_, _, _, _"])
 def test_a_link_definition_other_than_principal_role_tenant_is_refused(tmp_path, file, links):
@@ -769,8 +786,8 @@ def test_a_link_definition_other_than_principal_role_tenant_is_refused(tmp_path,
     ("file", "matcher"),
     [
         ("access.conf", "m = (g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj)) && r.act == p.act"),
-        ("access.conf", "m = g(r.sub, p.sub, r.dom) && keyMatch2(r.obj, p.obj) && p.act == r.act"),
-        ("access.conf", "m = g(r.sub, p.sub, r.dom) && keyMatch3(r.obj, p.obj) && r.act == p.act"),
+        ("access.conf", "m = g(r.sub, p.sub, r.dom) && globMatch(r.obj, p.obj) && p.act == r.act"),
+        ("access.conf", "m = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && keyMatch(r.act, p.act)"),
         ("permissions.conf", 'm = (g(r.sub, p.sub, r.dom) && r.act != "") && r.act == p.act'),
         ("permissions.conf", "m = !(r.act != p.act) && g(r.sub, p.sub, r.dom) && keyMatch(r.act, p.act)"),
         ("permissions.conf", "m = g(r.sub, p.sub, r.dom) && (r.act == p.act || keyMatch(r.act, p.act))"),

@@ -484,6 +484,24 @@ def test_a_worker_serves_the_policy_another_loaded_even_if_the_files_broke_since
     ]
 
 
+def test_files_reverted_and_reloaded_by_a_worker_still_on_them_are_followed_back(app, policy_dir, tmp_path):
+    """B reloads v2; the files go back to v1; A, which never left v1, reloads them (a
+    SIGHUP to it alone): its version does not change, but the snapshot does, and B must
+    follow it back to the files in force (before, B kept v2 for good, watching off)."""
+    (worker_a, worker_b), generation = two_workers(app, tmp_path)
+    watcher_a, watcher_b = (PolicyWatcher(w, interval=0, generation=generation) for w in (worker_a, worker_b))
+    original = (policy_dir / "access.yaml").read_text(encoding="utf-8")
+    edit(policy_dir / "access.yaml", "  - signInLogs\n", "  - signInLogs\n  - mailboxContents\n")
+    assert Api(worker_b.test_client()).post(RELOAD, OPERATOR).status_code == 200
+    watcher_b.keep_current()  # B's next request: its own news, nothing to do
+    write_atomically(policy_dir / "access.yaml", original)
+
+    watcher_a._check("sighup", force=True)
+    watcher_b.keep_current()
+
+    assert worker_b.extensions["policy_store"].current.version == policy_version(policy_dir)
+
+
 def test_a_worker_following_good_files_from_the_snapshot_reads_them_no_more(app, policy_dir, tmp_path):
     (worker_a, worker_b), generation = two_workers(app, tmp_path)
     store_b = worker_b.extensions["policy_store"]
