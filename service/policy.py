@@ -752,10 +752,11 @@ def _check_rules_bind(name: str, model) -> None:
             raise PolicyValidationError(name, "[matchers]", problem)
 
 
-# Casbin's functions that match a request's value (first) against a rule's pattern.
-# keyMatch2-5 (URL routes: `:x` and `{x}` are parameters, and the rest is read as a
-# regular expression unchecked) and ipMatch (addresses) are not among them.
-MATCHING_FUNCTIONS = frozenset({"keyMatch", "regexMatch", "globMatch"})
+# Casbin's functions that match a request's value (first) against a rule's pattern, of
+# those whose patterns the load checks (_check_rule_patterns). Not keyMatch2-5 (URL
+# routes: `:x` and `{x}` are parameters, the rest an unchecked regular expression), nor
+# globMatch (braces, [!x], ** and a leading */), nor ipMatch (addresses).
+MATCHING_FUNCTIONS = frozenset({"keyMatch", "regexMatch"})
 
 
 def _binds(term: ast.expr, field: str) -> bool:
