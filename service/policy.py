@@ -485,6 +485,14 @@ def _build_roles(document: dict) -> tuple[dict[str, Role], dict[str, str]]:
                 raise PolicyValidationError("roles.yaml", f"{place}.template_id", problem)
             by_template[template_id] = name
         roles[name] = Role(name, template_id, entry["scope"], frozenset(entry["actions"]))
+    owners = {template_id.lower(): name for template_id, name in by_template.items()}
+    for index, name in enumerate(roles):
+        owner = owners.get(name.lower(), name)
+        if owner != name:
+            # A role is given by display name or template id, the name tried first: this
+            # one would take every assignment of the other made by its template id.
+            problem = f"{name!r} is the template id of {owner!r}"
+            raise PolicyValidationError("roles.yaml", f"roles[{index}].name", problem)
     return roles, by_template
 
 

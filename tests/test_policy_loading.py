@@ -758,6 +758,19 @@ def test_eval_in_a_matcher_is_refused_even_in_a_string(tmp_path, file, matcher):
     )
 
 
+@pytest.mark.parametrize("spelling", [str.lower, str.upper])
+def test_a_role_named_with_another_roles_template_id_is_refused(tmp_path, spelling):
+    """Roles are given by display name or template id, the name tried first: such a role
+    took every assignment of AI Administrator made by its template id."""
+    directory = copy_policies(tmp_path)
+    template_id = "d2562ede-74db-457e-a7b6-544e236ebb61"  # AI Administrator's
+    name = spelling(template_id)
+    impostor = f"  - name: {name}\n    scope: customer\n    actions: [supportAccess/service/operate]\n"
+    edit(directory, "roles.yaml", "roles:\n", "roles:\n" + impostor)
+    problem = f"{name!r} is the template id of 'AI Administrator'"
+    assert load_error(directory) == f"roles.yaml: roles[0].name: {problem}"
+
+
 def test_a_key_pattern_with_a_star_before_its_end_is_refused(tmp_path):
     """keyMatch ignores all that follows the first *: `supportAccess/*/read` carried every
     action under supportAccess/ (a Support Engineer could operate the service)."""
