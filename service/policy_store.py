@@ -6,12 +6,12 @@ A failed reload keeps the last good policy and remembers the error.
 
 Each good policy is also saved, as the bytes it was loaded from, to a snapshot directory
 shared by the workers of a machine: the machine's last good policy. One process loads
-and saves at a time, so a snapshot saved after a worker's load is of newer files. A process that starts
-while the policy files are broken (a worker restarted by its server after a bad edit)
-serves it and reports the error, instead of refusing to start; only a first start with
-no good policy at all is refused. And a worker that hears another worker loaded a policy
-serves that snapshot (follow_snapshot) before it reads the files itself: were they
-broken since, it would keep an older policy that may allow more.
+and saves at a time, so a snapshot saved after a worker's load is of newer files. A
+process that starts while the policy files are broken (a worker restarted by its server
+after a bad edit) serves it and reports the error, instead of refusing to start; only a
+first start with no good policy at all is refused. And a worker that hears another
+worker loaded a policy serves that snapshot (follow_snapshot) before it reads the files
+itself: were they broken since, it would keep an older policy that may allow more.
 """
 
 from __future__ import annotations
@@ -165,8 +165,9 @@ class PolicyStore:
     def _snapshot_lock(self, kind: int):
         """The machine's lock on the snapshot: workers that load the same new files save
         together, and one's rmtree of the snapshot failed under the other's os.replace; a
-        reader must not see half of one. None to take (no snapshot, or its folder cannot be
-        written): nothing to share, so nothing to order."""
+        reader must not see half of one. Without one (no snapshot, a folder that cannot be
+        written, a file system without locks) the policy is still loaded: there is then
+        nothing shared to order."""
         if self.snapshot_dir is None:
             yield
             return
