@@ -305,9 +305,9 @@ def _evaluate_every_permission_row(files: dict[str, bytes | None], rules: tuple[
     matcher is never evaluated on the others: asking all ~300 would cost ~130 ms a load.
     So a throw-away enforcer, in which one role is linked to every role, asks one
     question per action with that role: g holds on every row, and the rest is evaluated
-    on each (~6 questions, a few ms). Its effect is allow-and-deny, which Casbin cannot settle before the last
-    row: with the policy's own (allow on the first match) it would stop at the first row
-    that allows."""
+    on each (~6 questions, a few ms). Its effect is allow-and-deny, which Casbin cannot
+    settle before the last row: with the policy's own (allow on the first match) it would
+    stop at the first row that allows."""
     if not rules:
         return
     probe = _build_enforcer(files, "permissions.conf", rules)
@@ -595,7 +595,6 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
         # access kind read every resource. Default deny (SPEC §6) needs an allow to match.
         problem = "'!some(where (p.eft == deny))' allows what no rule allows: the service denies by default"
         raise PolicyValidationError(name, "[policy_effect]", problem)
-    _check_rule_patterns(name, model, rules)
     enforcer = casbin.Enforcer(model, _RulesAdapter(rules))  # rules have RULE_FIELDS' fields
     for link_type in enforcer.rm_map:
         # Casbin's role manager for g with a domain matches role names with an equality
@@ -603,7 +602,7 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
         # question of a roles.yaml of 2,000 roles took ~1 s. Without one it looks names
         # up, with the same answers.
         enforcer.add_named_matching_func(link_type, None)
-    _check_matcher(name, enforcer)
+    _check_matcher(name, enforcer, rules)
     try:  # evaluate the matcher once now, so a broken matcher fails the load, not a decision
         enforcer.enforce(*(["_probe_"] * len(tokens)))
     except Exception as exc:
@@ -611,16 +610,12 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
     return enforcer
 
 
-def _check_rule_patterns(name: str, model, rules: tuple[Rule, ...]) -> None:
+def _check_rule_patterns(name: str, model, tree: ast.Expression, rules: tuple[Rule, ...]) -> None:
     """A rule's value that the matcher reads as a pattern must mean what it lists:
     under regexMatch(r.x, p.x) anchored (`^...$`: regexMatch finds a match at the start
     of a longer value); under keyMatch(r.x, p.x) with `*` only at its end (keyMatch
     ignores everything after the first `*`: `a/*/read` is every action under `a/`).
     These were a lint warning and nothing, and a policy that only warns is served."""
-    try:
-        tree = matcher_tree(model["m"]["m"].value)
-    except SyntaxError:
-        return  # _check_matcher names it
     tokens = list(model["p"]["p"].tokens)
     for node in ast.walk(tree):
         function = getattr(getattr(node, "func", None), "id", None)
@@ -702,7 +697,7 @@ def matcher_tree(text: str) -> ast.Expression:
     return ast.parse(casbin.util.escape_assertion(expression).strip(), mode="eval")
 
 
-def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
+def _check_matcher(name: str, enforcer: casbin.Enforcer, rules: tuple[Rule, ...]) -> None:
     """Every name in the matcher must be a request or policy field or a known function.
 
     Evaluating the matcher once is not enough: `&&` short-circuits, so a typo after a
@@ -730,24 +725,24 @@ def _check_matcher(name: str, enforcer: casbin.Enforcer) -> None:
             field = node.id.replace("_", ".", 1)
             raise PolicyValidationError(name, "[matchers]", f"unknown name {field!r}")
     _check_link_fields(name, tree)
-    _check_rules_bind(name, model)
+    _check_rules_bind(name, model, tree)
+    _check_rule_patterns(name, model, tree, rules)
 
 
-def _check_rules_bind(name: str, model) -> None:
+def _check_rules_bind(name: str, model, tree: ast.Expression) -> None:
     """Each field of a rule must hold the request to what the rule lists, in a term the
     matcher requires (a top-level `&&` term): the link call for p.sub, a comparison with
     a request field for each other one (`_binds`). Otherwise a rule applies whatever it
     lists: with `m = g(r.sub, p.sub, r.dom)` alone (a file cut short, say) every role
     would carry every action, and with `(keyMatch(r.obj, p.obj) || r.act == "read")` a
     grant would read every category."""
-    text = model["m"]["m"].value
-    if not requires_link(text):
+    terms = _and_terms(tree.body)
+    if not any(ast.unparse(term) == LINK_CALL for term in terms):
         problem = (
             "g(r.sub, p.sub, r.dom) must be required (a top-level && term): "
             "without it a rule applies to every role or access kind"
         )
         raise PolicyValidationError(name, "[matchers]", problem)
-    terms = required_terms(text)
     for token in model["p"]["p"].tokens[1:]:  # p.sub is the link call's
         if not any(_binds(term, token) for term in terms):
             field, request = token.replace("_", ".", 1), "r." + token.split("_", 1)[1]
@@ -764,7 +759,7 @@ def _check_rules_bind(name: str, model) -> None:
 # those whose patterns the load checks (_check_rule_patterns). Not keyMatch2-5 (URL
 # routes: `:x` and `{x}` are parameters, the rest an unchecked regular expression), nor
 # globMatch (braces, [!x], ** and a leading */), nor ipMatch (addresses).
-MATCHING_FUNCTIONS = frozenset({"keyMatch", "regexMatch"})
+MATCHING_FUNCTIONS = frozenset(PATTERN_PROBLEMS)
 
 
 def _binds(term: ast.expr, field: str) -> bool:
@@ -815,19 +810,9 @@ def _check_link_fields(name: str, tree: ast.AST) -> None:
             raise PolicyValidationError(name, "[matchers]", problem)
 
 
-def required_terms(text: str) -> list[ast.expr]:
+def _and_terms(node: ast.expr) -> list[ast.expr]:
     """The terms a matcher requires: its top-level `&&` terms (in parentheses too: `(a &&
     b) && c` requires a, b and c), or the matcher itself."""
-    return _and_terms(matcher_tree(text).body)
-
-
-def _and_terms(node: ast.expr) -> list[ast.expr]:
     if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
         return [term for value in node.values for term in _and_terms(value)]
     return [node]
-
-
-def requires_link(text: str) -> bool:
-    """Does the matcher hold only where g(r.sub, p.sub, r.dom) holds (the call is the
-    matcher, or one of its top-level `&&` terms)?"""
-    return any(ast.unparse(term) == LINK_CALL for term in required_terms(text))
