@@ -15,7 +15,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,8 +167,12 @@ class Policy:
                 self.hits.add(f"role_action:{role}:{action}")
         return cached
 
-    def roles_with(self, permission: str) -> list[str]:
-        return [name for name in self.roles if self.role_allows(name, permission)]
+    def roles_with(self, permission: str) -> Iterator[str]:
+        """The roles carrying `permission`, in roles.yaml's order, found as they are asked
+        for: each question scans every permission row, so a caller that needs one of them
+        (or whether there is one) stops early, and not after roles × rows evaluations
+        (`policy test` of a roles.yaml of 2,000 roles took 40 s)."""
+        return (name for name in self.roles if self.role_allows(name, permission))
 
     # --- data access ---------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from service.policy import Policy
 # Access kinds the decision engine produces (service/decisions.py); a rule for any other
 # kind can never match.
 ENGINE_ACCESS_KINDS = ("grant", "advanced_diagnostics")
+MANAGE = "manage_support_access"  # the permission an approver needs (service/workflow.py)
 
 
 def lint(policy: Policy) -> list[str]:
@@ -57,13 +58,13 @@ def _duplicate_rules(policy: Policy) -> list[str]:
 
 
 def _scenarios_without_approvers(policy: Policy) -> list[str]:
-    approvers = set(policy.roles_with("manage_support_access"))
     warnings = []
     for scenario, requirements in policy.scenarios.items():
         for requirement in requirements:
-            eligible = (
-                approvers & set(requirement.approver_roles) if requirement.approver_roles else approvers
-            )
+            if requirement.approver_roles:
+                eligible = any(policy.role_allows(role, MANAGE) for role in requirement.approver_roles)
+            else:
+                eligible = next(policy.roles_with(MANAGE), None) is not None
             if not eligible:
                 warnings.append(
                     f"workflow.yaml: approval.scenarios.{scenario}: no role may approve for the "

@@ -330,8 +330,8 @@ class SuiteRunner:
             if assignment in places:
                 raise SuiteError(file, place, f"the same assignment as {places[assignment]}")
             places[assignment] = place
-        client_role = self.policy.roles_with("evaluate_decisions")
-        assignments = [*places, *([(self.provider, CLIENT, client_role[0])] if client_role else [])]
+        client_role = next(self.policy.roles_with("evaluate_decisions"), None)
+        assignments = [*places, *([(self.provider, CLIENT, client_role)] if client_role else [])]
         for tenant, principal, role in dict.fromkeys(assignments):  # a suite may assign the client
             RoleAssignment.create(tenant_id=tenant, principal=principal, role=role, created_at=now)
         for index, ticket in enumerate(fixtures.get("tickets", [])):
