@@ -560,8 +560,9 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
     except UnicodeDecodeError as exc:
         raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
     text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write (YAML files may have one)
+    config = _KeysOnce(name)
     try:
-        _KeysOnce(name)._parse_buffer(io.StringIO(text))
+        config._parse_buffer(io.StringIO(text))
         model = casbin.Enforcer.new_model(text=text)  # what was checked, not the file read again
     except PolicyError:
         raise
@@ -606,7 +607,7 @@ def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule
         # question of a roles.yaml of 2,000 roles took ~1 s. Without one it looks names
         # up, with the same answers.
         enforcer.add_named_matching_func(link_type, None)
-    _check_matcher(name, enforcer, rules)
+    _check_matcher(name, enforcer, rules, config.get("matchers::m"))
     try:  # evaluate the matcher once now, so a broken matcher fails the load, not a decision
         enforcer.enforce(*(["_probe_"] * len(tokens)))
     except Exception as exc:
@@ -694,21 +695,29 @@ class _KeysOnce(casbin.config.Config):
         super().add_config(section, option, value)
 
 
-def matcher_tree(text: str) -> ast.Expression:
-    """A Casbin matcher as a Python expression tree (`r.sub` reads `r_sub`); raises
-    SyntaxError if it is not an expression."""
-    expression = re.sub(r"!(?!=)", " not ", text.replace("&&", " and ").replace("||", " or "))
-    return ast.parse(casbin.util.escape_assertion(expression).strip(), mode="eval")
+def matcher_tree(value: str) -> ast.Expression:
+    """A model's matcher (as Casbin holds it: `r.sub` reads `r_sub`, comments cut off) as
+    the expression tree Casbin evaluates: the text it rewrites (`&&` and `||` into `and`
+    and `or` with no spaces added, `!` into `not`), parsed as it parses it. Checking any
+    other reading of the text could pass what Casbin runs differently. Raises
+    SyntaxError if that text is not one expression (Casbin evaluates the first statement
+    and ignores the rest)."""
+    text = casbin.Enforcer._get_expression(value).expr.strip()
+    module = ast.parse(text)
+    if len(module.body) != 1 or not isinstance(module.body[0], ast.Expr):
+        raise SyntaxError("not one expression (Casbin would evaluate its first statement alone)")
+    return ast.Expression(module.body[0].value)
 
 
-def _check_matcher(name: str, enforcer: casbin.Enforcer, rules: tuple[Rule, ...]) -> None:
+def _check_matcher(name: str, enforcer: casbin.Enforcer, rules: tuple[Rule, ...], raw_matcher: str) -> None:
     """Every name in the matcher must be a request or policy field or a known function.
+    (`raw_matcher` is the file's text of it, before Casbin cut its comment off.)
 
     Evaluating the matcher once is not enough: `&&` short-circuits, so a typo after a
     false `g(...)` would only fail later, on a decision.
     """
     model = enforcer.get_model()
-    if "eval(" in model["m"]["m"].value.replace(" ", ""):
+    if re.search(r"\beval\s*\(", model["m"]["m"].value):
         # Casbin finds eval(p.x) anywhere in the text, in a string too, and pastes each
         # rule's value in as code: a quote in a YAML value then rewrites the matcher (one
         # rule matching every request), past every check here. The service needs no eval.
@@ -718,19 +727,45 @@ def _check_matcher(name: str, enforcer: casbin.Enforcer, rules: tuple[Rule, ...]
     try:
         tree = matcher_tree(model["m"]["m"].value)
     except SyntaxError as exc:
-        raise PolicyValidationError(name, "[matchers]", f"not an expression: {exc.msg}") from exc
-    functions = set(enforcer.fm.get_functions()) | set(model["g"].keys())
+        problem = f"not an expression: {exc.msg}{_matcher_hint(raw_matcher)}"
+        raise PolicyValidationError(name, "[matchers]", problem) from exc
+    functions = set(model["g"].keys()) | PURE_FUNCTIONS
     fields = set(model["r"]["r"].tokens) | set(model["p"]["p"].tokens)
     for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "timeMatch":
+            raise PolicyValidationError(name, "[matchers]", TIME_MATCH_PROBLEM)
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in functions):
-            problem = f"unknown function {ast.unparse(node.func)!r}"
+            problem = f"unknown function {ast.unparse(node.func)!r}{_matcher_hint(raw_matcher)}"
             raise PolicyValidationError(name, "[matchers]", problem)
         if isinstance(node, ast.Name) and node.id not in functions | fields | {"True", "False"}:
             field = node.id.replace("_", ".", 1)
-            raise PolicyValidationError(name, "[matchers]", f"unknown name {field!r}")
+            problem = f"unknown name {field!r}{_matcher_hint(raw_matcher)}"
+            raise PolicyValidationError(name, "[matchers]", problem)
     _check_link_fields(name, tree)
     _check_rules_bind(name, model, tree)
     _check_rule_patterns(name, model, tree, rules)
+
+
+# The functions of Casbin's a matcher may call (beside g): each answers from its
+# arguments alone. Not timeMatch, which reads the machine's clock (TIME_MATCH_PROBLEM),
+# nor a function a later pycasbin adds before it is looked at.
+PURE_FUNCTIONS = frozenset(
+    ("keyMatch", "keyMatch2", "keyMatch3", "keyMatch4", "keyMatch5", "regexMatch", "globMatch", "ipMatch")
+)
+TIME_MATCH_PROBLEM = (
+    "timeMatch is not allowed: the service asks each question once per policy version and "
+    "keeps the answer, so a time window would hold until the next reload, and timeMatch "
+    "reads the machine's local clock; limit time with workflow.yaml timing"
+)
+
+
+def _matcher_hint(raw_matcher: str) -> str:
+    """Why a matcher that reads well may not parse as Casbin reads it."""
+    if re.search(r"\w(&&|\|\|)|(&&|\|\|)\w", raw_matcher):
+        return " (Casbin reads && and || as and and or with no spaces around them: put spaces around each)"
+    if "#" in raw_matcher:
+        return " (Casbin ends the matcher at its first #, a comment, inside a string too)"
+    return ""
 
 
 def _check_rules_bind(name: str, model, tree: ast.Expression) -> None:
@@ -753,8 +788,8 @@ def _check_rules_bind(name: str, model, tree: ast.Expression) -> None:
             problem = (
                 f"{field} is not compared with the request in a term the matcher requires "
                 f"(a top-level && term: {request} == {field}, or a matching function given {request} "
-                f"and then {field}, as keyMatch(r.obj, p.obj)), so a rule could apply "
-                f"whatever {field} it lists"
+                f"and then {field}, as keyMatch({request}, {field}); in an || every alternative "
+                f"must compare it), so a rule could apply whatever {field} it lists"
             )
             raise PolicyValidationError(name, "[matchers]", problem)
 

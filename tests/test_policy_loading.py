@@ -632,7 +632,8 @@ def not_compared(file: str, field: str) -> str:
     return (
         f"{file}: [matchers]: {field} is not compared with the request in a term the matcher requires "
         f"(a top-level && term: {request} == {field}, or a matching function given {request} and "
-        f"then {field}, as keyMatch(r.obj, p.obj)), so a rule could apply whatever {field} it lists"
+        f"then {field}, as keyMatch({request}, {field}); in an || every alternative must compare it), "
+        f"so a rule could apply whatever {field} it lists"
     )
 
 
@@ -756,6 +757,62 @@ def test_eval_in_a_matcher_is_refused_even_in_a_string(tmp_path, file, matcher):
         load_error(directory)
         == f"{file}: [matchers]: eval() is not allowed: a rule's value would run as code"
     )
+
+
+def test_eval_with_a_space_is_refused_and_a_word_ending_in_eval_is_not(tmp_path):
+    directory = copy_policies(tmp_path)
+    edit(directory, "permissions.conf", PERMISSIONS_MATCHER, PERMISSIONS_MATCHER + " && eval (p.act)")
+    assert load_error(directory).endswith("eval() is not allowed: a rule's value would run as code")
+    edit(directory, "permissions.conf", " && eval (p.act)", ' && r.act != "retrieval(x)"')
+    assert load_policy(directory).role_allows("Support Access Operator", "operate")
+
+
+@pytest.mark.parametrize(
+    "window", ['timeMatch("_", "2099-01-01 00:00:00")', 'timeMatch("2020-01-01 00:00:00", "_")']
+)
+def test_time_match_is_refused(runner, tmp_path, window):
+    """The service asks each question once per policy version and keeps the answer: a
+    time window in the matcher went on allowing after its end, until the next reload
+    (and a worker loading later answered otherwise under the same version)."""
+    directory = copy_policies(tmp_path)
+    edit(directory, "access.conf", ACCESS_MATCHER, f"{ACCESS_MATCHER} && {window}")
+    expected = "access.conf: [matchers]: timeMatch is not allowed: the service asks each question once"
+    assert load_error(directory).startswith(expected)
+    result = runner.invoke(args=["policy", "check", str(directory)])
+    assert result.exit_code == 3 and expected in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("matcher", "problem"),
+    [
+        (
+            "m = g(r.sub, p.sub, r.dom)&&keyMatch(r.obj, p.obj) && r.act == p.act",
+            "not an expression: invalid syntax (Casbin reads && and || as and and or with no spaces "
+            "around them: put spaces around each)",
+        ),
+        (
+            "m = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && r.act==p.act&&true",
+            "unknown name 'p.actandtrue' (Casbin reads && and || as and and or with no spaces around "
+            "them: put spaces around each)",
+        ),
+        (
+            'm = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && r.act == p.act && r.obj != "a#b"',
+            "not an expression: unterminated string literal (detected at line 1) (Casbin ends the "
+            "matcher at its first #, a comment, inside a string too)",
+        ),
+        (
+            "m = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && r.act == p.act; r.obj == 'x'",
+            "not an expression: not one expression (Casbin would evaluate its first statement alone)",
+        ),
+    ],
+)
+def test_a_matcher_is_read_as_casbin_reads_it(tmp_path, matcher, problem):
+    """The checks read the text Casbin evaluates: it turns && into `and` with no spaces, so
+    `)&&keyMatch` is `)andkeyMatch`; it cuts the matcher at its first #; it evaluates the
+    first statement alone."""
+    directory = copy_policies(tmp_path)
+    edit(directory, "access.conf", ACCESS_MATCHER, matcher)
+    assert load_error(directory) == f"access.conf: [matchers]: {problem}"
 
 
 @pytest.mark.parametrize("spelling", [str.lower, str.upper])
