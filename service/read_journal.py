@@ -26,7 +26,9 @@ Files: `<pid>-<ns>.jsonl` in the journal directory, one JSON array per line: a r
 allowed read, or its several reads as one record (audit.reads_record). A writer
 holds a shared flock on its open file; a file whose writer is gone (unlocked) and that is
 fully imported is deleted. An incomplete last line of such a file is a write that never
-finished (its answer was never sent) and is dropped.
+finished (its answer was never sent) and is dropped. `journal-id` names the directory's
+import positions in the database (`_directory_key`), whatever the host's name or the
+directory's path.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import heapq
 import itertools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -78,6 +81,9 @@ LEASE_RETRY = 1.0  # a process without the lease checks this often whether it is
 # A writer renames its new file microseconds after creating it; one older than this was
 # left by a writer that stopped in between.
 ABANDONED_AFTER = 60.0
+# The file naming this directory's position rows in the database (_directory_key).
+JOURNAL_ID = "journal-id"
+JOURNAL_ID_PATTERN = re.compile(r"[0-9a-f]{12}")
 
 
 def directory_for(database_url: str, instance_path: str) -> Path:
@@ -361,9 +367,39 @@ def _writer_gone(handle) -> bool:
 
 def _directory_key(directory: Path) -> str:
     """The prefix of this journal directory's position rows: several hosts (PostgreSQL) or
-    directories may journal into one database, and each keeps its own positions."""
-    where = f"{socket.gethostname()}:{directory.resolve()}"
-    return hashlib.sha256(where.encode()).hexdigest()[:12] + ":"
+    directories may journal into one database, and each keeps its own positions.
+
+    It is kept in the directory (JOURNAL_ID): computed from the host's name and the
+    directory's path each time, a container re-created on the same volume (a new host
+    name) or a data folder moved found no positions, and every read its files still held
+    was imported a second time. A directory without one gets the key those gave, so
+    positions saved before it was kept are found."""
+    path = directory / JOURNAL_ID
+    if not path.exists():
+        where = f"{socket.gethostname()}:{directory.resolve()}"
+        _create_once(path, hashlib.sha256(where.encode()).hexdigest()[:12])
+    key = path.read_text(encoding="ascii", errors="replace").strip()
+    if not JOURNAL_ID_PATTERN.fullmatch(key):
+        # An OSError: the journal is unavailable (allowed reads are refused with a 503),
+        # as it is when its directory cannot be read. Restore the file from a backup.
+        raise OSError(f"{path}: not a read journal id (12 hexadecimal digits): {key[:40]!r}")
+    return key + ":"
+
+
+def _create_once(path: Path, key: str) -> None:
+    """Write `key` to `path` unless a process has written one there first (whole, and on
+    disk before it is seen: an empty file after a power cut would stop the journal)."""
+    temp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with temp.open("w", encoding="ascii") as handle:
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _save_position(key: str, position: int, exists: bool) -> None:

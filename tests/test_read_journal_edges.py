@@ -264,3 +264,56 @@ def test_the_importer_removes_new_files_a_stopped_writer_left(app):
         read_journal.Importer(directory, database.obj).round({})
     assert not old[0].exists()
     assert fresh[0].exists() and not_empty[0].exists()
+
+
+def flush_directory(app, directory) -> int:
+    with app.app_context(), database.connection_context():
+        return read_journal.flush(directory)
+
+
+def restart_writer(app) -> None:
+    """The worker stops (its file's lock goes) and starts again with a new file."""
+    app.extensions["read_journal"].close()
+
+
+@pytest.mark.parametrize("change", ["host renamed", "directory moved"])
+def test_reads_imported_before_a_new_host_name_or_path_are_not_imported_again(
+    app, api, approved_request, tmp_path, monkeypatch, change
+):
+    """A container re-created on the same volume gets a new host name; a data folder may
+    be moved. The positions were keyed by both: every read the journal's files still held
+    (a writer's file stays while it lives, and after a crash until the next round) was
+    imported a second time."""
+    first = decide(api)
+    flush(app)
+    restart_writer(app)  # its file, fully imported, stays until the next round
+    directory = journal_dir(app)
+    if change == "host renamed":
+        monkeypatch.setattr(read_journal.socket, "gethostname", lambda: "re-created-container")
+    else:
+        moved = tmp_path / "moved.reads"
+        shutil.move(directory, moved)
+        directory = moved
+    assert flush_directory(app, directory) == 0
+    assert read_ids(chain(app)) == [first]
+
+
+def test_positions_saved_before_the_journal_id_was_kept_are_found(app, api, approved_request):
+    """A directory journalled into by a version that did not keep JOURNAL_ID: its key is
+    what that version computed, so an upgrade imports nothing twice."""
+    first = decide(api)
+    flush(app)
+    restart_writer(app)
+    (journal_dir(app) / read_journal.JOURNAL_ID).unlink()
+    assert flush_directory(app, journal_dir(app)) == 0
+    assert read_ids(chain(app)) == [first]
+
+
+def test_a_damaged_journal_id_stops_allowed_reads_not_the_service(app, api, approved_request, monkeypatch):
+    (journal_dir(app) / read_journal.JOURNAL_ID).write_text("")  # a stray write, a disk full
+    api.post("/v1/decisions", "diag-tool", read_check())  # journalled, then the check fails
+    monkeypatch.setattr(read_journal, "BACKLOG_BYTES", 0)  # the next check looks at the backlog
+    time.sleep(read_journal.CHECK_INTERVAL * 2)
+    refused = api.post("/v1/decisions", "diag-tool", read_check())
+    assert refused.status_code == 503, refused.get_json()
+    assert refused.get_json()["error"]["code"] == "store_unavailable"
