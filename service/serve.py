@@ -26,13 +26,21 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import NoReturn
 
 WORKERS_KILL_TIMEOUT = 10  # seconds (an orchestrator's own grace period is often 30)
 IMPORTER_LATE_START = (
-    "import time, runpy; time.sleep(2); runpy.run_module('service.read_importer', run_name='__main__')"
+    "import time, runpy; time.sleep({delay}); runpy.run_module('service.read_importer', run_name='__main__')"
 )
+IMPORTER_DELAY = 2.0  # seconds before the importer's first start (below)
+IMPORTER_RESTART_DELAY = 0.5  # seconds before an importer that ended is started again (doubled)
+SERVER_CHECK_INTERVAL = 1.0  # seconds between a worker's checks that its server still runs
+log = logging.getLogger("support_access")
+# Set once the server has been told to stop: an importer ending then is not started again.
+_stopping = threading.Event()
+_server_pid: int | None = None  # the server process, as its forked workers see it
 
 
 def granian_server(host: str, port: int, workers: int, threads: int):
@@ -173,11 +181,9 @@ def _run_granian(host: str | None, port: int | None, workers: int | None, thread
     port = _refuse_settings_it_cannot_start_with(port)
     host = host or DEFAULT_HOST
     workers = workers or DEFAULT_WORKERS
-    # The read journal's importer, beside the workers; it ends when the server (this
-    # process) does. It starts a little later, so that it does not slow the workers'
-    # start; the reads wait in the journal meanwhile.
-    env = {**os.environ, "SUPPORT_ACCESS_SERVER_PID": str(os.getpid())}
-    subprocess.Popen([sys.executable, "-c", IMPORTER_LATE_START], env=env)
+    global _server_pid
+    _server_pid = os.getpid()
+    keep_an_importer_running()
     print(f"serving on http://{host}:{port} with {workers} granian workers", flush=True)
     import_worker_modules()
     os.register_at_fork(
@@ -195,6 +201,47 @@ def _run_granian(host: str | None, port: int | None, workers: int | None, thread
         sys.exit(1)
 
 
+def keep_an_importer_running() -> None:
+    """The read journal's importer, beside the workers; it ends when the server (this
+    process) does. It starts a little later, so that it does not slow the workers'
+    start; the reads wait in the journal meanwhile. One that ends while the server runs
+    (killed, or failed) is started again: without one, reads reach the audit table only
+    once 8 MB wait, or when the log is read or the state changes."""
+    env = {**os.environ, "SUPPORT_ACCESS_SERVER_PID": str(os.getpid())}
+
+    def supervise() -> None:
+        delay, wait = IMPORTER_DELAY, IMPORTER_RESTART_DELAY
+        while not _stopping.is_set():
+            command = [sys.executable, "-c", IMPORTER_LATE_START.format(delay=delay)]
+            started = time.monotonic()
+            code = subprocess.Popen(command, env=env).wait()
+            # Waits double while it keeps failing at once (not a start a second for ever).
+            wait = wait * 2 if time.monotonic() - started < 60 else IMPORTER_RESTART_DELAY
+            time.sleep(min(wait, 60))  # also: a stop signal reaches it and us at once
+            if not _stopping.is_set():
+                log.warning("the read journal's importer ended (exit status %s): starting another", code)
+            delay = 0
+
+    threading.Thread(target=supervise, name="importer-supervisor", daemon=True).start()
+
+
+def _stop_when_the_server_is_gone() -> None:
+    """In a forked worker: stop once the server process is gone. A server SIGKILLed
+    cannot stop its workers, and they served on for ever, beside the next server started
+    on the same port (granian binds with SO_REUSEPORT), with no importer beside them and
+    answering after that one was stopped."""
+
+    def watch() -> None:
+        while os.getppid() == _server_pid:
+            time.sleep(SERVER_CHECK_INTERVAL)
+        log.warning("the server process %s is gone: this worker stops", _server_pid)
+        os.kill(os.getpid(), signal.SIGTERM)  # granian's own stop: answers under way are sent
+        time.sleep(WORKERS_KILL_TIMEOUT)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="server-watch", daemon=True).start()
+
+
 def relay_signals(server) -> None:
     """granian's handlers for SIGTERM, SIGINT and SIGHUP set a threading.Event. A second
     signal that arrives while the first one's handler holds the Event's lock runs its
@@ -209,6 +256,8 @@ def relay_signals(server) -> None:
     def relay() -> None:
         while True:
             signalled = pending.get()
+            if signalled == "stop":
+                _stopping.set()
             try:
                 handlers[signalled]()
             except Exception:  # the next signal must still reach granian
@@ -224,7 +273,8 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _stop_at_once_while_starting() -> None:
-    """In a forked worker: SIGTERM and SIGINT end it at once until granian installs its
+    """In a forked worker (it also starts the worker's watch on its server,
+    `_stop_when_the_server_is_gone`): SIGTERM and SIGINT end it at once until granian installs its
     own handlers, after the app is built. Otherwise the server's handlers, inherited,
     swallow them: a worker stopped while building its app (a server stopped right after
     start, or systemd signalling every process of the service at once) served on until
@@ -232,6 +282,7 @@ def _stop_at_once_while_starting() -> None:
     for stop in STOP_SIGNALS:
         signal.signal(stop, signal.SIG_DFL)
     _release_stop_signals()
+    _stop_when_the_server_is_gone()
 
 
 def _hold_stop_signals() -> None:

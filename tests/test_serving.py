@@ -443,9 +443,17 @@ def test_a_killed_server_loses_no_answered_read(tmp_path, database_url):
     assert ids <= _ids_in_database(database_url)
 
 
+def _children_of(pid: int) -> list[int]:
+    """Processes `pid` started, from any of its threads (the importer is started by one)."""
+    children = []
+    for listed in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children += [int(child) for child in listed.read_text().split()]
+    return children
+
+
 def _importers_of(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children if b"read_importer" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [child for child in _children_of(pid) if _is_running(child, b"read_importer")]
 
 
 def _is_running(pid: int, program: bytes) -> bool:
@@ -562,11 +570,45 @@ def test_the_installed_signal_handlers_take_no_lock_and_the_relay_passes_them_on
 
 
 def _granian_workers_of(pid: int) -> list[int]:
-    workers = []
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            workers += [int(child) for child in children.read_text().split() if _runs_granian(int(child))]
-    return workers
+    return [child for child in _children_of(pid) if _runs_granian(child)]
+
+
+def test_a_killed_importer_is_started_again(tmp_path, database_url):
+    """Without an importer, reads reach the audit table only once 8 MB wait, or when the
+    log is read or the state changes: the few-milliseconds bound silently stopped."""
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, server):
+        deadline = time.monotonic() + 30  # bounds for a loaded machine, not speed tests
+        while not (importers := _importers_of(server.pid)):
+            assert time.monotonic() < deadline, "no importer"
+            time.sleep(0.1)
+        os.kill(importers[0], signal.SIGKILL)
+        while not [pid for pid in _importers_of(server.pid) if pid != importers[0]]:
+            assert time.monotonic() < deadline, "the killed importer was not started again"
+            time.sleep(0.1)
+        ids = set(_allowed_reads_through_two_workers(port))
+        while not ids <= _ids_in_database(database_url):  # read from outside: nothing flushes
+            assert time.monotonic() < deadline, "the reads were not imported"
+            time.sleep(0.1)
+        assert (
+            "the read journal's importer ended (exit status -9): starting another"
+            in (tmp_path / "server.log").read_text()
+        )
+
+
+def test_workers_stop_when_their_server_is_killed(tmp_path, database_url):
+    """A server SIGKILLed alone cannot stop its workers: they served on for ever, beside
+    the next server started on the same port, with no importer, and answered after that
+    one was stopped."""
+    with served(tmp_path, REPO_POLICY_DIR, database_url, workers=2) as (port, server):
+        workers = _granian_workers_of(server.pid)
+        assert len(workers) == 2
+        server.kill()
+        server.wait(timeout=10)
+        deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed test
+        while any(_runs_granian(worker) for worker in workers):
+            assert time.monotonic() < deadline, "a worker outlived its server"
+            time.sleep(0.1)
+        assert call(port, "GET", "/healthz", timeout=5) == (None, None)  # nothing listens
 
 
 def test_a_server_stopped_while_its_workers_build_their_apps_stops_them_at_once(tmp_path, database_url):
