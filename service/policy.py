@@ -702,10 +702,17 @@ def matcher_tree(value: str) -> ast.Expression:
     other reading of the text could pass what Casbin runs differently. Raises
     SyntaxError if that text is not one expression (Casbin evaluates the first statement
     and ignores the rest)."""
-    text = casbin.Enforcer._get_expression(value).expr.strip()
+    try:
+        text = casbin.Enforcer._get_expression(value).expr.strip()
+    except AttributeError as exc:  # Casbin took the first statement's value, and it has none
+        raise SyntaxError("a statement, not an expression") from exc
     module = ast.parse(text)
-    if len(module.body) != 1 or not isinstance(module.body[0], ast.Expr):
-        raise SyntaxError("not one expression (Casbin would evaluate its first statement alone)")
+    if not module.body:
+        raise SyntaxError("empty")
+    if not isinstance(module.body[0], ast.Expr):
+        raise SyntaxError("a statement, not an expression")
+    if len(module.body) > 1:
+        raise SyntaxError("more than one statement (Casbin would evaluate the first alone)")
     return ast.Expression(module.body[0].value)
 
 
@@ -735,11 +742,12 @@ def _check_matcher(name: str, enforcer: casbin.Enforcer, rules: tuple[Rule, ...]
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "timeMatch":
             raise PolicyValidationError(name, "[matchers]", TIME_MATCH_PROBLEM)
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in functions):
-            problem = f"unknown function {ast.unparse(node.func)!r}{_matcher_hint(raw_matcher)}"
+            function = ast.unparse(node.func)
+            problem = f"unknown function {function!r}{_matcher_hint(raw_matcher, function)}"
             raise PolicyValidationError(name, "[matchers]", problem)
         if isinstance(node, ast.Name) and node.id not in functions | fields | {"True", "False"}:
             field = node.id.replace("_", ".", 1)
-            problem = f"unknown name {field!r}{_matcher_hint(raw_matcher)}"
+            problem = f"unknown name {field!r}{_matcher_hint(raw_matcher, field)}"
             raise PolicyValidationError(name, "[matchers]", problem)
     _check_link_fields(name, tree)
     _check_rules_bind(name, model, tree)
@@ -759,11 +767,15 @@ TIME_MATCH_PROBLEM = (
 )
 
 
-def _matcher_hint(raw_matcher: str) -> str:
-    """Why a matcher that reads well may not parse as Casbin reads it."""
-    if re.search(r"\w(&&|\|\|)|(&&|\|\|)\w", raw_matcher):
+def _matcher_hint(raw_matcher: str, bad_name: str | None = None) -> str:
+    """Why a matcher that reads well may not parse as Casbin reads it (`bad_name`: the
+    unknown name the error is about, if it is about one)."""
+    glued = re.search(r"\w(&&|\|\|)|(&&|\|\|)\w", raw_matcher)
+    if glued and (bad_name is None or re.search(r"\w(and|or)|(and|or)\w", bad_name)):
         return " (Casbin reads && and || as and and or with no spaces around them: put spaces around each)"
-    if "#" in raw_matcher:
+    before_comment = raw_matcher.partition("#")[0]
+    in_a_string = "#" in raw_matcher and (before_comment.count('"') % 2 or before_comment.count("'") % 2)
+    if in_a_string and bad_name is None:
         return " (Casbin ends the matcher at its first #, a comment, inside a string too)"
     return ""
 

@@ -377,7 +377,11 @@ def _directory_key(directory: Path) -> str:
     path = directory / JOURNAL_ID
     if not path.exists():
         where = f"{socket.gethostname()}:{directory.resolve()}"
-        _create_once(path, hashlib.sha256(where.encode()).hexdigest()[:12])
+        key = hashlib.sha256(where.encode()).hexdigest()[:12]
+        try:
+            _create_once(path, key)
+        except FileNotFoundError:  # no directory yet: nothing journalled, nowhere to keep it
+            return key + ":"
     key = path.read_text(encoding="ascii", errors="replace").strip()
     if not JOURNAL_ID_PATTERN.fullmatch(key):
         # An OSError: the journal is unavailable (allowed reads are refused with a 503),

@@ -802,7 +802,21 @@ def test_time_match_is_refused(runner, tmp_path, window):
         ),
         (
             "m = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && r.act == p.act; r.obj == 'x'",
-            "not an expression: not one expression (Casbin would evaluate its first statement alone)",
+            "not an expression: more than one statement (Casbin would evaluate the first alone)",
+        ),
+        (
+            "m = assert g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && r.act == p.act",
+            "not an expression: a statement, not an expression",
+        ),
+        ("m = r.act = p.act", "not an expression: a statement, not an expression"),
+        ("m = # to do", "not an expression: empty"),
+        (
+            "m = g(r.sub, p.sub, r.dom) && keyMatch(r.obj, p.obj) && r.act == p.actt # reads only",
+            "unknown name 'p.actt'",
+        ),
+        (
+            'm = g(r.sub, p.sub, r.dom) && keyMatc(r.obj, p.obj) && r.act == p.act && r.obj != "a&&b"',
+            "unknown function 'keyMatc'",
         ),
     ],
 )

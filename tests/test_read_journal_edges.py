@@ -317,3 +317,10 @@ def test_a_damaged_journal_id_stops_allowed_reads_not_the_service(app, api, appr
     refused = api.post("/v1/decisions", "diag-tool", read_check())
     assert refused.status_code == 503, refused.get_json()
     assert refused.get_json()["error"]["code"] == "store_unavailable"
+
+
+def test_a_journal_directory_not_made_yet_reads_as_empty(app, tmp_path):
+    """Readers import before they read (the audit view, `audit verify`), also before any
+    allowed read has made the journal directory."""
+    assert flush_directory(app, tmp_path / "none-yet.reads") == 0
+    assert not (tmp_path / "none-yet.reads").exists()
