@@ -38,6 +38,7 @@ from models import (
     write_transaction_number,
 )
 from service.clock import isoformat
+from service.errors import Unavailable
 
 GENESIS = "0" * 64
 CHANGES_CHANNEL = "support_access_changes"  # PostgreSQL NOTIFY (service/change_listener.py)
@@ -98,7 +99,12 @@ def flush_reads() -> None:
     if journal is not None:
         from service import read_journal
 
-        read_journal.flush(journal)
+        try:
+            read_journal.flush(journal)
+        except OSError as exc:  # its directory cannot be listed or a file read (permissions)
+            # A 503 (exit 2 from `audit verify`), as for a store that cannot be reached:
+            # the log cannot be read whole. It was a 500, and tampering to `audit verify`.
+            raise Unavailable(f"the read journal cannot be read: {exc}", code="store_unavailable") from exc
 
 
 @dataclass(slots=True)

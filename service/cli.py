@@ -33,7 +33,7 @@ def _needs_store(what: str, needs_policy: bool = False, create: bool = True) -> 
     never a traceback (an operator's script tells that from a failing check by the code).
     Under create_app's stand-in (service/starting.py) the error is already known.
     create=False: a SQLite file that does not exist is such an error, not created."""
-    from service.errors import DATABASE_ERRORS, PolicyNotLoaded, store_failed
+    from service.errors import DATABASE_ERRORS, PolicyNotLoaded, Unavailable, store_failed
 
     def unavailable(exc: Exception) -> None:
         lines = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
@@ -52,6 +52,8 @@ def _needs_store(what: str, needs_policy: bool = False, create: bool = True) -> 
                 except DATABASE_ERRORS as exc:
                     if not store_failed(exc):
                         raise
+                    unavailable(exc)
+                except Unavailable as exc:  # the read journal cannot be read
                     unavailable(exc)
 
         return run

@@ -22,13 +22,14 @@ is imported exactly once whatever crashes. Importing happens
 - before the audit log is read (the audit view, `audit verify`), so no reader misses a
   recorded read, whether or not an importer runs.
 
-Files: `<pid>-<ns>.jsonl` in the journal directory, one JSON array per line: a request's
+Files: `<pid>-<ns>-<random>.jsonl` in the journal directory, one JSON array per line: a request's
 allowed read, or its several reads as one record (audit.reads_record). A writer
 holds a shared flock on its open file; a file whose writer is gone (unlocked) and that is
 fully imported is deleted. An incomplete last line of such a file is a write that never
-finished (its answer was never sent) and is dropped. `journal-id` names the directory's
-import positions in the database (`_directory_key`), whatever the host's name or the
-directory's path.
+finished (its answer was never sent) and is dropped. Positions are saved per directory
+(`_directory_key`), and a file is named uniquely (a random part beside the pid and the
+time), so a directory seen under a new host name or path finds its files' positions
+(`_positions`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import heapq
 import itertools
 import logging
 import os
-import re
+import secrets
 import socket
 import threading
 import time
@@ -81,9 +82,6 @@ LEASE_RETRY = 1.0  # a process without the lease checks this often whether it is
 # A writer renames its new file microseconds after creating it; one older than this was
 # left by a writer that stopped in between.
 ABANDONED_AFTER = 60.0
-# The file naming this directory's position rows in the database (_directory_key).
-JOURNAL_ID = "journal-id"
-JOURNAL_ID_PATTERN = re.compile(r"[0-9a-f]{12}")
 
 
 def directory_for(database_url: str, instance_path: str) -> Path:
@@ -207,7 +205,9 @@ class ReadJournal:
             self._close()
         if self._fd is None:
             self.directory.mkdir(parents=True, exist_ok=True)  # if it was removed meanwhile
-            name = self.directory / f"{os.getpid()}-{time.time_ns()}"
+            # Unique across hosts too (their pids repeat in containers): a position saved
+            # under another host's name or path is taken by file name (_positions).
+            name = self.directory / f"{os.getpid()}-{time.time_ns()}-{secrets.token_hex(4)}"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
             fd = os.open(f"{name}.new", flags, 0o600)
             try:
@@ -274,9 +274,9 @@ def _import(directory: Path, budget: int, pause: Callable[[], None] = _no_pause)
     """`pause()` runs between the round's CPU-heavy steps (reading, chaining, committing)."""
     audit.lock_chain()  # first: with PostgreSQL, two importers must not read the same positions
     prefix = _directory_key(directory)
-    positions = _positions(prefix)
+    positions, starts = _positions(prefix)
     names = sorted(path.name for path in directory.glob("*.jsonl"))
-    slices = [s for s in (_take(directory / name, positions.get(name, 0), budget) for name in names) if s]
+    slices = [s for s in (_take(directory / name, starts.get(name, 0), budget) for name in names) if s]
     if len(slices) == 1:  # nothing to merge
         taken = [(None, 0, line) for line in slices[0].lines[:budget]]
     else:
@@ -367,43 +367,9 @@ def _writer_gone(handle) -> bool:
 
 def _directory_key(directory: Path) -> str:
     """The prefix of this journal directory's position rows: several hosts (PostgreSQL) or
-    directories may journal into one database, and each keeps its own positions.
-
-    It is kept in the directory (JOURNAL_ID): computed from the host's name and the
-    directory's path each time, a container re-created on the same volume (a new host
-    name) or a data folder moved found no positions, and every read its files still held
-    was imported a second time. A directory without one gets the key those gave, so
-    positions saved before it was kept are found."""
-    path = directory / JOURNAL_ID
-    if not path.exists():
-        where = f"{socket.gethostname()}:{directory.resolve()}"
-        key = hashlib.sha256(where.encode()).hexdigest()[:12]
-        try:
-            _create_once(path, key)
-        except FileNotFoundError:  # no directory yet: nothing journalled, nowhere to keep it
-            return key + ":"
-    key = path.read_text(encoding="ascii", errors="replace").strip()
-    if not JOURNAL_ID_PATTERN.fullmatch(key):
-        # An OSError: the journal is unavailable (allowed reads are refused with a 503),
-        # as it is when its directory cannot be read. Restore the file from a backup.
-        raise OSError(f"{path}: not a read journal id (12 hexadecimal digits): {key[:40]!r}")
-    return key + ":"
-
-
-def _create_once(path: Path, key: str) -> None:
-    """Write `key` to `path` unless a process has written one there first (whole, and on
-    disk before it is seen: an empty file after a power cut would stop the journal)."""
-    temp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with temp.open("w", encoding="ascii") as handle:
-            handle.write(key + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(temp, path)
-    except FileExistsError:
-        pass
-    finally:
-        temp.unlink(missing_ok=True)
+    directories may journal into one database, and each keeps its own positions."""
+    where = f"{socket.gethostname()}:{directory.resolve()}"
+    return hashlib.sha256(where.encode()).hexdigest()[:12] + ":"
 
 
 def _save_position(key: str, position: int, exists: bool) -> None:
@@ -452,10 +418,8 @@ def flush(directory: Path) -> int:
 
 
 def _reached(directory: Path, sizes: dict[str, int]) -> bool:
-    positions = _positions(_directory_key(directory))
-    return all(
-        positions.get(name, 0) >= size or not (directory / name).exists() for name, size in sizes.items()
-    )
+    _, starts = _positions(_directory_key(directory))
+    return all(starts.get(name, 0) >= size or not (directory / name).exists() for name, size in sizes.items())
 
 
 def backlog(directory: Path) -> int:
@@ -463,16 +427,31 @@ def backlog(directory: Path) -> int:
     sizes = _sizes(directory)
     if not sizes:
         return 0
-    positions = _positions(_directory_key(directory))
-    return sum(max(0, size - positions.get(name, 0)) for name, size in sizes.items())
+    _, starts = _positions(_directory_key(directory))
+    return sum(max(0, size - starts.get(name, 0)) for name, size in sizes.items())
 
 
-def _positions(prefix: str) -> dict[str, int]:
-    """This directory's files' imported positions, by file name (a handful of rows;
-    plain SQL, as it runs often)."""
+def _positions(prefix: str) -> tuple[dict[str, int], dict[str, int]]:
+    """(this directory's rows, where to start each file), by file name: a handful of rows,
+    read with plain SQL as it runs often.
+
+    A file without a row of this directory's starts where rows saved for it under other
+    keys got (the furthest): the same file, seen before under another host name or path
+    (a container re-created on the same volume, a data folder moved, an upgrade doing
+    either). Keyed by host name and path alone, every read such a file still held was
+    imported a second time. File names are unique (ReadJournal._file), so no other
+    directory's file is taken for this one's."""
     table = AuditJournalPosition._meta.table_name
     rows = database.execute_sql(f"SELECT file, position FROM {table}").fetchall()
-    return {key[len(prefix) :]: position for key, position in rows if key.startswith(prefix)}
+    own: dict[str, int] = {}
+    elsewhere: dict[str, int] = {}
+    for key, position in rows:
+        if key.startswith(prefix):
+            own[key[len(prefix) :]] = position
+        else:
+            name = key.partition(":")[2]
+            elsewhere[name] = max(position, elsewhere.get(name, 0))
+    return own, {**elsewhere, **own}
 
 
 def import_within(directory: Path) -> None:

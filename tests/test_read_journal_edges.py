@@ -280,10 +280,10 @@ def restart_writer(app) -> None:
 def test_reads_imported_before_a_new_host_name_or_path_are_not_imported_again(
     app, api, approved_request, tmp_path, monkeypatch, change
 ):
-    """A container re-created on the same volume gets a new host name; a data folder may
-    be moved. The positions were keyed by both: every read the journal's files still held
-    (a writer's file stays while it lives, and after a crash until the next round) was
-    imported a second time."""
+    """A container re-created on the same volume gets a new host name (an upgrade often
+    does both); a data folder may be moved. The positions were keyed by both: every read
+    the journal's files still held (a writer's file stays while it lives, and after a
+    crash until the next round) was imported a second time."""
     first = decide(api)
     flush(app)
     restart_writer(app)  # its file, fully imported, stays until the next round
@@ -298,25 +298,23 @@ def test_reads_imported_before_a_new_host_name_or_path_are_not_imported_again(
     assert read_ids(chain(app)) == [first]
 
 
-def test_positions_saved_before_the_journal_id_was_kept_are_found(app, api, approved_request):
-    """A directory journalled into by a version that did not keep JOURNAL_ID: its key is
-    what that version computed, so an upgrade imports nothing twice."""
-    first = decide(api)
+def test_a_copied_journal_directory_on_the_same_database_imports_nothing_twice(
+    app, api, approved_request, tmp_path
+):
+    """A second host made from a copy of the first one's instance folder (a cloned VM, a
+    restored snapshot), on one PostgreSQL database: each directory imports its own files,
+    and the copies of files the first had imported are not imported again."""
+    first = decide(api)  # its writer lives on: its file stays, with its position row
     flush(app)
-    restart_writer(app)
-    (journal_dir(app) / read_journal.JOURNAL_ID).unlink()
-    assert flush_directory(app, journal_dir(app)) == 0
-    assert read_ids(chain(app)) == [first]
-
-
-def test_a_damaged_journal_id_stops_allowed_reads_not_the_service(app, api, approved_request, monkeypatch):
-    (journal_dir(app) / read_journal.JOURNAL_ID).write_text("")  # a stray write, a disk full
-    api.post("/v1/decisions", "diag-tool", read_check())  # journalled, then the check fails
-    monkeypatch.setattr(read_journal, "BACKLOG_BYTES", 0)  # the next check looks at the backlog
-    time.sleep(read_journal.CHECK_INTERVAL * 2)
-    refused = api.post("/v1/decisions", "diag-tool", read_check())
-    assert refused.status_code == 503, refused.get_json()
-    assert refused.get_json()["error"]["code"] == "store_unavailable"
+    copy = tmp_path / "second-host.reads"
+    shutil.copytree(journal_dir(app), copy)
+    for _ in range(3):
+        assert flush_directory(app, copy) == 0
+        flush(app)
+    second = decide(api)
+    flush(app)
+    assert flush_directory(app, copy) == 0
+    assert read_ids(chain(app)) == [first, second]
 
 
 def test_a_journal_directory_not_made_yet_reads_as_empty(app, tmp_path):
@@ -324,3 +322,22 @@ def test_a_journal_directory_not_made_yet_reads_as_empty(app, tmp_path):
     allowed read has made the journal directory."""
     assert flush_directory(app, tmp_path / "none-yet.reads") == 0
     assert not (tmp_path / "none-yet.reads").exists()
+
+
+def test_a_journal_that_cannot_be_read_makes_readers_unavailable_not_a_500(
+    app, api, approved_request, monkeypatch
+):
+    """The log cannot be read whole: the audit view is a 503 and `audit verify` exits 2
+    (the store is unavailable), not a 500 page, and not "tampered" (exit 1)."""
+    decide(api)
+
+    def cannot_list(directory):
+        raise PermissionError(13, "Permission denied", str(directory))
+
+    monkeypatch.setattr(read_journal, "_sizes", cannot_list)
+    answer = api.get("/v1/audit-events?tenant_id=contoso", "alice")
+    assert answer.status_code == 503, answer.get_json()
+    assert answer.get_json()["error"]["code"] == "store_unavailable"
+    result = app.test_cli_runner().invoke(args=["audit", "verify"])
+    assert result.exit_code == 2, result.output
+    assert "the read journal cannot be read" in result.output
