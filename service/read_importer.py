@@ -30,6 +30,9 @@ def main() -> None:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    # A hangup sent to the server's whole process group (its terminal closed) is the
+    # server's to act on: the workers reload; this process goes on (it ended mid-round).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def keep_going() -> bool:
         return not stopping and os.getppid() == server

@@ -32,10 +32,11 @@ from typing import NoReturn
 
 WORKERS_KILL_TIMEOUT = 10  # seconds (an orchestrator's own grace period is often 30)
 IMPORTER_LATE_START = (
-    "import time, runpy; time.sleep({delay}); runpy.run_module('service.read_importer', run_name='__main__')"
+    "import signal, time, runpy; signal.signal(signal.SIGHUP, signal.SIG_IGN); time.sleep({delay}); "
+    "runpy.run_module('service.read_importer', run_name='__main__')"
 )
 IMPORTER_DELAY = 2.0  # seconds before the importer's first start (below)
-IMPORTER_RESTART_DELAY = 0.5  # seconds before an importer that ended is started again (doubled)
+IMPORTER_RESTART_DELAY = 0.5  # seconds before an importer that ended is started again
 SERVER_CHECK_INTERVAL = 1.0  # seconds between a worker's checks that its server still runs
 log = logging.getLogger("support_access")
 # Set once the server has been told to stop: an importer ending then is not started again.
@@ -214,13 +215,17 @@ def keep_an_importer_running() -> None:
         while not _stopping.is_set():
             command = [sys.executable, "-c", IMPORTER_LATE_START.format(delay=delay)]
             started = time.monotonic()
-            code = subprocess.Popen(command, env=env).wait()
-            # Waits double while it keeps failing at once (not a start a second for ever).
-            wait = wait * 2 if time.monotonic() - started < 60 else IMPORTER_RESTART_DELAY
-            time.sleep(min(wait, 60))  # also: a stop signal reaches it and us at once
+            try:
+                ended = f"ended (exit status {subprocess.Popen(command, env=env).wait()})"
+            except OSError as exc:  # no process to be had (a pid limit, memory): try again
+                ended = f"could not start ({exc})"
+            if time.monotonic() - started >= 60:
+                wait = IMPORTER_RESTART_DELAY
+            time.sleep(wait)  # also: a stop signal reaches it and us at once
             if not _stopping.is_set():
-                log.warning("the read journal's importer ended (exit status %s): starting another", code)
-            delay = 0
+                log.warning("the read journal's importer %s: starting another", ended)
+            # Waits double while it keeps failing at once (not a start a second for ever).
+            delay, wait = 0, min(wait * 2, 60)
 
     threading.Thread(target=supervise, name="importer-supervisor", daemon=True).start()
 
@@ -282,7 +287,8 @@ def _stop_at_once_while_starting() -> None:
     for stop in STOP_SIGNALS:
         signal.signal(stop, signal.SIG_DFL)
     _release_stop_signals()
-    _stop_when_the_server_is_gone()
+    if os.getppid() == _server_pid:  # a worker, not a process a worker forked
+        _stop_when_the_server_is_gone()
 
 
 def _hold_stop_signals() -> None:

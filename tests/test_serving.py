@@ -22,6 +22,7 @@ import pytest
 import yaml
 from playhouse.db_url import connect
 
+from service import serve as serve_module
 from service.policy import REPO_POLICY_DIR, policy_version
 from service.serve import WORKERS_KILL_TIMEOUT, relay_signals
 from tests.conftest import auth, read_check
@@ -892,3 +893,55 @@ print(sorted(m for m in set(sys.modules) - before if m.split(".")[0] in ("servic
     )
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.strip() == "[]"
+
+
+FORKING_WORKER = """
+import os, sys, time
+from service import serve
+serve._server_pid = os.getpid()  # as serve() records it before granian forks the workers
+os.register_at_fork(after_in_child=serve._stop_at_once_while_starting)
+worker = os.fork()
+if worker == 0:
+    grandchild = os.fork()  # a process the worker starts (a library's fork, say)
+    if grandchild == 0:
+        time.sleep(3 * serve.SERVER_CHECK_INTERVAL)
+        os._exit(0)
+    os._exit(os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1]) & 0xFF)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(worker, 0)[1]) & 0xFF)
+"""
+
+
+def test_a_process_a_worker_forks_is_not_stopped_as_if_its_server_were_gone():
+    """Only a worker watches for its server: a process forked inside a worker saw a
+    parent other than the server and stopped itself."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKING_WORKER], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_importer_that_cannot_be_started_is_tried_again(monkeypatch):
+    """No process to be had (a pid limit, memory): the supervisor goes on trying; its
+    thread ended, and the server ran without an importer for the rest of its life."""
+    attempts = []
+    stopping = threading.Event()
+
+    class Started:
+        def wait(self) -> int:
+            stopping.set()  # as a stop signal would
+            return 0
+
+    def popen(command, env):
+        attempts.append(command)
+        if len(attempts) == 1:
+            raise OSError(11, "Resource temporarily unavailable")
+        return Started()
+
+    monkeypatch.setattr(serve_module, "_stopping", stopping)
+    monkeypatch.setattr(serve_module, "IMPORTER_RESTART_DELAY", 0.01)
+    monkeypatch.setattr(serve_module.subprocess, "Popen", popen)
+    serve_module.keep_an_importer_running()
+    deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed test
+    while len(attempts) < 2:
+        assert time.monotonic() < deadline, "the importer was not tried again"
+        time.sleep(0.01)
