@@ -337,7 +337,7 @@ def _take(path: Path, start: int, budget: int) -> _Slice | None:
             if size <= start and not writer_gone:
                 return None
             handle.seek(start)
-            data = handle.read(min(size - start, budget * RECORD_BYTES_GUESS))
+            data = handle.read(max(0, min(size - start, budget * RECORD_BYTES_GUESS)))
             if b"\n" not in data:  # one record longer than that (a big batch's reads): all of it
                 data += handle.readline(size - start - len(data))
     except FileNotFoundError:
@@ -346,7 +346,8 @@ def _take(path: Path, start: int, budget: int) -> _Slice | None:
     lines = data[:complete].splitlines(keepends=True)[:budget]
     taken = sum(len(line) for line in lines)
     cut = taken < complete or start + len(data) < size
-    finished = writer_gone and start + taken == size
+    # Past its end: a copy of a file another directory has imported further (_positions).
+    finished = writer_gone and start + taken >= size
     if writer_gone and taken == complete < len(data) and start + len(data) == size and len(lines) < budget:
         # A write that never finished (its process stopped; its answer was never sent).
         log.error("read journal %s: dropped an unfinished record of a writer that stopped", path.name)

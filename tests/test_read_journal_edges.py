@@ -341,3 +341,18 @@ def test_a_journal_that_cannot_be_read_makes_readers_unavailable_not_a_500(
     result = app.test_cli_runner().invoke(args=["audit", "verify"])
     assert result.exit_code == 2, result.output
     assert "the read journal cannot be read" in result.output
+
+
+def test_a_copy_of_a_file_imported_further_elsewhere_is_removed_and_not_imported(
+    app, api, approved_request, tmp_path
+):
+    """A copy taken while its writer went on: the original's reads after the copy were
+    imported through the original, past the copy's end. The copy holds nothing new."""
+    first = decide(api)
+    copy = tmp_path / "second-host.reads"
+    shutil.copytree(journal_dir(app), copy)
+    second = decide(api)  # the original grows past the copy
+    flush(app)
+    assert flush_directory(app, copy) == 0
+    assert not list(copy.glob("*.jsonl"))  # finished: removed
+    assert read_ids(chain(app)) == [first, second]
