@@ -11,6 +11,7 @@ import hashlib
 import heapq
 import itertools
 import json
+import logging
 import operator
 import threading
 import uuid
@@ -104,7 +105,9 @@ def flush_reads() -> None:
         except OSError as exc:  # its directory cannot be listed or a file read (permissions)
             # A 503 (exit 2 from `audit verify`), as for a store that cannot be reached:
             # the log cannot be read whole. It was a 500, and tampering to `audit verify`.
-            raise Unavailable(f"the read journal cannot be read: {exc}", code="store_unavailable") from exc
+            logging.getLogger("support_access").error("the read journal cannot be read: %s", exc)
+            message = "the read journal cannot be read; see the service log"  # not the server's paths
+            raise Unavailable(message, code="store_unavailable") from exc
 
 
 @dataclass(slots=True)

@@ -22,14 +22,11 @@ is imported exactly once whatever crashes. Importing happens
 - before the audit log is read (the audit view, `audit verify`), so no reader misses a
   recorded read, whether or not an importer runs.
 
-Files: `<pid>-<ns>-<random>.jsonl` in the journal directory, one JSON array per line: a request's
+Files: `<pid>-<ns>.jsonl` in the journal directory, one JSON array per line: a request's
 allowed read, or its several reads as one record (audit.reads_record). A writer
 holds a shared flock on its open file; a file whose writer is gone (unlocked) and that is
 fully imported is deleted. An incomplete last line of such a file is a write that never
-finished (its answer was never sent) and is dropped. Positions are saved per directory
-(`_directory_key`), and a file is named uniquely (a random part beside the pid and the
-time), so a directory seen under a new host name or path finds its files' positions
-(`_positions`).
+finished (its answer was never sent) and is dropped.
 """
 
 from __future__ import annotations
@@ -40,7 +37,6 @@ import heapq
 import itertools
 import logging
 import os
-import secrets
 import socket
 import threading
 import time
@@ -205,9 +201,7 @@ class ReadJournal:
             self._close()
         if self._fd is None:
             self.directory.mkdir(parents=True, exist_ok=True)  # if it was removed meanwhile
-            # Unique across hosts too (their pids repeat in containers): a position saved
-            # under another host's name or path is taken by file name (_positions).
-            name = self.directory / f"{os.getpid()}-{time.time_ns()}-{secrets.token_hex(4)}"
+            name = self.directory / f"{os.getpid()}-{time.time_ns()}"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
             fd = os.open(f"{name}.new", flags, 0o600)
             try:
@@ -274,9 +268,9 @@ def _import(directory: Path, budget: int, pause: Callable[[], None] = _no_pause)
     """`pause()` runs between the round's CPU-heavy steps (reading, chaining, committing)."""
     audit.lock_chain()  # first: with PostgreSQL, two importers must not read the same positions
     prefix = _directory_key(directory)
-    positions, starts = _positions(prefix)
+    positions = _positions(prefix)
     names = sorted(path.name for path in directory.glob("*.jsonl"))
-    slices = [s for s in (_take(directory / name, starts.get(name, 0), budget) for name in names) if s]
+    slices = [s for s in (_take(directory / name, positions.get(name, 0), budget) for name in names) if s]
     if len(slices) == 1:  # nothing to merge
         taken = [(None, 0, line) for line in slices[0].lines[:budget]]
     else:
@@ -346,8 +340,7 @@ def _take(path: Path, start: int, budget: int) -> _Slice | None:
     lines = data[:complete].splitlines(keepends=True)[:budget]
     taken = sum(len(line) for line in lines)
     cut = taken < complete or start + len(data) < size
-    # Past its end: a copy of a file another directory has imported further (_positions).
-    finished = writer_gone and start + taken >= size
+    finished = writer_gone and start + taken >= size  # past its end: cut short after its import
     if writer_gone and taken == complete < len(data) and start + len(data) == size and len(lines) < budget:
         # A write that never finished (its process stopped; its answer was never sent).
         log.error("read journal %s: dropped an unfinished record of a writer that stopped", path.name)
@@ -419,8 +412,10 @@ def flush(directory: Path) -> int:
 
 
 def _reached(directory: Path, sizes: dict[str, int]) -> bool:
-    _, starts = _positions(_directory_key(directory))
-    return all(starts.get(name, 0) >= size or not (directory / name).exists() for name, size in sizes.items())
+    positions = _positions(_directory_key(directory))
+    return all(
+        positions.get(name, 0) >= size or not (directory / name).exists() for name, size in sizes.items()
+    )
 
 
 def backlog(directory: Path) -> int:
@@ -428,31 +423,16 @@ def backlog(directory: Path) -> int:
     sizes = _sizes(directory)
     if not sizes:
         return 0
-    _, starts = _positions(_directory_key(directory))
-    return sum(max(0, size - starts.get(name, 0)) for name, size in sizes.items())
+    positions = _positions(_directory_key(directory))
+    return sum(max(0, size - positions.get(name, 0)) for name, size in sizes.items())
 
 
-def _positions(prefix: str) -> tuple[dict[str, int], dict[str, int]]:
-    """(this directory's rows, where to start each file), by file name: a handful of rows,
-    read with plain SQL as it runs often.
-
-    A file without a row of this directory's starts where rows saved for it under other
-    keys got (the furthest): the same file, seen before under another host name or path
-    (a container re-created on the same volume, a data folder moved, an upgrade doing
-    either). Keyed by host name and path alone, every read such a file still held was
-    imported a second time. File names are unique (ReadJournal._file), so no other
-    directory's file is taken for this one's."""
+def _positions(prefix: str) -> dict[str, int]:
+    """This directory's files' imported positions, by file name (a handful of rows;
+    plain SQL, as it runs often)."""
     table = AuditJournalPosition._meta.table_name
     rows = database.execute_sql(f"SELECT file, position FROM {table}").fetchall()
-    own: dict[str, int] = {}
-    elsewhere: dict[str, int] = {}
-    for key, position in rows:
-        if key.startswith(prefix):
-            own[key[len(prefix) :]] = position
-        else:
-            name = key.partition(":")[2]
-            elsewhere[name] = max(position, elsewhere.get(name, 0))
-    return own, {**elsewhere, **own}
+    return {key[len(prefix) :]: position for key, position in rows if key.startswith(prefix)}
 
 
 def import_within(directory: Path) -> None:
