@@ -42,6 +42,7 @@ log = logging.getLogger("support_access")
 # Set once the server has been told to stop: an importer ending then is not started again.
 _stopping = threading.Event()
 _server_pid: int | None = None  # the server process, as its forked workers see it
+_in_worker = False  # set in a worker as it is forked (_stop_at_once_while_starting)
 
 
 def granian_server(host: str, port: int, workers: int, threads: int):
@@ -287,8 +288,10 @@ def _stop_at_once_while_starting() -> None:
     for stop in STOP_SIGNALS:
         signal.signal(stop, signal.SIG_DFL)
     _release_stop_signals()
-    if os.getppid() == _server_pid:  # a worker, not a process a worker forked
-        _stop_when_the_server_is_gone()
+    global _in_worker
+    if not _in_worker:  # a worker; a process a worker forks inherits True
+        _in_worker = True
+        _stop_when_the_server_is_gone()  # (at once, if the server is already gone)
 
 
 def _hold_stop_signals() -> None:
