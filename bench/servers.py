@@ -248,9 +248,12 @@ def stop(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
 
 
 def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
+    """Processes `pid` started, from any of its threads (`make serve` starts the importer
+    from one)."""
     try:
-        return [int(x) for x in path.read_text().split()]
+        return [
+            int(x) for path in Path(f"/proc/{pid}/task").glob("*/children") for x in path.read_text().split()
+        ]
     except (OSError, ValueError):
         pass
     found = []
