@@ -706,6 +706,8 @@ def matcher_tree(value: str) -> ast.Expression:
         text = casbin.Enforcer._get_expression(value).expr.strip()
     except AttributeError as exc:  # Casbin took the first statement's value, and it has none
         raise SyntaxError("a statement, not an expression") from exc
+    except IndexError as exc:  # only blanks: Casbin found no statement
+        raise SyntaxError("empty") from exc
     module = ast.parse(text)
     if not module.body:
         raise SyntaxError("empty")

@@ -15,7 +15,7 @@ import yaml
 from service import create_app
 from service import policy as policy_module
 from service.errors import PolicyError
-from service.policy import REPO_POLICY_DIR, load_policy
+from service.policy import REPO_POLICY_DIR, load_policy, matcher_tree
 from service.policy_store import PolicyStore
 from tests.conftest import SECRET, START, auth, read_check
 from tests.helpers import append, load_error
@@ -1428,3 +1428,10 @@ def test_an_unreadable_policy_file_is_a_policy_error_naming_it(tmp_path, monkeyp
 
     monkeypatch.setattr(policy_module.os, "open", refuse_access_yaml)
     assert "access.yaml: cannot read file: Permission denied" in load_error(directory)
+
+
+@pytest.mark.parametrize("blank", ["", "  ", "\t"])
+def test_a_blank_matcher_is_empty_not_an_index_error(blank):
+    """Casbin's own parse of blanks raises IndexError (a 'does not load' naming no file)."""
+    with pytest.raises(SyntaxError, match="^empty$"):
+        matcher_tree(blank)
