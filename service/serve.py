@@ -203,7 +203,7 @@ def _run_granian(host: str | None, port: int | None, workers: int | None, thread
         sys.exit(1)
 
 
-def keep_an_importer_running() -> None:
+def keep_an_importer_running() -> threading.Thread:
     """The read journal's importer, beside the workers; it ends when the server (this
     process) does. It starts a little later, so that it does not slow the workers'
     start; the reads wait in the journal meanwhile. One that ends while the server runs
@@ -228,7 +228,9 @@ def keep_an_importer_running() -> None:
             # Waits double while it keeps failing at once (not a start a second for ever).
             delay, wait = 0, min(wait * 2, 60)
 
-    threading.Thread(target=supervise, name="importer-supervisor", daemon=True).start()
+    supervisor = threading.Thread(target=supervise, name="importer-supervisor", daemon=True)
+    supervisor.start()
+    return supervisor
 
 
 def _stop_when_the_server_is_gone() -> None:
