@@ -44,9 +44,10 @@ def chain(app) -> list[AuditEvent]:
         return list(AuditEvent.select().order_by(AuditEvent.seq))
 
 
-def flush(app) -> int:
+def flush(app, directory: Path | None = None) -> int:
+    """Import what the app's journal (or `directory`) holds, as a reader does first."""
     with app.app_context(), database.connection_context():
-        return read_journal.flush(journal_dir(app))
+        return read_journal.flush(directory or journal_dir(app))
 
 
 def read_ids(events) -> list[str]:

@@ -266,11 +266,6 @@ def test_the_importer_removes_new_files_a_stopped_writer_left(app):
     assert fresh[0].exists() and not_empty[0].exists()
 
 
-def flush_directory(app, directory) -> int:
-    with app.app_context(), database.connection_context():
-        return read_journal.flush(directory)
-
-
 def restart_writer(app) -> None:
     """The worker stops (its file's lock goes) and starts again with a new file."""
     app.extensions["read_journal"].close()
@@ -279,7 +274,7 @@ def restart_writer(app) -> None:
 def test_a_journal_directory_not_made_yet_reads_as_empty(app, tmp_path):
     """Readers import before they read (the audit view, `audit verify`), also before any
     allowed read has made the journal directory."""
-    assert flush_directory(app, tmp_path / "none-yet.reads") == 0
+    assert flush(app, tmp_path / "none-yet.reads") == 0
     assert not (tmp_path / "none-yet.reads").exists()
 
 
