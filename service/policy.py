@@ -421,14 +421,19 @@ def _timing(timing: dict[str, str]) -> Timing:
     return Timing(**durations)
 
 
-def _parse_yaml(files: dict[str, bytes | None], name: str) -> Any:
+def _text(files: dict[str, bytes | None], name: str) -> str:
+    """A policy file's text, from the bytes read once for the whole load."""
     data = files[name]
     if data is None:
         raise PolicyLoadError(f"{name}: cannot read file: No such file or directory")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
+
+
+def _parse_yaml(files: dict[str, bytes | None], name: str) -> Any:
+    text = _text(files, name)
     try:
         return strict_yaml.load(text)
     except yaml.YAMLError as exc:
@@ -552,14 +557,8 @@ def _check_access_rules(access: dict) -> tuple[Rule, ...]:
 
 
 def _build_enforcer(files: dict[str, bytes | None], name: str, rules: tuple[Rule, ...]) -> casbin.Enforcer:
-    data = files[name]
-    if data is None:
-        raise PolicyLoadError(f"{name}: cannot read file: No such file or directory")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyLoadError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
-    text = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write (YAML files may have one)
+    # Without a byte-order mark, as some editors write (the YAML files may have one too).
+    text = _text(files, name).removeprefix("\ufeff")
     config = _KeysOnce(name)
     try:
         config._parse_buffer(io.StringIO(text))
