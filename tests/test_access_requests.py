@@ -392,6 +392,18 @@ def test_operator_sees_but_cannot_approve(api, access_request):
     assert status_seen_by(api, access_request, "ops") == "pending"
 
 
+def test_a_caller_without_a_role_in_the_tenant_is_refused_before_the_state_or_party_is_looked_at(
+    api, approved_request
+):
+    """API.md: 403 when the caller holds no qualifying role in the tenant it acts for;
+    that comes first, so a caller cannot learn the request's state (409) or which
+    tenants are its parties (400) from a tenant it does not administer."""
+    for who, tenant_id in (("ops", "contoso"), ("alice", "northwind"), ("alice", "fabrikam")):
+        answer = approve(api, approved_request, who, tenant_id)
+        assert answer.status_code == 403, (who, tenant_id, answer.get_json())
+        assert error_of(answer)["code"] == "not_tenant_admin"
+
+
 def test_requesting_engineer_cannot_approve_its_own_request(api, access_request, eve_is_contoso_admin):
     answer = approve(api, access_request, "eve", "contoso")
 
@@ -481,6 +493,23 @@ def test_approval_of_an_approver_who_lost_its_role_no_longer_counts(api, access_
     assert replacement.status_code == 200
     assert replacement.get_json()["status"] == "approved"
     assert decide(api)["allowed"] is True
+
+
+def test_an_approval_lapses_when_its_approver_loses_the_role_in_that_tenant_though_it_admins_another(
+    api, access_request
+):
+    """dana administers both tenants. Her approval for contoso counts only while she
+    holds a qualifying role in contoso: her fabrikam role does not keep it alive."""
+    assert approve(api, access_request, "dana", "contoso").status_code == 200
+    removed = api.delete("/v1/tenants/contoso/role-assignments/dana/User%20Administrator", "ops")
+    assert removed.status_code == 204
+
+    answer = approve(api, access_request, "bob", "fabrikam")
+
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "pending"
+    assert [a["approver"] for a in answer.get_json()["approvals"]] == ["bob"]
+    assert decide(api)["allowed"] is False
 
 
 @pytest.mark.parametrize("who", ["alice", "alice2"])
@@ -838,6 +867,19 @@ def test_revoked_request_shows_completed_to_support_request_tenant_when_grant_ti
     assert activities_for(api, "fabrikam", "bob", revoked_request["id"])[-1] == "access_request.completed"
 
 
+def test_the_resource_tenant_still_sees_its_revocation_after_the_grant_would_have_run_out(
+    api, approved_request, clock
+):
+    """The completion written for fabrikam at the grant's natural end is fabrikam's
+    alone: contoso's request stays revoked, and its audit trail ends with the removal."""
+    assert api.post(url(approved_request, "revoke"), "alice").status_code == 200
+    clock.advance(hours=9)
+
+    assert status_seen_by(api, approved_request, "bob") == "completed"
+    assert status_seen_by(api, approved_request, "alice") == "revoked"
+    assert activities_for(api, "contoso", "alice", approved_request["id"])[-1] == "access_request.revoked"
+
+
 def test_revoked_request_stays_listed_for_support_request_tenant_like_an_unrevoked_one(
     api, approved_request, ticket, clock
 ):
@@ -967,6 +1009,15 @@ def test_pending_request_expires_after_24_hours(api, access_request, clock):
     assert "access_request.expired" in activities_for(api, "fabrikam", "bob", access_request["id"])
 
 
+def test_a_pending_request_cannot_be_approved_at_the_instant_it_expires(api, access_request, clock):
+    clock.advance(hours=24)
+
+    answer = approve(api, access_request, "alice", "contoso")
+
+    assert answer.status_code == 409
+    assert status_seen_by(api, access_request, "alice") == "expired"
+
+
 def test_closing_a_ticket_after_expiry_leaves_the_request_expired(api, access_request, ticket, clock):
     clock.advance(hours=25)  # nothing reads the request in between
 
@@ -1069,6 +1120,26 @@ def test_finished_requests_leave_the_list_after_30_days(api, access_request, clo
     assert listed(api, "alice", "?tenant_id=contoso") == {}
     assert listed(api, "bob", "?tenant_id=fabrikam") == {}
     assert listed(api, "eve") == {}
+
+
+def test_a_revoked_request_leaves_each_tenants_list_30_days_after_it_ended_in_that_view(
+    api, approved_request, clock
+):
+    """contoso saw it end at the revocation; fabrikam, which never sees a revocation,
+    saw it end when the grant would have run out (8 h later): each view keeps it listed
+    for 30 days from its own end, so fabrikam cannot date the removal by the list either."""
+    assert api.post(url(approved_request, "revoke"), "alice").status_code == 200
+
+    clock.advance(days=29, hours=23)
+    assert listed(api, "alice", "?tenant_id=contoso") == {approved_request["id"]: "revoked"}
+    assert listed(api, "bob", "?tenant_id=fabrikam") == {approved_request["id"]: "completed"}
+
+    clock.advance(hours=2)  # 30 days after the revocation, before 30 days after the grant's end
+    assert listed(api, "alice", "?tenant_id=contoso") == {}
+    assert listed(api, "bob", "?tenant_id=fabrikam") == {approved_request["id"]: "completed"}
+
+    clock.advance(hours=7, minutes=1)
+    assert listed(api, "bob", "?tenant_id=fabrikam") == {}
 
 
 def test_a_list_shows_each_requests_own_approvals_in_a_few_queries(api, monkeypatch):

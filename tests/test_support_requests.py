@@ -587,6 +587,20 @@ def test_close_cancels_a_pending_access_request(api, access_request, ticket):
     assert approve.status_code == 409
 
 
+def test_the_resource_tenant_sees_the_close_only_of_a_ticket_that_asked_it_for_access(api, ticket):
+    """contoso sees a ticket filed about it only once an access request of it concerns
+    contoso; so it sees that ticket's close, and not the close of one that never asked."""
+    unasked = new_ticket(api, resource_tenant_id="contoso")
+    assert api.post(f"{TICKETS}/{unasked['id']}/close", "bob").status_code == 200
+    file_access_request(api, ticket)
+    assert api.post(f"{TICKETS}/{ticket['id']}/close", "bob").status_code == 200
+
+    answer = api.get("/v1/audit-events?tenant_id=contoso&activity=support_request.closed", "alice")
+
+    assert answer.status_code == 200, answer.get_json()
+    assert [event["target"] for event in answer.get_json()["items"]] == [ticket["id"]]
+
+
 def test_close_completes_an_approved_request_and_decisions_deny(api, approved_request, ticket):
     assert decide(api)["allowed"] is True
 
