@@ -112,6 +112,11 @@ def test_raw_token_without_bearer_scheme_is_401(client):
     assert_401(client.get(POLICY, headers={"Authorization": hs256()}))
 
 
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "JWT"])
+def test_a_good_token_under_another_scheme_than_bearer_is_401(client, scheme):
+    assert_401(client.get(POLICY, headers={"Authorization": f"{scheme} {hs256()}"}))
+
+
 def test_wrong_signature_is_401(client):
     forged = jwt.encode(claims(), SECRET + "-but-not-quite", algorithm="HS256")
     assert_401(client.get(POLICY, headers=bearer(forged)))
@@ -150,6 +155,18 @@ def test_iat_or_nbf_beyond_the_skew_is_401(client, claim):
 def test_token_expired_a_second_ago_is_401(client):
     """The skew tolerance is for not-yet-valid times only: an expired token stays refused."""
     assert_401(client.get(POLICY, headers=bearer(hs256(exp=int(time.time()) - 1))))
+
+
+def test_a_token_that_expires_after_it_was_checked_is_401_from_then_on(client, monkeypatch):
+    """Verified tokens are remembered (service.auth.REVERIFY_AFTER), but never past
+    their `exp`: a client reusing its token is refused once it has expired."""
+    expires = int(time.time()) + 60
+    signed = hs256(exp=expires)
+    assert client.get(POLICY, headers=bearer(signed)).status_code == 200
+
+    monkeypatch.setattr(service_auth.time, "time", lambda: expires + 1)
+
+    assert_401(client.get(POLICY, headers=bearer(signed)))
 
 
 @pytest.mark.parametrize("audience", ["someone-else", "support-access-v2", ["other", "api"]])
@@ -444,6 +461,19 @@ def test_jwks_token_without_kid_is_checked_with_every_key_of_its_algorithm(tmp_p
         signed = jwt.encode(claims(), key, algorithm=algorithm)  # no kid
         assert_accepted(client.get(POLICY, headers=bearer(signed)))
     assert_401(client.get(POLICY, headers=bearer(jwt.encode(claims(), rsa_key(), algorithm="RS256"))))
+
+
+def test_a_jwks_key_published_for_encryption_does_not_check_signatures(tmp_path, rsa_keys):
+    """RFC 7517 `use`: a key marked "enc" is not a signing key, whatever it could verify."""
+    good, _ = rsa_keys
+    path = write_jwks(tmp_path / "jwks.json", [("k1", good, "RS256")])
+    keys = json.loads(path.read_text(encoding="utf-8"))
+    keys["keys"][0]["use"] = "enc"
+    path.write_text(json.dumps(keys), encoding="utf-8")
+    client = create_app(base_config(tmp_path, JWKS=str(path))).test_client()
+
+    for headers in ({"kid": "k1"}, None):
+        assert_401(client.get(POLICY, headers=bearer(jwt.encode(claims(), good, "RS256", headers=headers))))
 
 
 @pytest.mark.parametrize(("algorithm", "kid"), [("RS256", "k2"), ("ES256", "k1")])
