@@ -730,6 +730,33 @@ def test_the_view_limit_counts_reads_not_rows(api, batch_reads):
     ]
 
 
+def test_reads_of_a_tenant_in_the_same_read_bucket_stay_out_of_the_view(app, api, approved_request):
+    """Reads are indexed by a bucket of the tenant id (audit.read_bucket). A tenant whose
+    id falls in contoso's bucket must not see its reads in contoso's view, alone or in a
+    batch with contoso's, nor push contoso's own reads off a page."""
+    twin = next(f"t{n}" for n in range(10_000) if audit.read_bucket(f"t{n}") == audit.read_bucket("contoso"))
+    assert api.put(f"/v1/tenants/{twin}", "ops", {"name": "Twin"}).status_code == 201
+    admin = {"principal": "zoe", "role": "Global Administrator"}
+    assert api.put(f"/v1/tenants/{twin}/role-assignments", "ops", admin).status_code == 201
+    body = {"tenant_id": twin, "title": "slow sign-ins", "allow_advanced_diagnostics": True}
+    ticket = api.post("/v1/support-requests", "zoe", body).get_json()
+    assert (
+        api.post(f"/v1/support-requests/{ticket['id']}/assign", "eve", {"engineer": "eve"}).status_code == 200
+    )
+
+    alone = api.post("/v1/decisions", "diag-tool", read_check(tenant_id=twin)).get_json()
+    checks = [read_check(tenant_id=twin), read_check()]
+    batch = api.post("/v1/decisions/batch", "diag-tool", {"checks": checks}).get_json()["results"]
+    assert [answer["allowed"] for answer in (alone, *batch)] == [True, True, True]
+
+    contoso = view(api, "alice", "contoso", activity="diagnostics.read")
+    assert [event["id"] for event in contoso] == [batch[1]["decision_id"]]
+    first = view(api, "alice", "contoso", activity="diagnostics.read", limit=1)
+    assert [event["id"] for event in first] == [batch[1]["decision_id"]]
+    twins = view(api, "zoe", twin, activity="diagnostics.read")
+    assert [event["id"] for event in twins] == [alone["decision_id"], batch[0]["decision_id"]]
+
+
 def index_rows() -> list[tuple]:
     with database.connection_context():
         return list(AuditReadIndex.select().tuples())
