@@ -128,6 +128,37 @@ def test_new_decisions_are_stamped_and_decided_by_the_reloaded_policy(api, polic
     assert before["policy_version"] != after["policy_version"] == new_version
 
 
+def test_an_approval_stops_counting_when_a_reload_takes_the_approving_action_from_its_role(
+    app, api, policy_dir, access_request
+):
+    """SPEC §3: role checks are made again; an approval counts only while its approver's
+    role carries the approving action, and the policy can take it away as the directory
+    can. It stays void when the action comes back: contoso must approve again."""
+    from tests.test_admin_page import Browser
+
+    roles = policy_dir / "roles.yaml"
+    user_admin = "template_id: fe930be7-5e62-47db-91af-98c3a49a38b1\n    scope: customer\n    actions:\n"
+    approving = user_admin + "      - microsoft.azure.supportTickets/allEntities/allTasks\n"
+    not_approving = user_admin + "      - microsoft.directory/users/allProperties/read\n"
+    approvals = f"/v1/access-requests/{access_request['id']}/approve"
+    assert api.post(approvals, "dana", {"tenant_id": "contoso"}).status_code == 200  # User Administrator
+    edit(roles, approving, not_approving)
+    assert api.post(RELOAD, OPERATOR).status_code == 200
+
+    assert api.get(f"/v1/access-requests/{access_request['id']}", "alice").get_json()["approvals"] == []
+    assert "Approve for contoso" in Browser(app, "alice", "contoso").page()
+    answer = api.post(approvals, "bob", {"tenant_id": "fabrikam"})
+    assert answer.get_json()["status"] == "pending", answer.get_json()
+    lapsed = api.get("/v1/audit-events?tenant_id=contoso&activity=access_request.approval_lapsed", "alice")
+    assert [event["details"]["approver"] for event in lapsed.get_json()["items"]] == ["dana"]
+
+    edit(roles, not_approving, approving)
+    assert api.post(RELOAD, OPERATOR).status_code == 200
+    answer = api.post(approvals, "alice", {"tenant_id": "contoso"})
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "approved"
+
+
 def test_a_broken_file_keeps_the_last_good_policy_and_says_why(api, policy_dir, store, caplog):
     good = shown(api)["version"]
     good_policy = store.current
