@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from service.policy import REPO_POLICY_DIR
 from tests.conftest import read_check
+from tests.helpers import edit
 
 DECIDE = "/v1/decisions"
 BATCH = "/v1/decisions/batch"
@@ -325,6 +328,42 @@ def test_an_engineer_still_holding_an_engineer_role_keeps_its_access(api, approv
     assert (
         api.get(f"/v1/access-requests/{approved_request['id']}", "alice").get_json()["status"] == "approved"
     )
+
+
+class TestEngineerPermissionsHeldThroughTwoRoles:
+    """A security team may give an engineer's two permissions (workflow.yaml work_tickets
+    and read_diagnostics) through two roles. Losing one of them is leaving support."""
+
+    @pytest.fixture
+    def policy_dir(self, tmp_path):
+        target = tmp_path / "policies"
+        shutil.copytree(REPO_POLICY_DIR, target)
+        edit(
+            target / "roles.yaml",
+            "      - supportAccess/tickets/work\n      - supportAccess/diagnostics/read\n",
+            "      - supportAccess/tickets/work\n"
+            "  - name: Diagnostics Reader\n"
+            "    scope: provider\n"
+            "    actions:\n"
+            "      - supportAccess/diagnostics/read\n",
+        )
+        return target
+
+    def test_losing_the_role_of_one_permission_ends_the_engineers_access(self, api, approved_request):
+        given = api.put(ENGINEER_ROLE, "ops", {"principal": "eve", "role": "Diagnostics Reader"})
+        assert given.status_code == 201, given.get_json()
+        assert decide(api, read_check())["allowed"] is True
+
+        assert api.delete(f"{ENGINEER_ROLE}/eve/Diagnostics%20Reader", "ops").status_code == 204
+        assert (
+            api.put(ENGINEER_ROLE, "ops", {"principal": "eve", "role": "Diagnostics Reader"}).status_code
+            == 201
+        )
+
+        body = decide(api, read_check())
+        assert (body["allowed"], body["reason"]) == (False, "no_active_grant")
+        seen = api.get(f"/v1/access-requests/{approved_request['id']}", "alice").get_json()
+        assert seen["status"] == "completed"
 
 
 def test_reassigned_ticket_ends_the_old_engineers_grant(api, approved_request, ticket):
