@@ -199,6 +199,27 @@ def test_a_decision_client_removed_while_its_body_arrives_gets_no_answer(app, fl
 
 
 @pytest.mark.parametrize("fast", [True, False])
+def test_an_index_that_cannot_catch_up_with_the_store_is_a_503_not_an_answer(
+    app, approved_request, flask_only, client, monkeypatch, fast
+):
+    """Each sync is slow and another change always came meanwhile: after
+    decision_endpoint.SYNC_ATTEMPTS syncs the index may still miss a revocation, so
+    nothing is decided from it (SPEC §6: fail closed)."""
+    from service import decision_endpoint
+
+    index = app.extensions["decision_index"]
+    monkeypatch.setattr(decision_endpoint, "SLOW_SYNC", -1.0)  # every sync counts as slow
+    monkeypatch.setattr(index, "is_current", lambda: False)
+
+    answer = (client if fast else flask_only).post(
+        "/v1/decisions", json=read_check(), headers=auth("diag-tool")
+    )
+
+    assert answer.status_code == 503, answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["code"] == "store_unavailable"
+
+
+@pytest.mark.parametrize("fast", [True, False])
 def test_a_revocation_answered_while_the_index_syncs_is_in_force(
     app, api, approved_request, flask_only, client, monkeypatch, fast
 ):

@@ -163,7 +163,8 @@ def test_unknown_principal(api, approved_request):
 
 def test_tenant_admin_is_not_a_data_reader(api, approved_request):
     """alice is known (Global Administrator of contoso) but is no support engineer."""
-    assert decide(api, read_check(principal="alice"))["allowed"] is False
+    body = decide(api, read_check(principal="alice"))
+    assert (body["allowed"], body["reason"]) == (False, "not_support_engineer")
 
 
 def test_matching_support_request_id_counts(api, approved_request, ticket):
@@ -213,6 +214,28 @@ def test_revoked_grant_denies(api, approved_request):
     body = decide(api, read_check())
     assert body["allowed"] is False
     assert body["reason"] not in ("granted", "advanced_diagnostics")
+
+
+def reassign_to_frank(api, ticket):
+    answer = api.post(f"/v1/support-requests/{ticket['id']}/assign", "ops", {"engineer": "frank"})
+    assert answer.status_code == 200, answer.get_json()
+
+
+@pytest.mark.parametrize("ending", ["revoke", "reassign"])
+def test_a_grant_ended_early_is_no_active_grant_even_after_it_would_have_run_out(
+    api, approved_request, ticket, clock, ending
+):
+    """grant_expired says the approved time ran out; a grant an admin removed, or that
+    ended when its ticket went to another engineer, did not run out, then or later."""
+    if ending == "revoke":
+        assert api.post(f"/v1/access-requests/{approved_request['id']}/revoke", "alice").status_code == 200
+    else:
+        reassign_to_frank(api, ticket)
+    clock.advance(hours=9)  # past the 8 h the grant was approved for
+
+    body = decide(api, read_check())
+
+    assert (body["allowed"], body["reason"]) == (False, "no_active_grant")
 
 
 def test_engineer_who_lost_its_role_is_denied(api, approved_request):
@@ -330,6 +353,54 @@ def test_an_engineer_still_holding_an_engineer_role_keeps_its_access(api, approv
     )
 
 
+class TestRulesNarrowerThanTheShippedOnes:
+    """access.yaml may let an access kind read only some categories."""
+
+    @pytest.fixture
+    def policy_dir(self, tmp_path):
+        target = tmp_path / "policies"
+        shutil.copytree(REPO_POLICY_DIR, target)
+        edit(
+            target / "access.yaml",
+            '  - [advanced_diagnostics, "diagnostics/*", read]',
+            '  - [advanced_diagnostics, "diagnostics/signInLogs", read]',
+        )
+        return target
+
+    def test_a_live_link_that_no_rule_lets_read_the_category_is_category_not_allowed(
+        self, api, advanced_ticket
+    ):
+        assert decide(api, read_check())["reason"] == "advanced_diagnostics"  # signInLogs
+
+        body = decide(api, read_check(resource="diagnostics/auditLogs"))
+
+        assert (body["allowed"], body["reason"]) == (False, "category_not_allowed")
+
+
+class TestProviderPermissionsHeldInACustomerTenant:
+    """The provider's permissions count only when held in the provider tenant: a policy
+    that lets a customer role carry one does not make its holders decision clients."""
+
+    @pytest.fixture
+    def policy_dir(self, tmp_path):
+        target = tmp_path / "policies"
+        shutil.copytree(REPO_POLICY_DIR, target)
+        edit(  # the first role carrying it: Global Administrator
+            target / "roles.yaml",
+            "      - microsoft.directory/auditLogs/allProperties/read\n",
+            "      - microsoft.directory/auditLogs/allProperties/read\n"
+            "      - supportAccess/decisions/evaluate\n",
+        )
+        return target
+
+    def test_a_customer_admin_holding_the_evaluate_action_cannot_ask_for_decisions(
+        self, api, approved_request
+    ):
+        answer = api.post(DECIDE, "alice", read_check())  # Global Administrator of contoso
+        assert_error(answer, 403)
+        assert answer.get_json()["error"]["code"] == "not_decision_client"
+
+
 class TestEngineerPermissionsHeldThroughTwoRoles:
     """A security team may give an engineer's two permissions (workflow.yaml work_tickets
     and read_diagnostics) through two roles. Losing one of them is leaving support."""
@@ -423,6 +494,18 @@ def test_other_engineers_ticket_id_does_not_open_access(api):
     assert decide(api, read_check(principal="frank"))["reason"] == "advanced_diagnostics"
     body = decide(api, read_check(support_request_id=franks["id"]))
     assert body["allowed"] is False
+
+
+def test_naming_a_ticket_without_advanced_diagnostics_is_not_opened_by_another_that_has_them(api):
+    """With support_request_id only that ticket counts: eve's other contoso ticket that
+    allows advanced diagnostics does not open the one that does not."""
+    opened = assign(api, new_ticket(api, "alice", "contoso", advanced=True))
+    closed_to_her = assign(api, new_ticket(api, "alice", "contoso"))
+
+    body = decide(api, read_check(support_request_id=closed_to_her["id"]))
+
+    assert (body["allowed"], body["reason"]) == (False, "no_active_grant")
+    assert decide(api, read_check(support_request_id=opened["id"]))["reason"] == "advanced_diagnostics"
 
 
 def test_advanced_diagnostics_unassigned_ticket_denies(api):
@@ -797,6 +880,26 @@ def test_a_ticket_closed_before_the_retention_period_explains_nothing(api, appro
     assert decide(api, named)["reason"] == "support_request_closed"
     clock.advance(days=31)
     assert [decide(api, check)["reason"] for check in (named, read_check())] == ["no_active_grant"] * 2
+
+
+def test_a_closed_ticket_explains_a_deny_only_to_its_engineer_in_its_tenants(api):
+    """support_request_closed for a named ticket says the caller's own access ended with
+    it. Named for another engineer, or for a tenant it never concerned, the closed
+    ticket explains nothing (and tells nothing of that ticket)."""
+    franks = assign(api, new_ticket(api, "alice", "contoso"), "frank")
+    eves = assign(api, new_ticket(api, "alice", "contoso"))
+    for ticket in (franks, eves):
+        assert api.post(f"/v1/support-requests/{ticket['id']}/close", "alice").status_code == 200
+
+    asked = {
+        ("eve", "contoso", franks["id"]): "no_active_grant",
+        ("eve", "contoso", eves["id"]): "support_request_closed",
+        ("eve", "fabrikam", eves["id"]): "no_active_grant",
+        ("frank", "contoso", franks["id"]): "support_request_closed",
+    }
+    for (principal, tenant_id, ticket_id), reason in asked.items():
+        body = decide(api, read_check(principal=principal, tenant_id=tenant_id, support_request_id=ticket_id))
+        assert (body["allowed"], body["reason"]) == (False, reason), (principal, tenant_id, ticket_id)
 
 
 def test_a_grant_that_ran_out_before_the_retention_period_explains_nothing(api, approved_request, clock):

@@ -159,6 +159,24 @@ def test_an_approval_stops_counting_when_a_reload_takes_the_approving_action_fro
     assert answer.get_json()["status"] == "approved"
 
 
+def test_a_reload_that_takes_the_data_reading_action_from_the_engineer_role_denies_at_once(
+    api, policy_dir, approved_request
+):
+    """SPEC §3: roles are evaluated at decision time, so an approved grant does not
+    outlive its engineer's read_diagnostics permission in the policy. (Some role must
+    still carry the action for the policy to load: here the Decision Client role.)"""
+    assert api.post("/v1/decisions", CLIENT, read_check()).get_json()["allowed"] is True
+    roles = policy_dir / "roles.yaml"
+    edit(roles, "      - supportAccess/diagnostics/read\n", "")
+    evaluate = "      - supportAccess/decisions/evaluate\n"
+    edit(roles, evaluate, evaluate + "      - supportAccess/diagnostics/read\n")
+    assert api.post(RELOAD, OPERATOR).status_code == 200
+
+    body = api.post("/v1/decisions", CLIENT, read_check()).get_json()
+
+    assert (body["allowed"], body["reason"]) == (False, "not_support_engineer")
+
+
 def test_a_broken_file_keeps_the_last_good_policy_and_says_why(api, policy_dir, store, caplog):
     good = shown(api)["version"]
     good_policy = store.current
