@@ -231,6 +231,30 @@ def test_verify_names_an_altered_chain_head_as_such(runner, history):
     assert expected in result.output and "removed" not in result.output, result.output
 
 
+def test_verify_detects_a_chain_head_set_back_behind_the_log(runner, history):
+    """A head row moved back (its hash left alone) would make the next append reuse a
+    sequence number."""
+    with database.connection_context():
+        AuditHead.update(last_seq=history[-1].seq - 1).execute()
+    result = verify(runner)
+    assert result.exit_code == 1
+    assert f"the log goes on to event {history[-1].seq} past its chain head" in result.output, result.output
+
+
+def test_verify_detects_a_renumbered_event(runner, history):
+    """Each event's hash covers its sequence number: an event moved to another seq, with
+    the head and the rows that point at it moved to match, is found."""
+    last, moved = history[-1], history[-1].seq + 7
+    with database.connection_context():
+        AuditEvent.update(seq=moved).where(AuditEvent.seq == last.seq).execute()
+        AuditVisibility.update(event_seq=moved).where(AuditVisibility.event_seq == last.seq).execute()
+        AuditReadIndex.update(event_seq=moved).where(AuditReadIndex.event_seq == last.seq).execute()
+        AuditHead.update(last_seq=moved).execute()
+    result = verify(runner)
+    assert result.exit_code == 1
+    assert f"event {moved} ({last.id}" in result.output, result.output
+
+
 def test_verify_detects_a_deleted_first_event(runner, history):
     first, following = history[0], history[1]
     with database.connection_context():
@@ -299,6 +323,18 @@ def test_verify_prints_the_head_and_accepts_it_as_an_anchor(runner, history):
     older = f"{history[2].seq}:{history[2].hash.upper()}"  # an earlier head still in the chain
     result = runner.invoke(args=["audit", "verify", "--anchor", older, "--anchor", head])
     assert result.exit_code == 0, result.output
+
+
+def test_verify_checks_and_names_as_head_the_reads_still_in_the_journal(api, approved_request, runner):
+    """A read answered but not yet imported is in the chain verify checks, and in the head
+    it prints for a later --anchor."""
+    answer = api.post("/v1/decisions", "diag-tool", read_check()).get_json()
+    assert answer["allowed"] is True
+
+    head_seq = int(verified_head(runner).split(":")[0])
+
+    [last] = [event for event in events_in_db() if event.seq == head_seq]
+    assert last.activity == "diagnostics.read" and answer["decision_id"] in last.details
 
 
 def test_an_anchor_catches_events_removed_from_the_end_with_the_head_rewritten(runner, history):

@@ -96,7 +96,12 @@ def cross_tenant_without_ticket_tenant(policy_dir: Path) -> None:
 
 
 def misspelt_support_trail(policy_dir: Path) -> None:
-    edit(policy_dir / "workflow.yaml", "diagnostics.read]", "diagnostic.read, support_requests.*]")
+    # An entry without `.*` names one activity exactly: a prefix of one names none.
+    edit(
+        policy_dir / "workflow.yaml",
+        "diagnostics.read]",
+        "diagnostic.read, support_requests.*, access_request.approve]",
+    )
 
 
 def unanchored_regex(policy_dir: Path) -> None:
@@ -138,6 +143,7 @@ LINT_CASES = {
         [
             "workflow.yaml: audit.support_trail[2]: 'diagnostic.read' names no audit activity",
             "workflow.yaml: audit.support_trail[3]: 'support_requests.*' names no audit activity",
+            "workflow.yaml: audit.support_trail[4]: 'access_request.approve' names no audit activity",
         ],
     ),
 }

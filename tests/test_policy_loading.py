@@ -510,7 +510,8 @@ def test_a_policy_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_pa
     limit = policy_module.MAX_POLICY_FILE_BYTES
     path.write_bytes(path.read_bytes() + b"# padding\n" * (limit // 10))
     assert _load_error_within(directory) == f"access.yaml: over {limit:,} bytes, too large for a policy file"
-    path.write_bytes(path.read_bytes()[: limit - 1])  # just under the limit: read (and still valid YAML)
+    path.write_bytes(path.read_bytes()[:limit])  # exactly the limit ("at most"): read (and still valid YAML)
+    assert path.stat().st_size == limit
     assert load_policy(directory).version == policy_module.policy_version(directory)
 
 

@@ -138,6 +138,36 @@ def test_a_failing_step_shows_the_status_expected_and_the_error_in_the_trail(run
     assert re.search(r'trail:.*"step": "bob approve"', result.output), result.output
 
 
+def test_a_step_answered_otherwise_than_its_expect_status_fails_the_case(runner, tmp_path):
+    """A step's expect_status is an expectation of its own: the case fails even when its
+    last step answers as the case expects."""
+    policy_dir = copy_policies(tmp_path)
+    append(
+        policy_dir / "tests" / "cross_tenant_test.yaml",
+        """
+  - name: bob's approval for contoso is expected to pass (wrong)
+    steps:
+      - {as: bob, approve: {access_request: ar1, tenant_id: contoso}, expect_status: 200}
+      - {as: alice, approve: {access_request: ar1, tenant_id: contoso}}
+    expect: {status: 200}
+""",
+    )
+    result = runner.invoke(args=["policy", "test", str(policy_dir), "--filter", "expected to pass (wrong)"])
+    assert result.exit_code == EXIT_FAILED, result.output
+    assert counts(result.output) == (0, 1)
+
+
+def test_coverage_counts_the_read_only_rule_and_the_categories(runner):
+    """A case that asks no decision exercises neither access.yaml's read-only rule nor its
+    categories: the coverage says so."""
+    case = "the requesting engineer cannot approve its own request"  # steps only
+    result = runner.invoke(args=["policy", "test", "--filter", case, "--coverage"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert counts(result.output) == (1, 0)
+    assert "not exercised: read_only" in result.output
+    assert "not exercised: categories" in result.output
+
+
 GRANT_RULE = '[grant, "diagnostics/*", read]'
 BROKEN_POLICIES = {  # name: (file, text, replaced by, what the error names)
     "invalid YAML": ("roles.yaml", "roles:\n", "roles: [\n", "roles.yaml: line"),
@@ -260,6 +290,9 @@ def test_a_coverage_drop_exits_5_and_lists_what_was_not_exercised(runner, tmp_pa
     percent = float(re.search(r"coverage (\d+\.\d)% is below", result.output).group(1))
     lower = runner.invoke(args=["policy", "test", str(policy_dir), "--threshold", str(int(percent))])
     assert lower.exit_code == EXIT_OK, lower.output
+    # and a bar a tenth of a point above what was reached is missed
+    higher = runner.invoke(args=["policy", "test", str(policy_dir), "--threshold", f"{percent + 0.1:.1f}"])
+    assert higher.exit_code == EXIT_COVERAGE, higher.output
 
 
 def test_a_failing_case_wins_over_a_coverage_drop(runner, tmp_path):

@@ -171,6 +171,20 @@ def test_a_journal_that_cannot_be_written_is_never_an_allow(app, api, approved_r
     assert view_ids(api) == [answer["decision_id"]]
 
 
+def test_a_journal_write_that_stores_part_of_the_record_is_never_an_allow(
+    app, api, approved_request, monkeypatch
+):
+    """write() may store less than it was given (a full disk): the read is not in the
+    journal whole, so the allow must not leave."""
+    real_write = os.write
+    monkeypatch.setattr(read_journal.os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+
+    answer = api.post("/v1/decisions", "diag-tool", read_check())
+
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "store_unavailable"
+
+
 def test_an_audit_store_that_cannot_be_reached_is_never_an_allow(app, api, approved_request, monkeypatch):
     """The journal checks the store every few milliseconds (here: on every write)."""
     monkeypatch.setattr(read_journal, "CHECK_INTERVAL", 0.0)
