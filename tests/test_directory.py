@@ -358,6 +358,28 @@ def test_import_refuses_unknown_key(runner, tmp_path):
     assert "groups" in result.output
 
 
+def test_an_import_that_renames_a_tenant_stores_the_name_once(app, runner, tmp_path):
+    document = base_document()
+    document["tenants"][0]["name"] = "Contoso International"
+    path = write_directory(tmp_path, document)
+    assert "1 tenants renamed" in run_import(runner, path).output
+
+    with app.app_context():
+        assert Tenant.get_by_id("contoso").name == "Contoso International"
+    assert "0 tenants renamed" in run_import(runner, path).output  # idempotent
+
+
+def test_an_import_leaves_the_name_an_operator_gave_the_provider_tenant(app, runner, api):
+    """A file that does not list the provider tenant names it implicitly: that is no
+    rename of the name an operator gave it."""
+    assert api.put("/v1/tenants/provider", "ops", {"name": "Acme Support"}).status_code == 200
+
+    assert "0 tenants renamed" in run_import(runner, DIRECTORY_FILE).output
+
+    with app.app_context():
+        assert Tenant.get_by_id("provider").name == "Acme Support"
+
+
 def test_provider_tenant_may_be_listed(runner, api, tmp_path):
     document = base_document()
     document["tenants"].append({"id": "provider", "name": "The Provider"})
@@ -734,6 +756,7 @@ def test_put_role_assignment_refuses_unknown_role(api):
     answer = api.put("/v1/tenants/contoso/role-assignments", "ops", body)
     assert answer.status_code == 400
     assert "role" in answer.get_json()["error"]["message"]
+    assert answer.get_json()["error"]["message"].startswith("role: "), answer.get_json()  # names the field
 
 
 def test_put_role_assignment_refuses_provider_role_in_customer_tenant(api):
@@ -741,6 +764,7 @@ def test_put_role_assignment_refuses_provider_role_in_customer_tenant(api):
     answer = api.put("/v1/tenants/contoso/role-assignments", "ops", body)
     assert answer.status_code == 400
     assert "role" in answer.get_json()["error"]["message"]
+    assert answer.get_json()["error"]["message"].startswith("role: "), answer.get_json()  # names the field
     assert decision_reason(api, "zoe") == "unknown_principal"
 
 

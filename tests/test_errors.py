@@ -79,7 +79,7 @@ def test_unknown_route_without_token_is_still_json(client):
 )
 def test_wrong_method_is_json_405(client, method, url):
     answer = client.open(url, method=method, headers=auth("diag-tool"))
-    assert_error_body(answer, 405)
+    assert assert_error_body(answer, 405)["code"] == "method_not_allowed"
     assert answer.headers.get("Allow")
 
 
@@ -110,6 +110,21 @@ def test_non_json_body_is_415(client, data, content_type):
     headers = auth("diag-tool")
     answer = client.post("/v1/decisions", data=data, content_type=content_type, headers=headers)
     assert_error_body(answer, 415)
+
+
+def test_a_non_json_body_is_415_on_actions_whose_body_may_be_left_out(api, client, ticket):
+    """close, revoke and cancel take no body, but one sent must be JSON: a text/plain
+    close is refused and the ticket stays open."""
+    url = f"/v1/support-requests/{ticket['id']}/close"
+    answer = client.post(url, data="{}", content_type="text/plain", headers=auth("bob"))
+    assert assert_error_body(answer, 415)["code"] == "unsupported_media_type"
+    assert api.get(f"/v1/support-requests/{ticket['id']}", "bob").get_json()["status"] == "open"
+
+
+def test_invalid_json_is_400_saying_the_body_is_not_json(client):
+    headers = auth("diag-tool")
+    answer = client.post("/v1/decisions", data=b"{not json", content_type="application/json", headers=headers)
+    assert answer.get_json()["error"] == {"code": "invalid_json", "message": "body: not valid JSON"}
 
 
 def test_non_json_body_is_415_on_management_routes(client):
@@ -429,7 +444,11 @@ def test_body_too_large_is_413(app, client):
     answer = client.post(
         "/v1/decisions", data=body, content_type="application/json", headers=auth("diag-tool")
     )
-    assert_error_body(answer, 413)
+    assert assert_error_body(answer, 413)["code"] == "body_too_large"  # openapi.yaml
+    answer = client.post(  # a Flask route, not the decision fast path
+        "/v1/support-requests", data=body, content_type="application/json", headers=auth("bob")
+    )
+    assert assert_error_body(answer, 413)["code"] == "body_too_large"
 
 
 def test_body_just_under_the_limit_is_not_413(app, client):

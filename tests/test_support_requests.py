@@ -8,6 +8,7 @@ eve and frank are support engineers, ops the operator, diag-tool the decision cl
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 
@@ -343,6 +344,16 @@ def test_engineer_assigns_itself(api):
     assert "support_request.assigned" in audit_activities(api, "fabrikam", "bob")
 
 
+def test_assigning_the_assigned_engineer_again_is_200_and_changes_nothing(api, ticket):
+    """A retried assign (by the engineer, or by an operator) answers as the first did."""
+    url = f"{TICKETS}/{ticket['id']}/assign"
+    for who in ("eve", "ops"):
+        again = api.post(url, who, {"engineer": "eve"})
+        assert again.status_code == 200, (who, again.get_json())
+        assert again.get_json()["assigned_engineer"] == "eve"
+    assert audit_activities(api, "fabrikam", "bob").count("support_request.assigned") == 1
+
+
 def test_engineer_may_not_assign_someone_else(api):
     ticket = new_ticket(api)
 
@@ -585,6 +596,19 @@ def test_close_cancels_a_pending_access_request(api, access_request, ticket):
     assert "access_request.cancelled" in audit_activities(api, "fabrikam", "bob")
     approve = api.post(f"{url}/approve", "alice", {"tenant_id": "contoso"})
     assert approve.status_code == 409
+
+
+def test_the_resource_tenant_sees_no_event_of_a_ticket_before_it_asks_it_for_access(api, ticket):
+    """SPEC §5: contoso sees fabrikam's ticket about it only once an access request of it
+    concerns contoso; until then its audit view shows none of the ticket's events."""
+    patched = api.patch(f"{TICKETS}/{ticket['id']}", "bob", {"allow_advanced_diagnostics": True})
+    assert patched.status_code == 200
+
+    events = api.get("/v1/audit-events?tenant_id=contoso", "alice").get_json()["items"]
+
+    assert [event for event in events if ticket["id"] in json.dumps(event)] == []
+    fabrikam = set(audit_activities(api, "fabrikam", "bob"))
+    assert {"support_request.created", "support_request.assigned", "support_request.updated"} <= fabrikam
 
 
 def test_the_resource_tenant_sees_the_close_only_of_a_ticket_that_asked_it_for_access(api, ticket):
