@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from service.policy import REPO_POLICY_DIR
 from tests.conftest import read_check
-from tests.helpers import edit
+from tests.helpers import copy_policies, edit
 
 DECIDE = "/v1/decisions"
 BATCH = "/v1/decisions/batch"
@@ -358,8 +356,7 @@ class TestRulesNarrowerThanTheShippedOnes:
 
     @pytest.fixture
     def policy_dir(self, tmp_path):
-        target = tmp_path / "policies"
-        shutil.copytree(REPO_POLICY_DIR, target)
+        target = copy_policies(tmp_path)
         edit(
             target / "access.yaml",
             '  - [advanced_diagnostics, "diagnostics/*", read]',
@@ -383,8 +380,7 @@ class TestProviderPermissionsHeldInACustomerTenant:
 
     @pytest.fixture
     def policy_dir(self, tmp_path):
-        target = tmp_path / "policies"
-        shutil.copytree(REPO_POLICY_DIR, target)
+        target = copy_policies(tmp_path)
         edit(  # the first role carrying it: Global Administrator
             target / "roles.yaml",
             "      - microsoft.directory/auditLogs/allProperties/read\n",
@@ -407,8 +403,7 @@ class TestEngineerPermissionsHeldThroughTwoRoles:
 
     @pytest.fixture
     def policy_dir(self, tmp_path):
-        target = tmp_path / "policies"
-        shutil.copytree(REPO_POLICY_DIR, target)
+        target = copy_policies(tmp_path)
         edit(
             target / "roles.yaml",
             "      - supportAccess/tickets/work\n      - supportAccess/diagnostics/read\n",
