@@ -8,11 +8,12 @@ import multiprocessing
 import os
 import threading
 import time
+import types
 
 import pytest
 
 from models import database
-from service import change_listener
+from service import change_listener, state_signal
 from service.change_listener import ChangeListener
 from service.errors import Unavailable
 from service.policy import REPO_POLICY_DIR
@@ -211,3 +212,99 @@ def _answers_until(port: int, check: dict, allowed: bool) -> list[tuple[float, b
         answers.append((sent, answer["allowed"] if status == 200 else None))
         time.sleep(0.005)
     return answers
+
+
+# --- the counter and the listener without a PostgreSQL server ------------------------
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{tmp}/app.db", "postgresql://u@db:5432/sa"])
+def test_counters_for_one_database_share_their_generation(tmp_path, url):
+    """Every worker process opens its own counter for the database: a file-backed one that
+    all of them share, or one worker's change would never reach the others' indexes."""
+    url = url.format(tmp=tmp_path)
+    journal = tmp_path / "journal"
+    first = state_signal.counter_for(url, journal)
+    second = state_signal.counter_for(url, journal)  # as another worker opens it
+    before = second.value()
+    first.publish()
+    assert second.value() == before + 1
+
+
+class FakeCursor:
+    def __init__(self, connection):
+        self.connection = connection
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql):
+        self.connection.executed.append((sql, time.monotonic()))
+        if sql == "SELECT 1":
+            time.sleep(self.connection.query_takes)
+            if self.connection.pending:
+                self.connection.notifies.append(self.connection.pending.pop())
+
+
+class FakeConnection:
+    def __init__(self, pending=(), query_takes=0.0, poll_takes=0.0):
+        self.poll_takes = poll_takes
+        self.autocommit = False
+        self.notifies: list = []
+        self.executed: list = []
+        self.pending = list(pending)
+        self.query_takes = query_takes
+
+    def cursor(self):
+        return FakeCursor(self)
+
+    def poll(self):
+        time.sleep(self.poll_takes)
+
+    def close(self):
+        pass
+
+
+def fake_listener(monkeypatch, connection, waits=0.01) -> tuple[ChangeListener, ProcessCounter]:
+    monkeypatch.setattr(change_listener.psycopg2, "connect", lambda **options: connection)
+    monkeypatch.setattr(change_listener, "select", types.SimpleNamespace(select=lambda *a: time.sleep(waits)))
+    counter = ProcessCounter()
+    return ChangeListener("postgresql://u@db:5432/sa", counter), counter
+
+
+def test_a_listener_rereads_what_was_committed_before_it_listened(monkeypatch):
+    listener, counter = fake_listener(monkeypatch, FakeConnection())
+    try:
+        listener.check_fresh()
+        assert counter.value() >= 1  # moved on once LISTEN is in place, with nothing heard
+    finally:
+        listener.stop()
+
+
+def test_a_notification_heard_moves_the_counter_on(monkeypatch):
+    connection = FakeConnection(pending=["42"])
+    listener, counter = fake_listener(monkeypatch, connection)
+    try:
+        listener.check_fresh()
+        deadline = time.monotonic() + 5
+        while counter.value() < 2:
+            assert time.monotonic() < deadline, "the notification did not move the counter"
+            time.sleep(0.01)
+        assert counter.value() == 2  # once on LISTEN, once for the notification
+    finally:
+        listener.stop()
+
+
+def test_a_listener_whose_last_confirmation_is_old_refuses_decisions(monkeypatch):
+    """A confirmed listener whose connection went quiet: once its last confirmation is
+    older than STALE_AFTER, decisions are refused (not answered from a deaf index)."""
+    listener = ChangeListener("postgresql://u@db:5432/sa", ProcessCounter())
+    listener.stopped.set()  # no thread: the state of one that went quiet
+    listener._pid, listener._started_at = os.getpid(), time.monotonic() - 100
+    listener._confirmed_at = time.monotonic() - change_listener.STALE_AFTER - 1
+    with pytest.raises(Unavailable):
+        listener.check_fresh()
+    listener._confirmed_at = time.monotonic()
+    listener.check_fresh()  # fresh again: answers

@@ -6,6 +6,7 @@ the order they were granted, after any of them is revoked."""
 from __future__ import annotations
 
 import gc
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -17,7 +18,7 @@ from models import AccessRequest
 from service.decision_index import LOADED, DecisionIndex, Grant, _collector_paused, chain, chained, seconds
 from service.decisions import Check, decide
 from service.state_signal import ProcessCounter
-from tests.conftest import read_check
+from tests.conftest import Api, read_check
 from tests.test_decisions import CLIENT, DECIDE, assign, new_ticket
 
 
@@ -262,3 +263,133 @@ def test_a_swap_puts_the_data_in_place_before_the_changes_it_has_applied():
     fresh._sql = {}  # as `_build` leaves it
     index._take(fresh)
     assert set(LOADED) <= set(written[: written.index("_applied_signal")])
+
+
+# --- changes committed while the index reads the database -------------------------
+
+
+def revoke_from_another_thread(app, request_id: str) -> None:
+    """Revoke through another worker thread (its own connection), and wait for it."""
+    result = {}
+
+    def run():
+        result["status"] = (
+            Api(app.test_client()).post(f"/v1/access-requests/{request_id}/revoke", "alice").status_code
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert result.get("status") == 200, result
+
+
+def decision_of(index: DecisionIndex, app, clock):
+    policy = app.extensions["policy_store"].current
+    with app.app_context():
+        index.sync()
+        index.warm_for([Check(**read_check())])
+        answer = decide(policy, index, Check(**read_check()), clock(), index.provider)
+    return answer.allowed, answer.reason
+
+
+def test_a_change_committed_while_sync_applies_events_is_read_by_the_next_sync(
+    app, api, approved_request, monkeypatch
+):
+    """sync must take the counter's value *before* reading the events: one read after
+    would cover a change committed meanwhile, whose events were never read."""
+    index = app.extensions["decision_index"]
+    assert api.post(DECIDE, CLIENT, read_check()).get_json()["allowed"] is True
+    # Any state change, so that the next sync has events to apply.
+    assert (
+        api.post("/v1/support-requests", "alice", {"tenant_id": "contoso", "title": "t"}).status_code == 201
+    )
+    original = DecisionIndex._apply_changes
+    done = []
+
+    def apply_then_revoke(self):
+        original(self)
+        if not done:
+            done.append(True)
+            revoke_from_another_thread(app, approved_request["id"])
+
+    monkeypatch.setattr(DecisionIndex, "_apply_changes", apply_then_revoke)
+    with app.app_context():
+        index.sync()
+    assert done
+    monkeypatch.setattr(DecisionIndex, "_apply_changes", original)
+    answer = api.post(DECIDE, CLIENT, read_check()).get_json()
+    assert answer["allowed"] is False and answer["reason"] == "no_active_grant", answer
+
+
+def test_a_change_committed_while_a_whole_index_is_loaded_is_read_by_the_next_sync(
+    app, approved_request, clock, monkeypatch
+):
+    """A load must take the counter and the last event's seq *before* reading the rows:
+    read after, they would cover a revocation committed while the grants were read."""
+    policy = app.extensions["policy_store"].current
+    signal = app.extensions["decision_index"].signal
+    original = DecisionIndex._put_grant
+    done = []
+
+    def put_then_revoke(self, *row):
+        original(self, *row)
+        if not done and row[0] == approved_request["id"]:
+            done.append(True)
+            revoke_from_another_thread(app, approved_request["id"])
+
+    index = DecisionIndex(signal, policy.timing.retention, clock)
+    monkeypatch.setattr(DecisionIndex, "_put_grant", put_then_revoke)
+    with app.app_context():
+        index.load(clock())
+    assert done
+    monkeypatch.setattr(DecisionIndex, "_put_grant", original)
+    assert decision_of(index, app, clock) == (False, "no_active_grant")
+
+
+def test_a_change_committed_while_a_warmed_index_is_brought_current_is_read_by_the_next_sync(
+    app, approved_request, clock, monkeypatch
+):
+    """Putting the whole index in place must record the counter it saw *before* applying
+    the events: recorded after, it would cover a revocation committed meanwhile."""
+    policy = app.extensions["policy_store"].current
+    signal = app.extensions["decision_index"].signal
+    warming = DecisionIndex(signal, policy.timing.retention, clock)
+    with app.app_context():
+        warming.start(clock())
+        whole = warming._built(clock())
+    assert decision_of(warming, app, clock)[0] is True
+    original = DecisionIndex._apply_changes
+    done = []
+
+    def apply_then_revoke(self):
+        original(self)
+        if not done:
+            done.append(True)
+            revoke_from_another_thread(app, approved_request["id"])
+
+    monkeypatch.setattr(DecisionIndex, "_apply_changes", apply_then_revoke)
+    with app.app_context():
+        warming._put_in_place(whole)
+    assert done and not warming.warming
+    monkeypatch.setattr(DecisionIndex, "_apply_changes", original)
+    assert decision_of(warming, app, clock) == (False, "no_active_grant")
+
+
+def test_a_grant_on_a_ticket_not_yet_warmed_is_indexed_when_it_is_approved(app, api, ticket, clock):
+    """A warming index that warmed eve before she held any grant has not loaded her
+    ticket (no grant, no advanced diagnostics); the events of her new grant must bring
+    the ticket in with it, or the grant is dropped and she is denied."""
+    policy = app.extensions["policy_store"].current
+    warming = DecisionIndex(app.extensions["decision_index"].signal, policy.timing.retention, clock)
+    with app.app_context():
+        warming.start(clock())
+    assert decision_of(warming, app, clock) == (False, "no_active_grant")  # eve warmed, no grant
+    assert ticket["id"] not in warming.tickets
+    body = {"support_request_id": ticket["id"], "justification": "read sign-in logs"}
+    created = api.post("/v1/access-requests", "eve", body)
+    assert created.status_code == 201, created.get_json()
+    url = f"/v1/access-requests/{created.get_json()['id']}/approve"
+    assert api.post(url, "alice", {"tenant_id": "contoso"}).status_code == 200
+    assert api.post(url, "bob", {"tenant_id": "fabrikam"}).get_json()["status"] == "approved"
+    assert warming.warming
+    assert decision_of(warming, app, clock)[0] is True
