@@ -12,6 +12,7 @@ import peewee
 import pytest
 
 from service import create_app, workflow
+from service.admin import SECURITY_HEADERS
 from service.errors import ConfigError
 from tests.conftest import SECRET, token
 from tests.helpers import copy_policies, edit
@@ -545,3 +546,95 @@ def test_html_in_titles_and_justifications_is_escaped(app, api):
     assert "<script>" not in page and "<b>x</b>" not in page
     assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;" in page
     assert "&lt;script&gt;alert(&#34;why&#34;)&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in page
+
+
+# --- details the page must get right ------------------------------------------------
+
+
+def _row_of(page: str, request_id: str) -> str:
+    match = re.search(r"<tr>\s*<td><code>" + re.escape(request_id) + r"</code></td>.*?</tr>", page, re.S)
+    assert match, page
+    return match.group(0)
+
+
+def test_support_request_tenant_sees_no_end_time_for_a_removal(app, api, approved_request):
+    """SPEC §5: bob's row of a revoked request shows `approved`, and no end time either."""
+    request_id = approved_request["id"]
+    Browser(app, "alice", "contoso").act(request_id, "revoke")
+    row = _row_of(Browser(app, "bob", "fabrikam").page(), request_id)
+    assert "approved" in row
+    assert "UTC" not in row  # the Ended column is empty: the removal's time is not shown
+
+
+def test_sign_in_starts_a_new_csrf_token(app):
+    browser = Browser(app)
+    before = browser.csrf("/admin/login")
+    assert browser.sign_in(token("alice", "contoso")).status_code == 302
+    after = browser.session()["admin_csrf"]
+    assert after != before
+    assert browser.csrf() == after
+
+
+def test_every_page_carries_all_security_headers(app):
+    for answer in (
+        Browser(app).client.get("/admin/login"),
+        Browser(app, "alice", "contoso").client.get("/admin"),
+    ):
+        for name, value in SECURITY_HEADERS.items():
+            assert answer.headers.get(name) == value, name
+    assert SECURITY_HEADERS["X-Frame-Options"] == "DENY"
+    assert SECURITY_HEADERS["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in SECURITY_HEADERS["Content-Security-Policy"]
+
+
+def test_a_token_over_the_cookie_limit_is_400_and_named(app):
+    browser = Browser(app)
+    answer = browser.sign_in("x" * 2801)
+    assert answer.status_code == 400
+    assert "longer than 2800 characters" in answer.get_data(as_text=True)
+    assert "admin_token" not in browser.session()
+
+
+def test_a_reject_reason_over_2000_characters_is_refused(app, api, access_request):
+    request_id = access_request["id"]
+    bob = Browser(app, "bob", "fabrikam")
+    page = bob.act(request_id, "reject", tenant_id="fabrikam", reason="r" * 2001)
+    assert "at most 2000 characters" in page
+    assert status_for(api, request_id, "alice", "contoso") == "pending"
+    page = bob.act(request_id, "reject", tenant_id="fabrikam", reason="r" * 2000)
+    assert status_for(api, request_id, "alice", "contoso") == "rejected"
+
+
+def test_an_admin_of_both_tenants_is_still_offered_the_other_partys_approval(app, api, access_request):
+    """dana approved for contoso (resource): the page must still offer Approve for fabrikam,
+    which the workflow allows (the approval counts per party)."""
+    dana = Browser(app, "dana", "contoso")
+    page = dana.act(access_request["id"], "approve", tenant_id="contoso")
+    assert "Approve for fabrikam" in page
+    assert "You approved on behalf of fabrikam" not in page
+
+
+def test_the_engineer_under_another_case_is_not_offered_its_own_request(app, api, access_request):
+    """person_key: `Eve` is the same person as `eve` to the self-approval rule; the page
+    must not offer what the workflow refuses."""
+    body = {"principal": "Eve", "role": "Global Administrator"}
+    assert api.put("/v1/tenants/contoso/role-assignments", "ops", body).status_code == 201
+    page = Browser(app, "Eve", "contoso").page()
+    assert access_request["id"] in page
+    assert "You filed this request: another admin of contoso approves or rejects it." in page
+    assert "Approve for contoso" not in page
+
+
+def test_a_same_tenant_request_is_approved_as_the_resource_tenant(app, api):
+    body = {"tenant_id": "fabrikam", "resource_tenant_id": "fabrikam", "title": "our own sign-ins"}
+    ticket = api.post("/v1/support-requests", "bob", body).get_json()
+    assert (
+        api.post(f"/v1/support-requests/{ticket['id']}/assign", "eve", {"engineer": "eve"}).status_code == 200
+    )
+    created = api.post(
+        "/v1/access-requests", "eve", {"support_request_id": ticket["id"], "justification": "x"}
+    )
+    assert created.status_code == 201, created.get_json()
+    page = Browser(app, "bob", "fabrikam").page()
+    assert "You act on behalf of fabrikam, the resource tenant." in page
+    assert "Approve for fabrikam" in page

@@ -28,7 +28,7 @@ from service.policy_reload import PolicyWatcher, reload_policy
 from service.policy_store import PolicyStore
 from service.state_signal import ProcessCounter
 from tests.conftest import START, Api, read_check
-from tests.helpers import edit
+from tests.helpers import copy_policies, edit
 
 OPERATOR = "ops"
 CLIENT = "diag-tool"
@@ -1069,3 +1069,49 @@ def test_processes_saving_the_same_snapshot_take_turns(tmp_path, monkeypatch):
     assert most == [1]  # one saved; the other then found it saved
     version = policy_version(REPO_POLICY_DIR)
     assert (tmp_path / "last-good" / "VERSION").read_text(encoding="utf-8") == version
+
+
+# --- snapshots that must never be served -------------------------------------------
+
+
+def _broken_start(directory, snapshot):
+    store = PolicyStore(directory, snapshot)
+    with pytest.raises(PolicyError) as raised:
+        store.reload(START)
+    return store, raised.value
+
+
+def test_a_snapshot_whose_files_are_not_its_version_is_never_served(tmp_path):
+    directory, snapshot = copy_policies(tmp_path, "policies"), tmp_path / "last-good-policy"
+    PolicyStore(directory, snapshot).reload(START)
+    # the snapshot's files changed behind its VERSION (a partial or tampered save)
+    edit(snapshot / "files" / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 800h")
+    (directory / "access.yaml").write_text(BROKEN_ACCESS, encoding="utf-8")
+    store, error = _broken_start(directory, snapshot)
+    assert store.start_from_snapshot(START, error) is False
+    assert not store.loaded
+
+
+def test_a_snapshot_of_another_policy_directory_is_never_served(tmp_path):
+    snapshot = tmp_path / "last-good-policy"
+    other = copy_policies(tmp_path, "other")
+    edit(other / "workflow.yaml", "max_grant_duration: 8h", "max_grant_duration: 4h")
+    PolicyStore(other, snapshot).reload(START)
+    mine = copy_policies(tmp_path, "mine")
+    (mine / "access.yaml").write_text(BROKEN_ACCESS, encoding="utf-8")
+    store, error = _broken_start(mine, snapshot)
+    assert store.start_from_snapshot(START, error) is False
+    assert not store.loaded
+
+
+def test_a_snapshot_of_the_version_served_is_not_followed_again(tmp_path):
+    """Only news is followed: a snapshot saved anew of the very version served is marked
+    seen, not loaded and recorded as a reload from the snapshot."""
+    directory, snapshot = copy_policies(tmp_path, "policies"), tmp_path / "last-good-policy"
+    a, b = PolicyStore(directory, snapshot), PolicyStore(directory, snapshot)
+    a.reload(START)
+    served = b.reload(START)
+    shutil.rmtree(snapshot)
+    assert a.reload(START).version == served.version  # saved again, under a new id
+    assert b.follow_snapshot(START) is False
+    assert b.current is served
