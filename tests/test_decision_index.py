@@ -292,6 +292,21 @@ def decision_of(index: DecisionIndex, app, clock):
     return answer.allowed, answer.reason
 
 
+def revoke_after_the_first_apply(monkeypatch, app, request_id: str) -> list[bool]:
+    """Make the next DecisionIndex._apply_changes be followed, before it returns, by a
+    revocation committed through another thread. The list returned holds True once done."""
+    original, done = DecisionIndex._apply_changes, []
+
+    def apply_then_revoke(self):
+        original(self)
+        if not done:
+            done.append(True)
+            revoke_from_another_thread(app, request_id)
+
+    monkeypatch.setattr(DecisionIndex, "_apply_changes", apply_then_revoke)
+    return done
+
+
 def test_a_change_committed_while_sync_applies_events_is_read_by_the_next_sync(
     app, api, approved_request, monkeypatch
 ):
@@ -303,20 +318,11 @@ def test_a_change_committed_while_sync_applies_events_is_read_by_the_next_sync(
     assert (
         api.post("/v1/support-requests", "alice", {"tenant_id": "contoso", "title": "t"}).status_code == 201
     )
-    original = DecisionIndex._apply_changes
-    done = []
-
-    def apply_then_revoke(self):
-        original(self)
-        if not done:
-            done.append(True)
-            revoke_from_another_thread(app, approved_request["id"])
-
-    monkeypatch.setattr(DecisionIndex, "_apply_changes", apply_then_revoke)
+    done = revoke_after_the_first_apply(monkeypatch, app, approved_request["id"])
     with app.app_context():
         index.sync()
     assert done
-    monkeypatch.setattr(DecisionIndex, "_apply_changes", original)
+    monkeypatch.undo()
     answer = api.post(DECIDE, CLIENT, read_check()).get_json()
     assert answer["allowed"] is False and answer["reason"] == "no_active_grant", answer
 
@@ -358,20 +364,11 @@ def test_a_change_committed_while_a_warmed_index_is_brought_current_is_read_by_t
         warming.start(clock())
         whole = warming._built(clock())
     assert decision_of(warming, app, clock)[0] is True
-    original = DecisionIndex._apply_changes
-    done = []
-
-    def apply_then_revoke(self):
-        original(self)
-        if not done:
-            done.append(True)
-            revoke_from_another_thread(app, approved_request["id"])
-
-    monkeypatch.setattr(DecisionIndex, "_apply_changes", apply_then_revoke)
+    done = revoke_after_the_first_apply(monkeypatch, app, approved_request["id"])
     with app.app_context():
         warming._put_in_place(whole)
     assert done and not warming.warming
-    monkeypatch.setattr(DecisionIndex, "_apply_changes", original)
+    monkeypatch.undo()
     assert decision_of(warming, app, clock) == (False, "no_active_grant")
 
 
