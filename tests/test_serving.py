@@ -23,7 +23,7 @@ import yaml
 from playhouse.db_url import connect
 
 from service import serve as serve_module
-from service.policy import REPO_POLICY_DIR, policy_version
+from service.policy import MAX_POLICY_FILE_BYTES, REPO_POLICY_DIR, policy_version
 from service.serve import WORKERS_KILL_TIMEOUT, relay_signals
 from tests.conftest import auth, read_check
 from tests.helpers import provider_directory, rsa_key, write_jwks
@@ -621,8 +621,11 @@ def test_a_server_stopped_while_its_workers_build_their_apps_stops_them_at_once(
     policies = tmp_path / "policies"
     shutil.copytree(REPO_POLICY_DIR, policies)
     workflow = policies / "workflow.yaml"
-    padding = "# padding: a policy file that takes a while to load\n" * 30_000
-    workflow.write_text(padding + workflow.read_text())
+    # Just under the policy file size limit (service.policy.MAX_POLICY_FILE_BYTES): over
+    # it, the load fails at once, and the workers would be past building when signalled.
+    line = "# padding: a policy file that takes a while to load\n"
+    room = MAX_POLICY_FILE_BYTES - len(workflow.read_bytes())
+    workflow.write_text(line * (room // len(line)) + workflow.read_text())
     env = served_environment(tmp_path, policies, database_url)
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
