@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from peewee import OperationalError
 
-from models import AccessRequest
+from models import AccessRequest, SupportRequest
 from service.decision_index import LOADED, DecisionIndex, Grant, _collector_paused, chain, chained, seconds
 from service.decisions import Check, decide
 from service.state_signal import ProcessCounter
@@ -107,6 +107,26 @@ def test_a_grant_without_an_expiry_never_allows_and_the_index_still_loads(app, a
         fresh.load(clock())
         answer = decide(policy, fresh, Check(**read_check()), clock(), fresh.provider)
     assert (answer.allowed, answer.reason) == (False, "no_active_grant")
+
+
+def test_a_grant_counts_only_while_its_ticket_is_assigned_to_its_engineer(app, api, clock):
+    """Over HTTP a reassignment completes the grant in the same transaction, so only a
+    row edited by hand reaches this: an approved grant on a ticket now assigned to
+    someone else must not let its engineer read: access is for the ticket's engineer."""
+    request_id = live_grant(api)
+    with app.app_context():
+        ticket_id = AccessRequest.get_by_id(request_id).support_request_id
+        policy = app.extensions["policy_store"].current
+
+        def fresh_decision():
+            fresh = DecisionIndex(ProcessCounter(), policy.timing.retention)
+            fresh.load(clock())
+            answer = decide(policy, fresh, Check(**read_check()), clock(), fresh.provider)
+            return answer.allowed, answer.reason
+
+        assert fresh_decision() == (True, "granted")
+        SupportRequest.update(assigned_engineer="mallory").where(SupportRequest.id == ticket_id).execute()
+        assert fresh_decision() == (False, "no_active_grant")
 
 
 def refuse(name: str):
