@@ -234,11 +234,7 @@ def _load(directory: Path, files: dict[str, bytes | None], version: str, now: da
     workflow, access = documents["workflow.yaml"], documents["access.yaml"]
     _check_permissions(workflow, roles)
     access_rules = _check_access_rules(access)
-    permission_rules = tuple(
-        Rule(f"roles.yaml {role.name}", (role.name, action))
-        for role in roles.values()
-        for action in sorted(role.actions)
-    )
+    permission_rules = _permission_rules(documents["roles.yaml"])
     if len(permission_rules) > MAX_PERMISSION_ROWS:
         problem = f"the roles carry {len(permission_rules):,} actions in all, over {MAX_PERMISSION_ROWS:,}"
         raise PolicyValidationError("roles.yaml", "roles", problem)
@@ -503,6 +499,19 @@ def _build_roles(document: dict) -> tuple[dict[str, Role], dict[str, str]]:
             problem = f"{name!r} is the template id of {owner!r}"
             raise PolicyValidationError("roles.yaml", f"roles[{index}].name", problem)
     return roles, by_template
+
+
+def _permission_rules(document: dict) -> tuple[Rule, ...]:
+    """One p row per role and action it carries, named by the action's place in
+    roles.yaml (its first, if listed twice): a load error about a row names that place."""
+    rules: list[Rule] = []
+    for index, entry in enumerate(document["roles"]):
+        places: dict[str, int] = {}
+        for place, action in enumerate(entry["actions"]):
+            places.setdefault(action, place)
+        source = f"roles.yaml roles[{index}].actions"
+        rules += [Rule(f"{source}[{places[action]}]", (entry["name"], action)) for action in sorted(places)]
+    return tuple(rules)
 
 
 def _check_permissions(workflow: dict, roles: dict[str, Role]) -> None:

@@ -851,8 +851,11 @@ def test_a_key_pattern_with_a_star_before_its_end_is_refused(tmp_path):
     edit(directory, "permissions.conf", PERMISSIONS_MATCHER, key_matcher)
     read = "      - supportAccess/diagnostics/read\n"
     edit(directory, "roles.yaml", read, read + "      - supportAccess/*/read\n")
+    roles = yaml.safe_load((directory / "roles.yaml").read_text())["roles"]
+    index = next(i for i, role in enumerate(roles) if role["name"] == "Support Engineer")
+    place = f"roles[{index}].actions[{roles[index]['actions'].index('supportAccess/*/read')}]"
     assert load_error(directory) == (
-        "roles.yaml: Support Engineer: 'supportAccess/*/read' has a * before its end "
+        f"roles.yaml: {place}: 'supportAccess/*/read' has a * before its end "
         "(keyMatch in permissions.conf ignores all that follows the first *)"
     )
 
