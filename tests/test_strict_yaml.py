@@ -243,3 +243,93 @@ def test_a_mapping_merged_before_it_is_built_is_not_taken_for_a_key_twice(read):
     `c` merged it, held b's `k` beside its own and was refused."""
     text = "b: &b {k: 1}\nx:\n  y: &a {<<: *b, k: 2}\nc: {<<: *a}\n"
     assert read(text) == {"b": {"k": 1}, "x": {"y": {"k": 2}}, "c": {"k": 2}}
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_aliases_that_add_exactly_the_bound_still_read(read):
+    """The bound is what aliases may add: two repeats of 500,000 characters add 1,000,000."""
+    text = f"a: &s {'x' * 500_000}\nb: *s\nc: *s\n"
+    assert read(text) == {"a": "x" * 500_000, "b": "x" * 500_000, "c": "x" * 500_000}
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_aliases_used_as_keys_count_toward_the_bound(read):
+    """A key is read as much as a value is (a schema check names it in its message)."""
+    text = f"a: &s {'x' * 600_000}\nb: {{*s : 1}}\nc: {{*s : 1}}\n"
+    assert refusal(read, text) == (
+        "line 3, column 4: invalid YAML: aliases expand the document by more than 1,000,000 characters"
+    )
+
+
+def nested_repeats(first: str, levels: int) -> str:
+    """`first` as l0, then each level a list of ten aliases of the level before."""
+    lines = [f"l0: &l0 {first}"]
+    for level in range(1, levels + 1):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_aliases_of_empty_lists_count_one_per_list(read):
+    """No string in it, yet a million lists for every reader to walk."""
+    assert refusal(read, nested_repeats("[]", 6)) == (
+        "line 7, column 5: invalid YAML: aliases expand the document by more than 1,000,000 characters"
+    )
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_aliases_of_empty_strings_count_one_per_string(read):
+    assert refusal(read, nested_repeats("[" + ", ".join(["''"] * 9) + "]", 5)) == (
+        "line 6, column 5: invalid YAML: aliases expand the document by more than 1,000,000 characters"
+    )
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_a_hundred_levels_of_nesting_through_aliases_still_read(read):
+    """The document (one level) holds b's 49 levels, which hold a's 50: a hundred in all."""
+    text = f"a: &a {'[' * 50}1{']' * 50}\nb: {'[' * 49}*a{']' * 49}\n"
+    a = 1
+    for _ in range(50):
+        a = [a]
+    b = a
+    for _ in range(49):
+        b = [b]
+    assert read(text) == {"a": a, "b": b}
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_an_unhashable_key_is_a_yaml_error_at_its_place(read):
+    assert refusal(read, "a: 1\nb: {[x]: 1}\n") == "line 2, column 5: invalid YAML: found unhashable key"
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_a_node_holding_itself_deeper_down_is_refused_where_the_alias_is(read):
+    message = refusal(read, "a: &loop [1, [2, *loop]]\n")
+    assert message == "line 1, column 14: invalid YAML: an alias refers to a node that holds it"
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+def test_a_hundred_and_one_levels_of_nesting_are_refused(read):
+    """The document (one level) holds a hundred levels of lists."""
+    message = refusal(read, "a: " + "[" * 100 + "]" * 100 + "\n")
+    assert message == "line 1, column 103: invalid YAML: nested deeper than 100 levels"
+
+
+@needs_libyaml
+def test_a_file_of_many_collections_each_shallow_parses_with_libyaml(monkeypatch):
+    """Depth is how deep collections nest, not how many there are: a directory file of
+    many tenants is a large file for libyaml, not for the pure-Python parser."""
+
+    def pure_python(text):
+        raise AssertionError("parsed by the pure-Python loader")
+
+    monkeypatch.setattr(strict_yaml, "load", pure_python)
+    tenants = [{"id": f"t{n}", "name": f"Tenant {n}"} for n in range(150)]
+    text = "tenants:\n" + "".join(f"  - {{id: t{n}, name: Tenant {n}}}\n" for n in range(150))
+    assert strict_yaml.load_large(text) == {"tenants": tenants}
+
+
+@pytest.mark.parametrize("read", [strict_yaml.load, strict_yaml.load_large])
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "---\n"])
+def test_an_empty_document_reads_as_none(read, text):
+    assert read(text) is None
