@@ -254,3 +254,94 @@ def test_without_a_decision_log_it_asks_for_a_requests_file(app, runner, old_dir
     result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir)])
     assert result.exit_code == 2, result.output
     assert "no decision log" in result.output and "--log" in result.output
+
+
+def test_a_shorter_retention_shows_a_closed_ticket_explained_no_more(
+    runner, api, clock, approved_request, old_dir, tmp_path
+):
+    """Both policies decide against what the longer retention keeps: under 30 days a
+    ticket closed two days ago explains the deny, under one day it no longer does."""
+    ticket = approved_request["support_request_id"]
+    assert api.post(f"/v1/support-requests/{ticket}/close", "eve").status_code == 200
+    clock.advance(days=2)
+    requests = tmp_path / "requests.yaml"
+    requests.write_text(yaml.safe_dump([read_check()]), encoding="utf-8")
+    new_dir = copy_policies(tmp_path, "new")
+    edit(new_dir / "workflow.yaml", "retention: 30d", "retention: 1d")
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(new_dir), "--log", str(requests)])
+    assert result.exit_code == 1, result.output
+    assert groups(result.output) == {
+        "deny (support_request_closed) -> deny (no_active_grant)": [
+            "eve read diagnostics/signInLogs in contoso"
+        ]
+    }
+
+
+def test_the_largest_group_of_changes_is_listed_first(runner, approved_request, old_dir, tmp_path):
+    requests = tmp_path / "requests.yaml"
+    checks = [read_check(), read_check(principal="frank"), read_check(tenant_id="fabrikam")]
+    requests.write_text(yaml.safe_dump(checks), encoding="utf-8")
+    new_dir = copy_policies(tmp_path, "new")
+    edit(new_dir / "access.yaml", "  - signInLogs\n", "")
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(new_dir), "--log", str(requests)])
+    assert result.exit_code == 1, result.output
+    assert list(groups(result.output)) == [
+        "deny (no_active_grant) -> deny (category_not_allowed)",  # 2
+        "allow (granted) -> deny (category_not_allowed)",  # 1
+    ]
+
+
+@pytest.mark.parametrize(
+    ("count", "more"), [(20, None), (21, "    ... and 1 more"), (25, "    ... and 5 more")]
+)
+def test_a_group_lists_twenty_decisions_and_counts_the_rest(
+    runner, approved_request, old_dir, tmp_path, count, more
+):
+    requests = tmp_path / "requests.yaml"
+    checks = [read_check(principal="frank", support_request_id=f"t{n}") for n in range(count)]
+    requests.write_text(yaml.safe_dump(checks), encoding="utf-8")
+    new_dir = copy_policies(tmp_path, "new")
+    edit(new_dir / "access.yaml", "  - signInLogs\n", "")
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(new_dir), "--log", str(requests)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    header = lines.index(f"  deny (no_active_grant) -> deny (category_not_allowed): {count}")
+    listed = lines[header + 1 :]
+    assert listed[:20] == [f"    frank read diagnostics/signInLogs in contoso ticket t{n}" for n in range(20)]
+    assert listed[20:] == ([more] if more else [])
+
+
+def test_a_decision_log_named_jsonl_is_read_as_json_lines(runner, approved_request, old_dir, tmp_path):
+    log = tmp_path / "decisions.jsonl"
+    log.write_text("".join(json.dumps({"input": check}) + "\n" for check in REQUESTS), encoding="utf-8")
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir), "--log", str(log)])
+    assert result.exit_code == 0, result.output
+    assert f"replayed {len(REQUESTS)} decisions" in result.output
+
+
+def test_a_yaml_file_whose_name_only_contains_log_is_read_as_yaml(
+    runner, approved_request, old_dir, tmp_path
+):
+    requests = tmp_path / "weekly.login-checks.yaml"
+    requests.write_text(yaml.safe_dump(REQUESTS), encoding="utf-8")
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir), "--log", str(requests)])
+    assert result.exit_code == 0, result.output
+    assert f"replayed {len(REQUESTS)} decisions" in result.output
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "just a string",
+        {"principal": "eve", "tenant_id": "contoso", "action": "read"},  # no resource
+        {"principal": 7, "tenant_id": "contoso", "action": "read", "resource": "diagnostics/signInLogs"},
+    ],
+    ids=["not a mapping", "no resource", "a number for a principal"],
+)
+def test_an_entry_that_is_no_decision_request_is_a_usage_error_naming_it(runner, old_dir, tmp_path, entry):
+    requests = tmp_path / "requests.yaml"
+    requests.write_text(yaml.safe_dump([read_check(), entry]), encoding="utf-8")
+    result = runner.invoke(args=["policy", "diff", str(old_dir), str(old_dir), "--log", str(requests)])
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert result.exit_code == 2, result.output
+    assert f"{requests}: entry 1: not a decision request" in result.output
