@@ -78,3 +78,49 @@ def test_other_databases_are_left_to_checkpoint_themselves(monkeypatch, caplog):
 
     assert "WAL checkpoint failed" not in caplog.text
     assert postgres.is_closed()
+
+
+class FakeMonotonic:
+    """The checkpointer's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeMonotonic:
+    fake = FakeMonotonic()
+    monkeypatch.setattr(checkpointer, "time", fake)
+    return fake
+
+
+def test_the_first_checkpoint_waits_an_interval_from_the_start(db, clock):
+    due = Checkpointer(db)
+    write(db)
+    before = sizes(db)
+    due.checkpoint_if_due()  # no time has passed
+    write(db)
+    database_after, log_after = sizes(db)
+    assert database_after == before[0] and log_after > before[1]
+
+
+def test_after_a_checkpoint_the_next_waits_a_whole_interval(db, clock, monkeypatch):
+    monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 10.0)
+    due = Checkpointer(db)
+    clock.now += 10.0
+    write(db)
+    due.checkpoint_if_due()  # due: copies the log
+    write(db)  # starts the log afresh
+    database_before, log_before = sizes(db)
+    clock.now += 5.0
+    due.checkpoint_if_due()  # not due yet
+    write(db)
+    database_after, log_after = sizes(db)
+    assert database_after == database_before and log_after > log_before
+    clock.now += 5.0
+    due.checkpoint_if_due()  # a whole interval since the last: due
+    write(db)
+    assert sizes(db)[0] > database_after
