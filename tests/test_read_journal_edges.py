@@ -1,20 +1,25 @@
 """Edge cases of the read journal (service/read_journal.py): races with stopping writers,
-several journal directories on one database, partial rounds, failures on the way."""
+several journal directories on one database, partial rounds, failures on the way; and
+the importer's own process (service/read_importer.py): when it stops, waits or goes on."""
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import random
 import shutil
+import signal
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
+import peewee
 import pytest
 
 from models import database, transaction
-from service import audit, create_app, read_journal
-from tests.conftest import START, read_check
+from service import audit, create_app, read_importer, read_journal
+from tests.conftest import SECRET, START, read_check
 from tests.test_read_journal import chain, flush, journal_dir, read_events, read_ids, write_records
 
 
@@ -323,3 +328,120 @@ def test_a_reader_after_the_writers_stopped_leaves_the_journal_empty(app, api, a
     restart_writer(app)
     assert app.test_cli_runner().invoke(args=["audit", "verify"]).exit_code == 0
     assert not list(journal_dir(app).glob("*.jsonl"))
+
+
+class Stopped(Exception):
+    """Raised by a stand-in where the importer should not have got to."""
+
+
+def importer_setup(monkeypatch, database_url: str, journal, server_pid: int) -> dict:
+    """`python -m service.read_importer`'s environment, as service/serve.py sets it; the
+    signal handlers it installs are kept in the returned dict (pytest keeps its own)."""
+    monkeypatch.setenv("SUPPORT_ACCESS_DATABASE_URL", database_url)
+    monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", SECRET)
+    monkeypatch.setenv("SUPPORT_ACCESS_READ_JOURNAL_DIR", str(journal))
+    monkeypatch.setenv("SUPPORT_ACCESS_SERVER_PID", str(server_pid))
+    handlers = {}
+    monkeypatch.setattr(
+        read_importer.signal, "signal", lambda number, handler: handlers.setdefault(number, handler)
+    )
+    return handlers
+
+
+def test_an_importer_whose_server_has_already_stopped_ends_without_opening_the_store(monkeypatch, tmp_path):
+    """The server ended before the importer got going: its parent is no longer the server
+    named in SUPPORT_ACCESS_SERVER_PID (it is init, or whoever adopted it)."""
+
+    def connect(url: str, background_checkpoints: bool):
+        raise Stopped
+
+    monkeypatch.setattr(read_importer, "connect_database", connect)
+    importer_setup(monkeypatch, f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "reads", os.getpid())
+    read_importer.main()  # returns: no Stopped
+    assert not (tmp_path / "reads").exists()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_the_importer_stops_on_a_signal_while_it_waits_for_the_store(monkeypatch, tmp_path, stop):
+    attempts = []
+
+    def connect(url: str, background_checkpoints: bool):
+        attempts.append(url)
+        if len(attempts) > 1:
+            raise Stopped  # the signal did not stop it
+        raise peewee.OperationalError("unable to open database file")
+
+    def sleep(seconds):  # the signal arrives while the importer waits to try again
+        handlers[stop](stop, None)
+
+    monkeypatch.setattr(read_importer, "connect_database", connect)
+    monkeypatch.setattr(read_importer, "time", SimpleNamespace(sleep=sleep))
+    handlers = importer_setup(
+        monkeypatch, f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "reads", os.getppid()
+    )
+    read_importer.main()
+    assert len(attempts) == 1
+    assert handlers[signal.SIGHUP] is signal.SIG_IGN  # a hangup to the server's group is the server's
+
+
+def test_the_importer_ends_on_a_database_error_that_is_no_store_failure(monkeypatch, tmp_path):
+    """Only a store that cannot be opened is waited for; anything else is a bug to show."""
+    attempts = []
+
+    def connect(url: str, background_checkpoints: bool):
+        attempts.append(url)
+        if len(attempts) > 1:
+            raise Stopped  # tried again
+        raise peewee.ProgrammingError("no such table: audit_event")
+
+    monkeypatch.setattr(read_importer, "connect_database", connect)
+    monkeypatch.setattr(read_importer, "time", SimpleNamespace(sleep=lambda seconds: None))
+    importer_setup(monkeypatch, f"sqlite:///{tmp_path / 'store.db'}", tmp_path / "reads", os.getppid())
+    with pytest.raises(peewee.ProgrammingError):
+        read_importer.main()
+    assert len(attempts) == 1
+
+
+def run_importer_one_round(monkeypatch, app, journal) -> list:
+    """Run the importer's main() on the app's database until its first round is done,
+    then stop it as SIGTERM does. Returns the rounds' results."""
+    handlers = importer_setup(monkeypatch, app.config["DATABASE_URL"], journal, os.getppid())
+    rounds = []
+
+    class StopsAfterOneRound(read_journal.Importer):
+        def round(self, seen):
+            rounds.append(super().round(seen))
+            handlers[signal.SIGTERM](signal.SIGTERM, None)
+            return rounds[-1]
+
+    monkeypatch.setattr(read_importer, "Importer", StopsAfterOneRound)
+    read_importer.main()
+    return rounds
+
+
+def test_the_importer_imports_the_journal_while_its_server_runs(monkeypatch, app):
+    directory = journal_dir(app)
+    write_records(directory, "100-1.jsonl", read_events(3))  # a writer that has stopped
+    rounds = run_importer_one_round(monkeypatch, app, directory)
+    assert len(rounds) == 1
+    assert read_ids(chain(app)) == ["d-0", "d-1", "d-2"]
+
+
+def test_the_importer_makes_a_journal_directory_not_made_yet(monkeypatch, app, tmp_path):
+    """No allowed read yet: no worker has made the directory the importer holds its lease in."""
+    directory = tmp_path / "not-yet" / "reads"
+    assert len(run_importer_one_round(monkeypatch, app, directory)) == 1
+    assert directory.is_dir()
+
+
+def test_a_legacy_journal_that_cannot_be_imported_does_not_stop_the_importer(monkeypatch, app, caplog):
+    def locked(database_url, instance_path):
+        raise peewee.OperationalError("database is locked")
+
+    monkeypatch.setattr(read_importer, "import_legacy_journal", locked)
+    directory = journal_dir(app)
+    write_records(directory, "100-1.jsonl", read_events(1))
+    with caplog.at_level(logging.WARNING):
+        rounds = run_importer_one_round(monkeypatch, app, directory)
+    assert len(rounds) == 1 and read_ids(chain(app)) == ["d-0"]
+    assert "could not be imported: database is locked" in caplog.text
