@@ -75,6 +75,21 @@ def test_an_escaped_dollar_is_a_dollar_sign():
     assert validator.is_valid("a$") and not validator.is_valid("a") and not validator.is_valid("a$\n")
 
 
+def test_a_dollar_after_an_escaped_backslash_ends_the_string():
+    """`^a\\\\$` is an a, a backslash, then the end: not also before a final newline."""
+    validator = EcmaValidator({"pattern": "^a\\\\$"})
+    assert validator.is_valid("a\\") and not validator.is_valid("a\\\n")
+
+
+def test_a_dollar_in_a_set_is_a_dollar_sign():
+    """In a [] set `$` is one of its characters (before, it became an invalid `[\\Z]`)."""
+    validator = EcmaValidator({"pattern": "^[$]$"})
+    assert validator.is_valid("$") and not validator.is_valid("$\n") and not validator.is_valid("a")
+    assert EcmaValidator({"pattern": "^[a$]+$"}).is_valid("a$a") and not EcmaValidator(
+        {"pattern": "^[^$]+$"}
+    ).is_valid("a$")
+
+
 def test_a_mismatch_names_the_value_and_the_pattern():
     errors = list(EcmaValidator({"pattern": "^[a-z]+$"}).iter_errors("Read"))
     assert [error.message for error in errors] == ["'Read' does not match '^[a-z]+$'"]
