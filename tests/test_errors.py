@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import io
 import json
+import logging
 import os
 import shutil
 import threading
@@ -249,6 +251,86 @@ def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_413(
         assert answer.status_code == expected, (len(data), answer.get_data(as_text=True)[:300])
         if expected == 413:
             assert_error_body(answer, 413)
+
+
+# --- a body left unread by an error answer (service/unread_body.py) ----------------------
+
+
+class ClientGone(io.RawIOBase):
+    """A request body whose client went away while it was being sent."""
+
+    def read(self, size=-1):
+        raise ConnectionResetError("client gone")
+
+
+def _post_unread(client, url: str, who: str | None, stream, length: int | None, media="text/plain"):
+    """POST with `stream` as the body's input, as a server that ends the stream itself
+    (granian: wsgi.input_terminated) hands it over; `length` None sends it chunked."""
+    headers = auth(who, "fabrikam") if who else {}
+    if length is None:
+        headers["Transfer-Encoding"] = "chunked"
+    overrides = {
+        "wsgi.input": stream,
+        "wsgi.input_terminated": True,
+        "CONTENT_LENGTH": "" if length is None else str(length),
+    }
+    return client.post(url, content_type=media, headers=headers, environ_overrides=overrides)
+
+
+@pytest.mark.parametrize("status", [415, 503])
+def test_a_body_left_unread_by_an_error_is_read_to_its_end_for_a_caller_with_a_valid_token(
+    app, client, status
+):
+    """Left in the socket, the body makes the server's close a reset, and the client meets
+    a broken pipe instead of the error: a 4xx or a 5xx answered before the body is read."""
+
+    def store_down():
+        raise peewee.OperationalError("unable to open database file")
+
+    app.add_url_rule("/v1/_test_store_down", "store_down", store_down, methods=["POST"])
+    url, media = ("/v1/decisions/batch", "text/plain") if status == 415 else ("/v1/_test_store_down", None)
+    data = b"x" * (3 * 1024 * 1024)
+    stream = io.BytesIO(data)
+
+    answer = _post_unread(client, url, "diag-tool", stream, len(data), media)
+
+    assert_error_body(answer, status)
+    assert stream.tell() == len(data)
+
+
+def test_a_body_left_unread_is_not_read_for_a_caller_without_a_valid_token(client):
+    """Reading has no time limit: a connection that sends headers and then nothing would
+    hold a worker's thread, so only an authenticated caller's body is read."""
+    data = b"x" * 1024
+    stream = io.BytesIO(data)
+    assert_error_body(_post_unread(client, "/v1/decisions/batch", None, stream, len(data)), 401)
+    assert stream.tell() == 0
+
+
+def test_a_declared_body_of_up_to_the_drain_limit_is_read_and_a_larger_one_is_left(client):
+    """Past DRAIN_LIMIT the connection is cut instead: reading an attacker's gigabyte would
+    cost more than a client that only overshot the 2 MiB limit loses."""
+    from service.unread_body import DRAIN_LIMIT
+
+    for length, read in ((DRAIN_LIMIT, DRAIN_LIMIT), (DRAIN_LIMIT + 1, 0)):
+        stream = io.BytesIO(b"x" * length)
+        answer = _post_unread(client, "/v1/decisions/batch", "diag-tool", stream, length)
+        assert_error_body(answer, 415)
+        assert stream.tell() == read, length
+
+
+def test_a_chunked_body_left_unread_is_read_only_up_to_the_drain_limit(client):
+    from service.unread_body import DRAIN_LIMIT
+
+    stream = io.BytesIO(b"x" * (DRAIN_LIMIT + 1024 * 1024))
+    assert_error_body(_post_unread(client, "/v1/decisions/batch", "diag-tool", stream, None), 415)
+    assert stream.tell() == DRAIN_LIMIT
+
+
+@pytest.mark.parametrize("length", [100, None])
+def test_a_client_gone_while_its_unread_body_is_read_still_gets_the_error_answer(client, length):
+    answer = _post_unread(client, "/v1/decisions/batch", "diag-tool", ClientGone(), length)
+    assert assert_error_body(answer, 415)["code"] == "unsupported_media_type"
 
 
 def test_an_action_whose_body_may_be_left_out_still_refuses_unknown_fields(api, ticket):
