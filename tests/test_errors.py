@@ -429,6 +429,22 @@ def test_a_percent_escaped_path_that_is_not_utf8_is_400_under_the_development_se
         assert not [tenant.id for tenant in Tenant.select() if tenant.id.startswith("zz")]
 
 
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("/v1/support-requests/a%00b", None),
+        ("/v1/audit-events?tenant_id=fab%00rikam", None),
+        ("/", "/v1/support-requests/x\xff"),
+    ],
+)
+def test_a_bad_url_without_a_valid_token_is_a_401_not_a_400(client, url, path):
+    """Every /v1 call is authenticated first: a caller without a token learns nothing,
+    not even how its URL was read."""
+    overrides = {"PATH_INFO": path} if path else {}
+    answer = client.get(url, environ_overrides=overrides)
+    assert assert_error_body(answer, 401)["code"] == "missing_token"
+
+
 def test_a_url_with_valid_utf8_beyond_ascii_still_works(api):
     tenant = "m\u00fcller-\u6771\u4eac"  # sent percent-encoded, as UTF-8
     answer = api.put(f"/v1/tenants/{tenant}", "ops", {"name": "M"})
@@ -478,6 +494,42 @@ def test_a_batch_far_over_its_size_is_refused_for_its_size(client):
 def test_odd_query_values_are_400(client, query):
     answer = client.get(f"/v1/audit-events?tenant_id=contoso&{query}", headers=auth("alice"))
     assert assert_error_body(answer, 400)["code"] == "invalid_query"
+
+
+def test_audit_limit_takes_one_to_its_maximum_and_nothing_outside(client):
+    from service.api.audit import DEFAULT_LIMIT
+
+    for limit, status in ((1, 200), (DEFAULT_LIMIT, 200), (0, 400), (DEFAULT_LIMIT + 1, 400)):
+        answer = client.get(f"/v1/audit-events?tenant_id=contoso&limit={limit}", headers=auth("alice"))
+        assert answer.status_code == status, (limit, answer.get_json())
+        if status == 400:
+            assert assert_error_body(answer, 400)["code"] == "invalid_query"
+
+
+def test_audit_activity_takes_as_many_different_values_as_its_maximum(client):
+    from service.api.audit import MAX_ACTIVITIES
+
+    query = "&".join(f"activity=made.up{n}" for n in range(MAX_ACTIVITIES))
+    answer = client.get(f"/v1/audit-events?tenant_id=contoso&{query}", headers=auth("alice"))
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["items"] == []
+
+
+def test_an_empty_activity_filter_is_no_filter(client):
+    """`activity=` (a form's empty field) names no activity: the whole view, not none of it."""
+    everything = client.get("/v1/audit-events?tenant_id=contoso", headers=auth("alice")).get_json()["items"]
+    assert everything  # the directory import
+    answer = client.get("/v1/audit-events?tenant_id=contoso&activity=", headers=auth("alice"))
+    assert answer.status_code == 200 and answer.get_json()["items"] == everything
+
+
+def test_since_takes_a_lower_case_z_as_utc(client):
+    """RFC 3339 allows `z` for `Z`; the same time either way."""
+    url = "/v1/audit-events?tenant_id=contoso&since="
+    upper = client.get(url + "2026-11-02T08:00:00Z", headers=auth("alice"))
+    lower = client.get(url + "2026-11-02T08:00:00z", headers=auth("alice"))
+    assert upper.status_code == lower.status_code == 200, lower.get_json()
+    assert lower.get_json()["items"] == upper.get_json()["items"] != []
 
 
 def test_an_odd_content_length_on_the_decision_fast_path_is_not_a_500(client):
@@ -663,6 +715,35 @@ def test_unexpected_exception_is_json_500_without_traceback(app, client):
     answer = client.get("/v1/_test_explode", headers=auth("ops"))
     error = assert_error_body(answer, 500)
     assert "secret internals" not in error["message"]
+
+
+def test_an_unexpected_exception_goes_to_the_service_log_with_its_trace(app, client, caplog):
+    """The 500 says "see the service log": what happened must be there, for the operator."""
+    caplog.set_level(logging.ERROR, logger="support_access")
+
+    def explode():
+        raise RuntimeError("what went wrong in here")
+
+    app.add_url_rule("/v1/_test_explode", "explode", explode)
+    assert_error_body(client.get("/v1/_test_explode", headers=auth("ops")), 500)
+    logged = [r for r in caplog.records if r.name == "support_access" and r.levelno == logging.ERROR]
+    assert logged and logged[-1].exc_info, [r.getMessage() for r in caplog.records]
+    assert "what went wrong in here" in str(logged[-1].exc_info[1])
+
+
+def test_a_store_failure_goes_to_the_service_log_with_its_cause(app, client, caplog):
+    """The 503 tells the caller only that the store is unavailable; the operator's log
+    says why."""
+    caplog.set_level(logging.ERROR, logger="support_access")
+
+    def fail():
+        raise peewee.OperationalError("disk I/O error on the store")
+
+    app.add_url_rule("/v1/_test_store_error", "store_error", fail)
+    answer = client.get("/v1/_test_store_error", headers=auth("ops"))
+    assert assert_error_body(answer, 503)["code"] == "store_unavailable"
+    messages = [r.getMessage() for r in caplog.records if r.name == "support_access"]
+    assert any("disk I/O error on the store" in m for m in messages), messages
 
 
 @pytest.mark.parametrize(
