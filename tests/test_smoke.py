@@ -41,8 +41,8 @@ def zone_west_of_utc(monkeypatch):
 def test_on_the_system_clock_times_are_utc_whatever_the_machines_zone(tmp_path, zone_west_of_utc):
     """Production runs on the system clock (no CLOCK set): a local time taken for UTC would
     store every time shifted by the zone's offset, and read them back so."""
-    config = app_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", SECRET, POLICY_DIR=str(REPO_POLICY_DIR))
-    app = create_app(config)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    app = create_app(app_config(tmp_path, url, SECRET, POLICY_DIR=str(REPO_POLICY_DIR)))
     imported = app.test_cli_runner().invoke(args=["directory", "import", str(DIRECTORY_FILE)])
     assert imported.exit_code == 0, imported.output
     api = Api(app.test_client())
