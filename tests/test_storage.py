@@ -84,6 +84,13 @@ def test_commits_checkpoint_the_log_often_unless_a_background_thread_does(
         assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == pages
 
 
+def test_a_sqlite_store_keeps_a_write_ahead_log(tmp_path, restore_database):
+    """Readers (decisions' index syncs, `audit verify`) do not wait behind a writer."""
+    connect_database(f"sqlite:///{tmp_path / 'store.db'}")
+    with database.connection_context():
+        assert database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def _open(url: str, barrier) -> None:
     barrier.wait(timeout=30)
     connect_database(url, background_checkpoints=True)  # an exception ends the process with 1
