@@ -135,6 +135,91 @@ def test_a_corrupt_store_at_start_is_up_but_not_ready(corrupt):
     assert client.get("/readyz").status_code == 200
 
 
+class FakeMonotonic:
+    """starting.time, with a monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def paced(tmp_path, monkeypatch):
+    """As `unopenable`, with its retry interval (1 s) on a clock the test moves."""
+    clock = FakeMonotonic()
+    monkeypatch.setattr(starting, "time", clock)
+    folder = tmp_path / "not-yet"
+    config = app_config(
+        tmp_path, f"sqlite:///{folder / 'store.db'}", SECRET, READ_JOURNAL_DIR=str(tmp_path / "journal")
+    )
+    return create_app(config), folder, clock
+
+
+def test_the_real_app_is_tried_again_only_a_second_after_the_start(paced):
+    app, folder, clock = paced
+    client = app.test_client()
+    folder.mkdir()  # the store could be opened from now on
+
+    clock.now += 0.5
+    assert client.get("/readyz").status_code == 503  # not tried again yet
+    clock.now += 0.6
+    assert client.get("/readyz").status_code == 200
+
+
+def test_after_a_failed_attempt_the_next_waits_another_second(paced):
+    app, folder, clock = paced
+    client = app.test_client()
+    clock.now += 1.1
+    assert client.get("/readyz").status_code == 503  # tried, and failed: no folder yet
+    folder.mkdir()
+
+    clock.now += 0.5
+    assert client.get("/readyz").status_code == 503
+    clock.now += 0.6
+    assert client.get("/readyz").status_code == 200
+
+
+def test_once_built_the_real_app_is_not_built_again(paced, monkeypatch):
+    import service
+
+    app, folder, clock = paced
+    built = []
+    build = service.build_app
+
+    def counting(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(service, "build_app", counting)
+    client = app.test_client()
+    folder.mkdir()
+    for _ in range(3):
+        clock.now += 1.1
+        assert client.get("/readyz").status_code == 200
+    assert len(built) == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE"])
+def test_every_method_answers_503_json_while_the_store_cannot_be_opened(unopenable, method):
+    """Not a 405 page for a method the stand-in forgot: a client retries a 503."""
+    app, _, _ = unopenable
+    url = "/v1/tenants/contoso/role-assignments/bob/Global%20Administrator"
+    body = None if method == "GET" else {}
+    answer = app.test_client().open(url, method=method, json=body, headers=auth("ops"))
+    assert answer.status_code == 503 and answer.mimetype == "application/json", answer.get_data(as_text=True)
+    assert answer.get_json()["error"]["code"] == "store_unavailable"
+
+
+@pytest.mark.parametrize(("path", "page"), [("/admin", True), ("/admin/requests", True), ("/admins", False)])
+def test_only_the_admin_pages_answer_html_while_the_store_cannot_be_opened(unopenable, path, page):
+    app, _, _ = unopenable
+    answer = app.test_client().get(path)
+    assert answer.status_code == 503
+    assert answer.mimetype == ("text/html" if page else "application/json"), answer.get_data(as_text=True)
+
+
 def test_the_read_importer_waits_for_a_store_that_is_not_a_database(monkeypatch):
     """As the workers do: it tries again instead of ending, which would leave the reads
     in the journal until a worker or a reader imports them."""
@@ -188,7 +273,7 @@ def test_an_unexpected_error_while_building_the_app_again_stays_a_503(unopenable
     app, folder, _ = unopenable
     folder.mkdir()
 
-    def broken(_config):
+    def broken(*_args):
         raise RuntimeError("a bug while building the app")
 
     monkeypatch.setattr(service, "build_app", broken)
