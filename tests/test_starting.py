@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
+from pathlib import Path
 
 import peewee
 import pytest
@@ -428,3 +430,94 @@ def assert_refused_in_one_line(result, starts: str) -> None:
     assert [line for line in result.output.splitlines() if line.strip()] == [
         next(line for line in result.output.splitlines() if line.startswith(starts))
     ], result.output
+
+
+# --- configuration from the environment --------------------------------------------------------
+
+
+def environment_without_settings(monkeypatch) -> None:
+    """No SUPPORT_ACCESS_* variable but the secret (README "Configuration": the only one required)."""
+    for name in list(os.environ):
+        if name.startswith("SUPPORT_ACCESS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SUPPORT_ACCESS_JWT_SECRET", SECRET)
+
+
+def test_unset_settings_take_the_defaults_the_readme_names(monkeypatch):
+    """The README's "Configuration" table. Read without building the app: that would open
+    (create) the repository's own database."""
+    from service import configured_app
+
+    environment_without_settings(monkeypatch)
+
+    app = configured_app()
+
+    instance = Path(app.instance_path)
+    assert app.config["DATABASE_URL"] == f"sqlite:///{instance / 'support_access.db'}"
+    assert app.config["POLICY_DIR"] == str(REPO_POLICY_DIR)
+    assert app.config["DECISION_LOG"] == str(instance / "decisions.log")
+    assert app.config["POLICY_WATCH_INTERVAL"] == 2
+    assert app.config["POLICY_SNAPSHOT_DIR"] == str(instance / "last-good-policy")
+    assert app.config["PROVIDER_TENANT"] is None
+    assert app.config["JWKS"] is None
+
+
+@pytest.mark.parametrize(("setting", "seconds"), [("0", 0), ("0.1", 0.1), ("2", 2)])
+def test_a_watch_interval_of_0_or_at_least_a_tenth_of_a_second_is_taken(monkeypatch, setting, seconds):
+    """README: "at least 0.1"; "0 turns watching off"."""
+    from service import configured_app
+
+    environment_without_settings(monkeypatch)
+    monkeypatch.setenv("SUPPORT_ACCESS_POLICY_WATCH_INTERVAL", setting)
+
+    assert configured_app().config["POLICY_WATCH_INTERVAL"] == seconds
+
+
+def test_the_session_key_is_the_one_set_else_derived_from_the_jwt_secret(monkeypatch):
+    """SUPPORT_ACCESS_SECRET_KEY, for several machines; unset, a key derived from (and not
+    the same as) the token secret, the same in every process given that secret."""
+    from service import configured_app
+
+    environment_without_settings(monkeypatch)
+    derived = configured_app().secret_key
+    assert derived and derived != SECRET and configured_app().secret_key == derived
+
+    monkeypatch.setenv("SUPPORT_ACCESS_SECRET_KEY", "a-key-shared-by-every-machine")
+
+    assert configured_app().secret_key == "a-key-shared-by-every-machine"
+
+
+# --- the decision log ---------------------------------------------------------------------------
+
+
+def decide_once(config: dict) -> None:
+    """Build the app on `config`, import the directory and ask for one decision."""
+    app = create_app(config)
+    assert app.test_cli_runner().invoke(args=["directory", "import", str(DIRECTORY_FILE)]).exit_code == 0
+    answer = app.test_client().post("/v1/decisions", json=read_check(), headers=auth("diag-tool"))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+
+
+def logged(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_restarted_app_appends_to_the_decision_log(tmp_path):
+    config = app_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", SECRET)
+    decide_once(config)
+    decide_once(config)  # a restart: another process, the same log
+
+    lines = logged(Path(config["DECISION_LOG"]))
+
+    assert len(lines) == 2 and lines[0]["decision_id"] != lines[1]["decision_id"]
+
+
+def test_the_decision_logs_folder_is_made_when_it_does_not_exist(tmp_path):
+    path = tmp_path / "logs" / "support-access" / "decisions.log"
+    decide_once(app_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", SECRET, DECISION_LOG=str(path)))
+    assert len(logged(path)) == 1
+
+
+def test_an_empty_decision_log_setting_logs_nothing_and_decides(tmp_path):
+    decide_once(app_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", SECRET, DECISION_LOG=""))
+    assert not [p for p in tmp_path.rglob("*") if "decision" in p.name]
