@@ -57,6 +57,13 @@ def test_the_process_is_up_but_not_ready_while_the_store_cannot_be_opened(unopen
         assert "not-yet" not in answer.get_json()["error"]["message"]  # no paths or hosts
 
 
+def test_the_service_log_says_why_it_is_not_ready(tmp_path, caplog):
+    """The answers name no path or host (above); the operator finds the cause in the log."""
+    folder = tmp_path / "not-yet"
+    create_app(app_config(tmp_path, f"sqlite:///{folder / 'store.db'}", SECRET))
+    assert f"not ready, retrying: no directory {folder}" in caplog.text, caplog.text
+
+
 def test_the_admin_page_answers_an_html_page_while_the_store_cannot_be_opened(unopenable):
     app, _, _ = unopenable
     answer = app.test_client().get("/admin/login")
@@ -73,7 +80,7 @@ def test_metrics_are_served_while_the_store_cannot_be_opened(unopenable):
     assert "# TYPE python_gc_objects_collected_total counter" in answer.get_data(as_text=True)
 
 
-def test_once_the_store_can_be_opened_the_service_answers(unopenable):
+def test_once_the_store_can_be_opened_the_service_answers(unopenable, caplog):
     app, folder, config = unopenable
     client = app.test_client()
     assert client.get("/readyz").status_code == 503
@@ -81,6 +88,7 @@ def test_once_the_store_can_be_opened_the_service_answers(unopenable):
     folder.mkdir()
 
     assert client.get("/readyz").status_code == 200
+    assert "ready: serving" in caplog.text  # the log says when it is over
     importer = create_app(config).test_cli_runner()  # as an operator's command would
     assert importer.invoke(args=["directory", "import", str(DIRECTORY_FILE)]).exit_code == 0
     assert client.get("/v1/support-requests", headers=auth("bob")).status_code == 200
@@ -285,6 +293,25 @@ def test_an_unexpected_error_while_building_the_app_again_stays_a_503(unopenable
     assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "unavailable"
     assert "bug" not in answer.get_data(as_text=True)
     assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_a_bug_while_building_the_app_again_is_logged_with_its_traceback(unopenable, monkeypatch, caplog):
+    """A store still down is logged in a line; an unexpected error, for a developer, whole."""
+    import service
+
+    app, folder, _ = unopenable
+    client = app.test_client()
+
+    def retries() -> list:
+        return [r for r in caplog.records if r.getMessage().startswith("still not ready: ")]
+
+    assert client.get("/readyz").status_code == 503
+    assert [bool(r.exc_info) for r in retries()] == [False]
+
+    folder.mkdir()
+    monkeypatch.setattr(service, "build_app", lambda *_: 1 / 0)
+    assert client.get("/readyz").status_code == 503
+    assert retries()[-1].exc_info and retries()[-1].exc_info[0] is ZeroDivisionError
 
 
 def _open_new_database(url: str, barrier) -> None:
