@@ -79,6 +79,17 @@ def app_config(tmp_path: Path, database_url: str, secret: str, **extra) -> dict:
     }
 
 
+class FakeMonotonic:
+    """A stand-in for a module's `time`, whose monotonic clock moves only when a test
+    moves `now` (retry intervals and checkpoint intervals without real waits)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
 def parse_time(text: str) -> datetime:
     """An API time (ISO 8601 with a Z)."""
     assert text.endswith("Z"), text

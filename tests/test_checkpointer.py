@@ -11,6 +11,7 @@ import pytest
 
 from service import checkpointer
 from service.checkpointer import Checkpointer
+from tests.helpers import FakeMonotonic
 
 ROWS = 2_000  # ~100 pages of log per write
 
@@ -78,16 +79,6 @@ def test_other_databases_are_left_to_checkpoint_themselves(monkeypatch, caplog):
 
     assert "WAL checkpoint failed" not in caplog.text
     assert postgres.is_closed()
-
-
-class FakeMonotonic:
-    """The checkpointer's clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 @pytest.fixture

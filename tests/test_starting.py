@@ -18,7 +18,7 @@ from service import create_app, read_importer, starting
 from service.errors import ConfigError
 from service.policy import REPO_POLICY_DIR
 from tests.conftest import DIRECTORY_FILE, SECRET, auth, read_check
-from tests.helpers import app_config, corrupt_sqlite_file
+from tests.helpers import FakeMonotonic, app_config, corrupt_sqlite_file
 from tests.postgres import fresh_database
 
 
@@ -143,16 +143,6 @@ def test_a_corrupt_store_at_start_is_up_but_not_ready(corrupt):
     with path.open("r+b") as file:  # repaired
         file.write(header)
     assert client.get("/readyz").status_code == 200
-
-
-class FakeMonotonic:
-    """starting.time, with a monotonic clock that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 @pytest.fixture
