@@ -11,7 +11,7 @@ import yaml
 
 from service.policy import REPO_POLICY_DIR, load_policy
 from service.regex_anchoring import is_anchored
-from service.schema_patterns import EcmaValidator
+from service.schema_patterns import EcmaValidator, python_pattern
 from service.validation import openapi_document
 from tests.helpers import copy_policies, edit, load_error
 
@@ -50,6 +50,19 @@ def test_no_pattern_uses_an_escape_python_reads_differently(name):
 def test_a_dollar_ends_the_string(value, valid):
     assert EcmaValidator({"type": "string", "pattern": "^[a-z]+$"}).is_valid(value) is valid
     assert EcmaValidator({"propertyNames": {"pattern": "^[a-z]+$"}}).is_valid({value: 1}) is valid
+
+
+def test_request_body_patterns_read_alike_by_fastjsonschema_and_the_fast_path():
+    """Request bodies are checked by fastjsonschema (service/validation.py), which makes
+    every `$` after no backslash the end, and decision bodies by the fast path, which reads
+    patterns as python_pattern does. The two differ on a `$` in a [] set or after `\\\\`:
+    the OpenAPI document must hold no such pattern, or one body could pass one check only."""
+    fastjsonschema_reading = re.compile(r"(?<!\\)\$")
+    found = list(patterns(openapi_document()))
+    assert found
+    assert [
+        (where, p) for where, p in found if fastjsonschema_reading.sub(r"\\Z", p) != python_pattern(p)
+    ] == []
 
 
 def test_the_ambiguous_escape_check_finds_one():
