@@ -495,14 +495,16 @@ def transaction(wait: bool = True):
     wait=False: raise WriteLockBusy rather than queue behind another writer.
     """
     db = database.obj
+    # Decided before db.atomic(): peewee runs a nested atomic() as a savepoint, which
+    # transaction_depth() does not count, so inside it a nested block looks outermost too.
+    outermost = db.transaction_depth() == 0
     if not is_sqlite(db):
         with db.atomic():
-            if db.transaction_depth() == 1:
+            if outermost:
                 _lock_writers(db, wait)
                 _begun.count += 1
             yield
         return
-    outermost = db.transaction_depth() == 0
     if outermost:
         _begun.count += 1
     lock = _write_lock.file(db.database) if outermost else None
