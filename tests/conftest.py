@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from models import database
 from service import create_app
 from service.auth import mint_token
 from service.clock import FakeClock
@@ -28,6 +29,19 @@ def clock() -> FakeClock:
 def policy_dir() -> Path:
     """The policy directory the app loads; override in a test module to change it."""
     return REPO_POLICY_DIR
+
+
+@pytest.fixture
+def restore_database():
+    """For tests that point the shared database proxy (models.database) at a store of
+    their own: it is closed (a pool's kept connections too) and put back after."""
+    before = database.obj
+    yield
+    if not database.is_closed():
+        database.close()
+    if hasattr(database.obj, "close_all"):  # a pool keeps the connections handed back
+        database.obj.close_all()
+    database.initialize(before)
 
 
 @pytest.fixture

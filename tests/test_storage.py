@@ -26,16 +26,6 @@ from tests.helpers import DIRECTORY_FILE, app_config
 UNREACHABLE_POSTGRES = "postgresql://support@127.0.0.1:1/support_access"
 
 
-@pytest.fixture
-def restore_database():
-    """These tests point the shared database proxy elsewhere; put it back after."""
-    before = database.obj
-    yield
-    if not database.is_closed():
-        database.close()
-    database.initialize(before)
-
-
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+pool"])
 def test_a_postgresql_url_is_taken_and_a_server_that_cannot_be_reached_is_not_ready(
     tmp_path, monkeypatch, restore_database, scheme

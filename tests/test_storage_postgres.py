@@ -35,14 +35,10 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def store(database_url) -> Iterator[str]:
-    """The schema made on a new database through connect_database; the shared proxy put
-    back (and a pool's connections closed) after."""
-    before = database.obj
+def store(database_url, restore_database) -> str:
+    """The schema made on a new database through connect_database."""
     connect_database(database_url)
-    yield database_url
-    _close_all()
-    database.initialize(before)
+    return database_url
 
 
 def _close_all() -> None:
@@ -188,83 +184,63 @@ def _pooled(url: str) -> str:
 
 
 @pytest.mark.parametrize("pooled", [False, True], ids=["plain", "pooled"])
-def test_making_the_schema_lets_go_of_the_schema_lock(database_url, pooled):
+def test_making_the_schema_lets_go_of_the_schema_lock(database_url, restore_database, pooled):
     """A pooled connection outlives the setup: a schema lock it kept would stop every other
     process's start (connect_database waits for it) for as long as this one runs."""
-    before = database.obj
-    try:
-        connect_database(_pooled(database_url) if pooled else database_url)
+    connect_database(_pooled(database_url) if pooled else database_url)
+    assert _lock_is_free(database_url, SCHEMA_LOCK_KEY)
+    with database.connection_context():  # the connection that made it, from the pool
+        assert Tenant.select().count() == 0
         assert _lock_is_free(database_url, SCHEMA_LOCK_KEY)
-        with database.connection_context():  # the connection that made it, from the pool
-            assert Tenant.select().count() == 0
-            assert _lock_is_free(database_url, SCHEMA_LOCK_KEY)
-        connect_database(database_url)  # opening an existing database takes and lets go of it too
-        assert _lock_is_free(database_url, SCHEMA_LOCK_KEY)
-    finally:
-        _close_all()
-        database.initialize(before)
+    connect_database(database_url)  # opening an existing database takes and lets go of it too
+    assert _lock_is_free(database_url, SCHEMA_LOCK_KEY)
 
 
-def test_a_start_waits_while_another_process_makes_the_schema(database_url):
+def test_a_start_waits_while_another_process_makes_the_schema(database_url, restore_database):
     """CREATE TABLE IF NOT EXISTS is not safe against itself on PostgreSQL: a process does
     not make the schema beside another that holds the schema lock (here it gives up after
     lock_timeout, as the lock is not let go meanwhile), and makes it once that is done."""
-    before = database.obj
-    try:
-        with other_connection(database_url) as connection, connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
-            with pytest.raises(peewee.OperationalError, match="lock timeout"):
-                connect_database(f"{database_url}?options=-c%20lock_timeout%3D1000")
-            _close_all()
-            cursor.execute("SELECT to_regclass('tenant') IS NULL")
-            assert cursor.fetchone()[0], "the schema was made beside the process that holds the lock"
-            cursor.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
-        connect_database(database_url)
-        with database.connection_context():
-            assert Tenant.select().count() == 0
-    finally:
+    with other_connection(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        with pytest.raises(peewee.OperationalError, match="lock timeout"):
+            connect_database(f"{database_url}?options=-c%20lock_timeout%3D1000")
         _close_all()
-        database.initialize(before)
+        cursor.execute("SELECT to_regclass('tenant') IS NULL")
+        assert cursor.fetchone()[0], "the schema was made beside the process that holds the lock"
+        cursor.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+    connect_database(database_url)
+    with database.connection_context():
+        assert Tenant.select().count() == 0
 
 
-def test_a_pooled_connection_the_server_ended_is_replaced_not_used_again(database_url):
+def test_a_pooled_connection_the_server_ended_is_replaced_not_used_again(database_url, restore_database):
     """postgresql+pool:// is replaced as postgresql:// is (a restart or failover ends every
     pooled connection at once)."""
-    before = database.obj
-    try:
-        connect_database(_pooled(database_url))
-        with database.connection_context():
-            Tenant.create(id="contoso", name="Contoso", created_at=START)
-            end_connections(database_url)
-            with contextlib.suppress(peewee.OperationalError, peewee.InterfaceError):
-                Tenant.select().count()  # may fail: it met the loss
-            assert Tenant.select().count() == 1  # on a new connection
-            with transaction():
-                Tenant.create(id="fabrikam", name="Fabrikam", created_at=START)
-        assert database.is_closed()
-        with database.connection_context():
-            assert Tenant.select().count() == 2
-    finally:
-        _close_all()
-        database.initialize(before)
+    connect_database(_pooled(database_url))
+    with database.connection_context():
+        Tenant.create(id="contoso", name="Contoso", created_at=START)
+        end_connections(database_url)
+        with contextlib.suppress(peewee.OperationalError, peewee.InterfaceError):
+            Tenant.select().count()  # may fail: it met the loss
+        assert Tenant.select().count() == 1  # on a new connection
+        with transaction():
+            Tenant.create(id="fabrikam", name="Fabrikam", created_at=START)
+    assert database.is_closed()
+    with database.connection_context():
+        assert Tenant.select().count() == 2
 
 
 @pytest.mark.parametrize("pooled", [False, True], ids=["plain", "pooled"])
-def test_every_connection_bounds_its_waits(database_url, pooled):
+def test_every_connection_bounds_its_waits(database_url, restore_database, pooled):
     """A server that is gone ends a connect, an idle connection and unacknowledged sends
     in seconds, not after TCP's minutes: the connection itself carries each bound."""
-    before = database.obj
-    try:
-        connect_database(_pooled(database_url) if pooled else database_url)
-        with database.connection_context():
-            opened_with = database.connection().get_dsn_parameters()
-        for bound in ("connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count"):
-            assert int(opened_with.get(bound, 0)) > 0, (bound, opened_with)
-        assert opened_with.get("keepalives") == "1", opened_with
-        assert int(opened_with.get("tcp_user_timeout", 0)) > 0, opened_with
-    finally:
-        _close_all()
-        database.initialize(before)
+    connect_database(_pooled(database_url) if pooled else database_url)
+    with database.connection_context():
+        opened_with = database.connection().get_dsn_parameters()
+    for bound in ("connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count"):
+        assert int(opened_with.get(bound, 0)) > 0, (bound, opened_with)
+    assert opened_with.get("keepalives") == "1", opened_with
+    assert int(opened_with.get("tcp_user_timeout", 0)) > 0, opened_with
 
 
 # --- a connection lost inside a transaction ------------------------------------------------------
