@@ -11,12 +11,21 @@ from service.policy import Policy
 # kind can never match.
 ENGINE_ACCESS_KINDS = ("grant", "advanced_diagnostics")
 MANAGE = "manage_support_access"  # the permission an approver needs (service/workflow.py)
+# Permissions the service checks in the provider tenant only (service/viewer.py,
+# workflow.py, decisions.py, decision_endpoint.py), with what they make of a holder.
+PROVIDER_PERMISSIONS = {
+    "work_tickets": "support engineers",
+    "read_diagnostics": "subjects of data-access decisions",
+    "evaluate_decisions": "decision clients",
+    "operate": "operators",
+}
 
 
 def lint(policy: Policy) -> list[str]:
     """Warnings, each naming the file, the place and the problem."""
     return [
         *_unused_roles(policy),
+        *_customer_roles_with_provider_actions(policy),
         *_rules_that_never_match(policy),
         *_duplicate_rules(policy),
         *_scenarios_without_approvers(policy),
@@ -32,6 +41,33 @@ def _unused_roles(policy: Policy) -> list[str]:
         for role in policy.roles.values()
         if role.actions and not role.actions & used
     ]
+
+
+def _customer_roles_with_provider_actions(policy: Policy) -> list[str]:
+    """A customer role may be held in any tenant, the provider's included. An action
+    the service checks only in the provider tenant does nothing in a customer's tenant,
+    and makes the provider's holders of that role (its own Global Administrators, say)
+    engineers or operators as a side effect: provider powers belong in provider roles."""
+    customer_actions = {
+        action for name, action in policy.permissions.items() if name not in PROVIDER_PERMISSIONS
+    }
+    provider_permission_of = {
+        action: name
+        for name, action in policy.permissions.items()
+        if name in PROVIDER_PERMISSIONS and action not in customer_actions
+    }
+    warnings = []
+    for role in policy.roles.values():
+        if role.scope != "customer":
+            continue
+        for action in sorted(role.actions & provider_permission_of.keys()):
+            permission = provider_permission_of[action]
+            warnings.append(
+                f"roles.yaml: {role.name}: a customer role carries {action} (permissions.{permission}), "
+                f"which counts only in the provider tenant: it makes the role's holders there "
+                f"{PROVIDER_PERMISSIONS[permission]}; give it to a provider role"
+            )
+    return warnings
 
 
 def _rules_that_never_match(policy: Policy) -> list[str]:

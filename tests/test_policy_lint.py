@@ -1,5 +1,6 @@
 """Issue 3, point 4: `policy check` validates the schema and lints the policy: a role no
-rule uses, a rule that can never match, a duplicate rule, an approval scenario without
+rule uses, a customer role carrying an action checked only in the provider tenant, a
+rule that can never match, a duplicate rule, an approval scenario without
 an eligible approver role and a support_trail entry naming no audit activity are
 warnings; `--strict` makes them errors (exit code 3). An unanchored regex is refused at
 load (tested here with the anchoring rules)."""
@@ -61,6 +62,14 @@ def unused_role(policy_dir: Path) -> None:
     )
 
 
+def customer_role_with_provider_action(policy_dir: Path) -> None:
+    edit(
+        policy_dir / "roles.yaml",
+        "      - microsoft.directory/auditLogs/allProperties/read\n",
+        "      - microsoft.directory/auditLogs/allProperties/read\n      - supportAccess/service/operate\n",
+    )
+
+
 def duplicate_rule(policy_dir: Path) -> None:
     edit(
         policy_dir / "access.yaml",
@@ -114,6 +123,14 @@ LINT_CASES = {
         [
             "roles.yaml: Widget Administrator: carries contoso.widgets/allEntities/manage "
             "but no permission uses it"
+        ],
+    ),
+    "customer role with a provider action": (
+        customer_role_with_provider_action,
+        [
+            "roles.yaml: Global Administrator: a customer role carries supportAccess/service/operate "
+            "(permissions.operate), which counts only in the provider tenant: it makes the role's "
+            "holders there operators; give it to a provider role"
         ],
     ),
     "duplicate rule": (
@@ -203,6 +220,20 @@ def test_a_role_without_actions_is_not_an_unused_role(tmp_path):
     policy = load_policy(REPO_POLICY_DIR)
     assert policy.roles["Global Reader"].actions == frozenset()
     assert not any("Global Reader" in warning for warning in lint(policy))
+
+
+def test_a_provider_role_may_carry_what_a_customer_tenant_admin_does(tmp_path):
+    """The provider tenant is a tenant too: a provider role that approves or reads its
+    logs there is not a warning; only the other way round is."""
+    policy_dir = copy_policies(tmp_path)
+    edit(
+        policy_dir / "roles.yaml",
+        "      - supportAccess/service/operate\n",
+        "      - supportAccess/service/operate\n"
+        "      - microsoft.azure.supportTickets/allEntities/allTasks\n"
+        "      - microsoft.directory/auditLogs/allProperties/read\n",
+    )
+    assert lint(load_policy(policy_dir)) == []
 
 
 def test_a_category_rule_duplicating_nothing_is_clean(tmp_path):
