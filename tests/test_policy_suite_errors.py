@@ -15,7 +15,7 @@ from service.policy_tests import load_suite, suite_paths
 from tests.helpers import append, copy_policies, edit
 from tests.test_policy_suites import EXIT_INVALID, run_pytest, scratch_on_tmpfs  # noqa: F401 (autouse)
 
-SUITE = "read_only_test.yaml"  # 9 cases: a case appended to it is cases[9]
+SUITE = "read_only_test.yaml"  # 15 cases: a case appended to it is cases[15]
 LIFECYCLE = "lifecycle_test.yaml"  # 16 cases; fixture access requests `granted`, `waiting`
 
 # A case whose second step is `step` (the first one is fine).
@@ -49,17 +49,17 @@ BROKEN = {
     "a step with only a time": (
         SUITE,
         STEP_CASE % "{as: alice, at: 2026-11-02T09:10:00Z}",
-        f"{RO} cases[9].steps[1]: no call: a step makes exactly one of {VERBS}",
+        f"{RO} cases[15].steps[1]: no call: a step makes exactly one of {VERBS}",
     ),
     "a step with only an expected status": (
         SUITE,
         STEP_CASE % "{as: alice, expect_status: 200}",
-        f"{RO} cases[9].steps[1]: no call: a step makes exactly one of {VERBS}",
+        f"{RO} cases[15].steps[1]: no call: a step makes exactly one of {VERBS}",
     ),
     "a step with two calls": (
         SUITE,
         STEP_CASE % f"{{as: alice, approve: {{{AR1}}}, reject: {{{AR1}}}}}",
-        f"{RO} cases[9].steps[1]: approve and reject: a step makes exactly one call",
+        f"{RO} cases[15].steps[1]: approve and reject: a step makes exactly one call",
     ),
     # --- times that match the pattern but do not exist
     "a suite time that does not exist": (
@@ -71,12 +71,12 @@ BROKEN = {
         SUITE,
         f"\n  - name: zz a case at no time\n    at: 2026-13-45T99:00:00Z\n    {DECISION}\n"
         "    expect: {allowed: true}\n",
-        f"{RO} cases[9].at: '2026-13-45T99:00:00Z' is not a valid time (month must be in 1..12)",
+        f"{RO} cases[15].at: '2026-13-45T99:00:00Z' is not a valid time (month must be in 1..12)",
     ),
     "a step time that does not exist": (
         SUITE,
         STEP_CASE % "{as: ops, at: 2026-11-02T24:00:00Z, request: {method: GET, path: /v1/policy}}",
-        f"{RO} cases[9].steps[1].at: '2026-11-02T24:00:00Z' is not a valid time (hour must be in 0..23)",
+        f"{RO} cases[15].steps[1].at: '2026-11-02T24:00:00Z' is not a valid time (hour must be in 0..23)",
     ),
     "a fixture time that does not exist": (
         SUITE,
@@ -100,39 +100,39 @@ BROKEN = {
     "two cases with one name": (
         SUITE,
         f"\n  - name: writing is denied even with a grant\n    {DECISION}\n    expect: {{allowed: true}}\n",
-        f"{RO} cases[9].name: 'writing is denied even with a grant' is also the name of cases[1]",
+        f"{RO} cases[15].name: 'writing is denied even with a grant' is also the name of cases[7]",
     ),
     # --- expectations the case cannot meet
     "a decision expected without a decision": (
         SUITE,
         "\n  - name: zz no decision\n    expect: {allowed: true, reason: granted}\n",
-        f"{RO} cases[9].expect.allowed: the case asks no decision",
+        f"{RO} cases[15].expect.allowed: the case asks no decision",
     ),
     "a step's answer expected without steps": (
         SUITE,
         f"\n  - name: zz no steps\n    {DECISION}\n    expect: {{allowed: true, listed: []}}\n",
-        f"{RO} cases[9].expect.listed: the case makes no step",
+        f"{RO} cases[15].expect.listed: the case makes no step",
     ),
     "a status expected without a step or a decision": (
         SUITE,
         "\n  - name: zz nothing answers\n    expect: {status: 200}\n",
-        f"{RO} cases[9].expect.status: the case makes no step and asks no decision",
+        f"{RO} cases[15].expect.status: the case makes no step and asks no decision",
     ),
     "a request status without a request to look at": (
         LIFECYCLE,
         "\n  - name: zz which request\n    expect: {request_status: pending}\n",
-        f"{LC} cases[16].expect.request_status: which access request? name it"
+        f"{LC} cases[17].expect.request_status: which access request? name it"
         " with request (the fixtures hold 2 and no step acts on one)",
     ),
     "a request that is no fixture": (
         LIFECYCLE,
         "\n  - name: zz a typo\n    expect: {request: waitin, request_status: pending}\n",
-        f"{LC} cases[16].expect.request: no fixture access request is 'waitin'",
+        f"{LC} cases[17].expect.request: no fixture access request is 'waitin'",
     ),
     "a request named and nothing expected of it": (
         LIFECYCLE,
         "\n  - name: zz nothing compared\n    expect: {request: waiting}\n",
-        f"{LC} cases[16].expect.request: names the access request whose"
+        f"{LC} cases[17].expect.request: names the access request whose"
         " request_status or support_request_view is expected, but the case expects neither",
     ),
     # --- fixture ids
@@ -201,7 +201,7 @@ BROKEN = {
     decision: {principal: evee, tenant_id: contoso, action: read, resource: diagnostics/signInLogs}
     expect: {allowed: false}
 """,
-        f"{RO} cases[9].decision.principal: 'evee' holds no role in fixtures.directory.role_assignments"
+        f"{RO} cases[15].decision.principal: 'evee' holds no role in fixtures.directory.role_assignments"
         " (misspelt?)",
     ),
     "a decision about a misspelt tenant": (
@@ -211,7 +211,7 @@ BROKEN = {
     decision: {principal: eve, tenant_id: contosso, action: read, resource: diagnostics/signInLogs}
     expect: {allowed: false}
 """,
-        f"{RO} cases[9].decision.tenant_id: unknown tenant 'contosso': list it in"
+        f"{RO} cases[15].decision.tenant_id: unknown tenant 'contosso': list it in"
         " fixtures.directory.tenants (misspelt?)",
     ),
     "a decision about a misspelt tenant, its answer expected beside a step's status": (
@@ -220,20 +220,21 @@ BROKEN = {
             "    expect: {status: 200}",
             f"    {DECISION.replace('contoso', 'contosso')}\n    expect: {{status: 200, allowed: false}}",
         ),
-        f"{RO} cases[9].decision.tenant_id: unknown tenant 'contosso': list it in"
+        f"{RO} cases[15].decision.tenant_id: unknown tenant 'contosso': list it in"
         " fixtures.directory.tenants (misspelt?)",
     ),
     "aliases expanding the suite without end": (
         SUITE,
         "x-lol: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
         + "".join(f"x-lol{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]\n" for n in range(1, 9)),
-        f"{RO} line 64, column 9: invalid YAML: aliases expand the document"
+        f"{RO} line 89, column 9: invalid YAML: aliases expand the document"
         " by more than 1,000,000 characters",
     ),
     "a step by a misspelt principal": (
         SUITE,
         STEP_CASE % "{as: opps, request: {method: GET, path: /v1/policy}}",
-        f"{RO} cases[9].steps[1].as: 'opps' holds no role in fixtures.directory.role_assignments (misspelt?)",
+        f"{RO} cases[15].steps[1].as: 'opps' holds no role in"
+        " fixtures.directory.role_assignments (misspelt?)",
     ),
     "a fixture approval by a misspelt approver": (
         SUITE,
@@ -347,7 +348,7 @@ def test_pytest_reports_a_suite_mistake_in_the_same_words(tmp_path):
     append(suite, STEP_CASE % "{as: ops, close: {ticket: t1}, assign: {ticket: t1, engineer: eve}}")
     code, _, output = run_pytest(str(suite), tmp_path=tmp_path)
     assert code not in (0, 5), output
-    assert f"{SUITE}: cases[9].steps[1]: close and assign: a step makes exactly one call" in output
+    assert f"{SUITE}: cases[15].steps[1]: close and assign: a step makes exactly one call" in output
 
     policy_dir = copy_policies(tmp_path, "other")
     suite = policy_dir / "tests" / SUITE
