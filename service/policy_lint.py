@@ -47,14 +47,11 @@ def _customer_roles_with_provider_actions(policy: Policy) -> list[str]:
     """A customer role may be held in any tenant, the provider's included. An action
     the service checks only in the provider tenant does nothing in a customer's tenant,
     and makes the provider's holders of that role (its own Global Administrators, say)
-    engineers or operators as a side effect: provider powers belong in provider roles."""
-    customer_actions = {
-        action for name, action in policy.permissions.items() if name not in PROVIDER_PERMISSIONS
-    }
+    engineers or operators as a side effect: provider powers belong in provider roles.
+    An action that a customer permission names too is no exception: then every customer
+    role that approves would also operate, say, wherever it is held in the provider tenant."""
     provider_permission_of = {
-        action: name
-        for name, action in policy.permissions.items()
-        if name in PROVIDER_PERMISSIONS and action not in customer_actions
+        action: name for name, action in policy.permissions.items() if name in PROVIDER_PERMISSIONS
     }
     warnings = []
     for role in policy.roles.values():

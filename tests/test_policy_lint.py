@@ -236,6 +236,23 @@ def test_a_provider_role_may_carry_what_a_customer_tenant_admin_does(tmp_path):
     assert lint(load_policy(policy_dir)) == []
 
 
+def test_a_provider_permission_sharing_a_customer_permissions_action_warns_for_its_carriers(tmp_path):
+    """Every customer role that approves would then operate wherever it is held in the
+    provider tenant: the most dangerous form of the mistake, so it is not exempt."""
+    policy_dir = copy_policies(tmp_path)
+    edit(
+        policy_dir / "workflow.yaml",
+        "operate: supportAccess/service/operate",
+        "operate: microsoft.azure.supportTickets/allEntities/allTasks",
+    )
+    warnings = lint(load_policy(policy_dir))
+    assert (
+        "roles.yaml: Global Administrator: a customer role carries "
+        "microsoft.azure.supportTickets/allEntities/allTasks (permissions.operate), which counts only "
+        "in the provider tenant: it makes the role's holders there operators; give it to a provider role"
+    ) in warnings
+
+
 def test_a_category_rule_duplicating_nothing_is_clean(tmp_path):
     """A narrower rule beside the wildcard is not a duplicate."""
     policy_dir = copy_policies(tmp_path)

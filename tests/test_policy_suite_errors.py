@@ -16,7 +16,7 @@ from tests.helpers import append, copy_policies, edit
 from tests.test_policy_suites import EXIT_INVALID, run_pytest, scratch_on_tmpfs  # noqa: F401 (autouse)
 
 SUITE = "read_only_test.yaml"  # 15 cases: a case appended to it is cases[15]
-LIFECYCLE = "lifecycle_test.yaml"  # 16 cases; fixture access requests `granted`, `waiting`
+LIFECYCLE = "lifecycle_test.yaml"  # 17 cases; fixture access requests `granted`, `waiting`
 
 # A case whose second step is `step` (the first one is fine).
 STEP_CASE = """
