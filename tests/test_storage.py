@@ -152,3 +152,37 @@ def test_a_nested_transaction_is_part_of_the_outer_one(new_store):
             assert write_transaction_number() == number
         met = _try_to_write_beside(new_store)
     assert len(met) == 1 and isinstance(met[0], WriteLockBusy), met
+
+
+BUSY_EXIT = 3
+
+
+def _write_without_waiting(url: str, opened, locked) -> None:
+    """In another process: opens the store, then, once the test holds the writers' lock,
+    exits BUSY_EXIT if told that lock is busy, 0 if it got it (any other failure, such as
+    SQLite's own "database is locked", ends it with 1)."""
+    connect_database(url, create=False)  # opening writes too, so before the test's lock
+    opened.set()
+    locked.wait(timeout=30)
+    try:
+        with database.connection_context(), transaction(wait=False):
+            pass
+    except WriteLockBusy:
+        raise SystemExit(BUSY_EXIT) from None
+
+
+def test_a_worker_that_names_the_file_through_a_link_meets_the_same_writers_lock(new_store, tmp_path):
+    """Two workers whose URLs spell one file differently (here a symbolic link) take one
+    writers' lock: the one that will not wait is told it is busy, instead of each taking a
+    lock of its own and one then waiting on SQLite's."""
+    link = tmp_path / "link.db"
+    link.symlink_to(tmp_path / "store.db")
+    processes = multiprocessing.get_context("fork")
+    opened, locked = processes.Event(), processes.Event()
+    other = processes.Process(target=_write_without_waiting, args=(f"sqlite:///{link}", opened, locked))
+    other.start()
+    assert opened.wait(timeout=60)
+    with database.connection_context(), transaction():
+        locked.set()
+        other.join(timeout=60)
+    assert other.exitcode == BUSY_EXIT
