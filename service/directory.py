@@ -33,6 +33,11 @@ class DirectoryFile:
     tenants: dict[str, str]  # id -> name
     assignments: set[tuple[str, str, str]]  # (tenant, principal, role)
     names_provider: bool = True  # False: the file has no `provider_tenant`
+    lists_provider: bool = False  # True: the provider tenant is under `tenants`, with its name
+
+    def names_tenant(self, tenant: str) -> bool:
+        """Unlisted, the provider tenant has a default name here, which renames nothing."""
+        return tenant != self.provider_tenant or self.lists_provider
 
 
 def provider_tenant(configured: str | None) -> str:
@@ -291,7 +296,7 @@ def read_directory_file(
             raise BadRequest(f"{path}: {place}.tenant: unknown tenant {tenant!r}{listed}")
         canonical = check_role(policy, provider, tenant, role, f"{path}: {place}.role")
         assignments.add((tenant, principal, canonical))
-    return DirectoryFile(provider, tenants, assignments, "provider_tenant" in document)
+    return DirectoryFile(provider, tenants, assignments, "provider_tenant" in document, provider in listed_at)
 
 
 def _fields(path, place: str, entry: Any, names: tuple[str, ...]) -> list[str]:
@@ -354,7 +359,7 @@ def import_directory(
                 added_tenants.append((tenant_id, name, now))
                 note(tenant_id, "tenants_added")
                 name_change(tenant_id, name, None)
-            elif existing_tenants[tenant_id] != name and tenant_id != file.provider_tenant:
+            elif existing_tenants[tenant_id] != name and file.names_tenant(tenant_id):
                 Tenant.update(name=name).where(Tenant.id == tenant_id).execute()
                 note(tenant_id, "tenants_renamed")
                 name_change(tenant_id, name, existing_tenants[tenant_id])

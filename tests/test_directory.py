@@ -380,16 +380,20 @@ def test_an_import_leaves_the_name_an_operator_gave_the_provider_tenant(app, run
         assert Tenant.get_by_id("provider").name == "Acme Support"
 
 
-def test_provider_tenant_may_be_listed(runner, api, tmp_path):
+def test_provider_tenant_may_be_listed(app, runner, api, tmp_path):
+    """Listed under `tenants`, the provider tenant takes the file's name, as any tenant does."""
     document = base_document()
     document["tenants"].append({"id": "provider", "name": "The Provider"})
     path = write_directory(tmp_path, document)
     before = directory_events(api)
     result = run_import(runner, path)
     assert result.exit_code == 0, result.output
-    assert run_import(runner, path).exit_code == 0
-    assert len(directory_events(api)) - len(before) <= 1
+    assert "1 tenants renamed" in result.output
+    assert "0 tenants renamed" in run_import(runner, path).output
+    assert len(directory_events(api)) - len(before) == 1
     assert decision_reason(api, "eve") == "no_active_grant"
+    with app.app_context():
+        assert Tenant.get_by_id("provider").name == "The Provider"
 
 
 def test_an_impossible_date_is_refused_naming_its_place(runner, tmp_path):
