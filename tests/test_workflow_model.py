@@ -659,16 +659,24 @@ class WorkflowMachine(RuleBasedStateMachine):
         else:
             self.approve(index, False, tenant, who, pick)
 
-    def approve(self, index, focus, party, who, pick):
+    def call_for_party(self, verb, index, focus, party, who, pick, **body):
+        """Approve or reject for a party; (request, tenant, caller, answer) if it is a 200."""
         self.settle()
         request = self.choose(self.requests, index, focus, self.pending)
         tenant = self.party_tenant(request, party)
         if who == "admin":
             who = self.pick_admin(tenant, pick, exclude=request.engineer)
         expected = self.decide_on_request(request, who, tenant)
-        answer = self.api.post(f"{REQUESTS}/{request.id}/approve", who, {"tenant_id": tenant})
-        if self.check_status(answer, expected, f"approve for {tenant} by {who}") != 200:
+        answer = self.api.post(f"{REQUESTS}/{request.id}/{verb}", who, {"tenant_id": tenant, **body})
+        if self.check_status(answer, expected, f"{verb} for {tenant} by {who}") != 200:
+            return None
+        return request, tenant, who, answer
+
+    def approve(self, index, focus, party, who, pick):
+        done = self.call_for_party("approve", index, focus, party, who, pick)
+        if done is None:
             return
+        request, tenant, who, answer = done
         request.approvals[tenant] = who
         if set(request.approvals) == set(request.parties):
             request.status = "approved"
@@ -678,16 +686,10 @@ class WorkflowMachine(RuleBasedStateMachine):
             assert answer.get_json()["access_expires_at"] == stamp(request.access_expires_at)
 
     def reject(self, index, focus, party, who, pick):
-        self.settle()
-        request = self.choose(self.requests, index, focus, self.pending)
-        tenant = self.party_tenant(request, party)
-        if who == "admin":
-            who = self.pick_admin(tenant, pick, exclude=request.engineer)
-        expected = self.decide_on_request(request, who, tenant)
-        body = {"tenant_id": tenant, "reason": "not now"}
-        answer = self.api.post(f"{REQUESTS}/{request.id}/reject", who, body)
-        if self.check_status(answer, expected, f"reject for {tenant} by {who}") != 200:
+        done = self.call_for_party("reject", index, focus, party, who, pick, reason="not now")
+        if done is None:
             return
+        request, _, who, answer = done
         request.status, request.finished_at = "rejected", self.now
         self.check_request_answer(answer, request, who)
 
