@@ -59,8 +59,8 @@ from models import database
 from service import create_app
 from service.clock import FakeClock
 from service.policy import REPO_POLICY_DIR
-from tests.conftest import SECRET, START, Api
-from tests.helpers import DIRECTORY_FILE
+from tests.conftest import SECRET, START, Api, read_check
+from tests.helpers import DIRECTORY_FILE, app_config
 
 TICKETS = "/v1/support-requests"
 REQUESTS = "/v1/access-requests"
@@ -222,16 +222,17 @@ class WorkflowMachine(RuleBasedStateMachine):
         super().__init__()
         self.directory = Path(tempfile.mkdtemp(prefix="workflow-model-"))
         self.clock = FakeClock(START)
+        database_url = f"sqlite:///{self.directory / 'model.db'}"
         self.app = create_app(
-            {
-                "TESTING": True,
-                "DATABASE_URL": f"sqlite:///{self.directory / 'model.db'}",
-                "JWT_SECRET": SECRET,
-                "POLICY_DIR": str(REPO_POLICY_DIR),
-                "DECISION_LOG": "",
-                "READ_JOURNAL_DIR": str(self.directory / "journal"),
-                "CLOCK": self.clock,
-            }
+            app_config(
+                self.directory,
+                database_url,
+                SECRET,
+                POLICY_DIR=str(REPO_POLICY_DIR),
+                DECISION_LOG="",
+                READ_JOURNAL_DIR=str(self.directory / "journal"),
+                CLOCK=self.clock,
+            )
         )
         runner = self.app.test_cli_runner()
         imported = runner.invoke(args=["directory", "import", str(DIRECTORY_FILE)])
@@ -308,15 +309,16 @@ class WorkflowMachine(RuleBasedStateMachine):
     def ended(self, request: Request, moment: datetime, reason: str | None) -> None:
         self.ends.append((request.engineer, request.resource, request.ticket.id, moment, reason, "always"))
 
-    def finish_engineers_requests(self, requests: list[Request]) -> None:
-        """The engineer was reassigned or left support (README): pending → cancelled,
-        approved → completed, a revoked one's natural end is now."""
+    def finish_requests(self, requests: list[Request], reason: str | None) -> None:
+        """Their ticket closed, or their engineer was reassigned or left support (API.md,
+        README): pending → cancelled, approved → completed (a deny's `reason` from then on;
+        None: not pinned), a revoked one's natural end is now."""
         for request in requests:
             if request.status == "pending":
                 request.status, request.finished_at = "cancelled", self.now
             elif request.status == "approved":
                 request.status, request.finished_at = "completed", self.now
-                self.ended(request, self.now, None)
+                self.ended(request, self.now, reason)
             elif request.status == "revoked" and request.natural_end is None:
                 request.natural_end = self.now
 
@@ -489,9 +491,8 @@ class WorkflowMachine(RuleBasedStateMachine):
         assert answer.get_json()["assigned_engineer"] == target
         if ticket.assigned not in (None, target):  # an operator moved it: the old engineer's access ends
             previous = ticket.assigned
-            self.finish_engineers_requests(
-                [r for r in self.requests if r.ticket is ticket and r.engineer == previous]
-            )
+            previous_requests = [r for r in self.requests if r.ticket is ticket and r.engineer == previous]
+            self.finish_requests(previous_requests, None)
         ticket.assigned = target
 
     def patch_advanced_diagnostics(self, index, focus, who, value, pick):
@@ -532,21 +533,13 @@ class WorkflowMachine(RuleBasedStateMachine):
             return
         assert answer.get_json()["status"] == "closed"
         ticket.closed_at = self.now
-        for request in self.requests:
-            if request.ticket is not ticket:
-                continue
-            before = request.status
-            if request.status == "pending":
-                request.status, request.finished_at = "cancelled", self.now
-            elif request.status == "approved":
-                request.status, request.finished_at = "completed", self.now
-                self.ended(request, self.now, "support_request_closed")
-            elif request.status == "revoked" and request.natural_end is None:
-                request.natural_end = self.now
-            if request.access_expires_at is not None and before != "approved":
+        requests = [r for r in self.requests if r.ticket is ticket]
+        for request in requests:
+            if request.access_expires_at is not None and request.status != "approved":
                 # Revoked, or completed before (ran out, engineer reassigned or removed).
                 closed = (request.engineer, request.resource, ticket.id, self.now, "support_request_closed")
                 self.ends.append((*closed, "never"))
+        self.finish_requests(requests, "support_request_closed")
         if ticket.assigned:  # the engineer's access through this ticket ended with it
             engineer = ticket.assigned
             for tenant in {ticket.tenant, ticket.resource}:
@@ -569,9 +562,6 @@ class WorkflowMachine(RuleBasedStateMachine):
 
     def fileable(self, ticket: Ticket) -> bool:
         return ticket.open and ticket.assigned is not None and not self.blocked(ticket)
-
-    def file_request_as_assigned(self, index):
-        self.file_request(index, True, "assigned")
 
     def file_request(self, index, focus, who):
         self.settle()
@@ -635,10 +625,6 @@ class WorkflowMachine(RuleBasedStateMachine):
 
     def pending(self, request: Request) -> bool:
         return request.status == "pending"
-
-    def approve_as_party(self, index, pick):
-        """An admin of a party that has not approved yet approves (the usual case)."""
-        self.approve(index, True, "missing", "admin", pick)
 
     def lookalikes(self, request: Request) -> list[tuple[str, str]]:
         """(admin, party tenant): admins of a party whose id may name the engineer."""
@@ -717,11 +703,6 @@ class WorkflowMachine(RuleBasedStateMachine):
         request.status, request.finished_at = "cancelled", self.now
         self.check_request_answer(answer, request, who)
 
-    def revoke_grant(self, index, who, pick):
-        """An admin of the resource tenant removes a live grant; or one of the support
-        request tenant tries to (and must not learn that there is one)."""
-        self.revoke(index, True, who, pick)
-
     def revoke(self, index, focus, who, pick):
         self.settle()
         request = self.choose(self.requests, index, focus, lambda r: r.status == "approved")
@@ -754,11 +735,6 @@ class WorkflowMachine(RuleBasedStateMachine):
         self.clock.advance(minutes=minutes)
         self.settle()
 
-    def advance_past_retention(self):
-        note("clock + 30 days")
-        self.clock.advance(minutes=PAST_RETENTION)
-        self.settle()
-
     def toggle_role(self, index, again):
         """Remove a role assignment, or give it back; `again` repeats the last change
         (a DELETE of an absent assignment is a 404, a PUT of a present one a 200)."""
@@ -780,7 +756,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         self.roles.discard((tenant, principal, role))
         if role == "Support Engineer":
             # README: an engineer that leaves support loses its access for good.
-            self.finish_engineers_requests([r for r in self.requests if r.engineer == principal])
+            self.finish_requests([r for r in self.requests if r.engineer == principal], None)
             for ticket in self.tickets:
                 if ticket.open and ticket.assigned == principal:
                     ticket.assigned = None
@@ -815,7 +791,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             lambda c: self.toggle_role(c % len(REMOVABLE), False),
         ]
         if self.steps > 25 and choice % 5 == 0:
-            steps.append(lambda c: self.advance_past_retention())
+            steps.append(lambda c: self.advance_clock(PAST_RETENTION))
         if len(self.tickets) < 5:
             steps.append(
                 lambda c: self.file_ticket(
@@ -827,9 +803,10 @@ class WorkflowMachine(RuleBasedStateMachine):
         if any(t.assigned for t in open_tickets):
             steps.append(self.reassign)
         if any(self.fileable(t) for t in self.tickets):
-            steps += [lambda c: self.file_request_as_assigned(c)] * 2
+            steps += [lambda c: self.file_request(c, True, "assigned")] * 2
         if pending:
-            steps += [lambda c: self.approve_as_party(c, c)] * 4
+            # An admin of a party that has not approved yet approves (the usual case).
+            steps += [lambda c: self.approve(c, True, "missing", "admin", c)] * 4
             steps.append(lambda c: self.cancel(c, True, "engineer", c))
             steps.append(lambda c: self.reject(c, True, ["resource", "support_request"][c % 2], "admin", c))
         if any(self.lookalikes(r) for r in pending):
@@ -842,10 +819,12 @@ class WorkflowMachine(RuleBasedStateMachine):
         if bounced:
             steps += [lambda c: self.bounce_role(bounced[c % len(bounced)])] * 3
         if approved:
+            # An admin of the resource tenant removes a live grant; or one of the support
+            # request tenant tries to (and must not learn that there is one).
             steps.append(
-                lambda c: self.revoke_grant(c, ["resource", "resource", "support_request"][c % 3], c)
+                lambda c: self.revoke(c, True, ["resource", "resource", "support_request"][c % 3], c)
             )
-            steps.append(lambda c: self.revoke_grant(c, "resource", c))
+            steps.append(lambda c: self.revoke(c, True, "resource", c))
         if open_tickets:
             steps.append(lambda c: self.close_ticket(c, True, ["tenant", "assigned"][c % 2], c))
             steps.append(lambda c: self.patch_advanced_diagnostics(c, True, "tenant", c % 2 == 0, c))
@@ -920,8 +899,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         checks = self.checks()
         bodies = []
         for principal, tenant, action, category, ticket_id in checks:
-            body = {"principal": principal, "tenant_id": tenant, "action": action}
-            body["resource"] = f"diagnostics/{category}"
+            body = read_check(principal, tenant, action=action, resource=f"diagnostics/{category}")
             if ticket_id is not None:
                 body["support_request_id"] = ticket_id
             bodies.append(body)
@@ -979,34 +957,31 @@ class WorkflowMachine(RuleBasedStateMachine):
         """A tenant admin lists its tenant's tickets, and those about it once an access
         request concerns it (API.md); an engineer lists the requests it filed, with the
         resource tenant's view (README). One tenant and one engineer a step, in turn."""
-        for tenant in [CUSTOMERS[self.steps % len(CUSTOMERS)]]:
-            answer = self.api.get(TICKETS, VIEWER[tenant])
-            assert answer.status_code == 200, answer.get_json()
-            items = {item["id"]: item for item in answer.get_json()["items"]}
-            expected = {
-                t.id: t
-                for t in self.tickets
-                if tenant == t.tenant or (tenant == t.resource and t.has_request)
-            }
-            assert set(items) == set(expected), (tenant, sorted(items), sorted(expected))
-            for ticket_id, item in items.items():
-                ticket = expected[ticket_id]
-                shown = (item["status"], item["assigned_engineer"], item["allow_advanced_diagnostics"])
-                status = "open" if ticket.open else "closed"
-                assert shown == (status, ticket.assigned, ticket.adv), (tenant, item)
+        tenant = CUSTOMERS[self.steps % len(CUSTOMERS)]
+        answer = self.api.get(TICKETS, VIEWER[tenant])
+        assert answer.status_code == 200, answer.get_json()
+        items = {item["id"]: item for item in answer.get_json()["items"]}
+        expected = {
+            t.id: t for t in self.tickets if tenant == t.tenant or (tenant == t.resource and t.has_request)
+        }
+        assert set(items) == set(expected), (tenant, sorted(items), sorted(expected))
+        for ticket_id, item in items.items():
+            ticket = expected[ticket_id]
+            shown = (item["status"], item["assigned_engineer"], item["allow_advanced_diagnostics"])
+            status = "open" if ticket.open else "closed"
+            assert shown == (status, ticket.assigned, ticket.adv), (tenant, item)
         horizon = self.now - RETENTION
-        for engineer in [ENGINEERS[self.steps % len(ENGINEERS)]]:
-            if not self.is_engineer(engineer):
-                continue
+        engineer = ENGINEERS[self.steps % len(ENGINEERS)]
+        if self.is_engineer(engineer):
             answer = self.api.get(REQUESTS, engineer)
             assert answer.status_code == 200, answer.get_json()
             listed = {item["id"]: (item["status"], item["view"]) for item in answer.get_json()["items"]}
-            expected = {
+            own = {
                 r.id: (r.status, "resource")
                 for r in self.requests
                 if r.engineer == engineer and (r.finished_at is None or r.finished_at > horizon)
             }
-            assert listed == expected, (engineer, listed, expected)
+            assert listed == own, (engineer, listed, own)
 
     @invariant()
     def a_removal_stays_hidden(self):
